@@ -1,0 +1,164 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+)
+
+// env is what every command shares: the streams and the global flags.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+
+	bootstrap []string
+	listen    string
+	dataDir   string
+	json      bool
+	quiet     bool
+	verbose   bool
+
+	// usageErr records an unknown command, which urfave/cli reports
+	// through a callback rather than an error.
+	usageErr error
+}
+
+func globalFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{
+			Name:    "bootstrap",
+			Usage:   "DHT bootstrap nodes, `host:port,...` (default: the public Mainline routers)",
+			EnvVars: []string{"RELAY_BOOTSTRAP"},
+		},
+		&cli.StringFlag{
+			Name:    "listen",
+			Usage:   "address to listen on for DHT and BitTorrent, `host:port`",
+			EnvVars: []string{"RELAY_LISTEN"},
+		},
+		&cli.StringFlag{
+			Name:    "data-dir",
+			Usage:   "where relay keeps bundles and state, `DIR` (default: " + defaultDataDirHelp() + ")",
+			EnvVars: []string{"RELAY_DATA_DIR"},
+		},
+		&cli.BoolFlag{
+			Name:    "json",
+			Usage:   "machine-readable output on stdout",
+			EnvVars: []string{"RELAY_JSON"},
+		},
+		&cli.BoolFlag{
+			Name:    "quiet",
+			Aliases: []string{"q"},
+			Usage:   "print only results and errors",
+			EnvVars: []string{"RELAY_QUIET"},
+		},
+		&cli.BoolFlag{
+			Name:    "verbose",
+			Aliases: []string{"v"},
+			Usage:   "log what relay does, on stderr",
+			EnvVars: []string{"RELAY_VERBOSE"},
+		},
+	}
+}
+
+func (e *env) load(c *cli.Context) error {
+	e.listen = c.String("listen")
+	e.json = c.Bool("json")
+	e.quiet = c.Bool("quiet")
+	e.verbose = c.Bool("verbose")
+	for _, b := range strings.Split(c.String("bootstrap"), ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			e.bootstrap = append(e.bootstrap, b)
+		}
+	}
+	e.dataDir = c.String("data-dir")
+	if e.dataDir == "" {
+		d, err := defaultDataDir()
+		if err != nil {
+			return fmt.Errorf("no data directory: %w (set --data-dir or RELAY_DATA_DIR)", err)
+		}
+		e.dataDir = d
+	}
+	return nil
+}
+
+// logger returns the logger library packages are given: silent unless
+// -v, then text on stderr.
+func (e *env) logger() *slog.Logger {
+	if !e.verbose {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// result prints a command's result: v as one JSON object a line under
+// --json, otherwise the text that text writes.
+func (e *env) result(v any, text func(w io.Writer)) error {
+	if e.json {
+		return json.NewEncoder(e.stdout).Encode(v)
+	}
+	text(e.stdout)
+	return nil
+}
+
+// note prints a line for people on stderr, unless -q or --json.
+func (e *env) note(format string, args ...any) {
+	if e.quiet || e.json {
+		return
+	}
+	fmt.Fprintf(e.stderr, "relay: "+format+"\n", args...)
+}
+
+// defaultDataDir is relay's folder under the user's data directory:
+// $XDG_DATA_HOME/relay or ~/.local/share/relay on Unix, the Application
+// Support folder on macOS, %LocalAppData% on Windows.
+func defaultDataDir() (string, error) {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" && filepath.IsAbs(d) {
+		return filepath.Join(d, "relay"), nil
+	}
+	switch runtime.GOOS {
+	case "windows", "darwin", "ios":
+		d, err := os.UserConfigDir()
+		if err != nil {
+			return "", err
+		}
+		if runtime.GOOS == "windows" {
+			if l := os.Getenv("LocalAppData"); l != "" {
+				d = l
+			}
+		}
+		return filepath.Join(d, "relay"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(home, ".local", "share", "relay"), nil
+}
+
+func defaultDataDirHelp() string {
+	switch runtime.GOOS {
+	case "windows":
+		return `%LocalAppData%\relay`
+	case "darwin":
+		return "~/Library/Application Support/relay"
+	}
+	return "$XDG_DATA_HOME/relay or ~/.local/share/relay"
+}
+
+// defaultKeyFile is where relay init writes a key and publish reads one
+// when --key is not given: relay's folder under the user's config
+// directory ($XDG_CONFIG_HOME/relay/relay.key on Unix).
+func defaultKeyFile() (string, error) {
+	d, err := os.UserConfigDir()
+	if err != nil {
+		return "", fmt.Errorf("no config directory: %w (give --key)", err)
+	}
+	return filepath.Join(d, "relay", "relay.key"), nil
+}

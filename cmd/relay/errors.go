@@ -1,0 +1,100 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"strings"
+
+	"github.com/relay-sh/relay/record"
+	"github.com/relay-sh/relay/signer"
+)
+
+// Exit codes, as DESIGN.md fixes them.
+const (
+	exitOK       = 0
+	exitError    = 1
+	exitUsage    = 2
+	exitVerify   = 3
+	exitNotFound = 4
+)
+
+// usageError is a command line relay cannot run: exit code 2.
+type usageError struct{ err error }
+
+func (u usageError) Error() string { return u.err.Error() }
+func (u usageError) Unwrap() error { return u.err }
+
+// hinted attaches a hint, printed on its own line after the error.
+type hinted struct {
+	err  error
+	hint string
+}
+
+func (h hinted) Error() string { return h.err.Error() }
+func (h hinted) Unwrap() error { return h.err }
+
+func withHint(err error, format string, args ...any) error {
+	if err == nil {
+		return nil
+	}
+	return hinted{err, fmt.Sprintf(format, args...)}
+}
+
+// exitCode maps an error to relay's documented exit codes. This switch is
+// the only place that does.
+func exitCode(err error) int {
+	var u usageError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &u):
+		return exitUsage
+	case errors.Is(err, record.ErrNoRelease) || errors.Is(err, errNotFound):
+		return exitNotFound
+	case record.IsVerification(err):
+		return exitVerify
+	}
+	return exitError
+}
+
+// errNotFound is returned when nothing is published under a key.
+var errNotFound = errors.New("nothing published under this key")
+
+// report prints err as `relay: error: ...` (one line) and a hint, and
+// returns the exit code.
+func report(stderr io.Writer, err error) int {
+	if err == nil {
+		return exitOK
+	}
+	msg := strings.ReplaceAll(err.Error(), "\n", "; ")
+	if strings.HasPrefix(msg, "flag provided but not defined: ") {
+		msg = "unknown flag -" + strings.TrimPrefix(msg, "flag provided but not defined: ")
+	}
+	fmt.Fprintf(stderr, "relay: error: %s\n", msg)
+	if h := hintFor(err); h != "" {
+		fmt.Fprintf(stderr, "relay: hint: %s\n", h)
+	}
+	return exitCode(err)
+}
+
+func hintFor(err error) string {
+	var h hinted
+	var u usageError
+	switch {
+	case errors.As(err, &h):
+		return h.hint
+	case errors.Is(err, signer.ErrLooseMode):
+		return "a key file must be private to its owner: chmod 600 it"
+	case errors.Is(err, signer.ErrSealed):
+		return "the key is sealed: set RELAY_PASSPHRASE or run relay on a terminal to be asked"
+	case errors.Is(err, signer.ErrMalformedKey):
+		return "a public key is 52 z-base-32 characters, as `relay init` and `relay key` print"
+	case errors.Is(err, fs.ErrNotExist) && strings.Contains(err.Error(), "key file"):
+		return "make a key with `relay init`"
+	case errors.As(err, &u):
+		return "see `relay help` or `relay COMMAND --help`"
+	}
+	return ""
+}

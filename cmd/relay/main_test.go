@@ -1,0 +1,113 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/rogpeppe/go-internal/testscript"
+)
+
+// TestMain lets the test binary run as the relay command, so scripts run
+// the real program in its own process.
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){"relay": main})
+}
+
+// TestScripts runs the command-line scripts under testdata/script.
+func TestScripts(t *testing.T) {
+	testscript.Run(t, testscript.Params{
+		Dir:                 "testdata/script",
+		RequireExplicitExec: true,
+		Setup: func(e *testscript.Env) error {
+			e.Setenv("RELAY_DATA_DIR", e.WorkDir+"/data")
+			e.Setenv("XDG_CONFIG_HOME", e.WorkDir+"/config")
+			e.Setenv("HOME", e.WorkDir+"/home")
+			return nil
+		},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"mode":  cmdMode,
+			"jsonl": cmdJSONL,
+			"exits": cmdExits,
+		},
+	})
+}
+
+// exits CODE PROGRAM [ARGS...]: runs the program as exec does and checks
+// its exit code.
+func cmdExits(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) < 2 || neg {
+		ts.Fatalf("usage: exits CODE PROGRAM [ARGS...]")
+	}
+	want, err := strconv.Atoi(args[0])
+	ts.Check(err)
+	got := 0
+	if err := ts.Exec(args[1], args[2:]...); err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			ts.Fatalf("%s: %v", args[1], err)
+		}
+		got = ee.ExitCode()
+	}
+	if got != want {
+		ts.Fatalf("%s exited %d, want %d", args[1], got, want)
+	}
+}
+
+// mode FILE PERM: the file's permission bits are PERM (octal).
+func cmdMode(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 {
+		ts.Fatalf("usage: mode FILE PERM")
+	}
+	fi, err := os.Stat(ts.MkAbs(args[0]))
+	ts.Check(err)
+	want, err := strconv.ParseUint(args[1], 8, 32)
+	ts.Check(err)
+	if got := uint64(fi.Mode().Perm()); (got == want) == neg {
+		ts.Fatalf("%s has mode %04o, want %s%04o", args[0], got, map[bool]string{true: "not ", false: ""}[neg], want)
+	}
+}
+
+// jsonl stdout|FILE [KEY=VALUE...]: every line is a JSON object, and the
+// last one has each top-level KEY (dots descend) equal to VALUE.
+func cmdJSONL(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) < 1 {
+		ts.Fatalf("usage: jsonl stdout|FILE [KEY=VALUE...]")
+	}
+	text := ts.ReadFile(args[0])
+	var last map[string]any
+	sc := bufio.NewScanner(strings.NewReader(text))
+	n := 0
+	for sc.Scan() {
+		n++
+		last = nil
+		if err := json.Unmarshal(sc.Bytes(), &last); err != nil {
+			ts.Fatalf("line %d is not a JSON object: %v\n%s", n, err, sc.Text())
+		}
+	}
+	if n == 0 {
+		ts.Fatalf("no JSON lines in %s", args[0])
+	}
+	for _, kv := range args[1:] {
+		k, want, _ := strings.Cut(kv, "=")
+		var v any = last
+		for _, part := range strings.Split(k, ".") {
+			m, _ := v.(map[string]any)
+			v = m[part]
+		}
+		got := strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(mustJSON(v)), `"`), `"`)
+		if (got == want) == neg {
+			ts.Fatalf("%s = %s, want %s", k, got, want)
+		}
+	}
+}
+
+func mustJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
