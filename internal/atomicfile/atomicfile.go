@@ -1,0 +1,105 @@
+// Package atomicfile writes files so that their final name only ever
+// holds a whole file: the old one or the new one, never a part. A file is
+// written under a temporary name in the same folder, synced, and renamed
+// over the target; the folder is synced after.
+//
+// It exists because the well-known Go package for this (renameio) does not
+// build its API on Windows, where relay's update package must work.
+package atomicfile
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+)
+
+// File is a file being written in place of another. Write to it, then
+// Commit to rename it over its target, or Abort to remove it; Abort after
+// Commit does nothing, so `defer f.Abort()` is always safe.
+type File struct {
+	*os.File
+	target string
+	done   bool
+}
+
+// TempPrefix begins the name of every temporary file this package makes,
+// so that callers can recognise and remove leftovers of a crash.
+const TempPrefix = ".relay-tmp-"
+
+// Create starts writing a new file that will replace target, with mode
+// perm, in target's folder.
+func Create(target string, perm fs.FileMode) (*File, error) {
+	dir, base := filepath.Split(target)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, TempPrefix+base+"-*")
+	if err != nil {
+		return nil, err
+	}
+	if runtime.GOOS != "windows" {
+		if err := f.Chmod(perm); err != nil {
+			f.Close()
+			os.Remove(f.Name())
+			return nil, err
+		}
+	}
+	return &File{File: f, target: target}, nil
+}
+
+// Commit syncs and closes the file and renames it over its target.
+func (f *File) Commit() error {
+	if f.done {
+		return errors.New("atomicfile: commit after commit or abort")
+	}
+	f.done = true
+	err := errors.Join(f.Sync(), f.Close())
+	if err == nil {
+		err = os.Rename(f.Name(), f.target)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("failed to write %s: %w", f.target, err)
+	}
+	SyncDir(filepath.Dir(f.target))
+	return nil
+}
+
+// Abort closes and removes the file, leaving the target as it was.
+func (f *File) Abort() {
+	if f.done {
+		return
+	}
+	f.done = true
+	f.Close()
+	os.Remove(f.Name())
+}
+
+// WriteFile writes data to path atomically with mode perm.
+func WriteFile(path string, data []byte, perm fs.FileMode) error {
+	f, err := Create(path, perm)
+	if err != nil {
+		return fmt.Errorf("failed to write %s: %w", path, err)
+	}
+	defer f.Abort()
+	if _, err := f.Write(data); err != nil {
+		return fmt.Errorf("failed to write %s: %w", path, err)
+	}
+	return f.Commit()
+}
+
+// SyncDir syncs a folder so that a rename in it survives a crash. Errors
+// are ignored: some systems cannot sync folders, and the rename itself has
+// succeeded.
+func SyncDir(dir string) {
+	if runtime.GOOS == "windows" {
+		return
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}
