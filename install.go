@@ -1,0 +1,130 @@
+package relay
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	"github.com/relay-sh/relay/internal/atomicfile"
+	"github.com/relay-sh/relay/record"
+)
+
+// placeFiles copies files from the verified bundle folder src into out,
+// each under its manifest path with its manifest mode. Every file is
+// hashed again as it is copied, so what lands in out is exactly what the
+// manifest names even if src changed since it was verified. Nothing takes
+// its final name until every file is written and checked: on any error,
+// out is left as it was.
+func placeFiles(src string, files []record.File, out string) ([]string, error) {
+	var pending []*atomicfile.File
+	defer func() {
+		for _, p := range pending {
+			p.Abort()
+		}
+	}()
+	var placed []string
+	for _, f := range files {
+		target := filepath.Join(out, filepath.FromSlash(f.Path))
+		if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+			return nil, fmt.Errorf("failed to make folder for %s: %w", f.Path, err)
+		}
+		p, err := atomicfile.Create(target, fs.FileMode(f.Mode))
+		if err != nil {
+			return nil, fmt.Errorf("failed to place %s: %w", f.Path, err)
+		}
+		pending = append(pending, p)
+		if err := copyVerified(p, filepath.Join(src, filepath.FromSlash(f.Path)), f); err != nil {
+			return nil, err
+		}
+		placed = append(placed, target)
+	}
+	for i, p := range pending {
+		if err := p.Commit(); err != nil {
+			return placed[:i], err
+		}
+	}
+	pending = nil
+	return placed, nil
+}
+
+// copyVerified copies the file at src to w, reading at most f.Size+1
+// bytes, and checks its size and SHA-256 against f.
+func copyVerified(w io.Writer, src string, f record.File) error {
+	r, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("failed to read %s: %w", f.Path, err)
+	}
+	defer r.Close()
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(w, h), io.LimitReader(r, f.Size+1))
+	if err != nil {
+		return fmt.Errorf("failed to copy %s: %w", f.Path, err)
+	}
+	if n != f.Size {
+		return fmt.Errorf("%w: %s has %d bytes, the manifest says %d", record.ErrFileMismatch, f.Path, n, f.Size)
+	}
+	if got := record.Digest(h.Sum(nil)); got != f.SHA256 {
+		return fmt.Errorf("%w: %s has sha-256 %s, the manifest says %s", record.ErrFileMismatch, f.Path, got, f.SHA256)
+	}
+	return nil
+}
+
+// oldSuffix names the running executable moved aside on Windows, removed
+// by CleanupReplaced at the next start.
+const oldSuffix = ".relay-old"
+
+// ReplaceExecutable replaces the file at target with the bundle file f
+// from the verified bundle folder src, atomically: the new file is written
+// in target's own folder, hashed while it is written, synced, given the
+// old file's mode (or f's mode if there is no old file), and renamed over
+// target. On Windows, where a running executable cannot be replaced, the
+// old file is first renamed aside to target+".relay-old"; CleanupReplaced
+// removes it later. On any error target is left as it was.
+func ReplaceExecutable(target, src string, f record.File) error {
+	mode := fs.FileMode(f.Mode)
+	if fi, err := os.Stat(target); err == nil {
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("cannot install over %s: not a regular file", target)
+		}
+		mode = fi.Mode().Perm()
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("cannot install over %s: %w", target, err)
+	}
+	p, err := atomicfile.Create(target, mode)
+	if err != nil {
+		return fmt.Errorf("failed to install %s: %w", target, err)
+	}
+	defer p.Abort()
+	if err := copyVerified(p, filepath.Join(src, filepath.FromSlash(f.Path)), f); err != nil {
+		return err
+	}
+	if runtime.GOOS == "windows" {
+		old := target + oldSuffix
+		os.Remove(old)
+		if err := os.Rename(target, old); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("failed to move the running %s aside: %w", target, err)
+		}
+		if err := p.Commit(); err != nil {
+			os.Rename(old, target)
+			return err
+		}
+		return nil
+	}
+	return p.Commit()
+}
+
+// CleanupReplaced removes what ReplaceExecutable left beside target: the
+// old executable moved aside on Windows, and temporary files of an install
+// that was interrupted. Call it when the program starts.
+func CleanupReplaced(target string) {
+	os.Remove(target + oldSuffix)
+	leftovers, _ := filepath.Glob(filepath.Join(filepath.Dir(target), atomicfile.TempPrefix+filepath.Base(target)+"-*"))
+	for _, l := range leftovers {
+		os.Remove(l)
+	}
+}

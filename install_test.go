@@ -1,0 +1,102 @@
+package relay
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	"github.com/relay-sh/relay/record"
+)
+
+func writeFile(t *testing.T, path, content string) record.File {
+	t.Helper()
+	os.MkdirAll(filepath.Dir(path), 0o755)
+	if err := os.WriteFile(path, []byte(content), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	return record.File{Size: int64(len(content)), SHA256: record.SHA256([]byte(content)), Mode: 0o755}
+}
+
+func TestPlaceFiles(t *testing.T) {
+	src, out := t.TempDir(), t.TempDir()
+	a := writeFile(t, filepath.Join(src, "bin", "tool"), "tool v2")
+	a.Path = "bin/tool"
+	b := writeFile(t, filepath.Join(src, "README"), "read me")
+	b.Path, b.Mode = "README", 0o644
+	os.WriteFile(filepath.Join(out, "README"), []byte("old readme"), 0o644)
+
+	placed, err := placeFiles(src, []record.File{a, b}, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(placed) != 2 {
+		t.Fatalf("placed %v", placed)
+	}
+	got, _ := os.ReadFile(filepath.Join(out, "bin", "tool"))
+	fi, _ := os.Stat(filepath.Join(out, "bin", "tool"))
+	if string(got) != "tool v2" || runtime.GOOS != "windows" && fi.Mode().Perm() != 0o755 {
+		t.Fatalf("tool: %q %v", got, fi.Mode())
+	}
+
+	// A file that differs from its manifest entry: nothing is placed.
+	os.WriteFile(filepath.Join(out, "README"), []byte("old readme"), 0o644)
+	c := writeFile(t, filepath.Join(src, "c"), "cccc")
+	c.Path = "c"
+	c.SHA256[0] ^= 1
+	if _, err := placeFiles(src, []record.File{b, c}, out); !errors.Is(err, record.ErrFileMismatch) {
+		t.Fatalf("bad hash: %v", err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(out, "README")); string(got) != "old readme" {
+		t.Fatalf("README replaced although the set failed: %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(out, "c")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("c placed")
+	}
+	// A file longer than its manifest says.
+	c = writeFile(t, filepath.Join(src, "c"), "cccc")
+	c.Path, c.Size = "c", 3
+	if _, err := placeFiles(src, []record.File{c}, out); !errors.Is(err, record.ErrFileMismatch) {
+		t.Fatalf("long file: %v", err)
+	}
+	assertNoTemp(t, out)
+}
+
+func TestReplaceExecutable(t *testing.T) {
+	src, dir := t.TempDir(), t.TempDir()
+	target := filepath.Join(dir, "app")
+	os.WriteFile(target, []byte("v1"), 0o750)
+	f := writeFile(t, filepath.Join(src, "app_linux_amd64"), "v2 binary")
+	f.Path = "app_linux_amd64"
+	if err := ReplaceExecutable(target, src, f); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(target)
+	fi, _ := os.Stat(target)
+	if string(got) != "v2 binary" || runtime.GOOS != "windows" && fi.Mode().Perm() != 0o750 {
+		t.Fatalf("after install: %q %v", got, fi.Mode())
+	}
+	bad := f
+	bad.SHA256[3] ^= 1
+	if err := ReplaceExecutable(target, src, bad); !errors.Is(err, record.ErrFileMismatch) {
+		t.Fatalf("bad hash: %v", err)
+	}
+	if got, _ := os.ReadFile(target); string(got) != "v2 binary" {
+		t.Fatalf("target changed by a failed install: %q", got)
+	}
+	// Leftovers of an interrupted install are cleaned up.
+	os.WriteFile(filepath.Join(dir, ".relay-tmp-app-123"), []byte("half"), 0o644)
+	CleanupReplaced(target)
+	assertNoTemp(t, dir)
+}
+
+func assertNoTemp(t *testing.T, dir string) {
+	t.Helper()
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if d != nil && len(d.Name()) > 11 && d.Name()[:11] == ".relay-tmp-" {
+			t.Errorf("temporary file left: %s", p)
+		}
+		return nil
+	})
+}
