@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"strings"
 
+	"github.com/relay-sh/relay/dht"
 	"github.com/relay-sh/relay/record"
 	"github.com/relay-sh/relay/signer"
 )
@@ -51,16 +52,13 @@ func exitCode(err error) int {
 		return exitOK
 	case errors.As(err, &u):
 		return exitUsage
-	case errors.Is(err, record.ErrNoRelease) || errors.Is(err, errNotFound):
+	case errors.Is(err, record.ErrNoRelease) || errors.Is(err, dht.ErrNotFound):
 		return exitNotFound
 	case record.IsVerification(err):
 		return exitVerify
 	}
 	return exitError
 }
-
-// errNotFound is returned when nothing is published under a key.
-var errNotFound = errors.New("nothing published under this key")
 
 // report prints err as `relay: error: ...` (one line) and a hint, and
 // returns the exit code.
@@ -93,6 +91,10 @@ func hintFor(err error) string {
 		return "a public key is 52 z-base-32 characters, as `relay init` and `relay key` print"
 	case errors.Is(err, fs.ErrNotExist) && strings.Contains(err.Error(), "key file"):
 		return "make a key with `relay init`"
+	case errors.Is(err, dht.ErrNoNodes):
+		return "no DHT node answered: check --bootstrap (RELAY_BOOTSTRAP) and the network"
+	case errors.Is(err, dht.ErrNotFound):
+		return "nothing is published under this key, or the record has expired from the DHT: check the key"
 	case errors.As(err, &u):
 		return "see `relay help` or `relay COMMAND --help`"
 	}

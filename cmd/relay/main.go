@@ -69,6 +69,8 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			initCommand(env),
 			keyCommand(env),
 			recordCommand(env),
+			resolveCommand(env),
+			nodeCommand(env),
 			versionCommand(env),
 		},
 		CommandNotFound: func(c *cli.Context, name string) {

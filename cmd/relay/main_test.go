@@ -34,6 +34,9 @@ func TestScripts(t *testing.T) {
 			"mode":  cmdMode,
 			"jsonl": cmdJSONL,
 			"exits": cmdExits,
+			"nodes": cmdNodes,
+			"setenv": cmdSetenvStdout,
+			"store": cmdStore,
 		},
 	})
 }
@@ -57,6 +60,14 @@ func cmdExits(ts *testscript.TestScript, neg bool, args []string) {
 	if got != want {
 		ts.Fatalf("%s exited %d, want %d", args[1], got, want)
 	}
+}
+
+// setenv NAME: sets NAME to the last command's stdout, trimmed.
+func cmdSetenvStdout(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 || neg {
+		ts.Fatalf("usage: setenv NAME")
+	}
+	ts.Setenv(args[0], strings.TrimSpace(ts.ReadFile("stdout")))
 }
 
 // mode FILE PERM: the file's permission bits are PERM (octal).

@@ -1,0 +1,136 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/relay-sh/relay/dht"
+	"github.com/relay-sh/relay/record"
+	"github.com/relay-sh/relay/signer"
+)
+
+// Config configures a Client. DataDir is required; every other zero value
+// is a documented default.
+type Config struct {
+	// DataDir holds bundles, state and the DHT routing table.
+	DataDir string
+	// Bootstrap lists host:port DHT nodes to join through; nil means the
+	// public Mainline routers (dht.DefaultBootstrap).
+	Bootstrap []string
+	// Listen is the address for the DHT (UDP) and BitTorrent (TCP); ""
+	// means every interface, a random port.
+	Listen string
+	// ReadOnly runs the DHT node read-only (BEP 43), for short-lived
+	// processes: others never wait on it after it exits.
+	ReadOnly bool
+	// Logger receives logs; nil is silent.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// MaxFuture is how far ahead of Now a record's seq may be; zero means
+	// record.DefaultMaxFuture.
+	MaxFuture time.Duration
+	// Network is an already running DHT node to use instead of starting
+	// one (tests and the demo share one process); Close leaves it open.
+	Network *dht.Node
+}
+
+// Client is a relay participant: a DHT node, and the state and bundles of
+// a data folder.
+type Client struct {
+	cfg     Config
+	log     *slog.Logger
+	now     func() time.Time
+	node    *dht.Node
+	ownNode bool
+	states  stateStore
+}
+
+// Open starts a client: it checks the data folder and joins the DHT.
+func Open(ctx context.Context, cfg Config) (*Client, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("no data folder")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("data folder: %w", err)
+	}
+	c := &Client{cfg: cfg, log: cfg.Logger, now: cfg.Now, states: newStateStore(cfg.DataDir)}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	c.node = cfg.Network
+	if c.node == nil {
+		bootstrap := cfg.Bootstrap
+		if bootstrap == nil {
+			bootstrap = dht.DefaultBootstrap()
+		}
+		nodesFile := ""
+		if !cfg.ReadOnly {
+			nodesFile = filepath.Join(cfg.DataDir, "dht-nodes")
+		}
+		n, err := dht.New(ctx, dht.Config{
+			Listen:    cfg.Listen,
+			Bootstrap: bootstrap,
+			ReadOnly:  cfg.ReadOnly,
+			NodesFile: nodesFile,
+			Logger:    cfg.Logger,
+			Now:       cfg.Now,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("failed to join the DHT: %w", err)
+		}
+		c.node, c.ownNode = n, true
+	}
+	return c, nil
+}
+
+// Close stops the client and its DHT node (unless it was given one).
+func (c *Client) Close() error {
+	if c.ownNode {
+		return c.node.Close()
+	}
+	return nil
+}
+
+// Node returns the client's DHT node.
+func (c *Client) Node() *dht.Node { return c.node }
+
+// Resolved is a channel's current release as found in the DHT.
+type Resolved struct {
+	Packet  *record.SignedPacket
+	Release record.Release
+	Stats   dht.ResolveStats
+	// Stale is set when the record is past its expiry.
+	Stale bool
+}
+
+// Resolve finds the packet of key with the highest valid seq and reads the
+// channel's release record from it. It checks the signature and the
+// record, not this machine's state: Fetch does that.
+func (c *Client) Resolve(ctx context.Context, key signer.PublicKey, channel string) (*Resolved, error) {
+	if err := record.ValidChannel(channel); err != nil {
+		return nil, err
+	}
+	p, stats, err := c.node.Resolve(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	r, err := record.FindRelease(key, p.Packet, channel)
+	if err != nil {
+		return nil, err
+	}
+	return &Resolved{Packet: p, Release: r, Stats: stats, Stale: !c.now().Before(r.Expires)}, nil
+}
+
+// State returns what this data folder last accepted for key and channel.
+func (c *Client) State(key signer.PublicKey, channel string) (State, error) {
+	return c.states.Load(key, channel)
+}

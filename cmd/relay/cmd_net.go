@@ -1,0 +1,126 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"path/filepath"
+	"time"
+
+	"github.com/relay-sh/relay"
+	"github.com/relay-sh/relay/dht"
+	"github.com/relay-sh/relay/record"
+	"github.com/urfave/cli/v2"
+)
+
+// open starts a relay client with the global flags. A readOnly client's
+// DHT node answers no queries: right for commands that run briefly.
+func (e *env) open(c *cli.Context, readOnly bool) (*relay.Client, error) {
+	return relay.Open(c.Context, relay.Config{
+		DataDir:   e.dataDir,
+		Bootstrap: e.bootstrapList(),
+		Listen:    e.listen,
+		ReadOnly:  readOnly,
+		Logger:    e.logger(),
+	})
+}
+
+// bootstrapList is --bootstrap, or nil for the public routers.
+func (e *env) bootstrapList() []string {
+	if len(e.bootstrap) == 0 {
+		return nil
+	}
+	return e.bootstrap
+}
+
+func nodeCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:  "node",
+		Usage: "run a DHT node only: the bootstrap node of a private network",
+		Description: "Runs a Mainline DHT node that introduces every node that contacts it to the others,\n" +
+			"so a private network forms from its one address: run one `relay node --listen ADDR`,\n" +
+			"and give everyone else `--bootstrap ADDR`. Prints its address, then runs until interrupted.",
+		Action: func(c *cli.Context) error {
+			listen := e.listen
+			if listen == "" {
+				listen = ":6881"
+			}
+			n, err := dht.New(c.Context, dht.Config{
+				Listen:       listen,
+				Bootstrap:    e.bootstrap, // none: a network of its own
+				Bootstrapper: true,
+				NodesFile:    filepath.Join(e.dataDir, "dht-nodes-bootstrap"),
+				Logger:       e.logger(),
+			})
+			if err != nil {
+				return err
+			}
+			defer n.Close()
+			err = e.result(struct {
+				Addr string `json:"addr"`
+			}{n.Addr().String()}, func(w io.Writer) {
+				fmt.Fprintln(w, n.Addr())
+			})
+			if err != nil {
+				return err
+			}
+			e.note("DHT node listening on %s; others join with --bootstrap %s", n.Addr(), n.Addr())
+			<-c.Context.Done()
+			return nil
+		},
+	}
+}
+
+func resolveCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:      "resolve",
+		Usage:     "print the verified current release record of a key",
+		ArgsUsage: "KEY",
+		Flags:     []cli.Flag{channelFlag()},
+		Action: func(c *cli.Context) error {
+			key, err := parseKeyArg(c.Args().First())
+			if err != nil {
+				return err
+			}
+			channel := c.String("channel")
+			if err := record.ValidChannel(channel); err != nil {
+				return usageError{fmt.Errorf("--channel: %w", err)}
+			}
+			cl, err := e.open(c, true)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			res, err := cl.Resolve(c.Context, key, channel)
+			if err != nil {
+				return err
+			}
+			out := struct {
+				Key     string      `json:"public_key"`
+				Seq     int64       `json:"seq"`
+				Signed  time.Time   `json:"signed"`
+				Stale   bool        `json:"stale"`
+				Held    int         `json:"nodes_held"`
+				Asked   int         `json:"nodes_answered"`
+				Release releaseJSON `json:"release"`
+			}{key.String(), res.Packet.Seq, res.Packet.Time(), res.Stale, res.Stats.Held, res.Stats.Answered, toReleaseJSON(res.Release)}
+			if res.Stale {
+				e.note("warning: this record expired %s; a watcher will not install it", res.Release.Expires.Format(time.RFC3339))
+			}
+			return e.result(out, func(w io.Writer) {
+				r := res.Release
+				fmt.Fprintf(w, "key       %s\n", key)
+				fmt.Fprintf(w, "channel   %s\n", r.Channel)
+				fmt.Fprintf(w, "version   %s\n", r.Version)
+				fmt.Fprintf(w, "infohash  %s\n", r.Infohash)
+				fmt.Fprintf(w, "manifest  %s\n", r.Manifest)
+				fmt.Fprintf(w, "size      %d\n", r.Size)
+				fmt.Fprintf(w, "expires   %s%s\n", r.Expires.Format(time.RFC3339), map[bool]string{true: " (expired)"}[res.Stale])
+				for _, ws := range r.WebSeeds {
+					fmt.Fprintf(w, "web seed  %s\n", ws)
+				}
+				fmt.Fprintf(w, "signed    %s (seq %d)\n", res.Packet.Time().Format(time.RFC3339Nano), res.Packet.Seq)
+				fmt.Fprintf(w, "held by   %d of %d nodes that answered\n", res.Stats.Held, res.Stats.Answered)
+			})
+		},
+	}
+}

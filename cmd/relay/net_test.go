@@ -1,0 +1,110 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/relay-sh/relay/dht"
+	"github.com/relay-sh/relay/record"
+	"github.com/relay-sh/relay/signer"
+	"github.com/rogpeppe/go-internal/testscript"
+)
+
+// relayPath finds the relay program testscript put on the script's PATH.
+func relayPath(ts *testscript.TestScript) string {
+	for _, dir := range filepath.SplitList(ts.Getenv("PATH")) {
+		p := filepath.Join(dir, "relay")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	ts.Fatalf("relay is not on PATH")
+	return ""
+}
+
+// cmdNodes: nodes N starts N `relay node` processes on 127.0.0.1, the
+// first a network of its own and the others joined through it, and sets
+// $BOOTSTRAP to the first one's address. They are stopped when the script
+// ends.
+func cmdNodes(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 || neg {
+		ts.Fatalf("usage: nodes N")
+	}
+	n, err := strconv.Atoi(args[0])
+	ts.Check(err)
+	bin := relayPath(ts)
+	var first string
+	for i := range n {
+		cmd := exec.Command(bin, "node", "--listen", "127.0.0.1:0", "--data-dir", ts.MkAbs("nodes/"+strconv.Itoa(i)))
+		if first != "" {
+			cmd.Args = append(cmd.Args, "--bootstrap", first)
+		}
+		cmd.Env = []string{"PATH=" + ts.Getenv("PATH"), "HOME=" + ts.Getenv("HOME")}
+		out, err := cmd.StdoutPipe()
+		ts.Check(err)
+		ts.Check(cmd.Start())
+		ts.Defer(func() {
+			cmd.Process.Signal(os.Interrupt)
+			done := make(chan struct{})
+			go func() { cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				cmd.Process.Kill()
+			}
+		})
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err != nil {
+			ts.Fatalf("relay node %d printed no address: %v", i, err)
+		}
+		if first == "" {
+			first = strings.TrimSpace(line)
+		}
+	}
+	ts.Setenv("BOOTSTRAP", first)
+}
+
+// cmdStore: store KEYFILE CHANNEL VERSION [EXPIRES] publishes a release
+// record into the network at $BOOTSTRAP through the dht package, with a
+// made-up bundle: it tests resolve before publish exists.
+func cmdStore(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) < 3 || neg {
+		ts.Fatalf("usage: store KEYFILE CHANNEL VERSION [EXPIRES]")
+	}
+	k, err := signer.ReadKeyFile(ts.MkAbs(args[0]), nil)
+	ts.Check(err)
+	expires := time.Now().Add(time.Hour)
+	if len(args) > 3 {
+		d, err := time.ParseDuration(args[3])
+		ts.Check(err)
+		expires = time.Now().Add(d)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := dht.New(ctx, dht.Config{Listen: "127.0.0.1:0", Bootstrap: []string{ts.Getenv("BOOTSTRAP")}, ReadOnly: true})
+	ts.Check(err)
+	defer n.Close()
+	r := record.Release{
+		Channel:  args[1],
+		Version:  record.MustParseVersion(args[2]),
+		Infohash: record.Infohash{0xab, 0xcd},
+		Manifest: record.SHA256([]byte(args[2])),
+		Size:     4242,
+		Expires:  expires.Truncate(time.Second),
+	}
+	_, st, err := n.Publish(ctx, k, func(cur *record.SignedPacket) ([]byte, error) {
+		var old []byte
+		if cur != nil {
+			old = cur.Packet
+		}
+		return record.SetRelease(k.PublicKey(), old, r)
+	})
+	ts.Check(err)
+	ts.Logf("stored on %d nodes", st.Acked)
+}
