@@ -31,12 +31,12 @@ func TestScripts(t *testing.T) {
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"mode":  cmdMode,
-			"jsonl": cmdJSONL,
-			"exits": cmdExits,
-			"nodes": cmdNodes,
+			"mode":   cmdMode,
+			"jsonl":  cmdJSONL,
+			"exits":  cmdExits,
+			"nodes":  cmdNodes,
 			"setenv": cmdSetenvStdout,
-			"store": cmdStore,
+			"store":  cmdStore,
 		},
 	})
 }
