@@ -1,0 +1,102 @@
+// Package dht is relay's one place that speaks the BitTorrent Mainline DHT:
+// BEP 44 mutable items (pkarr's signed packets), BEP 5 peers, BEP 43
+// read-only nodes, on github.com/anacrolix/dht/v2.
+//
+// A Node publishes, resolves and re-stores signed packets so that any
+// Mainline DHT implementation can read what relay writes and the reverse;
+// it announces and finds peers of an infohash; it can serve as the
+// bootstrap node of a private network. The package works around the
+// measured traps of the library (NOTES-dependencies.md): each node has its
+// own send limiter, a bootstrap node pings whoever queries it, node lists
+// are deduplicated (IPv4 nodes repeated as ::ffff:a.b.c.d), puts count
+// acknowledgements and refusals, BEP 44 cas is never sent, and the peer
+// store keys peers by address and port.
+//
+// It never prints, never reads flags or the environment, never exits and
+// never contacts an address it was not given: the public routers are used
+// only when a caller passes DefaultBootstrap(). Logs go to the
+// *slog.Logger in Config (nil is silent), anacrolix's own included.
+package dht
+
+import (
+	"errors"
+	"log/slog"
+	"net"
+	"time"
+)
+
+// DefaultSendRate is the number of packets per second a node sends at most
+// when Config.SendRate is zero.
+const DefaultSendRate = 100
+
+// DefaultQueryTimeout is how long a node waits for an answer to a query
+// when Config.QueryTimeout is zero.
+const DefaultQueryTimeout = 2 * time.Second
+
+// DefaultBootstrap returns the public Mainline DHT routers, as host:port.
+// Nothing in this package uses them unless a caller passes them in
+// Config.Bootstrap.
+func DefaultBootstrap() []string {
+	return []string{
+		"router.bittorrent.com:6881",
+		"dht.transmissionbt.com:6881",
+		"router.utorrent.com:6881",
+		"dht.libtorrent.org:25401",
+	}
+}
+
+// Config configures a Node. The zero value is a node on a random UDP port
+// that knows nobody, which New refuses unless Bootstrapper is set: pass
+// DefaultBootstrap() to join the public DHT.
+type Config struct {
+	// Listen is the UDP address to serve on; "" means ":0" (every
+	// interface, a random port). Ignored when Conn is set.
+	Listen string
+	// Conn, when set, is the socket to serve on instead of Listen, for
+	// example one shared with a torrent client. Node.Close closes it.
+	Conn net.PacketConn
+	// Bootstrap lists host:port addresses of nodes to join through. Nil
+	// means none: the public routers are DefaultBootstrap().
+	Bootstrap []string
+	// ReadOnly makes a BEP 43 read-only node, for short-lived processes
+	// that only read or publish: it answers no queries and other nodes keep
+	// it out of their routing tables, so nobody waits on it once it exits.
+	ReadOnly bool
+	// Bootstrapper makes a bootstrap node (relay node): it pings every node
+	// that queries it, so that it can introduce each joiner to the others
+	// and a private network of any size forms from its one address.
+	// Incompatible with ReadOnly.
+	Bootstrapper bool
+	// NodesFile, when set, keeps the routing table across runs: New reads
+	// it and joins through those nodes as well as Bootstrap, and Close (and
+	// a long-running node every few minutes) writes it.
+	NodesFile string
+	// SendRate is the most packets per second this node sends, queries and
+	// replies; zero means DefaultSendRate. Every node has a limiter of its
+	// own.
+	SendRate float64
+	// QueryTimeout is how long to wait for an answer before giving up on a
+	// node; zero means DefaultQueryTimeout.
+	QueryTimeout time.Duration
+	// Logger receives the node's logs, anacrolix's at debug level; nil is
+	// silent.
+	Logger *slog.Logger
+	// Now is the clock used for seq and peer expiry; nil means time.Now.
+	Now func() time.Time
+}
+
+// Sentinel errors that callers branch on with errors.Is.
+var (
+	// ErrNotFound: nodes answered, but none holds a valid packet for the
+	// key.
+	ErrNotFound = errors.New("nothing published under this key")
+	// ErrNoNodes: no DHT node answered (none known, or none reachable).
+	ErrNoNodes = errors.New("no DHT node answered")
+	// ErrNotStored: no node acknowledged a put or an announce.
+	ErrNotStored = errors.New("no node stored it")
+	// ErrOutdated: a node refused a packet because it holds one with a
+	// higher seq for the key (someone published in the meantime).
+	ErrOutdated = errors.New("a node holds a newer packet for this key")
+	// ErrClosed: the node has been closed.
+	ErrClosed = errors.New("dht node closed")
+)

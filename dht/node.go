@@ -1,0 +1,482 @@
+package dht
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/bits"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/anacrolix/dht/v2"
+	"github.com/anacrolix/dht/v2/bep44"
+	"github.com/anacrolix/dht/v2/krpc"
+	"golang.org/x/time/rate"
+)
+
+// itemLifetime is how long a node keeps a BEP 44 item it was given.
+const itemLifetime = 2 * time.Hour
+
+// saveEvery is how often a long-running node writes its NodesFile.
+const saveEvery = 10 * time.Minute
+
+// Node is a Mainline DHT node. Its methods are safe for concurrent use.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	now    func() time.Time
+	conn   net.PacketConn
+	srv    *dht.Server
+	addr   netip.AddrPort
+	family family
+	items  *bep44.Wrapper
+	peers  *peerStore
+
+	// bootstrap holds the resolved Config.Bootstrap addresses.
+	bootstrap []dht.Addr
+
+	ctx    context.Context // ends at Close
+	cancel context.CancelFunc
+
+	mu     sync.Mutex // guards closed, pinged and the wg.Add calls
+	closed bool
+	pinged map[netip.AddrPort]time.Time
+	wg     sync.WaitGroup
+	closeErr error
+	once     sync.Once
+}
+
+// New starts a node and, unless it is a bootstrap node with nobody to
+// join, joins the DHT through cfg.Bootstrap and the nodes of
+// cfg.NodesFile: it returns once its routing table is filled as far as the
+// network allows, or with an error when no node answered.
+func New(ctx context.Context, cfg Config) (*Node, error) {
+	if cfg.ReadOnly && cfg.Bootstrapper {
+		return nil, errors.New("a bootstrap node cannot be read-only")
+	}
+	n := &Node{
+		cfg:    cfg,
+		log:    cfg.Logger,
+		now:    cfg.Now,
+		pinged: make(map[netip.AddrPort]time.Time),
+	}
+	if n.log == nil {
+		n.log = slog.New(slog.DiscardHandler)
+	}
+	if n.now == nil {
+		n.now = time.Now
+	}
+	bootstrap, err := resolveHostPorts(ctx, cfg.Bootstrap)
+	if err != nil {
+		return nil, err
+	}
+	n.bootstrap = bootstrap
+	fileNodes, err := readNodesFile(cfg.NodesFile)
+	if err != nil {
+		n.log.Warn("ignoring the nodes file", "file", cfg.NodesFile, "err", err)
+	}
+	if len(bootstrap) == 0 && len(fileNodes) == 0 && !cfg.Bootstrapper {
+		return nil, errors.New("no node to join through: set Config.Bootstrap (DefaultBootstrap() for the public DHT)")
+	}
+
+	n.conn = cfg.Conn
+	if n.conn == nil {
+		listen := cfg.Listen
+		if listen == "" {
+			listen = ":0"
+		}
+		n.conn, err = net.ListenPacket("udp", listen)
+		if err != nil {
+			return nil, fmt.Errorf("listen for the dht: %w", err)
+		}
+	}
+	n.addr = udpAddrPort(n.conn.LocalAddr())
+	n.family = familyOf(n.conn.LocalAddr())
+
+	sendRate := cfg.SendRate
+	if sendRate <= 0 {
+		sendRate = DefaultSendRate
+	}
+	timeout := cfg.QueryTimeout
+	if timeout <= 0 {
+		timeout = DefaultQueryTimeout
+	}
+	store := bep44.NewMemory()
+	n.items = bep44.NewWrapper(store, itemLifetime)
+	n.peers = newPeerStore(n.now)
+	sc := dht.ServerConfig{
+		Conn:       n.conn,
+		NoSecurity: true,
+		Passive:    cfg.ReadOnly,
+		StartingNodes: func() ([]dht.Addr, error) {
+			return n.bootstrap, nil
+		},
+		QueryResendDelay: func() time.Duration { return timeout },
+		Store:            store,
+		Exp:              itemLifetime,
+		Logger:           anacrolixLogger(cfg.Logger),
+		DefaultWant:      n.family.wants(),
+		// One limiter per node: dht.DefaultSendLimiter is shared by every
+		// server in the process, at 25 packets a second.
+		SendLimiter: rate.NewLimiter(rate.Limit(sendRate), max(1, int(sendRate))),
+	}
+	if !cfg.ReadOnly {
+		sc.PeerStore = n.peers
+	}
+	sc.OnQuery = n.onQuery
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.srv, err = dht.NewServer(&sc)
+	if err != nil {
+		n.cancel()
+		n.conn.Close()
+		return nil, fmt.Errorf("start dht server: %w", err)
+	}
+	for _, ni := range fileNodes {
+		if ni.ID != n.srv.ID() {
+			n.srv.AddNode(ni)
+		}
+	}
+	n.log.Debug("dht node listening", "addr", n.addr, "read-only", cfg.ReadOnly, "bootstrapper", cfg.Bootstrapper)
+
+	if len(bootstrap) > 0 || len(fileNodes) > 0 {
+		if err := n.join(ctx); err != nil {
+			n.Close()
+			return nil, err
+		}
+	}
+	if !cfg.ReadOnly {
+		// A long-running node keeps its table fresh: it pings nodes it has
+		// not heard from, drops those that do not answer and refreshes
+		// buckets.
+		n.wg.Go(n.maintain)
+		if cfg.NodesFile != "" {
+			n.wg.Go(n.saveLoop)
+		}
+	}
+	return n, nil
+}
+
+// join pings the bootstrap nodes, looks the node's own ID up (which fills
+// the buckets near it) and refreshes the far buckets.
+func (n *Node) join(ctx context.Context) error {
+	start := n.now()
+	var wg sync.WaitGroup
+	for _, a := range n.bootstrap {
+		wg.Go(func() {
+			// A node that answers enters the routing table.
+			res := n.srv.Query(ctx, a, "ping", dht.QueryInput{})
+			if res.Err != nil {
+				n.log.Debug("bootstrap node did not answer", "addr", a, "err", res.Err)
+			}
+		})
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// A read-only node is short-lived: it looks itself up and leaves the
+	// far buckets to the lookups it makes.
+	st, err := n.refresh(ctx, !n.cfg.ReadOnly)
+	if err != nil {
+		return fmt.Errorf("join the dht: %w", err)
+	}
+	if st.answered == 0 {
+		return fmt.Errorf("join the dht: %w (tried %d, bootstrap %q)", ErrNoNodes, st.queried, n.cfg.Bootstrap)
+	}
+	n.log.Info("joined the dht", "addr", n.addr, "nodes", n.srv.NumNodes(),
+		"answered", st.answered, "took", n.now().Sub(start).Round(time.Millisecond))
+	if n.cfg.NodesFile != "" {
+		if err := n.saveNodes(); err != nil {
+			n.log.Warn("could not save the routing table", "err", err)
+		}
+	}
+	return nil
+}
+
+// Refresh pings every node of the routing table, looks the node's own ID
+// up and then refreshes, farthest first, each bucket of its routing table
+// that is not full, stopping at the first the network cannot fill. Nodes
+// that answer a ping become "good", the only ones handed out to others.
+// New looks up and refreshes once; a long-running node keeps its table
+// fresh on its own within minutes, so callers need Refresh only to hurry a
+// network into shape (a local test network, after a network change).
+func (n *Node) Refresh(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, ni := range n.srv.Nodes() {
+		wg.Go(func() {
+			n.srv.Query(ctx, dht.NewAddr(ni.Addr.UDP()), "ping", dht.QueryInput{})
+		})
+	}
+	wg.Wait()
+	_, err := n.refresh(ctx, true)
+	return err
+}
+
+func (n *Node) refresh(ctx context.Context, buckets bool) (lookupStats, error) {
+	self := n.srv.ID()
+	_, st, err := n.lookup(ctx, lookup{q: "find_node", target: self, args: krpc.MsgArgs{Target: self}, k: 2 * K})
+	if err != nil || !buckets {
+		return st, err
+	}
+	for i := 0; i < 160; i++ {
+		if n.bucketLen(i) >= K {
+			continue
+		}
+		target := randomIDInBucket(self, i)
+		_, s, err := n.lookup(ctx, lookup{q: "find_node", target: target, args: krpc.MsgArgs{Target: target}})
+		st.queried += s.queried
+		st.answered += s.answered
+		st.messages += s.messages
+		if err != nil {
+			return st, err
+		}
+		if n.bucketLen(i) < K {
+			break
+		}
+	}
+	return st, nil
+}
+
+// bucketLen returns how many nodes of the routing table share exactly i
+// leading bits with the node's own ID.
+func (n *Node) bucketLen(i int) int {
+	self := n.srv.ID()
+	c := 0
+	for _, ni := range n.srv.Nodes() {
+		if Bucket(self, ni.ID) == i {
+			c++
+		}
+	}
+	return c
+}
+
+// Bucket returns the index of the routing-table bucket that id falls in,
+// seen from self: the number of leading bits they share (0 to 159; 160
+// when id is self).
+func Bucket(self, id [20]byte) int {
+	for i := range self {
+		if x := self[i] ^ id[i]; x != 0 {
+			return 8*i + bits.LeadingZeros8(x)
+		}
+	}
+	return 160
+}
+
+// randomIDInBucket returns a random ID that shares exactly i leading bits
+// with self.
+func randomIDInBucket(self krpc.ID, i int) krpc.ID {
+	id := krpc.RandomNodeID()
+	for b := 0; b <= i; b++ {
+		mask := byte(0x80) >> (b % 8)
+		bit := self[b/8] & mask
+		if b == i {
+			bit ^= mask
+		}
+		id[b/8] = id[b/8]&^mask | bit
+	}
+	return id
+}
+
+// onQuery runs, under the server's lock, for every query the node
+// receives, before the server answers it.
+func (n *Node) onQuery(q *krpc.Msg, source net.Addr) bool {
+	if q.A != nil && (q.Q == "find_node" || q.Q == "get") {
+		// anacrolix/dht picks the nodes of an answer by closeness to the
+		// query's info_hash, which only get_peers carries: find_node and
+		// get were answered with the nodes closest to the zero ID.
+		q.A.InfoHash = q.A.Target
+	}
+	if n.cfg.Bootstrapper && !q.ReadOnly {
+		n.introduce(source)
+	}
+	return true
+}
+
+// introduce pings the sender of a query to a bootstrap node, unless it was
+// pinged a moment ago. A node that answers a ping is "good", and only good
+// nodes are handed out; without this a bootstrap node, which queries
+// nobody, introduces joiners to nobody.
+func (n *Node) introduce(source net.Addr) {
+	ap := udpAddrPort(source)
+	if !ap.IsValid() {
+		return
+	}
+	now := time.Now()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return
+	}
+	if t, ok := n.pinged[ap]; ok && now.Sub(t) < 10*time.Minute {
+		return
+	}
+	if len(n.pinged) >= 4096 {
+		for a, t := range n.pinged {
+			if now.Sub(t) >= 10*time.Minute {
+				delete(n.pinged, a)
+			}
+		}
+		if len(n.pinged) >= 4096 {
+			return
+		}
+	}
+	n.pinged[ap] = now
+	n.wg.Go(func() {
+		n.srv.Query(n.ctx, dht.NewAddr(net.UDPAddrFromAddrPort(ap)), "ping", dht.QueryInput{})
+	})
+}
+
+// Addr returns the UDP address the node serves on.
+func (n *Node) Addr() netip.AddrPort { return n.addr }
+
+// ID returns the node's 20-byte DHT node ID.
+func (n *Node) ID() [20]byte { return n.srv.ID() }
+
+// Server returns the underlying anacrolix DHT server, for example to hand
+// to a torrent client (torrent.AnacrolixDhtServerWrapper) so that the DHT
+// and the torrent client share one node. Node.Close closes it: do not
+// close it yourself.
+func (n *Node) Server() *dht.Server { return n.srv }
+
+// Close stops the node, writes its NodesFile and waits for its goroutines
+// to end. It returns the error of writing the file, if any. Calling it
+// again does nothing.
+func (n *Node) Close() error {
+	n.once.Do(func() {
+		n.mu.Lock()
+		n.closed = true
+		n.mu.Unlock()
+		if n.cfg.NodesFile != "" {
+			n.closeErr = n.saveNodes()
+		}
+		n.cancel()
+		n.srv.Close()
+		// The server closes its socket in a goroutine of its own; close it
+		// here too so that the port is free when Close returns.
+		n.conn.Close()
+		n.wg.Wait()
+	})
+	return n.closeErr
+}
+
+// maintain runs anacrolix's table maintainer once the routing table holds
+// a node. (With an empty table its bootstrap returns without stopping the
+// traversal it started, and leaks a goroutine every minute.)
+func (n *Node) maintain() {
+	for n.srv.NumNodes() == 0 {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+	n.srv.TableMaintainer()
+}
+
+func (n *Node) saveLoop() {
+	t := time.NewTicker(saveEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+			if err := n.saveNodes(); err != nil {
+				n.log.Warn("could not save the routing table", "err", err)
+			}
+		}
+	}
+}
+
+// saveNodes writes the routing table to the NodesFile, atomically. An empty
+// table leaves the file as it was.
+func (n *Node) saveNodes() error {
+	nodes := n.srv.Nodes()
+	if len(nodes) == 0 {
+		return nil
+	}
+	b, err := krpc.CompactIPv6NodeInfo(nodes).MarshalBinary()
+	if err != nil {
+		return fmt.Errorf("encode routing table: %w", err)
+	}
+	dir, base := filepath.Split(n.cfg.NodesFile)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, base+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("save routing table: %w", err)
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), n.cfg.NodesFile)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("save routing table: %w", err)
+	}
+	return nil
+}
+
+// readNodesFile reads a routing table written by saveNodes (the compact
+// form anacrolix's WriteNodesToFile writes too). A missing file is no
+// nodes.
+func readNodesFile(name string) ([]krpc.NodeInfo, error) {
+	if name == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(name)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var nodes krpc.CompactIPv6NodeInfo
+	if err := nodes.UnmarshalBinary(b); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	out := make([]krpc.NodeInfo, 0, len(nodes))
+	for _, ni := range nodes {
+		ap := addrPort(ni.Addr.IP, ni.Addr.Port)
+		if ap.IsValid() && ni.ID != (krpc.ID{}) {
+			out = append(out, krpc.NodeInfo{ID: ni.ID, Addr: nodeAddr(ap)})
+		}
+	}
+	return out, nil
+}
+
+// resolveHostPorts resolves host:port strings to UDP addresses. A name
+// that does not resolve is skipped; a malformed entry is an error.
+func resolveHostPorts(ctx context.Context, hostPorts []string) ([]dht.Addr, error) {
+	var out []dht.Addr
+	for _, hp := range hostPorts {
+		host, port, err := net.SplitHostPort(hp)
+		if err != nil {
+			return nil, fmt.Errorf("bootstrap node %q: %w", hp, err)
+		}
+		addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		if err != nil {
+			continue
+		}
+		p, err := net.LookupPort("udp", port)
+		if err != nil {
+			return nil, fmt.Errorf("bootstrap node %q: %w", hp, err)
+		}
+		for _, a := range addrs {
+			out = append(out, dht.NewAddr(net.UDPAddrFromAddrPort(netip.AddrPortFrom(a.Unmap(), uint16(p)))))
+		}
+	}
+	return out, nil
+}

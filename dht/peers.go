@@ -1,0 +1,216 @@
+package dht
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/anacrolix/dht/v2"
+	"github.com/anacrolix/dht/v2/krpc"
+	peer_store "github.com/anacrolix/dht/v2/peer-store"
+	"github.com/relay-sh/relay/record"
+)
+
+// Announce tells the closest nodes to infohash that this host serves it on
+// port (BEP 5 announce_peer). A zero port announces the node's own UDP
+// port (implied_port), for a torrent client that shares the node's socket.
+// It is ErrNotStored when no node accepted the announce.
+func (n *Node) Announce(ctx context.Context, infohash record.Infohash, port int) error {
+	if port < 0 || port > 0xffff {
+		return fmt.Errorf("announce %s: port %d out of range", infohash, port)
+	}
+	closest, _, err := n.lookup(ctx, lookup{
+		q:      "get_peers",
+		target: krpc.ID(infohash),
+		args:   krpc.MsgArgs{InfoHash: krpc.ID(infohash)},
+		tokens: true,
+	})
+	if err != nil {
+		return fmt.Errorf("announce %s: %w", infohash, err)
+	}
+	implied := port == 0
+	if implied {
+		port = int(n.addr.Port())
+	}
+	var (
+		mu    sync.Mutex
+		wg    sync.WaitGroup
+		acked = make(map[netip.AddrPort]bool)
+		sent  = make(map[netip.AddrPort]bool)
+	)
+	for _, c := range closest {
+		if c.token == "" || sent[c.addr] {
+			continue
+		}
+		sent[c.addr] = true
+		args := krpc.MsgArgs{InfoHash: krpc.ID(infohash), Port: &port, ImpliedPort: implied, Token: c.token}
+		wg.Go(func() {
+			res := n.srv.Query(ctx, dht.NewAddr(net.UDPAddrFromAddrPort(c.addr)), "announce_peer", dht.QueryInput{MsgArgs: args})
+			if res.Err == nil && res.Reply.R != nil {
+				mu.Lock()
+				acked[c.addr] = true
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("announce %s: %w", infohash, err)
+	}
+	if len(acked) == 0 {
+		return fmt.Errorf("announce %s: %w (%d nodes asked)", infohash, ErrNotStored, len(sent))
+	}
+	n.log.Debug("announced", "infohash", infohash, "port", port, "acked", len(acked))
+	return nil
+}
+
+// Peers returns the peers that the closest nodes to infohash (and this
+// node) know for it, each once. It is ErrNoNodes when no node answered.
+func (n *Node) Peers(ctx context.Context, infohash record.Infohash) ([]netip.AddrPort, error) {
+	var (
+		mu    sync.Mutex
+		peers = make(map[netip.AddrPort]bool)
+	)
+	for _, p := range n.peers.GetPeers(peer_store.InfoHash(infohash)) {
+		peers[addrPort(p.IP, p.Port)] = true
+	}
+	_, st, err := n.lookup(ctx, lookup{
+		q:      "get_peers",
+		target: krpc.ID(infohash),
+		args:   krpc.MsgArgs{InfoHash: krpc.ID(infohash)},
+		reply: func(_ netip.AddrPort, r *krpc.Return) {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, p := range r.Values {
+				if ap := addrPort(p.IP, p.Port); ap.IsValid() && !ap.Addr().IsUnspecified() {
+					peers[ap] = true
+				}
+			}
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("find peers of %s: %w", infohash, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if st.answered == 0 && len(peers) == 0 {
+		return nil, fmt.Errorf("find peers of %s: %w (%d queried)", infohash, ErrNoNodes, st.queried)
+	}
+	out := make([]netip.AddrPort, 0, len(peers))
+	for ap := range peers {
+		if ap.IsValid() {
+			out = append(out, ap)
+		}
+	}
+	slices.SortFunc(out, netip.AddrPort.Compare)
+	return out, nil
+}
+
+const (
+	// peerLifetime is how long an announced peer is kept.
+	peerLifetime = 30 * time.Minute
+	// maxPeersPerInfohash and maxInfohashes bound the store's memory.
+	maxPeersPerInfohash = 1000
+	maxInfohashes       = 10000
+	// maxPeersReturned is how many peers a get_peers answer carries at
+	// most (8 bytes each in the reply).
+	maxPeersReturned = 100
+)
+
+// peerStore is the BEP 5 peer store of a node. anacrolix's in-memory store
+// keys peers by IP alone, so on one host (127.0.0.1, or behind one NAT)
+// every announce replaces the last; this one keys them by IP and port.
+type peerStore struct {
+	now func() time.Time
+	mu  sync.Mutex
+	m   map[peer_store.InfoHash]map[netip.AddrPort]time.Time
+}
+
+var _ peer_store.Interface = (*peerStore)(nil)
+
+func newPeerStore(now func() time.Time) *peerStore {
+	return &peerStore{now: now, m: make(map[peer_store.InfoHash]map[netip.AddrPort]time.Time)}
+}
+
+// AddPeer records that na serves ih.
+func (s *peerStore) AddPeer(ih peer_store.InfoHash, na krpc.NodeAddr) {
+	ap := addrPort(na.IP, na.Port)
+	if !ap.IsValid() || ap.Addr().IsUnspecified() {
+		return
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	peers := s.m[ih]
+	if peers == nil {
+		if len(s.m) >= maxInfohashes {
+			s.expireLocked(now)
+			if len(s.m) >= maxInfohashes {
+				return
+			}
+		}
+		peers = make(map[netip.AddrPort]time.Time)
+		s.m[ih] = peers
+	}
+	if _, ok := peers[ap]; !ok && len(peers) >= maxPeersPerInfohash {
+		// Make room by dropping the peer announced longest ago.
+		var oldest netip.AddrPort
+		var at time.Time
+		for p, t := range peers {
+			if !oldest.IsValid() || t.Before(at) {
+				oldest, at = p, t
+			}
+		}
+		delete(peers, oldest)
+	}
+	peers[ap] = now
+}
+
+// GetPeers returns the peers of ih announced in the last peerLifetime,
+// most recent first, at most maxPeersReturned.
+func (s *peerStore) GetPeers(ih peer_store.InfoHash) []krpc.NodeAddr {
+	now := s.now()
+	s.mu.Lock()
+	type entry struct {
+		ap netip.AddrPort
+		t  time.Time
+	}
+	var live []entry
+	for ap, t := range s.m[ih] {
+		if now.Sub(t) < peerLifetime {
+			live = append(live, entry{ap, t})
+		} else {
+			delete(s.m[ih], ap)
+		}
+	}
+	if len(s.m[ih]) == 0 {
+		delete(s.m, ih)
+	}
+	s.mu.Unlock()
+	slices.SortFunc(live, func(a, b entry) int {
+		return cmp.Or(b.t.Compare(a.t), a.ap.Compare(b.ap))
+	})
+	out := make([]krpc.NodeAddr, 0, min(len(live), maxPeersReturned))
+	for _, e := range live[:min(len(live), maxPeersReturned)] {
+		out = append(out, nodeAddr(e.ap))
+	}
+	return out
+}
+
+func (s *peerStore) expireLocked(now time.Time) {
+	for ih, peers := range s.m {
+		for ap, t := range peers {
+			if now.Sub(t) >= peerLifetime {
+				delete(peers, ap)
+			}
+		}
+		if len(peers) == 0 {
+			delete(s.m, ih)
+		}
+	}
+}
