@@ -54,6 +54,9 @@ func (n *Node) lookup(ctx context.Context, l lookup) ([]closeNode, lookupStats, 
 		mu sync.Mutex
 		st lookupStats
 	)
+	if n.ctx.Err() != nil {
+		return nil, st, ErrClosed
+	}
 	if l.k == 0 {
 		l.k = K
 	}

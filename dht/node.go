@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/anacrolix/dht/v2"
@@ -43,10 +44,13 @@ type Node struct {
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
 
-	mu     sync.Mutex // guards closed, pinged and the wg.Add calls
-	closed bool
-	pinged map[netip.AddrPort]time.Time
-	wg     sync.WaitGroup
+	occupancy    atomic.Pointer[occupancy]
+	snapshotting atomic.Bool
+
+	mu       sync.Mutex // guards closed, pinged and the wg.Add calls
+	closed   bool
+	pinged   map[netip.AddrPort]time.Time
+	wg       sync.WaitGroup
 	closeErr error
 	once     sync.Once
 }
@@ -288,13 +292,78 @@ func (n *Node) onQuery(q *krpc.Msg, source net.Addr) bool {
 	if q.A != nil && (q.Q == "find_node" || q.Q == "get") {
 		// anacrolix/dht picks the nodes of an answer by closeness to the
 		// query's info_hash, which only get_peers carries: find_node and
-		// get were answered with the nodes closest to the zero ID.
-		q.A.InfoHash = q.A.Target
+		// get were answered with the nodes closest to the zero ID. Neither
+		// uses info_hash for anything else. (get_peers does: it is the
+		// key of the peer store, so its answers keep anacrolix's choice.)
+		q.A.InfoHash = n.answerFrom(q.A.Target)
 	}
 	if n.cfg.Bootstrapper && !q.ReadOnly {
 		n.introduce(source)
 	}
 	return true
+}
+
+// occupancy is a snapshot of how many nodes each bucket of the routing
+// table holds.
+type occupancy struct {
+	at    time.Time
+	count [161]int
+}
+
+// answerFrom returns the ID anacrolix should pick the nodes of an answer
+// about target by. It picks them from target's bucket and then from ever
+// farther ones, never from the nearer buckets (of nodes sharing more bits
+// with this node than target does), which are the next closest: in a
+// sparse table, an answer named far nodes, or none, when it could name
+// close ones (a bootstrap node introduced a joiner to nobody). Starting
+// the scan from a nearer bucket j takes buckets j down to target's, all of
+// which fit in the K answered when j is chosen so. The counts come from a
+// snapshot of the table, refreshed in the background (the server's lock is
+// held here).
+func (n *Node) answerFrom(target krpc.ID) krpc.ID {
+	occ := n.occupancy.Load()
+	if occ == nil || time.Since(occ.at) > 100*time.Millisecond {
+		// An old snapshot may be wrong; the plain answer is at least
+		// about the target.
+		n.refreshOccupancy()
+		return target
+	}
+	self := n.srv.ID()
+	b := Bucket(self, target)
+	if b >= 159 {
+		return target
+	}
+	sum, j := occ.count[b], b
+	for j+1 < 160 && sum+occ.count[j+1] <= K {
+		j++
+		sum += occ.count[j]
+	}
+	if j == b {
+		return target
+	}
+	return randomIDInBucket(self, j)
+}
+
+// refreshOccupancy takes a new snapshot of the table in the background,
+// unless one is being taken.
+func (n *Node) refreshOccupancy() {
+	if !n.snapshotting.CompareAndSwap(false, true) {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return
+	}
+	n.wg.Go(func() {
+		defer n.snapshotting.Store(false)
+		occ := &occupancy{at: time.Now()}
+		self := n.srv.ID()
+		for _, ni := range n.srv.Nodes() {
+			occ.count[Bucket(self, ni.ID)]++
+		}
+		n.occupancy.Store(occ)
+	})
 }
 
 // introduce pings the sender of a query to a bootstrap node, unless it was

@@ -1,0 +1,136 @@
+package dht
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/anacrolix/dht/v2/krpc"
+	peer_store "github.com/anacrolix/dht/v2/peer-store"
+)
+
+// Nodes list every IPv4 node again as ::ffff:a.b.c.d in their IPv6 list;
+// usableNodes keeps each node once, in IPv4 form, and drops what the socket
+// cannot reach.
+func TestUsableNodesDeduplicates(t *testing.T) {
+	id := func(b byte) krpc.ID { return krpc.ID{b} }
+	v4 := krpc.NodeAddr{IP: net.IPv4(127, 0, 0, 1).To4(), Port: 1001}
+	mapped := krpc.NodeAddr{IP: net.IPv4(127, 0, 0, 1).To16(), Port: 1001}
+	other := krpc.NodeAddr{IP: net.IPv4(127, 0, 0, 1).To4(), Port: 1002}
+	v6 := krpc.NodeAddr{IP: net.ParseIP("2001:db8::1"), Port: 1003}
+	r := &krpc.Return{
+		Nodes:  krpc.CompactIPv4NodeInfo{{ID: id(1), Addr: v4}, {ID: id(2), Addr: other}, {ID: id(9), Addr: v4}},
+		Nodes6: krpc.CompactIPv6NodeInfo{{ID: id(1), Addr: mapped}, {ID: id(2), Addr: other}, {ID: id(3), Addr: v6}},
+	}
+	self := id(9)
+	got := usableNodes(r, family{v4: true}, self)
+	if len(got) != 2 {
+		t.Fatalf("IPv4 socket: %d nodes %v, want 2 (ids 1 and 2)", len(got), got)
+	}
+	for _, ni := range got {
+		if len(ni.Addr.IP) != net.IPv4len {
+			t.Errorf("node %v not in IPv4 form", ni)
+		}
+	}
+	if got := usableNodes(r, family{v4: true, v6: true}, self); len(got) != 3 {
+		t.Fatalf("dual-stack socket: %d nodes %v, want 3", len(got), got)
+	}
+}
+
+func TestDecodeString(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want string
+		ok   bool
+	}{
+		{"0:", "", true},
+		{"5:hello", "hello", true},
+		{"5:hell", "", false},
+		{"5:hello!", "", false},
+		{"05:hello", "", false},
+		{"i5e", "", false},
+		{"l5:helloe", "", false},
+		{"-1:", "", false},
+		{":", "", false},
+		{"99999:x", "", false},
+	} {
+		got, err := decodeString([]byte(tc.in))
+		if (err == nil) != tc.ok || string(got) != tc.want {
+			t.Errorf("decodeString(%q) = %q, %v", tc.in, got, err)
+		}
+	}
+}
+
+func FuzzDecodeString(f *testing.F) {
+	f.Add([]byte("5:hello"))
+	f.Add([]byte("996:"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		v, err := decodeString(b)
+		if err == nil && len(v) > len(b) {
+			t.Fatalf("decoded %d bytes from %d", len(v), len(b))
+		}
+	})
+}
+
+// anacrolix's in-memory peer store keys peers by IP alone: on one host
+// every announce replaces the last. This one keys them by IP and port.
+func TestPeerStoreKeysByPort(t *testing.T) {
+	now := time.Unix(1000, 0)
+	s := newPeerStore(func() time.Time { return now })
+	var ih peer_store.InfoHash
+	ih[0] = 1
+	for port := 1001; port <= 1003; port++ {
+		s.AddPeer(ih, krpc.NodeAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+		now = now.Add(time.Second)
+	}
+	// The same peer again, in IPv4-mapped form: still one peer.
+	s.AddPeer(ih, krpc.NodeAddr{IP: net.IPv4(127, 0, 0, 1).To16(), Port: 1003})
+	got := s.GetPeers(ih)
+	if len(got) != 3 {
+		t.Fatalf("%d peers %v, want 3", len(got), got)
+	}
+	if got[0].Port != 1003 {
+		t.Errorf("first peer %v, want the most recent (port 1003)", got[0])
+	}
+	if n := len(s.GetPeers(peer_store.InfoHash{})); n != 0 {
+		t.Errorf("%d peers for an infohash nobody announced", n)
+	}
+	now = now.Add(peerLifetime - time.Second)
+	if got := s.GetPeers(ih); len(got) != 1 || got[0].Port != 1003 {
+		t.Errorf("after %v: %v, want only the last announce", peerLifetime, got)
+	}
+}
+
+func TestPeerStoreBounded(t *testing.T) {
+	now := time.Unix(1000, 0)
+	s := newPeerStore(func() time.Time { return now })
+	var ih peer_store.InfoHash
+	for i := range maxPeersPerInfohash + 10 {
+		s.AddPeer(ih, krpc.NodeAddr{IP: net.IPv4(10, 0, byte(i>>8), byte(i)), Port: 6881})
+		now = now.Add(time.Millisecond)
+	}
+	if n := len(s.m[ih]); n != maxPeersPerInfohash {
+		t.Fatalf("%d peers kept, want %d", n, maxPeersPerInfohash)
+	}
+	if _, ok := s.m[ih][netip.MustParseAddrPort("10.0.0.0:6881")]; ok {
+		t.Error("the oldest peer was kept")
+	}
+	if n := len(s.GetPeers(ih)); n != maxPeersReturned {
+		t.Errorf("%d peers returned, want %d", n, maxPeersReturned)
+	}
+}
+
+func TestBucket(t *testing.T) {
+	var self krpc.ID
+	self[0] = 0b1010_0000
+	for i := range 160 {
+		id := randomIDInBucket(self, i)
+		if got := Bucket(self, id); got != i {
+			t.Fatalf("randomIDInBucket(%d) is in bucket %d", i, got)
+		}
+	}
+	if Bucket(self, self) != 160 {
+		t.Error("Bucket(self, self) != 160")
+	}
+}

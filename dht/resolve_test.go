@@ -1,0 +1,219 @@
+package dht_test
+
+import (
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/anacrolix/dht/v2/krpc"
+	"github.com/anacrolix/torrent/bencode"
+	"github.com/relay-sh/relay/dht"
+	"github.com/relay-sh/relay/dht/localnet"
+	"github.com/relay-sh/relay/record"
+)
+
+// fakeNode is a raw KRPC responder on 127.0.0.1: a DHT node that answers
+// every get with the item it is given, whatever it is, and names no other
+// node.
+type fakeNode struct {
+	conn net.PacketConn
+	id   krpc.ID
+	item krpc.Bep44Return
+	wg   sync.WaitGroup
+}
+
+func startFake(t *testing.T, id krpc.ID, item krpc.Bep44Return) *fakeNode {
+	t.Helper()
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeNode{conn: c, id: id, item: item}
+	f.wg.Go(f.serve)
+	t.Cleanup(func() {
+		c.Close()
+		f.wg.Wait()
+	})
+	return f
+}
+
+func (f *fakeNode) serve() {
+	buf := make([]byte, 2048)
+	for {
+		n, from, err := f.conn.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		var q krpc.Msg
+		if bencode.Unmarshal(buf[:n], &q) != nil || q.Y != "q" {
+			continue
+		}
+		r := krpc.Return{ID: f.id}
+		if q.Q == "get" {
+			tok := "token"
+			r.Token = &tok
+			r.Bep44Return = f.item
+		}
+		b, err := bencode.Marshal(krpc.Msg{T: q.T, Y: "r", R: &r})
+		if err == nil {
+			f.conn.WriteTo(b, from)
+		}
+	}
+}
+
+func bencodeString(b []byte) bencode.Bytes {
+	return bencode.Bytes(strconv.Itoa(len(b)) + ":" + string(b))
+}
+
+// A node that answers with a forged packet (higher seq, bad signature), a
+// packet of another key, or an older valid packet changes nothing: every
+// answer is verified and the highest valid seq wins.
+func TestResolveIgnoresForgedAndOlderAnswers(t *testing.T) {
+	net := sharedNet(t)
+	ctx := ctxFor(t, 30*time.Second)
+	key := newKey(t)
+	pk := key.PublicKey()
+	older, err := record.Sign(key, time.Now().UnixMicro()-1e6, mustPacket(t, pk, release(t, "stable", "0.9.0")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, _, err := net.Nodes[20].Publish(ctx, key, setRelease(pk, release(t, "stable", "1.0.0")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	forgedSeq := good.Seq + 1000
+	otherKey := newKey(t)
+	otherSigned, err := record.Sign(otherKey, forgedSeq, good.Packet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		item    krpc.Bep44Return
+		invalid int
+		older   int
+	}{
+		{"bad signature", krpc.Bep44Return{V: bencodeString(good.Packet), K: pk, Sig: good.Sig, Seq: &forgedSeq}, 1, 0},
+		{"another key", krpc.Bep44Return{V: bencodeString(good.Packet), K: pk, Sig: otherSigned.Sig, Seq: &forgedSeq}, 1, 0},
+		{"older", krpc.Bep44Return{V: bencodeString(older.Packet), K: pk, Sig: older.Sig, Seq: &older.Seq}, 0, 1},
+		{"not a string", krpc.Bep44Return{V: bencode.Bytes("i42e"), K: pk, Sig: good.Sig, Seq: &forgedSeq}, 1, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// The fake takes the place closest to the key's target, in the
+			// table of a read-only node that joins through it (and the
+			// network's bootstrap node) and that nobody else knows.
+			id := krpc.ID(record.Target(pk))
+			id[19] ^= 1
+			fake := startFake(t, id, tc.item)
+			ro, err := dht.New(ctx, net.Config(func(c *dht.Config) {
+				c.ReadOnly = true
+				c.Bootstrap = append([]string{fake.conn.LocalAddr().String()}, c.Bootstrap...)
+			}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ro.Close()
+			if !slices.ContainsFunc(ro.Server().Nodes(), func(ni krpc.NodeInfo) bool { return ni.ID == id }) {
+				t.Fatal("the fake node is not in the routing table")
+			}
+			got, st, err := ro.Resolve(ctx, pk)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Seq != good.Seq || got.Sig != good.Sig {
+				t.Fatalf("resolved seq %d, want the genuine %d", got.Seq, good.Seq)
+			}
+			if st.Invalid != tc.invalid || st.Older != tc.older || st.Held < dht.K-1 {
+				t.Fatalf("stats %+v: want %d invalid, %d older, the genuine packet held by %d or more", st, tc.invalid, tc.older, dht.K-1)
+			}
+		})
+	}
+}
+
+// A resolve works once the publisher's node has closed: the packet lives
+// on the nodes that acknowledged it.
+func TestResolveAfterPublisherClosed(t *testing.T) {
+	net := localnet.ForTest(t, localnet.Config{Nodes: 16})
+	ctx := ctxFor(t, 30*time.Second)
+	pub, err := net.Add(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := newKey(t)
+	p, _, err := pub.Publish(ctx, key, setRelease(key.PublicKey(), release(t, "stable", "1.0.0")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, st, err := net.Nodes[0].Resolve(ctx, key.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Seq != p.Seq {
+		t.Fatalf("resolved seq %d, want %d", got.Seq, p.Seq)
+	}
+	t.Logf("resolve with the publisher gone: %+v", st)
+	if _, _, err := pub.Resolve(ctx, key.PublicKey()); !errors.Is(err, dht.ErrClosed) {
+		t.Errorf("resolve on a closed node: %v, want ErrClosed", err)
+	}
+}
+
+// A node keeps its routing table in its NodesFile, and a second run joins
+// through it with no bootstrap node at all.
+func TestNodesFileWarmStart(t *testing.T) {
+	net := localnet.ForTest(t, localnet.Config{Nodes: 12})
+	ctx := ctxFor(t, 30*time.Second)
+	file := filepath.Join(t.TempDir(), "nodes")
+	first, err := net.Add(ctx, func(c *dht.Config) { c.NodesFile = file })
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := newKey(t)
+	if _, _, err := first.Publish(ctx, key, setRelease(key.PublicKey(), release(t, "stable", "1.0.0"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() < 38*dht.K {
+		t.Fatalf("nodes file of %d bytes, want at least %d nodes", fi.Size(), dht.K)
+	}
+
+	second, err := dht.New(ctx, net.Config(func(c *dht.Config) {
+		c.NodesFile = file
+		c.Bootstrap = nil
+		c.ReadOnly = true
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	if n := second.Server().NumNodes(); n < dht.K {
+		t.Fatalf("second run knows %d nodes, want %d or more", n, dht.K)
+	}
+	if _, _, err := second.Resolve(ctx, key.PublicKey()); err != nil {
+		t.Fatal(err)
+	}
+
+	// A corrupt file is ignored, not fatal, when a bootstrap node is known.
+	if err := os.WriteFile(file, []byte("not a node list"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	third, err := dht.New(ctx, net.Config(func(c *dht.Config) { c.NodesFile = file; c.ReadOnly = true }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	third.Close()
+}

@@ -1,0 +1,259 @@
+package dht_test
+
+// One test per trap of anacrolix/dht v2.23.0 that NOTES-dependencies.md
+// lists (and two more found while building this package), each failing
+// without its fix. Others are in bep44_test.go (a put's acknowledgements
+// from distinct nodes: TestPublishResolve; refusals: TestStoreRefusedIsError;
+// cas: TestPublishRepeatedlyWithoutCAS) and internal_test.go.
+
+import (
+	"errors"
+	"net"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	anacrolix "github.com/anacrolix/dht/v2"
+	"github.com/anacrolix/dht/v2/krpc"
+	"github.com/anacrolix/torrent/metainfo"
+	"github.com/relay-sh/relay/dht"
+	"github.com/relay-sh/relay/dht/localnet"
+	"github.com/relay-sh/relay/record"
+)
+
+// anacrolix's DefaultSendLimiter is one limiter shared by every server in
+// the process. With it stopped entirely, nodes that use it cannot send a
+// packet; relay's nodes, each with its own, do not notice.
+func TestEachNodeHasItsOwnSendLimiter(t *testing.T) {
+	l := anacrolix.DefaultSendLimiter
+	limit, burst := l.Limit(), l.Burst()
+	l.SetLimit(0)
+	l.SetBurst(0)
+	t.Cleanup(func() {
+		l.SetLimit(limit)
+		l.SetBurst(burst)
+	})
+	if l.Allow() {
+		t.Fatal("the shared limiter still allows sending")
+	}
+	net := localnet.ForTest(t, localnet.Config{Nodes: 4})
+	ctx := ctxFor(t, 20*time.Second)
+	key := newKey(t)
+	if _, _, err := net.Nodes[0].Publish(ctx, key, setRelease(key.PublicKey(), release(t, "stable", "1.0.0"))); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := net.Nodes[3].Resolve(ctx, key.PublicKey()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A bootstrap node queries nobody, so nobody is "good" in its table and
+// it hands out nobody; pinging whoever queries it makes it introduce
+// joiners to each other. Here the second joiner learns the first from it.
+func TestBootstrapNodeIntroducesJoiners(t *testing.T) {
+	ctx := ctxFor(t, 20*time.Second)
+	b, err := dht.New(ctx, dht.Config{Listen: "127.0.0.1:0", Bootstrapper: true, SendRate: 1000, QueryTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	cfg := dht.Config{Listen: "127.0.0.1:0", Bootstrap: []string{b.Addr().String()}, SendRate: 1000, QueryTimeout: time.Second}
+	first, err := dht.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	// The bootstrap node's ping to the first joiner is asynchronous.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		second, err := dht.New(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		knows := slices.ContainsFunc(second.Server().Nodes(), func(ni krpc.NodeInfo) bool { return ni.ID == first.ID() })
+		second.Close()
+		if knows {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a joiner did not learn the earlier joiner from the bootstrap node")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// 32 nodes joining through one bootstrap node, one after the other, each
+// end with a full routing table (localnet.Full: every bucket holds min(8,
+// the nodes that fall in it)) once each has refreshed its table, as its
+// table maintainer does within a minute: a node that joined early learns
+// of later ones then. Without the bootstrap node's pings nobody learns of
+// anybody, however often they refresh.
+func TestBootstrapNodeForms32NodeNetwork(t *testing.T) {
+	ctx := ctxFor(t, 30*time.Second)
+	b, err := dht.New(ctx, dht.Config{Listen: "127.0.0.1:0", Bootstrapper: true, SendRate: 10000, QueryTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	all := []*dht.Node{b}
+	for range 32 {
+		n, err := dht.New(ctx, dht.Config{Listen: "127.0.0.1:0", Bootstrap: []string{b.Addr().String()}, SendRate: 10000, QueryTimeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Close()
+		all = append(all, n)
+	}
+	full := 0
+	for _, n := range all {
+		if localnet.Full(n, all) == nil {
+			full++
+		}
+	}
+	t.Logf("%d of %d routing tables full after joining", full, len(all))
+	var wg sync.WaitGroup
+	for _, n := range all {
+		wg.Go(func() {
+			if err := n.Refresh(ctx); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	for _, n := range all {
+		if err := localnet.Full(n, all); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// anacrolix/dht answers find_node and get with the nodes closest to the
+// query's info_hash, which only get_peers carries: every answer was about
+// the zero ID. Asked for a node it knows (and has heard from: only those
+// are handed out), a node must name it.
+func TestFindNodeAnswersForTheTarget(t *testing.T) {
+	net := sharedNet(t)
+	ctx := ctxFor(t, 20*time.Second)
+	asker := net.Nodes[0].Server()
+	for _, x := range net.Nodes[1:9] {
+		// Hear from every node of the table.
+		if err := x.Refresh(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, known := range x.Server().Nodes() {
+			for _, q := range []string{"find_node", "get"} {
+				res := asker.Query(ctx, anacrolix.NewAddr(udp(x)), q, anacrolix.QueryInput{
+					MsgArgs: krpc.MsgArgs{Target: known.ID, Want: []krpc.Want{krpc.WantNodes}},
+				})
+				if res.Err != nil || res.Reply.R == nil {
+					t.Fatalf("%s to %v: %v", q, x.Addr(), res.ToError())
+				}
+				if !slices.ContainsFunc(res.Reply.R.Nodes, func(ni krpc.NodeInfo) bool { return ni.ID == known.ID }) {
+					t.Fatalf("%s for %x to %v, which knows it, did not name it", q, known.ID, x.Addr())
+				}
+			}
+		}
+	}
+}
+
+func udp(n *dht.Node) *net.UDPAddr { return net.UDPAddrFromAddrPort(n.Addr()) }
+
+// Nodes store announce_peer only with a PeerStore, and anacrolix's keys
+// peers by IP alone: on 127.0.0.1 each announce replaced the last.
+func TestPeersOnOneHost(t *testing.T) {
+	net := sharedNet(t)
+	ctx := ctxFor(t, 20*time.Second)
+	var ih record.Infohash
+	ih[0], ih[19] = 0xab, 0xcd
+	for i, n := range net.Nodes[15:18] {
+		if err := n.Announce(ctx, ih, 7001+i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Port 0 announces the node's own UDP port (implied_port).
+	implied := net.Nodes[18]
+	if err := implied.Announce(ctx, ih, 0); err != nil {
+		t.Fatal(err)
+	}
+	peers, err := net.Nodes[19].Peers(ctx, ih)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(peers) == 0 {
+		for _, n := range net.All() {
+			t.Logf("%v holds %v", n.Addr(), n.Server().PeerStore().GetPeers(metainfo.Hash(ih)))
+		}
+	}
+	want := []string{"127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003", implied.Addr().String()}
+	var got []string
+	for _, p := range peers {
+		got = append(got, p.String())
+	}
+	for _, w := range want {
+		if !slices.Contains(got, w) {
+			t.Errorf("peers %v: %s missing", got, w)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("peers %v, want %v", got, want)
+	}
+	none, err := net.Nodes[19].Peers(ctx, record.Infohash{1})
+	if err != nil || len(none) != 0 {
+		t.Errorf("peers of an infohash nobody announced: %v, %v", none, err)
+	}
+}
+
+// A short-lived process's node would stay in others' routing tables after
+// it exits, and their queries would wait on it. A read-only node (BEP 43)
+// is in nobody's table, even after it resolved and published.
+func TestReadOnlyNodeStaysOutOfTables(t *testing.T) {
+	net := sharedNet(t)
+	ctx := ctxFor(t, 20*time.Second)
+	ro, err := dht.New(ctx, net.Config(func(c *dht.Config) { c.ReadOnly = true }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	key := newKey(t)
+	if _, _, err := ro.Publish(ctx, key, setRelease(key.PublicKey(), release(t, "stable", "1.0.0"))); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ro.Resolve(ctx, key.PublicKey()); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range net.All() {
+		for _, ni := range n.Server().Nodes() {
+			if ni.ID == ro.ID() {
+				t.Fatalf("node %v holds the read-only node in its routing table", n.Addr())
+			}
+		}
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	ctx := ctxFor(t, 10*time.Second)
+	if _, err := dht.New(ctx, dht.Config{Listen: "127.0.0.1:0", ReadOnly: true, Bootstrapper: true}); err == nil {
+		t.Error("a read-only bootstrap node was accepted")
+	}
+	if _, err := dht.New(ctx, dht.Config{Listen: "127.0.0.1:0"}); err == nil {
+		t.Error("a node with nobody to join was accepted")
+	}
+	if _, err := dht.New(ctx, dht.Config{Listen: "127.0.0.1:0", Bootstrap: []string{"127.0.0.1"}}); err == nil {
+		t.Error("a bootstrap address without a port was accepted")
+	}
+	// A port nobody listens on.
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := c.LocalAddr().String()
+	c.Close()
+	_, err = dht.New(ctx, dht.Config{Listen: "127.0.0.1:0", Bootstrap: []string{dead}, QueryTimeout: 100 * time.Millisecond})
+	if !errors.Is(err, dht.ErrNoNodes) {
+		t.Errorf("join through a dead address: %v, want ErrNoNodes", err)
+	}
+	if bs := dht.DefaultBootstrap(); len(bs) != 4 {
+		t.Errorf("DefaultBootstrap() = %v", bs)
+	}
+}
