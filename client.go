@@ -5,13 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/relay-sh/relay/dht"
 	"github.com/relay-sh/relay/record"
 	"github.com/relay-sh/relay/signer"
+	"github.com/relay-sh/relay/transfer"
 )
 
 // Config configures a Client. DataDir is required; every other zero value
@@ -35,6 +39,10 @@ type Config struct {
 	// MaxFuture is how far ahead of Now a record's seq may be; zero means
 	// record.DefaultMaxFuture.
 	MaxFuture time.Duration
+	// UTP enables uTP besides TCP for BitTorrent; UploadRate and
+	// DownloadRate cap bundle data in bytes per second (zero: no cap).
+	UTP                      bool
+	UploadRate, DownloadRate int64
 	// Network is an already running DHT node to use instead of starting
 	// one (tests and the demo share one process); Close leaves it open.
 	Network *dht.Node
@@ -49,6 +57,9 @@ type Client struct {
 	node    *dht.Node
 	ownNode bool
 	states  stateStore
+
+	tcMu sync.Mutex
+	tc   *transfer.Client
 }
 
 // Open starts a client: it checks the data folder and joins the DHT.
@@ -92,12 +103,64 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 	return c, nil
 }
 
-// Close stops the client and its DHT node (unless it was given one).
+// Close stops the client: its torrent client, and its DHT node unless it
+// was given one.
 func (c *Client) Close() error {
-	if c.ownNode {
-		return c.node.Close()
+	var errs []error
+	c.tcMu.Lock()
+	if c.tc != nil {
+		errs = append(errs, c.tc.Close())
+		c.tc = nil
 	}
-	return nil
+	c.tcMu.Unlock()
+	if c.ownNode {
+		errs = append(errs, c.node.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// transfer returns the client's torrent client, starting it on first use:
+// it listens for peers on TCP at the DHT node's port number (so one port
+// number serves both) and announces and finds peers through the node.
+func (c *Client) transfer() (*transfer.Client, error) {
+	c.tcMu.Lock()
+	defer c.tcMu.Unlock()
+	if c.tc != nil {
+		return c.tc, nil
+	}
+	listen := ""
+	if c.ownNode {
+		a := c.node.Addr()
+		listen = netip.AddrPortFrom(a.Addr(), a.Port()).String()
+	} else if host, _, err := net.SplitHostPort(c.cfg.Listen); err == nil {
+		// A shared node's port is taken by whoever else uses it: listen
+		// on the same host, a port of our own.
+		listen = net.JoinHostPort(host, "0")
+	}
+	tc, err := transfer.NewClient(transfer.Config{
+		DataDir:      c.cfg.DataDir,
+		Listen:       listen,
+		DHT:          c.node,
+		UTP:          c.cfg.UTP,
+		UploadRate:   c.cfg.UploadRate,
+		DownloadRate: c.cfg.DownloadRate,
+		Logger:       c.cfg.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to start the torrent client: %w", err)
+	}
+	c.tc = tc
+	return tc, nil
+}
+
+// PeerAddr returns the address peers reach this client's torrent client
+// at, starting it if needed.
+func (c *Client) PeerAddr() (netip.AddrPort, error) {
+	tc, err := c.transfer()
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	return tc.Addr(), nil
 }
 
 // Node returns the client's DHT node.

@@ -1,0 +1,183 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"runtime"
+
+	"github.com/relay-sh/relay/dht"
+	"github.com/relay-sh/relay/record"
+	"github.com/relay-sh/relay/signer"
+	"github.com/relay-sh/relay/transfer"
+)
+
+// errBadOptions marks options no retry can mend.
+var errBadOptions = errors.New("bad options")
+
+// FetchOptions says what Fetch follows and where it puts what it gets.
+type FetchOptions struct {
+	// Key is the trusted publisher key. Required.
+	Key signer.PublicKey
+	// Channel is the release channel; empty means "stable".
+	Channel string
+	// Out is the folder the release's files are placed in, each atomically
+	// under its manifest path. Empty places nothing: the verified files
+	// stay in the bundle (a seeder, or an Install hook, uses them there).
+	Out string
+	// OS and Arch select the files of one platform; empty means this
+	// program's (runtime.GOOS, runtime.GOARCH). AllPlatforms fetches every
+	// file instead.
+	OS, Arch     string
+	AllPlatforms bool
+	// AllowExpired installs a record past its expiry instead of refusing
+	// it with record.ErrExpired.
+	AllowExpired bool
+	// Peers are peers to try besides those the DHT and web seeds give.
+	Peers []netip.AddrPort
+	// Progress receives the download's progress; nil drops it.
+	Progress func(transfer.Progress)
+	// OnFound is called when a new release passed the record checks,
+	// before its download starts; nil drops it.
+	OnFound func(r record.Release, previous record.Version)
+	// Again places the current release's files in Out and calls Install
+	// even when that release was accepted before (relay fetch); without
+	// it an accepted release is left alone (relay watch).
+	Again bool
+	// Install, when set, is called with the verified release after its
+	// files are placed in Out and before the new state is saved: an error
+	// from it leaves the state unchanged, so the next Fetch tries again.
+	Install func(ctx context.Context, res *FetchResult) error
+}
+
+// FetchResult is what a Fetch found and did.
+type FetchResult struct {
+	// Release is the current release record and Packet the signed packet
+	// it came in.
+	Release record.Release
+	Packet  *record.SignedPacket
+	// Previous is the version accepted before this Fetch (zero for none).
+	Previous record.Version
+	// UpToDate is set when the current release is the one already
+	// accepted: nothing was fetched.
+	UpToDate bool
+	// Resolve says what the DHT lookup found.
+	Resolve dht.ResolveStats
+	// Bundle is the verified bundle, Files the files fetched from it, and
+	// Placed their paths in Out.
+	Bundle *transfer.Bundle
+	Files  []record.File
+	Placed []string
+}
+
+// Path returns where a fetched file is in the verified bundle.
+func (r *FetchResult) Path(f record.File) string {
+	return (&transfer.Fetched{Bundle: r.Bundle}).Path(f)
+}
+
+// Fetch runs the whole verification chain of DESIGN.md once:
+//
+//  1. it gets the key's packet from many DHT nodes, keeping the highest
+//     valid seq;
+//  2. checks its signature with the trusted key;
+//  3. refuses a seq lower than the last accepted one (record.ErrReplay)
+//     or far in the future (record.ErrFutureSeq);
+//  4. reads the channel's record and refuses a version lower than the
+//     last accepted one (record.ErrRollback) or an expired record
+//     (record.ErrExpired, unless AllowExpired);
+//  5. fetches the manifest, whose SHA-256, key, channel, version and size
+//     must match the record (record.ErrManifestMismatch);
+//  6. fetches the files, each checked against the manifest
+//     (record.ErrFileMismatch);
+//  7. places them in Out atomically, calls Install, and only then saves
+//     the new state.
+//
+// A failure at any step leaves Out and the saved state as they were and
+// says which check failed. A release already accepted is not fetched again
+// (UpToDate).
+func (c *Client) Fetch(ctx context.Context, o FetchOptions) (*FetchResult, error) {
+	channel := o.Channel
+	if channel == "" {
+		channel = transfer.DefaultChannel
+	}
+	if err := record.ValidChannel(channel); err != nil {
+		return nil, fmt.Errorf("%w: %w", errBadOptions, err)
+	}
+	if o.Key.IsZero() {
+		return nil, fmt.Errorf("%w: no key to follow", errBadOptions)
+	}
+	st, err := c.states.Load(o.Key, channel)
+	if err != nil {
+		return nil, err
+	}
+	p, stats, err := c.node.Resolve(ctx, o.Key)
+	if err != nil {
+		return nil, err
+	}
+	res := &FetchResult{Packet: p, Previous: st.Version, Resolve: stats}
+	res.Release, err = record.Check(p, o.Key, channel, st.Accepted, record.Policy{
+		Now:          c.now(),
+		MaxFuture:    c.cfg.MaxFuture,
+		AllowExpired: o.AllowExpired,
+	})
+	if err != nil {
+		return res, err
+	}
+	r := res.Release
+	if r.Version.Compare(st.Version) == 0 {
+		if r.Manifest != st.Manifest {
+			return res, fmt.Errorf("%w: version %s was accepted with manifest %s, this record names %s: a release's content never changes under one version",
+				record.ErrRollback, r.Version, st.Manifest, r.Manifest)
+		}
+		res.UpToDate = true
+		if !o.Again {
+			return res, nil
+		}
+	} else if o.OnFound != nil {
+		o.OnFound(r, st.Version)
+	}
+
+	tc, err := c.transfer()
+	if err != nil {
+		return res, err
+	}
+	goos, goarch := o.OS, o.Arch
+	if o.AllPlatforms {
+		goos, goarch = "", ""
+	} else if goos == "" {
+		goos, goarch = runtime.GOOS, runtime.GOARCH
+	}
+	f, err := tc.Fetch(ctx, transfer.FetchRequest{
+		Key:      o.Key,
+		Release:  r,
+		OS:       goos,
+		Arch:     goarch,
+		Peers:    o.Peers,
+		Progress: o.Progress,
+	})
+	if err != nil {
+		return res, err
+	}
+	res.Bundle, res.Files = f.Bundle, f.Files
+	if o.Out != "" {
+		res.Placed, err = placeFiles(f.Bundle.Dir, f.Files, o.Out)
+		if err != nil {
+			return res, fmt.Errorf("failed to place files in %s: %w", o.Out, err)
+		}
+	}
+	if o.Install != nil {
+		if err := o.Install(ctx, res); err != nil {
+			return res, fmt.Errorf("install %s: %w", r.Version, err)
+		}
+	}
+	if res.UpToDate {
+		return res, nil
+	}
+	st.Accepted = record.Accept(p, r)
+	st.Infohash, st.Packet, st.Updated = r.Infohash, p, c.now().UTC()
+	if err := c.states.Save(st); err != nil {
+		return res, err
+	}
+	return res, nil
+}

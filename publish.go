@@ -1,0 +1,188 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/relay-sh/relay/dht"
+	"github.com/relay-sh/relay/record"
+	"github.com/relay-sh/relay/signer"
+	"github.com/relay-sh/relay/transfer"
+)
+
+// ErrNotNewer is returned by Publish for a version not above the one
+// already published on the channel (PublishOptions.Force overrides).
+var ErrNotNewer = errors.New("version not above the published one")
+
+// DefaultExpires is how long a published record stays fresh when
+// PublishOptions.Expires is zero.
+const DefaultExpires = 30 * 24 * time.Hour
+
+// PublishOptions says what to publish.
+type PublishOptions struct {
+	// Key signs the record. Required.
+	Key *signer.PrivateKey
+	// Channel is the release channel; empty means "stable".
+	Channel string
+	// Version is the release's version. Required.
+	Version record.Version
+	// Notes are the release notes, recorded in the manifest.
+	Notes string
+	// Sources are the files and folders released.
+	Sources []transfer.Source
+	// Published is the time of publication recorded in the manifest; zero
+	// means now. The same files and Published make the same bundle.
+	Published time.Time
+	// Expires is how long the record stays fresh; zero means
+	// DefaultExpires.
+	Expires time.Duration
+	// WebSeeds are HTTP(S) URLs that serve the bundle's files (BEP 19).
+	WebSeeds []string
+	// Force publishes even when the channel already has this version or a
+	// higher one.
+	Force bool
+}
+
+// Published is what Publish did.
+type Published struct {
+	Bundle  *transfer.Bundle
+	Release record.Release
+	Packet  *record.SignedPacket
+	// Previous is the release the channel had before, if any.
+	Previous *record.Release
+	// Stats says how many DHT nodes stored the record.
+	Stats dht.PutStats
+}
+
+// Publish makes the bundle in the data folder, starts seeding it, and
+// signs and stores the channel's new release record, keeping every other
+// record of the key's packet. It refuses (ErrNotNewer) a version not above
+// the channel's current one unless Force is set. Seeding goes on until the
+// Client is closed: see WaitForPeers.
+func (c *Client) Publish(ctx context.Context, o PublishOptions) (*Published, error) {
+	if o.Key == nil || o.Version.IsZero() {
+		return nil, fmt.Errorf("%w: publish needs a key and a version", errBadOptions)
+	}
+	channel := o.Channel
+	if channel == "" {
+		channel = transfer.DefaultChannel
+	}
+	if err := record.ValidChannel(channel); err != nil {
+		return nil, err
+	}
+	key := o.Key.PublicKey()
+	now := c.now()
+	published := o.Published
+	if published.IsZero() {
+		published = now
+	}
+	expires := o.Expires
+	if expires <= 0 {
+		expires = DefaultExpires
+	}
+	// Refuse early, before any bundle is made; Publish checks again
+	// against the packet it replaces.
+	var prev *record.Release
+	cur, _, err := c.node.Resolve(ctx, key)
+	switch {
+	case errors.Is(err, dht.ErrNotFound):
+	case err != nil:
+		return nil, err
+	default:
+		if prev, err = c.checkNewer(cur, channel, o); err != nil {
+			return nil, err
+		}
+	}
+	tc, err := c.transfer()
+	if err != nil {
+		return nil, err
+	}
+	b, err := transfer.Make(ctx, transfer.MakeOptions{
+		Dir:       transfer.BundlesDir(c.cfg.DataDir),
+		Sources:   o.Sources,
+		Key:       key,
+		Channel:   channel,
+		Version:   o.Version,
+		Published: published,
+		Notes:     o.Notes,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := tc.Seed(ctx, b.Infohash); err != nil {
+		return nil, err
+	}
+	r := b.Release(now.Add(expires).UTC().Truncate(time.Second), o.WebSeeds...)
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	p, stats, err := c.node.Publish(ctx, o.Key, func(cur *record.SignedPacket) ([]byte, error) {
+		var old []byte
+		if cur != nil {
+			if _, err := c.checkNewer(cur, channel, o); err != nil {
+				return nil, err
+			}
+			old = cur.Packet
+		}
+		return record.SetRelease(key, old, r)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Published{Bundle: b, Release: r, Packet: p, Previous: prev, Stats: stats}, nil
+}
+
+// checkNewer returns the channel's release in cur, and ErrNotNewer if o's
+// version is not above it and o.Force is not set.
+func (c *Client) checkNewer(cur *record.SignedPacket, channel string, o PublishOptions) (*record.Release, error) {
+	r, err := record.FindRelease(cur.Key, cur.Packet, channel)
+	if errors.Is(err, record.ErrNoRelease) {
+		return nil, nil
+	}
+	if err != nil {
+		// A malformed record of our own channel is replaced.
+		c.log.Warn("replacing a malformed record", "channel", channel, "err", err)
+		return nil, nil
+	}
+	if !o.Force && o.Version.Compare(r.Version) <= 0 {
+		return &r, fmt.Errorf("%w: %s has %s, this is %s", ErrNotNewer, channel, r.Version, o.Version)
+	}
+	return &r, nil
+}
+
+// WaitForPeers waits until n other peers have been seen holding the whole
+// bundle ih, or ctx ends, and returns how many were seen. The bundle must
+// be one this client serves.
+func (c *Client) WaitForPeers(ctx context.Context, ih record.Infohash, n int) (int, error) {
+	tc, err := c.transfer()
+	if err != nil {
+		return 0, err
+	}
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		s, ok := tc.Stats(ih)
+		if !ok {
+			return 0, fmt.Errorf("bundle %s is not served here", ih)
+		}
+		if s.CompletePeers >= n {
+			return s.CompletePeers, nil
+		}
+		select {
+		case <-ctx.Done():
+			return s.CompletePeers, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// BundleStats returns the statistics of a bundle this client serves.
+func (c *Client) BundleStats(ih record.Infohash) (transfer.Stats, bool) {
+	tc, err := c.transfer()
+	if err != nil {
+		return transfer.Stats{}, false
+	}
+	return tc.Stats(ih)
+}

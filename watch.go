@@ -1,0 +1,128 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"time"
+
+	"github.com/relay-sh/relay/record"
+)
+
+// Defaults of WatchOptions.
+const (
+	DefaultInterval = 10 * time.Minute
+	// firstRetry is the wait after the first failure to reach the network;
+	// each further failure doubles it, up to the interval.
+	firstRetry = 5 * time.Second
+)
+
+// EventKind says what a watch event reports.
+type EventKind string
+
+// The events Watch reports.
+const (
+	// EventChecked: the channel was resolved and nothing is new.
+	EventChecked EventKind = "up-to-date"
+	// EventFound: a new release passed the record checks; fetching it.
+	EventFound EventKind = "found"
+	// EventInstalled: a new release was fetched, verified and installed.
+	EventInstalled EventKind = "installed"
+	// EventRefused: a record, manifest or file failed verification; nothing
+	// was installed and the state is unchanged.
+	EventRefused EventKind = "refused"
+	// EventStale: the current record is past its expiry; not installed.
+	EventStale EventKind = "stale"
+	// EventError: the network or the machine failed; retrying with backoff.
+	EventError EventKind = "error"
+)
+
+// Event is one thing a watch saw.
+type Event struct {
+	Time    time.Time
+	Kind    EventKind
+	Version record.Version
+	// Result is set for EventInstalled and EventChecked.
+	Result *FetchResult
+	// Err is set for EventRefused, EventStale and EventError.
+	Err error
+	// Retry is how long until the next check.
+	Retry time.Duration
+}
+
+// WatchOptions configures Watch.
+type WatchOptions struct {
+	FetchOptions
+	// Interval is the time between checks; zero means DefaultInterval.
+	// Each wait is jittered by up to a tenth either way, so that a fleet
+	// does not ask the DHT all at once.
+	Interval time.Duration
+	// OnEvent receives every event; nil drops them.
+	OnEvent func(Event)
+}
+
+// Watch follows a key's channel until ctx ends: at every interval it runs
+// Fetch, which installs each new release that passes the whole
+// verification chain. Network failures are retried with a backoff that
+// starts at a few seconds and grows to the interval; verification
+// failures are reported and the watch goes on. It returns nil when ctx is
+// cancelled, and an error only for what retrying cannot mend (bad options,
+// unreadable state).
+func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
+	interval := o.Interval
+	if interval <= 0 {
+		interval = DefaultInterval
+	}
+	emit := func(e Event) {
+		if o.OnEvent != nil {
+			e.Time = c.now()
+			o.OnEvent(e)
+		}
+	}
+	failures := 0
+	for {
+		res, err := c.Fetch(ctx, o.FetchOptions)
+		if ctx.Err() != nil {
+			return nil
+		}
+		wait := jitter(interval)
+		var ev Event
+		switch {
+		case err == nil && res.UpToDate:
+			failures = 0
+			ev = Event{Kind: EventChecked, Version: res.Release.Version, Result: res}
+		case err == nil:
+			failures = 0
+			ev = Event{Kind: EventInstalled, Version: res.Release.Version, Result: res}
+		case errors.Is(err, ErrState) || errors.Is(err, errBadOptions):
+			return err
+		case errors.Is(err, record.ErrExpired):
+			failures = 0
+			ev = Event{Kind: EventStale, Err: err}
+		case record.IsVerification(err):
+			failures = 0
+			ev = Event{Kind: EventRefused, Err: err}
+		default:
+			failures++
+			wait = min(interval, firstRetry<<min(failures-1, 20))
+			ev = Event{Kind: EventError, Err: err}
+		}
+		if res != nil && ev.Version.IsZero() {
+			ev.Version = res.Release.Version
+		}
+		ev.Retry = wait
+		emit(ev)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// jitter returns d moved by up to a tenth either way.
+func jitter(d time.Duration) time.Duration {
+	return d + time.Duration((rand.Float64()*0.2-0.1)*float64(d))
+}
