@@ -1,0 +1,546 @@
+package transfer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	g "github.com/anacrolix/generics"
+	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/metainfo"
+	pp "github.com/anacrolix/torrent/peer_protocol"
+	"github.com/anacrolix/torrent/storage"
+	"golang.org/x/time/rate"
+
+	"github.com/relay-sh/relay/record"
+)
+
+// Config configures a Client. The zero value of every field but DataDir is
+// a documented default.
+type Config struct {
+	// DataDir is relay's data folder; bundles are kept in BundlesDir(DataDir).
+	// Required.
+	DataDir string
+	// Listen is the TCP address peers connect to, host:port. Empty means
+	// every interface, on the DHT server's port number when DHT is set (so
+	// one port number serves both: UDP for the DHT, TCP for BitTorrent),
+	// else on a port the system chooses. An IPv4 host listens on IPv4
+	// only, an IPv6 host on IPv6 only.
+	Listen string
+	// DHT is the DHT node bundles are announced on and peers looked up
+	// through (a *dht.Node of package dht). Nil means no DHT: peers come
+	// only from FetchRequest.Peers, web seeds and peer exchange. The Client
+	// never closes it.
+	DHT DHT
+	// UTP enables uTP (BitTorrent over UDP) besides TCP, on a UDP port of
+	// the same number as Listen's, which must then not be the DHT's. Off
+	// by default: TCP is faster and steadier (uTP ran at 1 to 7 MB/s on
+	// loopback, where TCP runs at hundreds).
+	UTP bool
+	// UploadRate and DownloadRate cap the client's transfer of bundle data,
+	// in bytes per second, over all bundles and peers. Zero is no cap.
+	UploadRate, DownloadRate int64
+	// HTTPTransport makes the requests to web seeds; nil means
+	// http.DefaultTransport's behaviour.
+	HTTPTransport http.RoundTripper
+	// Recheck is how often the files of seeded bundles are looked at for
+	// changes (size and modification time); changed pieces are hashed
+	// again and not served unless they still verify. Zero means every
+	// minute; negative, never.
+	Recheck time.Duration
+	// Logger receives the client's logs and the torrent library's; nil is
+	// silent.
+	Logger *slog.Logger
+}
+
+// Client serves and fetches bundles. It is safe for concurrent use.
+type Client struct {
+	cfg   Config
+	root  string
+	log   *slog.Logger
+	cl    *torrent.Client
+	store *completion
+	port  int // the TCP port peers reach us on
+
+	ctx    context.Context // ends at Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	addMu    sync.Mutex // serialises adds of bundles
+	mu       sync.Mutex
+	bundles  map[record.Infohash]*active
+	expect   map[record.Infohash]*expectation
+	peerBits map[peerKey]*peerPieces
+	complete map[record.Infohash]map[torrent.PeerID]bool
+	numPcs   map[record.Infohash]int
+	closed   bool
+}
+
+// active is a bundle in the client.
+type active struct {
+	t        *torrent.Torrent
+	cancel   context.CancelFunc // stops its announcer and rechecks
+	wake     chan struct{}      // tells the announcer a fetch started
+	seeding  bool
+	fetches  int
+	semOnce  sync.Once
+	sem      chan struct{} // one Fetch of a bundle at a time
+	lastStat []fileStat // for rechecks of a seeded bundle
+}
+
+// expectation is what a Fetch expects of a torrent's info before it is
+// allowed any storage.
+type expectation struct {
+	size    int64
+	refused chan error
+}
+
+type peerKey struct {
+	ih record.Infohash
+	id torrent.PeerID
+}
+
+type peerPieces struct {
+	have []bool
+	n    int
+	all  bool
+}
+
+// NewClient starts a client listening for peers. Close it when done.
+func NewClient(cfg Config) (*Client, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("transfer: no data folder")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &Client{
+		cfg: cfg, root: BundlesDir(cfg.DataDir), log: log,
+		store:    newCompletion(log),
+		bundles:  make(map[record.Infohash]*active),
+		expect:   make(map[record.Infohash]*expectation),
+		peerBits: make(map[peerKey]*peerPieces),
+		complete: make(map[record.Infohash]map[torrent.PeerID]bool),
+		numPcs:   make(map[record.Infohash]int),
+	}
+	if err := os.MkdirAll(c.root, 0o755); err != nil {
+		return nil, fmt.Errorf("transfer: %w", err)
+	}
+	host, port, err := c.listenAddr()
+	if err != nil {
+		return nil, err
+	}
+
+	tc := torrent.NewDefaultClientConfig()
+	tc.DataDir = c.root
+	tc.DefaultStorage = &storageImpl{c: c, file: storage.NewFileOpts(storage.NewFileClientOpts{
+		ClientBaseDir: c.root,
+		TorrentDirMaker: func(base string, _ *metainfo.Info, ih metainfo.Hash) string {
+			return filepath.Join(base, ih.HexString())
+		},
+		PieceCompletion: c.store,
+		UsePartFiles:    g.Some(false),
+		Logger:          log,
+	})}
+	tc.ListenHost = func(string) string { return host }
+	tc.ListenPort = port
+	if ip, err := netip.ParseAddr(host); err == nil {
+		tc.DisableIPv6 = ip.Unmap().Is4()
+		tc.DisableIPv4 = !ip.Unmap().Is4()
+	}
+	tc.NoDHT = true
+	tc.PeriodicallyAnnounceTorrentsToDht = false // the Client announces, with its TCP port
+	tc.DisableTrackers = true
+	tc.NoDefaultPortForwarding = true
+	tc.DisableWebtorrent = true
+	tc.DisableUTP = !cfg.UTP
+	tc.Seed = true
+	// Keep connections between peers that both hold the whole bundle: a
+	// peer that drops them at once may never send its last "have"
+	// messages, and a publisher waiting for complete peers would not count
+	// it.
+	tc.DropMutuallyCompletePeers = false
+	tc.Slogger = log
+	tc.WebTransport = cfg.HTTPTransport
+	if cfg.UploadRate > 0 {
+		tc.UploadRateLimiter = rate.NewLimiter(rate.Limit(cfg.UploadRate), 0)
+	}
+	if cfg.DownloadRate > 0 {
+		tc.DownloadRateLimiter = rate.NewLimiter(rate.Limit(cfg.DownloadRate), 0)
+	}
+	tc.Callbacks.ReadMessage = c.onMessage
+	tc.Callbacks.PeerConnClosed = c.onPeerClosed
+
+	cl, err := torrent.NewClient(tc)
+	if err != nil {
+		return nil, fmt.Errorf("transfer: failed to start the torrent client: %w", err)
+	}
+	c.cl = cl
+	c.port = cl.LocalPort()
+	if d, ok := cfg.DHT.(dhtServerer); ok && cfg.DHT != nil {
+		if s := d.Server(); s != nil {
+			cl.AddDhtServer(torrent.AnacrolixDhtServerWrapper{Server: s})
+		}
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.wg.Add(1)
+	go c.background()
+	return c, nil
+}
+
+// listenAddr resolves Config.Listen.
+func (c *Client) listenAddr() (string, int, error) {
+	l := c.cfg.Listen
+	if l == "" {
+		if d, ok := c.cfg.DHT.(dhtAddrer); ok && c.cfg.DHT != nil {
+			ap := d.Addr()
+			host := ""
+			if ap.Addr().IsValid() && !ap.Addr().IsUnspecified() {
+				host = ap.Addr().Unmap().String()
+			}
+			return host, int(ap.Port()), nil
+		}
+		return "", 0, nil
+	}
+	host, ps, err := net.SplitHostPort(l)
+	if err != nil {
+		return "", 0, fmt.Errorf("transfer: listen address %q: %w", l, err)
+	}
+	port, err := strconv.ParseUint(ps, 10, 16)
+	if err != nil {
+		return "", 0, fmt.Errorf("transfer: listen address %q: bad port", l)
+	}
+	return host, int(port), nil
+}
+
+// Addr returns the address peers can reach this client on: its listening
+// IP (127.0.0.1 when it listens on every interface) and TCP port.
+func (c *Client) Addr() netip.AddrPort {
+	for _, a := range c.cl.ListenAddrs() {
+		if ta, ok := a.(*net.TCPAddr); ok {
+			ap := ta.AddrPort()
+			if ap.Addr().IsUnspecified() {
+				if ap.Addr().Is4() {
+					return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), ap.Port())
+				}
+				return netip.AddrPortFrom(netip.IPv6Loopback(), ap.Port())
+			}
+			return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		}
+	}
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(c.port))
+}
+
+// Close stops every transfer, saves what was verified and closes the
+// connections. It does not close Config.DHT. It waits for the client's
+// goroutines to end.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	for _, a := range c.bundles {
+		a.cancel()
+	}
+	c.mu.Unlock()
+	c.cancel()
+	c.wg.Wait()
+	errs := c.cl.Close() // drops every torrent, which saves its state
+	<-c.cl.Closed()
+	return errors.Join(errs...)
+}
+
+// background saves changed bundle states every two seconds and rechecks
+// seeded bundles' files.
+func (c *Client) background() {
+	defer c.wg.Done()
+	save := time.NewTicker(2 * time.Second)
+	defer save.Stop()
+	every := c.cfg.Recheck
+	if every == 0 {
+		every = time.Minute
+	}
+	var recheck <-chan time.Time
+	if every > 0 {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		recheck = t.C
+	}
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-save.C:
+			c.store.saveAll()
+		case <-recheck:
+			c.recheck(c.ctx)
+		}
+	}
+}
+
+// storageImpl is the file storage, wrapped so that relay checks each
+// torrent's info before anything is written and keeps its verification
+// state.
+type storageImpl struct {
+	c    *Client
+	file storage.ClientImplCloser
+}
+
+func (s *storageImpl) OpenTorrent(ctx context.Context, info *metainfo.Info, mih metainfo.Hash) (storage.TorrentImpl, error) {
+	ih := record.Infohash(mih)
+	err := checkInfo(info)
+	if err == nil {
+		err = s.c.checkExpected(ih, info)
+	}
+	if err != nil {
+		s.c.refuse(ih, err)
+		return storage.TorrentImpl{}, err
+	}
+	dir := filepath.Join(s.c.root, ih.String())
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return storage.TorrentImpl{}, err
+	}
+	if err := s.c.store.open(dir, ih, info); err != nil {
+		return storage.TorrentImpl{}, err
+	}
+	ti, err := s.file.OpenTorrent(ctx, info, mih)
+	if err != nil {
+		s.c.store.close(ih)
+		return ti, err
+	}
+	s.c.mu.Lock()
+	s.c.numPcs[ih] = info.NumPieces()
+	s.c.mu.Unlock()
+	closeFn := ti.Close
+	ti.Close = func() error {
+		err := closeFn()
+		if serr := s.c.store.close(ih); serr != nil {
+			s.c.log.Warn("failed to save bundle state", "infohash", ih, "err", serr)
+		}
+		return err
+	}
+	return ti, nil
+}
+
+// checkExpected checks a torrent's info against the record a Fetch holds.
+func (c *Client) checkExpected(ih record.Infohash, info *metainfo.Info) error {
+	c.mu.Lock()
+	e := c.expect[ih]
+	c.mu.Unlock()
+	if e != nil && info.TotalLength() != e.size {
+		return fmt.Errorf("%w: torrent is %d bytes, the record says %d", record.ErrManifestMismatch, info.TotalLength(), e.size)
+	}
+	return nil
+}
+
+func (c *Client) refuse(ih record.Infohash, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.expect[ih]; e != nil {
+		select {
+		case e.refused <- err:
+		default:
+		}
+	}
+}
+
+// add adds a bundle to the torrent client, or returns the one there.
+// infoBytes may be nil when the info is to come from peers or web seeds.
+//
+// Lock order: c.mu is never held while calling into the torrent client,
+// whose callbacks (run under its own lock) take c.mu.
+func (c *Client) add(ih record.Infohash, infoBytes []byte) (*active, error) {
+	c.addMu.Lock()
+	defer c.addMu.Unlock()
+	c.mu.Lock()
+	closed, a := c.closed, c.bundles[ih]
+	c.mu.Unlock()
+	if closed {
+		return nil, errClosed
+	}
+	if a != nil {
+		if infoBytes != nil && a.t.Info() == nil {
+			if err := a.t.SetInfoBytes(infoBytes); err != nil {
+				return nil, fmt.Errorf("bundle %s: %w", ih, err)
+			}
+		}
+		return a, nil
+	}
+	t, _ := c.cl.AddTorrentOpt(torrent.AddTorrentOpts{InfoHash: metainfo.Hash(ih), InfoBytes: infoBytes})
+	if infoBytes != nil && t.Info() == nil {
+		t.Drop()
+		return nil, fmt.Errorf("bundle %s: the torrent client refused its info", ih)
+	}
+	ctx, cancel := context.WithCancel(c.ctx)
+	a = &active{t: t, cancel: cancel, wake: make(chan struct{}, 1)}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		cancel()
+		t.Drop()
+		return nil, errClosed
+	}
+	c.bundles[ih] = a
+	if c.cfg.DHT != nil {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.announce(ctx, ih, a)
+		}()
+	}
+	c.mu.Unlock()
+	return a, nil
+}
+
+var errClosed = errors.New("transfer: client closed")
+
+// drop removes a bundle from the torrent client when nothing uses it.
+func (c *Client) drop(ih record.Infohash, a *active) {
+	c.mu.Lock()
+	if a.seeding || a.fetches > 0 || c.bundles[ih] != a {
+		c.mu.Unlock()
+		return
+	}
+	delete(c.bundles, ih)
+	delete(c.numPcs, ih)
+	c.mu.Unlock()
+	a.cancel()
+	a.t.Drop()
+}
+
+// Drop stops serving a bundle; its files stay on disk.
+func (c *Client) Drop(ih record.Infohash) {
+	c.mu.Lock()
+	a := c.bundles[ih]
+	if a != nil {
+		a.seeding = false
+	}
+	c.mu.Unlock()
+	if a != nil {
+		c.drop(ih, a)
+	}
+}
+
+// Stats describes a bundle in a client.
+type Stats struct {
+	// Size is the bundle's size, once its info is known; Have is how many
+	// of its bytes are here and verified.
+	Size, Have int64
+	// Peers is the number of peers connected now.
+	Peers int
+	// CompletePeers is the number of distinct peers (by peer ID) seen
+	// holding the whole bundle since it was added to this client, whether
+	// or not they are still connected.
+	CompletePeers int
+	// Uploaded and Downloaded count bundle data sent to and received from
+	// peers and web seeds since the bundle was added.
+	Uploaded, Downloaded int64
+}
+
+// Stats returns the statistics of a bundle; ok is false when the client
+// does not hold it.
+func (c *Client) Stats(ih record.Infohash) (s Stats, ok bool) {
+	c.mu.Lock()
+	a := c.bundles[ih]
+	s.CompletePeers = len(c.complete[ih])
+	c.mu.Unlock()
+	if a == nil {
+		return Stats{}, false
+	}
+	st := a.t.Stats()
+	s.Peers = st.ActivePeers
+	s.Uploaded = st.BytesWrittenData.Int64()
+	s.Downloaded = st.BytesReadData.Int64()
+	if info := a.t.Info(); info != nil {
+		s.Size = info.TotalLength()
+		for i := 0; i < a.t.NumPieces(); i++ {
+			if a.t.PieceState(i).Complete {
+				s.Have += a.t.Piece(i).Info().Length()
+			}
+		}
+	}
+	return s, true
+}
+
+// onMessage follows what each peer has, to count the peers holding a
+// whole bundle. It runs with the torrent client locked: it must not call
+// back into it.
+func (c *Client) onMessage(pc *torrent.PeerConn, msg *pp.Message) {
+	switch msg.Type {
+	case pp.Have, pp.HaveAll, pp.HaveNone, pp.Bitfield:
+	default:
+		return
+	}
+	k := peerKey{record.Infohash(pc.Torrent().InfoHash()), pc.PeerID}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n, known := c.numPcs[k.ih]
+	p := c.peerBits[k]
+	if p == nil {
+		p = &peerPieces{}
+		c.peerBits[k] = p
+	}
+	switch msg.Type {
+	case pp.HaveAll:
+		p.all = true
+	case pp.HaveNone:
+		p.all, p.have, p.n = false, nil, 0
+	case pp.Have:
+		i := int(msg.Index)
+		if i >= len(p.have) {
+			if i > 1<<24 {
+				return
+			}
+			p.have = append(p.have, make([]bool, i+1-len(p.have))...)
+		}
+		if !p.have[i] {
+			p.have[i] = true
+			p.n++
+		}
+	case pp.Bitfield:
+		p.have = append([]bool(nil), msg.Bitfield...)
+		p.n = 0
+		for _, h := range p.have {
+			if h {
+				p.n++
+			}
+		}
+	}
+	if p.all || known && n > 0 && p.n >= n && countTrue(p.have, n) == n {
+		m := c.complete[k.ih]
+		if m == nil {
+			m = make(map[torrent.PeerID]bool)
+			c.complete[k.ih] = m
+		}
+		m[k.id] = true
+	}
+}
+
+func countTrue(b []bool, n int) int {
+	k := 0
+	for i := 0; i < n && i < len(b); i++ {
+		if b[i] {
+			k++
+		}
+	}
+	return k
+}
+
+func (c *Client) onPeerClosed(pc *torrent.PeerConn) {
+	k := peerKey{record.Infohash(pc.Torrent().InfoHash()), pc.PeerID}
+	c.mu.Lock()
+	delete(c.peerBits, k)
+	c.mu.Unlock()
+}

@@ -1,0 +1,607 @@
+package transfer
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha1"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/metainfo"
+	"github.com/anacrolix/torrent/webseed"
+
+	"github.com/relay-sh/relay/record"
+	"github.com/relay-sh/relay/signer"
+)
+
+// FetchRequest says which bundle to fetch, how to check it and where to
+// look for it.
+type FetchRequest struct {
+	// Key is the publisher's key the release was verified with; the
+	// manifest must name it.
+	Key signer.PublicKey
+	// Release is the verified release record: its infohash names the
+	// torrent, its size bounds the download, its manifest digest checks
+	// relay.json, and its web seeds (if any) serve the files.
+	Release record.Release
+	// OS and Arch select the files of one platform (record.Manifest.Select):
+	// those built for it and those built for none. An empty OS fetches
+	// every file.
+	OS, Arch string
+	// Peers are peers to try besides those of the DHT and web seeds.
+	Peers []netip.AddrPort
+	// Progress, if not nil, is called from Fetch's goroutine every
+	// ProgressInterval, when the stage changes, and once at the end.
+	Progress func(Progress)
+	// ProgressInterval is the time between Progress calls; zero means
+	// half a second.
+	ProgressInterval time.Duration
+}
+
+// Stage is the step a fetch is at.
+type Stage int
+
+// The stages of a fetch, in order.
+const (
+	// StageInfo: looking for peers and the torrent's info.
+	StageInfo Stage = iota
+	// StageManifest: fetching and checking relay.json.
+	StageManifest
+	// StageFiles: fetching and checking the files.
+	StageFiles
+	// StageDone: every wanted file is here and verified.
+	StageDone
+)
+
+func (s Stage) String() string {
+	switch s {
+	case StageInfo:
+		return "info"
+	case StageManifest:
+		return "manifest"
+	case StageFiles:
+		return "files"
+	case StageDone:
+		return "done"
+	}
+	return fmt.Sprintf("stage(%d)", int(s))
+}
+
+// Progress is a fetch's progress.
+type Progress struct {
+	Infohash record.Infohash
+	Stage    Stage
+	// Done is how many bytes of the wanted files (and relay.json) are
+	// here, of Total; Total is zero until the manifest is checked.
+	Done, Total int64
+	// Rate is the rate bundle data arrives at, in bytes per second,
+	// averaged over the last seconds.
+	Rate float64
+	// Peers is the number of peers connected now.
+	Peers int
+}
+
+// Fetched is the result of a fetch: the bundle's folder and manifest, and
+// the files fetched and verified.
+type Fetched struct {
+	// Bundle is the bundle; Bundle.Dir holds relay.json and the fetched
+	// files under their manifest paths, with the manifest's modes (the
+	// owner may always read them).
+	Bundle *Bundle
+	// Files are the files fetched and verified (all the manifest's files,
+	// or those of the platform asked for).
+	Files []record.File
+}
+
+// Path returns the path on disk of a fetched file.
+func (f *Fetched) Path(file record.File) string {
+	return filepath.Join(f.Bundle.Dir, filepath.FromSlash(file.Path))
+}
+
+// Fetch downloads the bundle a release record names, into the data folder,
+// and verifies it, in order:
+//
+//  1. the torrent's info (from peers, or from a web seed's
+//     <ws>/<name>.torrent) must hash to the record's infohash, describe a
+//     bundle, and have the record's size: else record.ErrManifestMismatch;
+//  2. relay.json is fetched alone and checked against the record
+//     (record.Manifest.Match): else record.ErrManifestMismatch, and no
+//     other file is requested;
+//  3. the files wanted are fetched and each one's SHA-256 and size are
+//     checked as it streams in: else record.ErrFileMismatch.
+//
+// An interrupted fetch resumes without downloading again what it verified.
+// A failed check removes what the fetch downloaded. After a successful
+// fetch the client keeps serving the bundle (what it holds of it) until
+// Drop or Close. Handing the files over to their final place is the
+// caller's job; they are not synced to disk.
+func (c *Client) Fetch(ctx context.Context, req FetchRequest) (*Fetched, error) {
+	r := req.Release
+	switch {
+	case req.Key.IsZero():
+		return nil, errors.New("fetch: no publisher key")
+	case r.Infohash.IsZero() || r.Manifest.IsZero() || r.Version.IsZero():
+		return nil, errors.New("fetch: release record has no infohash, manifest digest or version")
+	case r.Size <= 0:
+		return nil, fmt.Errorf("fetch: release record has size %d", r.Size)
+	}
+	if err := record.ValidChannel(r.Channel); err != nil {
+		return nil, fmt.Errorf("fetch: %w", err)
+	}
+	ih := r.Infohash
+	f := &fetch{c: c, req: req, ih: ih, dir: filepath.Join(c.root, ih.String()), start: time.Now()}
+	if _, err := os.Stat(f.dir); errors.Is(err, fs.ErrNotExist) {
+		f.created = true
+	}
+	exp := &expectation{size: r.Size, refused: make(chan error, 1)}
+	c.mu.Lock()
+	prev := c.expect[ih]
+	c.expect[ih] = exp
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		if c.expect[ih] == exp {
+			if prev != nil {
+				c.expect[ih] = prev
+			} else {
+				delete(c.expect, ih)
+			}
+		}
+		c.mu.Unlock()
+	}()
+
+	infoBytes := f.localInfo()
+	a, err := c.add(ih, infoBytes)
+	if err != nil {
+		select {
+		case rerr := <-exp.refused:
+			err = rerr
+		default:
+		}
+		f.cleanup(err)
+		return nil, fmt.Errorf("fetch: %w", err)
+	}
+	f.a, f.exp = a, exp
+	// One fetch of a bundle at a time.
+	select {
+	case a.fetchSem() <- struct{}{}:
+	case <-ctx.Done():
+		c.drop(ih, a)
+		return nil, fmt.Errorf("fetch: %w", ctx.Err())
+	}
+	c.mu.Lock()
+	a.fetches++
+	c.mu.Unlock()
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+	res, err := f.run(ctx)
+	c.mu.Lock()
+	a.fetches--
+	c.mu.Unlock()
+	<-a.fetchSem()
+	if err != nil {
+		c.drop(ih, a)
+		if perr := c.store.save(ih, true); perr != nil {
+			c.log.Debug("failed to save bundle state", "infohash", ih, "err", perr)
+		}
+		f.cleanup(err)
+		return nil, fmt.Errorf("fetch: %w", err)
+	}
+	return res, nil
+}
+
+// fetchSem returns the bundle's one-fetch-at-a-time semaphore.
+func (a *active) fetchSem() chan struct{} {
+	a.semOnce.Do(func() { a.sem = make(chan struct{}, 1) })
+	return a.sem
+}
+
+type fetch struct {
+	c       *Client
+	req     FetchRequest
+	ih      record.Infohash
+	dir     string
+	created bool // the bundle's folder did not exist before this fetch
+	a       *active
+	exp     *expectation
+	start   time.Time
+
+	stage      Stage
+	total      int64
+	files      []*torrent.File // the wanted files, relay.json first
+	lastReport time.Time
+	lastBytes  int64
+	rate       float64
+}
+
+// localInfo returns the info bytes of the bundle's metainfo if the data
+// folder has it.
+func (f *fetch) localInfo() []byte {
+	if f.created {
+		return nil
+	}
+	_, b, err := loadMetainfo(f.dir, f.ih)
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+// cleanup removes what a fetch downloaded when a check failed.
+func (f *fetch) cleanup(err error) {
+	if f.created && record.IsVerification(err) {
+		f.c.mu.Lock()
+		_, inUse := f.c.bundles[f.ih]
+		f.c.mu.Unlock()
+		if !inUse {
+			os.RemoveAll(f.dir)
+		}
+	}
+}
+
+func (f *fetch) run(ctx context.Context) (*Fetched, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	t := f.a.t
+	r := f.req.Release
+
+	f.c.addPeers(t, f.req.Peers, torrent.PeerSourceDirect)
+	seeds := webSeeds(r.WebSeeds)
+
+	// 1. The info.
+	if t.Info() == nil && len(seeds) > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f.infoFromWebSeeds(ctx, seeds)
+		}()
+	}
+	tick := time.NewTicker(cmp.Or(f.req.ProgressInterval, 500*time.Millisecond))
+	defer tick.Stop()
+	f.report(true)
+	for t.Info() == nil {
+		select {
+		case <-t.GotInfo():
+		case err := <-f.exp.refused:
+			return nil, err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-tick.C:
+			f.report(false)
+		}
+	}
+	info := t.Info()
+	if info.TotalLength() != r.Size {
+		return nil, fmt.Errorf("%w: torrent is %d bytes, the record says %d", record.ErrManifestMismatch, info.TotalLength(), r.Size)
+	}
+	if err := checkInfo(info); err != nil {
+		return nil, err
+	}
+	if _, err := findMetainfo(f.dir); err != nil {
+		mi := t.Metainfo()
+		if err := writeMetainfo(f.dir, info.Name, mi.InfoBytes); err != nil {
+			return nil, err
+		}
+	}
+	if len(seeds) > 0 {
+		t.AddWebSeeds(seeds)
+	}
+	byPath := make(map[string]int, len(info.Files))
+	for j, fi := range info.Files {
+		byPath[strings.Join(fi.Path, "/")] = j
+	}
+	tfiles := t.Files()
+
+	// 2. The manifest, alone.
+	f.stage = StageManifest
+	mfile := tfiles[byPath[record.ManifestName]]
+	f.files = []*torrent.File{mfile}
+	f.report(true)
+	if mfile.Length() > record.MaxManifestSize {
+		return nil, fmt.Errorf("%w: manifest of %d bytes", record.ErrManifestMismatch, mfile.Length())
+	}
+	mfile.SetPriority(torrent.PiecePriorityNormal)
+	mpath := filepath.Join(f.dir, info.Name, record.ManifestName)
+	var mb []byte
+	err := f.streamFile(ctx, mpath, info, byPath[record.ManifestName], func(b []byte) {
+		mb = append(mb, b...)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to fetch manifest: %w", err)
+	}
+	if got := record.SHA256(mb); got != r.Manifest {
+		return nil, fmt.Errorf("%w: manifest sha-256 is %s, the record says %s", record.ErrManifestMismatch, got, r.Manifest)
+	}
+	m, err := record.DecodeManifest(mb)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.Match(f.req.Key, r, mb); err != nil {
+		return nil, err
+	}
+	nonEmpty := 0
+	for _, mf := range m.Files {
+		if mf.Size == 0 {
+			continue
+		}
+		nonEmpty++
+		j, ok := byPath[mf.Path]
+		if !ok || info.Files[j].Length != mf.Size {
+			return nil, fmt.Errorf("%w: torrent does not hold %s as the manifest lists it", record.ErrManifestMismatch, mf.Path)
+		}
+	}
+	if nonEmpty+1 != len(info.Files) {
+		return nil, fmt.Errorf("%w: torrent has %d files, the manifest %d and itself", record.ErrManifestMismatch, len(info.Files), nonEmpty)
+	}
+	f.c.store.setChecked(f.ih, byPath[record.ManifestName])
+
+	// 3. The files.
+	f.stage = StageFiles
+	want := m.Select(f.req.OS, f.req.Arch)
+	_, checked, _, _ := f.c.store.view(f.ih)
+	type job struct {
+		file record.File
+		tf   *torrent.File
+		j    int
+	}
+	var jobs []job
+	f.total = int64(len(mb))
+	for _, mf := range want {
+		if mf.Size == 0 {
+			if err := createEmpty(filepath.Join(f.dir, info.Name, filepath.FromSlash(mf.Path)), mf); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		j := byPath[mf.Path]
+		f.files = append(f.files, tfiles[j])
+		f.total += mf.Size
+		if j < len(checked) && checked[j] {
+			continue
+		}
+		tfiles[j].SetPriority(torrent.PiecePriorityNormal)
+		jobs = append(jobs, job{mf, tfiles[j], j})
+	}
+	// Hash the files in torrent order, as they arrive.
+	slices.SortFunc(jobs, func(a, b job) int { return a.j - b.j })
+	f.report(true)
+	done := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for _, jb := range jobs {
+			p := filepath.Join(f.dir, info.Name, filepath.FromSlash(jb.file.Path))
+			h := sha256.New()
+			var n int64
+			err := f.streamFile(ctx, p, info, jb.j, func(b []byte) {
+				h.Write(b)
+				n += int64(len(b))
+			})
+			if err != nil {
+				done <- fmt.Errorf("failed to fetch %s: %w", jb.file.Path, err)
+				return
+			}
+			var got record.Digest
+			copy(got[:], h.Sum(nil))
+			if n != jb.file.Size || got != jb.file.SHA256 {
+				done <- fmt.Errorf("%w: %s has %d bytes and sha-256 %s, the manifest says %d and %s",
+					record.ErrFileMismatch, jb.file.Path, n, got, jb.file.Size, jb.file.SHA256)
+				return
+			}
+			f.c.store.setChecked(f.ih, jb.j)
+		}
+		done <- nil
+	}()
+	for waiting := true; waiting; {
+		select {
+		case err := <-done:
+			if err != nil {
+				return nil, err
+			}
+			waiting = false
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-tick.C:
+			f.report(false)
+		}
+	}
+	for _, mf := range want {
+		p := filepath.Join(f.dir, info.Name, filepath.FromSlash(mf.Path))
+		if err := os.Chmod(p, fs.FileMode(mf.Mode)|0o400); err != nil {
+			return nil, err
+		}
+	}
+	if err := f.c.store.save(f.ih, true); err != nil {
+		f.c.log.Warn("failed to save bundle state", "infohash", f.ih, "err", err)
+	}
+	f.stage = StageDone
+	f.report(true)
+	b := &Bundle{
+		Infohash: f.ih, Name: info.Name, Dir: filepath.Join(f.dir, info.Name),
+		Manifest: m, ManifestBytes: mb, ManifestDigest: r.Manifest,
+		Size: r.Size, PieceLength: info.PieceLength,
+	}
+	return &Fetched{Bundle: b, Files: want}, nil
+}
+
+// report calls the progress callback, if any, every interval or now.
+func (f *fetch) report(now bool) {
+	if f.req.Progress == nil {
+		return
+	}
+	t := f.a.t
+	st := t.Stats()
+	bytes := st.BytesReadUsefulData.Int64()
+	at := time.Now()
+	if !f.lastReport.IsZero() {
+		if dt := at.Sub(f.lastReport).Seconds(); dt > 0.05 {
+			inst := float64(bytes-f.lastBytes) / dt
+			if f.rate == 0 {
+				f.rate = inst
+			} else {
+				f.rate = 0.5*f.rate + 0.5*inst
+			}
+		} else if !now {
+			return
+		}
+	}
+	f.lastReport, f.lastBytes = at, bytes
+	p := Progress{Infohash: f.ih, Stage: f.stage, Total: f.total, Rate: f.rate, Peers: st.ActivePeers}
+	for _, tf := range f.files {
+		p.Done += tf.BytesCompleted()
+	}
+	if f.stage == StageDone {
+		p.Done = f.total
+	}
+	f.req.Progress(p)
+}
+
+// createEmpty creates an empty file the manifest lists (the torrent has
+// no data for it).
+func createEmpty(p string, mf record.File) error {
+	if mf.SHA256 != sha256.Sum256(nil) {
+		return fmt.Errorf("%w: %s is empty, but the manifest's sha-256 is %s", record.ErrFileMismatch, mf.Path, mf.SHA256)
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// streamFile feeds fn the data of file j of the torrent, read from disk
+// at path p piece by piece as each piece is verified, in order: the file
+// is hashed while it streams in, without a second pass. It reads exactly
+// the file's length as the info states it.
+func (f *fetch) streamFile(ctx context.Context, p string, info *metainfo.Info, j int, fn func([]byte)) error {
+	var off int64
+	for _, fi := range info.Files[:j] {
+		off += fi.Length
+	}
+	size := info.Files[j].Length
+	if size == 0 {
+		return nil
+	}
+	var file *os.File
+	defer func() {
+		if file != nil {
+			file.Close()
+		}
+	}()
+	buf := make([]byte, min(size, 1<<20))
+	for pos := int64(0); pos < size; {
+		piece := int((off + pos) / info.PieceLength)
+		if err := f.c.store.waitPiece(ctx, f.ih, piece); err != nil {
+			return err
+		}
+		if file == nil {
+			var err error
+			if file, err = os.Open(p); err != nil {
+				return err
+			}
+		}
+		end := min(size, int64(piece+1)*info.PieceLength-off)
+		for pos < end {
+			n, err := file.ReadAt(buf[:min(int64(len(buf)), end-pos)], pos)
+			if n == 0 && err != nil {
+				return err
+			}
+			fn(buf[:n])
+			pos += int64(n)
+		}
+	}
+	return nil
+}
+
+// webSeeds returns the web seed URLs of a record, each ending in '/' as
+// BEP 19 wants for a multi-file torrent.
+func webSeeds(ws []string) []string {
+	var out []string
+	for _, u := range ws {
+		if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+			continue
+		}
+		if !strings.HasSuffix(u, "/") {
+			u += "/"
+		}
+		out = append(out, u)
+	}
+	return out
+}
+
+// infoFromWebSeeds fetches the bundle's metainfo from <ws><name>.torrent
+// of each web seed until one serves the right info, the torrent gets it
+// from peers, or ctx ends.
+func (f *fetch) infoFromWebSeeds(ctx context.Context, seeds []string) {
+	hc := &http.Client{Transport: f.c.cfg.HTTPTransport}
+	name := BundleName(f.req.Release.Channel, f.req.Release.Version)
+	limit := maxInfoSize(f.req.Release.Size) + 64<<10
+	wait := time.Second
+	for {
+		for _, ws := range seeds {
+			if f.a.t.Info() != nil {
+				return
+			}
+			u := ws + webseed.EscapePath([]string{name + ".torrent"})
+			b, err := getInfo(ctx, hc, u, limit)
+			if err == nil && record.Infohash(sha1.Sum(b)) != f.ih {
+				err = errors.New("metainfo is for another torrent")
+			}
+			if err != nil {
+				f.c.log.Debug("no metainfo from web seed", "url", u, "err", err)
+				continue
+			}
+			if err := f.a.t.SetInfoBytes(b); err != nil {
+				f.c.log.Debug("metainfo from web seed refused", "url", u, "err", err)
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-f.a.t.GotInfo():
+			return
+		case <-time.After(wait):
+			wait = min(2*wait, time.Minute)
+		}
+	}
+}
+
+func getInfo(ctx context.Context, hc *http.Client, u string, limit int64) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s", resp.Status)
+	}
+	mi, err := metainfo.Load(io.LimitReader(resp.Body, limit))
+	if err != nil {
+		return nil, err
+	}
+	return mi.InfoBytes, nil
+}
