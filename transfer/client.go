@@ -94,7 +94,7 @@ type active struct {
 	fetches  int
 	semOnce  sync.Once
 	sem      chan struct{} // one Fetch of a bundle at a time
-	lastStat []fileStat // for rechecks of a seeded bundle
+	lastStat []fileStat    // for rechecks of a seeded bundle
 }
 
 // expectation is what a Fetch expects of a torrent's info before it is
