@@ -41,6 +41,10 @@ type FetchOptions struct {
 	// OnFound is called when a new release passed the record checks,
 	// before its download starts; nil drops it.
 	OnFound func(r record.Release, previous record.Version)
+	// Current is the version installed by other means (a program's own
+	// version): a release not above it is not fetched, and one below it is
+	// refused as a rollback, as if it had been accepted here.
+	Current record.Version
 	// Again places the current release's files in Out and calls Install
 	// even when that release was accepted before (relay fetch); without
 	// it an accepted release is left alone (relay watch).
@@ -115,8 +119,12 @@ func (c *Client) Fetch(ctx context.Context, o FetchOptions) (*FetchResult, error
 	if err != nil {
 		return nil, err
 	}
-	res := &FetchResult{Packet: p, Previous: st.Version, Resolve: stats}
-	res.Release, err = record.Check(p, o.Key, channel, st.Accepted, record.Policy{
+	floor := st.Accepted
+	if o.Current.Compare(floor.Version) > 0 {
+		floor.Version, floor.Manifest = o.Current, record.Digest{}
+	}
+	res := &FetchResult{Packet: p, Previous: floor.Version, Resolve: stats}
+	res.Release, err = record.Check(p, o.Key, channel, floor, record.Policy{
 		Now:          c.now(),
 		MaxFuture:    c.cfg.MaxFuture,
 		AllowExpired: o.AllowExpired,
@@ -125,8 +133,8 @@ func (c *Client) Fetch(ctx context.Context, o FetchOptions) (*FetchResult, error
 		return res, err
 	}
 	r := res.Release
-	if r.Version.Compare(st.Version) == 0 {
-		if r.Manifest != st.Manifest {
+	if r.Version.Compare(floor.Version) == 0 {
+		if !floor.Manifest.IsZero() && r.Manifest != floor.Manifest {
 			return res, fmt.Errorf("%w: version %s was accepted with manifest %s, this record names %s: a release's content never changes under one version",
 				record.ErrRollback, r.Version, st.Manifest, r.Manifest)
 		}
@@ -135,7 +143,7 @@ func (c *Client) Fetch(ctx context.Context, o FetchOptions) (*FetchResult, error
 			return res, nil
 		}
 	} else if o.OnFound != nil {
-		o.OnFound(r, st.Version)
+		o.OnFound(r, floor.Version)
 	}
 
 	tc, err := c.transfer()
