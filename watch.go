@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/relay-sh/relay/record"
+	"github.com/relay-sh/relay/transfer"
 )
 
 // Defaults of WatchOptions.
@@ -48,6 +49,13 @@ type Event struct {
 	Err error
 	// Retry is how long until the next check.
 	Retry time.Duration
+	// Follow, Bundle, Stored and Expires are set by Seed's events: the
+	// followed key and channel, the bundle served or pruned, how many DHT
+	// nodes stored a record, a re-signed record's new expiry.
+	Follow  Follow
+	Bundle  *transfer.Bundle
+	Stored  int
+	Expires time.Time
 }
 
 // WatchOptions configures Watch.

@@ -1,0 +1,300 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/relay-sh/relay/record"
+	"github.com/relay-sh/relay/signer"
+	"github.com/relay-sh/relay/transfer"
+)
+
+// Defaults of SeedOptions.
+const (
+	DefaultKeep    = 3
+	DefaultRestore = time.Hour
+)
+
+// The events Seed reports besides those of Watch.
+const (
+	// EventSeeding: a bundle is served.
+	EventSeeding EventKind = "seeding"
+	// EventRestored: a followed key's packet was stored again.
+	EventRestored EventKind = "restored"
+	// EventResigned: the publisher's own record was signed again with a
+	// later expiry.
+	EventResigned EventKind = "resigned"
+	// EventPruned: an old release's bundle was removed.
+	EventPruned EventKind = "pruned"
+)
+
+// Follow names a key and channel a seeder follows.
+type Follow struct {
+	Key     signer.PublicKey
+	Channel string
+}
+
+func (f Follow) String() string { return f.Key.String() + "/" + f.Channel }
+
+// SeedOptions configures Seed. Every zero value is a documented default.
+type SeedOptions struct {
+	// Follow lists the keys and channels whose releases are fetched and
+	// served as they appear, and whose records are stored again.
+	Follow []Follow
+	// Key, when set, is the publisher's own key: its records are signed
+	// again, with the same release and a later expiry, before they expire.
+	Key *signer.PrivateKey
+	// Keep is how many releases of each followed channel to keep; zero
+	// means DefaultKeep.
+	Keep int
+	// Interval is the time between checks of followed keys; zero means
+	// DefaultInterval.
+	Interval time.Duration
+	// Restore is the time between stores of each followed key's latest
+	// packet; zero means DefaultRestore (DHT nodes drop items after about
+	// two hours).
+	Restore time.Duration
+	// OnEvent receives what the seeder does; nil drops it.
+	OnEvent func(Event)
+}
+
+// Seed serves every bundle in the data folder and follows keys until ctx
+// ends: it fetches and serves each new release of a followed channel
+// (verified as Fetch does), keeps the last Keep releases of each, stores
+// the latest packet of every followed key again every Restore, and, given
+// the publisher's key, signs its records again before they expire. It
+// returns nil when ctx is cancelled. Failures along the way are reported
+// as events and retried.
+func (c *Client) Seed(ctx context.Context, o SeedOptions) error {
+	if o.Keep <= 0 {
+		o.Keep = DefaultKeep
+	}
+	if o.Interval <= 0 {
+		o.Interval = DefaultInterval
+	}
+	if o.Restore <= 0 {
+		o.Restore = DefaultRestore
+	}
+	emit := func(e Event) {
+		if o.OnEvent != nil {
+			e.Time = c.now()
+			o.OnEvent(e)
+		}
+	}
+	tc, err := c.transfer()
+	if err != nil {
+		return err
+	}
+	served, err := tc.SeedAll(ctx)
+	for _, b := range served {
+		emit(Event{Kind: EventSeeding, Version: b.Manifest.Version, Bundle: b})
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		emit(Event{Kind: EventError, Err: err})
+	}
+	follow := slices.Clone(o.Follow)
+	if o.Key != nil {
+		own := Follow{Key: o.Key.PublicKey()}
+		if !slices.ContainsFunc(follow, func(f Follow) bool { return f.Key == own.Key }) {
+			// Its own records are stored again too, from what it resolves.
+			follow = append(follow, own)
+		}
+	}
+	latest := make(map[signer.PublicKey]*record.SignedPacket)
+	lastRestore := time.Time{}
+	for {
+		for _, f := range follow {
+			if f.Channel == "" {
+				continue // the publisher's own key, not followed for releases
+			}
+			c.seedFollow(ctx, tc, f, o.Keep, emit)
+		}
+		if o.Key != nil {
+			c.resign(ctx, o.Key, emit)
+		}
+		if now := c.now(); now.Sub(lastRestore) >= o.Restore {
+			lastRestore = now
+			for _, k := range followedKeys(follow) {
+				c.restore(ctx, k, latest, emit)
+			}
+		}
+		t := time.NewTimer(jitter(min(o.Interval, o.Restore)))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func followedKeys(fs []Follow) []signer.PublicKey {
+	var keys []signer.PublicKey
+	for _, f := range fs {
+		if !slices.Contains(keys, f.Key) {
+			keys = append(keys, f.Key)
+		}
+	}
+	return keys
+}
+
+// seedFollow fetches a followed channel's new release, serves it, and
+// prunes the channel's old bundles.
+func (c *Client) seedFollow(ctx context.Context, tc *transfer.Client, f Follow, keep int, emit func(Event)) {
+	res, err := c.Fetch(ctx, FetchOptions{Key: f.Key, Channel: f.Channel, AllPlatforms: true})
+	switch {
+	case ctx.Err() != nil:
+		return
+	case err != nil && record.IsVerification(err):
+		emit(Event{Kind: EventRefused, Follow: f, Err: err})
+		return
+	case err != nil:
+		emit(Event{Kind: EventError, Follow: f, Err: err})
+		return
+	case res.UpToDate:
+		// Make sure it is served (after a restart it already is).
+		if _, ok := tc.Stats(res.Release.Infohash); ok {
+			return
+		}
+	}
+	b, err := tc.Seed(ctx, res.Release.Infohash)
+	if err != nil {
+		emit(Event{Kind: EventError, Follow: f, Err: err})
+		return
+	}
+	emit(Event{Kind: EventSeeding, Follow: f, Version: res.Release.Version, Bundle: b})
+	pruned, err := c.prune(tc, f, keep)
+	for _, p := range pruned {
+		emit(Event{Kind: EventPruned, Follow: f, Version: p.Manifest.Version, Bundle: p})
+	}
+	if err != nil {
+		emit(Event{Kind: EventError, Follow: f, Err: err})
+	}
+}
+
+// prune removes the bundles of a followed channel beyond the newest keep.
+func (c *Client) prune(tc *transfer.Client, f Follow, keep int) ([]*transfer.Bundle, error) {
+	root := transfer.BundlesDir(c.cfg.DataDir)
+	ihs, err := transfer.ListBundles(root)
+	if err != nil {
+		return nil, err
+	}
+	var mine []*transfer.Bundle
+	for _, ih := range ihs {
+		b, err := transfer.OpenBundle(root, ih)
+		if err != nil || b.Manifest.Key != f.Key || b.Manifest.Channel != f.Channel {
+			continue
+		}
+		mine = append(mine, b)
+	}
+	if len(mine) <= keep {
+		return nil, nil
+	}
+	slices.SortFunc(mine, func(a, b *transfer.Bundle) int { return b.Manifest.Version.Compare(a.Manifest.Version) })
+	var pruned []*transfer.Bundle
+	var errs []error
+	for _, b := range mine[keep:] {
+		tc.Drop(b.Infohash)
+		if err := os.RemoveAll(filepath.Join(root, b.Infohash.String())); err != nil {
+			errs = append(errs, fmt.Errorf("failed to remove bundle %s: %w", b.Infohash, err))
+			continue
+		}
+		pruned = append(pruned, b)
+	}
+	return pruned, errors.Join(errs...)
+}
+
+// restore stores key's latest packet again: the one resolved now if the
+// network still has it, else the newest this seeder has seen or accepted.
+func (c *Client) restore(ctx context.Context, key signer.PublicKey, latest map[signer.PublicKey]*record.SignedPacket, emit func(Event)) {
+	f := Follow{Key: key}
+	best := latest[key]
+	if p, _, err := c.node.Resolve(ctx, key); err == nil && (best == nil || p.Seq > best.Seq) {
+		best = p
+	}
+	if states, err := c.states.List(); err == nil {
+		for _, st := range states {
+			if st.Key == key && st.Packet != nil && (best == nil || st.Packet.Seq > best.Seq) {
+				best = st.Packet
+			}
+		}
+	}
+	if best == nil {
+		return
+	}
+	latest[key] = best
+	stats, err := c.node.Store(ctx, best)
+	if err != nil {
+		if ctx.Err() == nil {
+			emit(Event{Kind: EventError, Follow: f, Err: fmt.Errorf("store the record of %s again: %w", key, err)})
+		}
+		return
+	}
+	emit(Event{Kind: EventRestored, Follow: f, Stored: stats.Acked})
+}
+
+// resign signs the publisher's records again, each with the same release
+// and a later expiry, when a quarter or less of its lifetime is left.
+func (c *Client) resign(ctx context.Context, key *signer.PrivateKey, emit func(Event)) {
+	pub := key.PublicKey()
+	cur, _, err := c.node.Resolve(ctx, pub)
+	if err != nil {
+		return // nothing to keep alive, or the network is away: next time
+	}
+	now := c.now()
+	channels, err := record.Channels(pub, cur.Packet)
+	if err != nil {
+		return
+	}
+	due := false
+	for _, ch := range channels {
+		if r, err := record.FindRelease(pub, cur.Packet, ch); err == nil && resignDue(r, cur, now) {
+			due = true
+		}
+	}
+	if !due {
+		return
+	}
+	var renewed []record.Release
+	_, stats, err := c.node.Publish(ctx, key, func(cur *record.SignedPacket) ([]byte, error) {
+		if cur == nil {
+			return nil, errors.New("the record disappeared")
+		}
+		renewed = renewed[:0]
+		packet := cur.Packet
+		for _, ch := range channels {
+			r, err := record.FindRelease(pub, packet, ch)
+			if err != nil || !resignDue(r, cur, now) {
+				continue
+			}
+			r.Expires = now.Add(r.Expires.Sub(cur.Time())).UTC().Truncate(time.Second)
+			if packet, err = record.SetRelease(pub, packet, r); err != nil {
+				return nil, err
+			}
+			renewed = append(renewed, r)
+		}
+		return packet, nil
+	})
+	if err != nil {
+		emit(Event{Kind: EventError, Follow: Follow{Key: pub}, Err: fmt.Errorf("re-sign: %w", err)})
+		return
+	}
+	for _, r := range renewed {
+		emit(Event{Kind: EventResigned, Follow: Follow{Key: pub, Channel: r.Channel}, Version: r.Version, Stored: stats.Acked, Expires: r.Expires})
+	}
+}
+
+// resignDue reports whether r, signed in p, has a quarter or less of its
+// lifetime left at now.
+func resignDue(r record.Release, p *record.SignedPacket, now time.Time) bool {
+	life := r.Expires.Sub(p.Time())
+	return life > 0 && r.Expires.Sub(now) <= life/4
+}
