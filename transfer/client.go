@@ -447,6 +447,9 @@ type Stats struct {
 	// Uploaded and Downloaded count bundle data sent to and received from
 	// peers and web seeds since the bundle was added.
 	Uploaded, Downloaded int64
+	// Hashed counts the bytes hashed to verify pieces since the bundle was
+	// added.
+	Hashed int64
 }
 
 // Stats returns the statistics of a bundle; ok is false when the client
@@ -463,6 +466,7 @@ func (c *Client) Stats(ih record.Infohash) (s Stats, ok bool) {
 	s.Peers = st.ActivePeers
 	s.Uploaded = st.BytesWrittenData.Int64()
 	s.Downloaded = st.BytesReadData.Int64()
+	s.Hashed = st.BytesHashed.Int64()
 	if info := a.t.Info(); info != nil {
 		s.Size = info.TotalLength()
 		for i := 0; i < a.t.NumPieces(); i++ {
@@ -481,6 +485,9 @@ func (c *Client) onMessage(pc *torrent.PeerConn, msg *pp.Message) {
 	switch msg.Type {
 	case pp.Have, pp.HaveAll, pp.HaveNone, pp.Bitfield:
 	default:
+		return
+	}
+	if pc.Torrent() == nil {
 		return
 	}
 	k := peerKey{record.Infohash(pc.Torrent().InfoHash()), pc.PeerID}
@@ -539,6 +546,9 @@ func countTrue(b []bool, n int) int {
 }
 
 func (c *Client) onPeerClosed(pc *torrent.PeerConn) {
+	if pc.Torrent() == nil {
+		return
+	}
 	k := peerKey{record.Infohash(pc.Torrent().InfoHash()), pc.PeerID}
 	c.mu.Lock()
 	delete(c.peerBits, k)

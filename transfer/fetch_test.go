@@ -2,6 +2,9 @@ package transfer
 
 import (
 	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sync"
@@ -66,5 +69,212 @@ func TestFetchOneSeeder(t *testing.T) {
 	// The leecher serves it now; a second fetch is immediate.
 	if _, err := l.Fetch(ctx, FetchRequest{Key: testKey(t), Release: b.Release(testTime)}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func fetchCtx(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// checkFetched fails the test unless every file of res has the content of
+// the bundle b's.
+func checkFetched(t *testing.T, b *Bundle, res *Fetched) {
+	t.Helper()
+	for _, f := range res.Files {
+		sameContent(t, filepath.Join(b.Dir, f.Path), res.Path(f))
+	}
+}
+
+// TestFetchFourLeechers: one seeder, four leechers at once.
+func TestFetchFourLeechers(t *testing.T) {
+	t.Parallel()
+	s, b := seeder(t, map[string]int64{"app": 6 << 20, "lib.so": 1 << 20}, Config{})
+	ctx := fetchCtx(t, 60*time.Second)
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	results := make([]*Fetched, 4)
+	for i := range 4 {
+		l := newClient(t, Config{})
+		wg.Go(func() {
+			results[i], errs[i] = l.Fetch(ctx, FetchRequest{Key: testKey(t), Release: b.Release(testTime), Peers: peersOf(s)})
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("leecher %d: %v", i, err)
+		}
+		checkFetched(t, b, results[i])
+	}
+	waitFor(t, 5*time.Second, "the seeder to see four complete peers", func() bool {
+		st, _ := s.Stats(b.Infohash)
+		return st.CompletePeers == 4
+	})
+}
+
+// TestFetchResume: a leecher stopped halfway (its context cancelled, then
+// its client closed) and started again in the same data folder finishes
+// without downloading again the pieces it verified.
+func TestFetchResume(t *testing.T) {
+	t.Parallel()
+	const size = 8 << 20
+	s, b := seeder(t, map[string]int64{"app_linux_amd64": size}, Config{})
+	dataDir := t.TempDir()
+	l1 := newClient(t, Config{DataDir: dataDir, DownloadRate: 8 << 20})
+	ctx, cancel := context.WithCancel(fetchCtx(t, 60*time.Second))
+	_, err := l1.Fetch(ctx, FetchRequest{
+		Key: testKey(t), Release: b.Release(testTime), Peers: peersOf(s), ProgressInterval: 20 * time.Millisecond,
+		Progress: func(p Progress) {
+			if p.Stage == StageFiles && p.Done > size/2 {
+				cancel()
+			}
+		},
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("first fetch: %v, want cancelled", err)
+	}
+	up1, _ := s.Stats(b.Infohash)
+	if err := l1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	complete, err := verifiedBytes(dataDir, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("first fetch: seeder sent %d bytes, %d verified and recorded", up1.Uploaded, complete)
+	if complete < size/3 || complete >= b.Size {
+		t.Fatalf("first fetch recorded %d of %d bytes verified", complete, b.Size)
+	}
+
+	l2 := newClient(t, Config{DataDir: dataDir})
+	res, err := l2.Fetch(fetchCtx(t, 30*time.Second), FetchRequest{Key: testKey(t), Release: b.Release(testTime), Peers: peersOf(s)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFetched(t, b, res)
+	st2, _ := l2.Stats(b.Infohash)
+	t.Logf("second fetch: downloaded %d bytes, hashed %d", st2.Downloaded, st2.Hashed)
+	if missing := b.Size - complete; st2.Downloaded > missing+b.PieceLength {
+		t.Errorf("second fetch downloaded %d bytes; %d were missing", st2.Downloaded, missing)
+	}
+}
+
+// verifiedBytes reads a bundle's state file and returns how many bytes of
+// it are recorded as verified.
+func verifiedBytes(dataDir string, b *Bundle) (int64, error) {
+	dir := filepath.Join(BundlesDir(dataDir), b.Infohash.String())
+	info, _, err := loadMetainfo(dir, b.Infohash)
+	if err != nil {
+		return 0, err
+	}
+	bs, err := loadState(dir, b.Infohash, info)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for i, c := range bs.complete {
+		if c {
+			n += info.Piece(i).Length()
+		}
+	}
+	return n, nil
+}
+
+// TestFetchPlatform: a fetch for one platform downloads that platform's
+// file and the files for every platform, and little else.
+func TestFetchPlatform(t *testing.T) {
+	t.Parallel()
+	s, b := seeder(t, map[string]int64{
+		"app_darwin_arm64":      1 << 20,
+		"app_linux_amd64":       1<<20 + 777,
+		"app_windows_amd64.exe": 1 << 20,
+		"README.txt":            10000,
+	}, Config{})
+	l := newClient(t, Config{})
+	res, err := l.Fetch(fetchCtx(t, 30*time.Second), FetchRequest{
+		Key: testKey(t), Release: b.Release(testTime), Peers: peersOf(s), OS: "linux", Arch: "amd64",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	var want int64
+	for _, f := range res.Files {
+		got = append(got, f.Path)
+		want += f.Size
+	}
+	if len(got) != 2 || got[0] != "README.txt" || got[1] != "app_linux_amd64" {
+		t.Fatalf("fetched %v", got)
+	}
+	checkFetched(t, b, res)
+	want += int64(len(b.ManifestBytes))
+	st, _ := l.Stats(b.Infohash)
+	t.Logf("wanted %d bytes, downloaded %d, pieces of %d", want, st.Downloaded, b.PieceLength)
+	// At most the pieces shared with the neighbouring files' data.
+	if st.Downloaded > want+4*b.PieceLength {
+		t.Errorf("downloaded %d bytes for %d wanted", st.Downloaded, want)
+	}
+}
+
+// TestFetchManifestMismatch: a record whose manifest digest (or size) does
+// not match the bundle's is refused before any released file is requested.
+func TestFetchManifestMismatch(t *testing.T) {
+	t.Parallel()
+	s, b := seeder(t, map[string]int64{"app": 2 << 20}, Config{})
+	l := newClient(t, Config{})
+	r := b.Release(testTime)
+	r.Manifest[0] ^= 1
+	_, err := l.Fetch(fetchCtx(t, 30*time.Second), FetchRequest{Key: testKey(t), Release: r, Peers: peersOf(s)})
+	if !errors.Is(err, record.ErrManifestMismatch) {
+		t.Fatalf("fetch: %v, want a manifest mismatch", err)
+	}
+	st, _ := s.Stats(b.Infohash)
+	t.Logf("seeder sent %d bytes (manifest %d, pieces of %d)", st.Uploaded, len(b.ManifestBytes), b.PieceLength)
+	// relay.json is last: only the pieces holding it went out.
+	if st.Uploaded > 2*b.PieceLength {
+		t.Errorf("seeder sent %d bytes", st.Uploaded)
+	}
+	if _, err := os.Stat(filepath.Join(BundlesDir(l.cfg.DataDir), b.Infohash.String())); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused bundle is still on disk: %v", err)
+	}
+
+	// A wrong size is refused as soon as the info is known, before any data.
+	r = b.Release(testTime)
+	r.Size++
+	_, err = l.Fetch(fetchCtx(t, 30*time.Second), FetchRequest{Key: testKey(t), Release: r, Peers: peersOf(s)})
+	if !errors.Is(err, record.ErrManifestMismatch) {
+		t.Fatalf("fetch with wrong size: %v, want a manifest mismatch", err)
+	}
+	if st2, _ := s.Stats(b.Infohash); st2.Uploaded != st.Uploaded {
+		t.Errorf("seeder sent %d more bytes", st2.Uploaded-st.Uploaded)
+	}
+
+	// Another publisher key is refused too.
+	other := testKey(t)
+	other[0] ^= 1
+	_, err = l.Fetch(fetchCtx(t, 30*time.Second), FetchRequest{Key: other, Release: b.Release(testTime), Peers: peersOf(s)})
+	if !errors.Is(err, record.ErrManifestMismatch) {
+		t.Fatalf("fetch with another key: %v, want a manifest mismatch", err)
+	}
+}
+
+// TestFetchWebSeed: with no peer at all, a bundle comes from a web seed
+// (BEP 19) serving the folder <bundles>/<infohash>, metainfo included.
+func TestFetchWebSeed(t *testing.T) {
+	t.Parallel()
+	dataDir := t.TempDir()
+	b := testBundle(t, dataDir, map[string]int64{"app_linux_amd64": 1 << 20, "docs/a b+c.txt": 5000})
+	srv := httptest.NewServer(http.FileServer(http.Dir(filepath.Join(BundlesDir(dataDir), b.Infohash.String()))))
+	defer srv.Close()
+	l := newClient(t, Config{})
+	res, err := l.Fetch(fetchCtx(t, 30*time.Second), FetchRequest{Key: testKey(t), Release: b.Release(testTime, srv.URL)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFetched(t, b, res)
+	if len(res.Files) != 2 {
+		t.Fatalf("fetched %d files", len(res.Files))
 	}
 }

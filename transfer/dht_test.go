@@ -1,0 +1,39 @@
+package transfer
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/relay-sh/relay/dht"
+	"github.com/relay-sh/relay/dht/localnet"
+)
+
+// TestFetchDHT: the leecher is given no address: it finds the seeder
+// through a local DHT network, where the seeder announced the bundle with
+// its TCP port, which is its DHT node's port number (one port for both).
+func TestFetchDHT(t *testing.T) {
+	t.Parallel()
+	net := localnet.ForTest(t, localnet.Config{Nodes: 8})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	node := func() *dht.Node {
+		n, err := net.Add(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		return n
+	}
+	sn := node()
+	s, b := seeder(t, map[string]int64{"app": 2 << 20}, Config{DHT: sn})
+	if s.Addr().Port() != sn.Addr().Port() {
+		t.Errorf("seeder listens on %v, its DHT node on %v", s.Addr(), sn.Addr())
+	}
+	l := newClient(t, Config{DHT: node()})
+	res, err := l.Fetch(ctx, FetchRequest{Key: testKey(t), Release: b.Release(testTime)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFetched(t, b, res)
+}
