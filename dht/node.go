@@ -44,6 +44,9 @@ type Node struct {
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
 
+	// started is set once srv is: the server calls onQuery as soon as it
+	// serves, before NewServer returns.
+	started      atomic.Bool
 	occupancy    atomic.Pointer[occupancy]
 	snapshotting atomic.Bool
 
@@ -140,6 +143,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		n.conn.Close()
 		return nil, fmt.Errorf("start dht server: %w", err)
 	}
+	n.started.Store(true)
 	for _, ni := range fileNodes {
 		if ni.ID != n.srv.ID() {
 			n.srv.AddNode(ni)
@@ -295,9 +299,12 @@ func (n *Node) onQuery(q *krpc.Msg, source net.Addr) bool {
 		// get were answered with the nodes closest to the zero ID. Neither
 		// uses info_hash for anything else. (get_peers does: it is the
 		// key of the peer store, so its answers keep anacrolix's choice.)
-		q.A.InfoHash = n.answerFrom(q.A.Target)
+		q.A.InfoHash = q.A.Target
+		if n.started.Load() {
+			q.A.InfoHash = n.answerFrom(q.A.Target)
+		}
 	}
-	if n.cfg.Bootstrapper && !q.ReadOnly {
+	if n.cfg.Bootstrapper && !q.ReadOnly && n.started.Load() {
 		n.introduce(source)
 	}
 	return true
