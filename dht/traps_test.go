@@ -254,3 +254,38 @@ func TestConfigErrors(t *testing.T) {
 		t.Errorf("DefaultBootstrap() = %v", bs)
 	}
 }
+
+// Close frees the port at once, can be called twice, and ends every
+// operation with ErrClosed (TestMain checks that no goroutine is left).
+func TestClose(t *testing.T) {
+	ctx := ctxFor(t, 10*time.Second)
+	b, err := dht.New(ctx, dht.Config{Listen: "127.0.0.1:0", Bootstrapper: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := dht.New(ctx, dht.Config{Listen: "127.0.0.1:0", Bootstrap: []string{b.Addr().String()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := n.Addr()
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	c, err := net.ListenPacket("udp", addr.String())
+	if err != nil {
+		t.Fatalf("port still taken after Close: %v", err)
+	}
+	c.Close()
+	if _, _, err := n.Resolve(ctx, newKey(t).PublicKey()); !errors.Is(err, dht.ErrClosed) {
+		t.Errorf("resolve after Close: %v, want ErrClosed", err)
+	}
+	if err := n.Announce(ctx, record.Infohash{1}, 1); !errors.Is(err, dht.ErrClosed) {
+		t.Errorf("announce after Close: %v, want ErrClosed", err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
