@@ -15,7 +15,8 @@ import (
 	"github.com/relay-sh/relay/signer"
 )
 
-// ResolveStats says what a Resolve (or the read before a put) found.
+// ResolveStats says what a Resolve (or the read before a put) found. It
+// counts other nodes: the node's own store is consulted too, uncounted.
 type ResolveStats struct {
 	// Queried is the number of distinct nodes queried.
 	Queried int

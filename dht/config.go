@@ -9,8 +9,13 @@
 // measured traps of the library (NOTES-dependencies.md): each node has its
 // own send limiter, a bootstrap node pings whoever queries it, node lists
 // are deduplicated (IPv4 nodes repeated as ::ffff:a.b.c.d), puts count
-// acknowledgements and refusals, BEP 44 cas is never sent, and the peer
-// store keys peers by address and port.
+// acknowledgements and refusals, BEP 44 cas is never sent, the peer store
+// keys peers by address and port, and short-lived processes run read-only
+// nodes. Two more were found here: anacrolix answers find_node and get
+// with the nodes closest to the zero ID, scanning from the target's bucket
+// outwards only (fixed in the query hook), and its table maintainer leaks
+// a goroutine a minute while the routing table is empty (it is started
+// only once the table is not).
 //
 // It never prints, never reads flags or the environment, never exits and
 // never contacts an address it was not given: the public routers are used
@@ -69,7 +74,9 @@ type Config struct {
 	Bootstrapper bool
 	// NodesFile, when set, keeps the routing table across runs: New reads
 	// it and joins through those nodes as well as Bootstrap, and Close (and
-	// a long-running node every few minutes) writes it.
+	// a long-running node every few minutes) writes it, atomically. Its
+	// directory must exist. A file that does not parse is ignored (and
+	// logged).
 	NodesFile string
 	// SendRate is the most packets per second this node sends, queries and
 	// replies; zero means DefaultSendRate. Every node has a limiter of its
