@@ -198,6 +198,9 @@ func (n *Node) Resolve(ctx context.Context, key signer.PublicKey) (*record.Signe
 // error, as some nodes may hold it.
 func (n *Node) Publish(ctx context.Context, key *signer.PrivateKey, update func(current *record.SignedPacket) ([]byte, error)) (*record.SignedPacket, PutStats, error) {
 	pub := key.PublicKey()
+	if update == nil {
+		return nil, PutStats{}, fmt.Errorf("publish %s: no update function", pub)
+	}
 	f, err := n.get(ctx, pub)
 	st := PutStats{Queried: f.stats.Queried, Answered: f.stats.Answered, Messages: f.stats.Messages}
 	if err != nil {

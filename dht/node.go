@@ -61,7 +61,8 @@ type Node struct {
 // New starts a node and, unless it is a bootstrap node with nobody to
 // join, joins the DHT through cfg.Bootstrap and the nodes of
 // cfg.NodesFile: it returns once its routing table is filled as far as the
-// network allows, or with an error when no node answered.
+// network allows, or with an error when no node answered. ctx bounds the
+// start only; the node runs until Close.
 func New(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.ReadOnly && cfg.Bootstrapper {
 		return nil, errors.New("a bootstrap node cannot be read-only")

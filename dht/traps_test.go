@@ -88,16 +88,25 @@ func TestBootstrapNodeForms32NodeNetwork(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer b.Close()
 	all := []*dht.Node{b}
+	defer func() {
+		start := time.Now()
+		var wg sync.WaitGroup
+		for _, n := range all {
+			wg.Go(func() { n.Close() })
+		}
+		wg.Wait()
+		t.Logf("closed in %v", time.Since(start))
+	}()
+	start := time.Now()
 	for range 32 {
 		n, err := dht.New(ctx, dht.Config{Listen: "127.0.0.1:0", Bootstrap: []string{b.Addr().String()}, SendRate: 10000, QueryTimeout: time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer n.Close()
 		all = append(all, n)
 	}
+	t.Logf("32 nodes joined in %v", time.Since(start))
 	full := 0
 	for _, n := range all {
 		if localnet.Full(n, all) == nil {
