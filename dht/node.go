@@ -89,6 +89,9 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		n.log.Warn("ignoring the nodes file", "file", cfg.NodesFile, "err", err)
 	}
 	if len(bootstrap) == 0 && len(fileNodes) == 0 && !cfg.Bootstrapper {
+		if len(cfg.Bootstrap) > 0 {
+			return nil, fmt.Errorf("join the dht: %w: no bootstrap node resolved (%q)", ErrNoNodes, cfg.Bootstrap)
+		}
 		return nil, errors.New("no node to join through: set Config.Bootstrap (DefaultBootstrap() for the public DHT)")
 	}
 
@@ -153,7 +156,13 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	n.log.Debug("dht node listening", "addr", n.addr, "read-only", cfg.ReadOnly, "bootstrapper", cfg.Bootstrapper)
 
 	if len(bootstrap) > 0 || len(fileNodes) > 0 {
-		if err := n.join(ctx); err != nil {
+		err := n.join(ctx)
+		switch {
+		case err != nil && cfg.Bootstrapper && ctx.Err() == nil:
+			// A bootstrap node serves joiners whether or not its own
+			// peers answer; its table maintainer tries them again.
+			n.log.Warn("bootstrap node could not join its peers", "err", err)
+		case err != nil:
 			n.Close()
 			return nil, err
 		}
@@ -173,7 +182,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 // join pings the bootstrap nodes, looks the node's own ID up (which fills
 // the buckets near it) and refreshes the far buckets.
 func (n *Node) join(ctx context.Context) error {
-	start := n.now()
+	start := time.Now()
 	var wg sync.WaitGroup
 	for _, a := range n.bootstrap {
 		wg.Go(func() {
@@ -198,7 +207,7 @@ func (n *Node) join(ctx context.Context) error {
 		return fmt.Errorf("join the dht: %w (tried %d, bootstrap %q)", ErrNoNodes, st.queried, n.cfg.Bootstrap)
 	}
 	n.log.Info("joined the dht", "addr", n.addr, "nodes", n.srv.NumNodes(),
-		"answered", st.answered, "took", n.now().Sub(start).Round(time.Millisecond))
+		"answered", st.answered, "took", time.Since(start).Round(time.Millisecond))
 	if n.cfg.NodesFile != "" {
 		if err := n.saveNodes(); err != nil {
 			n.log.Warn("could not save the routing table", "err", err)

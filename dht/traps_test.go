@@ -259,6 +259,13 @@ func TestConfigErrors(t *testing.T) {
 	if !errors.Is(err, dht.ErrNoNodes) {
 		t.Errorf("join through a dead address: %v, want ErrNoNodes", err)
 	}
+	// A bootstrap node whose own peers do not answer still serves.
+	b, err := dht.New(ctx, dht.Config{Listen: "127.0.0.1:0", Bootstrapper: true, Bootstrap: []string{dead}, QueryTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Errorf("bootstrap node with dead peers: %v", err)
+	} else {
+		b.Close()
+	}
 	if bs := dht.DefaultBootstrap(); len(bs) != 4 {
 		t.Errorf("DefaultBootstrap() = %v", bs)
 	}
