@@ -488,6 +488,9 @@ func createEmpty(p string, mf record.File) error {
 	return f.Close()
 }
 
+// streamAhead is how far ahead of the hash pieces are asked for first.
+const streamAhead = 32 << 20
+
 // streamFile feeds fn the data of file j of the torrent, read from disk
 // at path p piece by piece as each piece is verified, in order: the file
 // is hashed while it streams in, without a second pass. It reads exactly
@@ -508,8 +511,16 @@ func (f *fetch) streamFile(ctx context.Context, p string, info *metainfo.Info, j
 		}
 	}()
 	buf := make([]byte, min(size, 1<<20))
+	// Ask for the pieces just ahead first, so that they arrive about in
+	// the order they are hashed and the hash ends soon after the last.
+	first, end := int(off/info.PieceLength), int((off+size+info.PieceLength-1)/info.PieceLength)
+	window := max(4, int(streamAhead/info.PieceLength))
+	raised := first
 	for pos := int64(0); pos < size; {
 		piece := int((off + pos) / info.PieceLength)
+		for ; raised < min(end, piece+window); raised++ {
+			f.a.t.Piece(raised).SetPriority(torrent.PiecePriorityHigh)
+		}
 		if err := f.c.store.waitPiece(ctx, f.ih, piece); err != nil {
 			return err
 		}

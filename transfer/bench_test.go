@@ -1,0 +1,199 @@
+package transfer
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/relay-sh/relay/record"
+)
+
+// The big benchmarks move gigabytes; they run only when RELAY_BENCH_BIG is
+// set (the Taskfile's bench target sets it), on top of -bench:
+//
+//	RELAY_BENCH_BIG=1 go test -run '^$' -bench . -benchtime 1x ./transfer/
+//
+// RELAY_BENCH_SIZE (MiB) changes the bundle size of BenchmarkFetch1GiB and
+// RELAY_BENCH_PIECE (KiB) its piece length.
+func bigBench(b *testing.B) {
+	if os.Getenv("RELAY_BENCH_BIG") == "" {
+		b.Skip("set RELAY_BENCH_BIG=1 to run the big benchmarks")
+	}
+}
+
+func envInt(name string, def int64) int64 {
+	if v, err := strconv.ParseInt(os.Getenv(name), 10, 64); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// BenchmarkFetch1GiB fetches a 1 GiB bundle from one local seeder and
+// compares the time with sha256sum of the same file.
+func BenchmarkFetch1GiB(b *testing.B) {
+	bigBench(b)
+	size := envInt("RELAY_BENCH_SIZE", 1024) << 20
+	src := b.TempDir()
+	file := filepath.Join(src, "app_linux_amd64")
+	writeRandom(b, file, size, 42, 0o755)
+	seedDir := b.TempDir()
+	bundle, err := Make(context.Background(), MakeOptions{
+		Dir: BundlesDir(seedDir), Sources: []Source{{Path: file}}, Key: testKey(b),
+		Version: record.MustParseVersion("1.0.0"), Published: testTime,
+		PieceLength: envInt("RELAY_BENCH_PIECE", 0) << 10,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	if out, err := exec.Command("sha256sum", file).CombinedOutput(); err != nil {
+		b.Fatalf("sha256sum: %v: %s", err, out)
+	}
+	shaTime := time.Since(start)
+	s := newBenchClient(b, Config{DataDir: seedDir})
+	if _, err := s.Seed(context.Background(), bundle.Infohash); err != nil {
+		b.Fatal(err)
+	}
+	var total time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		dir, err := os.MkdirTemp(src, "leecher-")
+		if err != nil {
+			b.Fatal(err)
+		}
+		l := newBenchClient(b, Config{DataDir: dir})
+		b.StartTimer()
+		start := time.Now()
+		var stages []string
+		last := Stage(-1)
+		if _, err := l.Fetch(context.Background(), FetchRequest{
+			Key: testKey(b), Release: bundle.Release(testTime), Peers: peersOf(s),
+			ProgressInterval: 100 * time.Millisecond,
+			Progress: func(p Progress) {
+				if p.Stage != last || os.Getenv("RELAY_BENCH_VERBOSE") != "" {
+					stages = append(stages, fmt.Sprintf("%s@%v(%d MB)", p.Stage, time.Since(start).Round(time.Millisecond), p.Done>>20))
+					last = p.Stage
+				}
+			},
+		}); err != nil {
+			b.Fatal(err)
+		}
+		took := time.Since(start)
+		total += took
+		b.StopTimer()
+		b.Logf("stages: %v", stages)
+		l.Close()
+		os.RemoveAll(dir)
+		b.StartTimer()
+	}
+	per := total / time.Duration(b.N)
+	b.ReportMetric(per.Seconds(), "s/fetch")
+	b.ReportMetric(float64(size)/per.Seconds()/1e6, "MB/s")
+	b.ReportMetric(shaTime.Seconds(), "s/sha256sum")
+	b.ReportMetric(per.Seconds()/shaTime.Seconds(), "x-sha256sum")
+	b.Logf("%d MiB, pieces of %d KiB: fetch %v, sha256sum %v, ratio %.2f", size>>20, bundle.PieceLength>>10, per, shaTime, per.Seconds()/shaTime.Seconds())
+}
+
+// BenchmarkSwarm16 has one seeder and 16 leechers fetch one bundle at
+// once, every client's upload capped, and compares the time with the
+// Kumar-Ross bound T_min = max(F/u_s, F/d_min, N*F/(u_s+sum u_i)) and with
+// one server sending the bundle to each leecher at the seeder's cap,
+// N*F/u_s. RELAY_BENCH_SWARM_SIZE (MiB, default 64) and
+// RELAY_BENCH_SWARM_RATE (MB/s, default 20) change F and the cap.
+func BenchmarkSwarm16(b *testing.B) {
+	bigBench(b)
+	const n = 16
+	size := envInt("RELAY_BENCH_SWARM_SIZE", 64) << 20
+	rate := envInt("RELAY_BENCH_SWARM_RATE", 20) * 1e6
+	src := b.TempDir()
+	file := filepath.Join(src, "app_linux_amd64")
+	writeRandom(b, file, size, 7, 0o755)
+	seedDir := b.TempDir()
+	bundle, err := Make(context.Background(), MakeOptions{
+		Dir: BundlesDir(seedDir), Sources: []Source{{Path: file}}, Key: testKey(b),
+		Version: record.MustParseVersion("1.0.0"), Published: testTime,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	F := float64(bundle.Size)
+	us := float64(rate)
+	tMin := max(F/us, n*F/(us+n*us)) // no download cap: F/d_min is 0
+	tServer := n * F / us
+	s := newBenchClient(b, Config{DataDir: seedDir, UploadRate: rate})
+	if _, err := s.Seed(context.Background(), bundle.Infohash); err != nil {
+		b.Fatal(err)
+	}
+	var total time.Duration
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		var ls []*Client
+		var dirs []string
+		for range n {
+			dir, err := os.MkdirTemp(src, "leecher-")
+			if err != nil {
+				b.Fatal(err)
+			}
+			dirs = append(dirs, dir)
+			ls = append(ls, newBenchClient(b, Config{DataDir: dir, UploadRate: rate}))
+		}
+		peers := peersOf(append([]*Client{s}, ls...)...)
+		b.StartTimer()
+		start := time.Now()
+		var wg sync.WaitGroup
+		errs := make([]error, n)
+		times := make([]time.Duration, n)
+		for j, l := range ls {
+			wg.Go(func() {
+				_, errs[j] = l.Fetch(context.Background(), FetchRequest{Key: testKey(b), Release: bundle.Release(testTime), Peers: peers})
+				times[j] = time.Since(start)
+			})
+		}
+		wg.Wait()
+		took := time.Since(start)
+		b.StopTimer()
+		for _, err := range errs {
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		total += took
+		st, _ := s.Stats(bundle.Infohash)
+		var sum time.Duration
+		for _, t := range times {
+			sum += t
+		}
+		b.Logf("run %d: all done in %v (mean %v); seeder sent %.1f MB (%.2f copies)",
+			i, took, sum/n, float64(st.Uploaded)/1e6, float64(st.Uploaded)/F)
+		for j, l := range ls {
+			l.Close()
+			os.RemoveAll(dirs[j])
+		}
+		b.StartTimer()
+	}
+	per := (total / time.Duration(b.N)).Seconds()
+	b.ReportMetric(per, "s/swarm")
+	b.ReportMetric(tMin, "s/T_min")
+	b.ReportMetric(per/tMin, "x-T_min")
+	b.ReportMetric(per/tServer, "x-server")
+	b.Logf("F=%.1f MB, N=%d, caps %.0f MB/s: %.2f s; T_min %.2f s (ratio %.2f); one server %.1f s (ratio %.3f)",
+		F/1e6, n, us/1e6, per, tMin, per/tMin, tServer, per/tServer)
+}
+
+// newBenchClient is newClient with the library's logs silenced.
+func newBenchClient(b *testing.B, cfg Config) *Client {
+	cfg.Listen = "127.0.0.1:0"
+	c, err := NewClient(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	return c
+}
