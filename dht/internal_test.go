@@ -1,8 +1,11 @@
 package dht
 
 import (
+	"context"
 	"net"
 	"net/netip"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -132,5 +135,34 @@ func TestBucket(t *testing.T) {
 	}
 	if Bucket(self, self) != 160 {
 		t.Error("Bucket(self, self) != 160")
+	}
+}
+
+// anacrolix's table maintainer, started on a node with an empty routing
+// table (a bootstrap node nobody joined yet), leaks a traversal goroutine
+// at each of its rounds; it is started only once the table holds a node.
+func TestLoneBootstrapNodeLeaksNothing(t *testing.T) {
+	defer func(d time.Duration) { maintainAfter = d }(maintainAfter)
+	maintainAfter = time.Millisecond
+	ctx := context.Background()
+	b, err := New(ctx, Config{Listen: "127.0.0.1:0", Bootstrapper: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		buf := make([]byte, 1<<20)
+		stacks := string(buf[:runtime.Stack(buf, true)])
+		if !strings.Contains(stacks, "traversal.(*Operation).run") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a traversal goroutine outlived the node:\n%s", stacks)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

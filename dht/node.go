@@ -23,6 +23,10 @@ import (
 // itemLifetime is how long a node keeps a BEP 44 item it was given.
 const itemLifetime = 2 * time.Hour
 
+// maintainAfter is when anacrolix's table maintainer starts (a variable
+// for a test).
+var maintainAfter = time.Minute
+
 // saveEvery is how often a long-running node writes its NodesFile.
 const saveEvery = 10 * time.Minute
 
@@ -430,8 +434,9 @@ func (n *Node) ID() [20]byte { return n.srv.ID() }
 func (n *Node) Server() *dht.Server { return n.srv }
 
 // Close stops the node, writes its NodesFile and waits for its goroutines
-// to end. It returns the error of writing the file, if any. Calling it
-// again does nothing.
+// to end: at most QueryTimeout, when the routing-table maintenance has
+// queries in flight. It returns the error of writing the file, if any.
+// Calling it again does nothing.
 func (n *Node) Close() error {
 	n.once.Do(func() {
 		n.mu.Lock()
@@ -450,16 +455,22 @@ func (n *Node) Close() error {
 	return n.closeErr
 }
 
-// maintain runs anacrolix's table maintainer once the routing table holds
-// a node. (With an empty table its bootstrap returns without stopping the
-// traversal it started, and leaks a goroutine every minute.)
+// maintain runs anacrolix's table maintainer, maintainAfter the start
+// (join has just done what its first round would) and once the routing
+// table holds a node (with an empty table, its bootstrap returns without
+// stopping the traversal it started, and leaks a goroutine a minute).
 func (n *Node) maintain() {
-	for n.srv.NumNodes() == 0 {
+	wait := maintainAfter
+	for {
 		select {
 		case <-n.ctx.Done():
 			return
-		case <-time.After(time.Second):
+		case <-time.After(wait):
 		}
+		if n.srv.NumNodes() > 0 {
+			break
+		}
+		wait = time.Second
 	}
 	n.srv.TableMaintainer()
 }
