@@ -514,12 +514,17 @@ func (f *fetch) streamFile(ctx context.Context, p string, info *metainfo.Info, j
 	// Ask for the pieces just ahead first, so that they arrive about in
 	// the order they are hashed and the hash ends soon after the last.
 	first, end := int(off/info.PieceLength), int((off+size+info.PieceLength-1)/info.PieceLength)
+	// Only from one or two sources, though: in a swarm, peers asking for
+	// pieces in the same order would have nothing to trade, and the
+	// random order the torrent client uses spreads pieces faster.
 	window := max(4, int(streamAhead/info.PieceLength))
 	raised := first
 	for pos := int64(0); pos < size; {
 		piece := int((off + pos) / info.PieceLength)
-		for ; raised < min(end, piece+window); raised++ {
-			f.a.t.Piece(raised).SetPriority(torrent.PiecePriorityHigh)
+		if raised < min(end, piece+window) && f.a.t.Stats().ActivePeers <= 2 {
+			for ; raised < min(end, piece+window); raised++ {
+				f.a.t.Piece(raised).SetPriority(torrent.PiecePriorityHigh)
+			}
 		}
 		if err := f.c.store.waitPiece(ctx, f.ih, piece); err != nil {
 			return err
