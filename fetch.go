@@ -49,6 +49,11 @@ type FetchOptions struct {
 	// even when that release was accepted before (relay fetch); without
 	// it an accepted release is left alone (relay watch).
 	Again bool
+	// CheckOnly stops after the record checks (steps 1 to 4): the result
+	// says whether there is a new release (Release, UpToDate, Previous);
+	// nothing is fetched, placed, installed or saved, and OnFound is not
+	// called.
+	CheckOnly bool
 	// Install, when set, is called with the verified release after its
 	// files are placed in Out and before the new state is saved: an error
 	// from it leaves the state unchanged, so the next Fetch tries again.
@@ -139,9 +144,11 @@ func (c *Client) Fetch(ctx context.Context, o FetchOptions) (*FetchResult, error
 				record.ErrRollback, r.Version, st.Manifest, r.Manifest)
 		}
 		res.UpToDate = true
-		if !o.Again {
+		if !o.Again || o.CheckOnly {
 			return res, nil
 		}
+	} else if o.CheckOnly {
+		return res, nil
 	} else if o.OnFound != nil {
 		o.OnFound(r, floor.Version)
 	}

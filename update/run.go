@@ -1,0 +1,120 @@
+package update
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"time"
+
+	"github.com/relay-sh/relay/record"
+)
+
+// Mode says what Run does with a newer release.
+type Mode int
+
+const (
+	// NotifyOnly makes Run return the first newer release it finds,
+	// installing nothing (the program tells its user, say).
+	NotifyOnly Mode = iota
+	// Install makes Run install the first newer release that passes every
+	// check and return it. The program goes on as the old version until it
+	// restarts: at once with Restart, or at its next start.
+	Install
+)
+
+// firstRetry is the wait after a check that could not reach the network;
+// each further failure doubles it, up to the interval.
+const firstRetry = 5 * time.Second
+
+// Run checks for a newer release at once and then every Config.Interval,
+// until it finds one (NotifyOnly) or installs one (Install), which it
+// returns, or until ctx ends (it then returns ctx's error).
+//
+// A refused release (a failed verification or health check, no file for
+// this platform) is logged and the checks go on; one whose download or
+// health check failed is not tried again by this Run, so a bad release
+// costs one download, not one per interval. Network failures are logged
+// and retried sooner, from a few seconds up to the interval.
+func (u *Updater) Run(ctx context.Context, mode Mode) (*Release, error) {
+	interval := u.cfg.Interval
+	if interval <= 0 {
+		interval = DefaultInterval
+	}
+	type bundle struct {
+		ih record.Infohash
+		m  record.Digest
+	}
+	failed := map[bundle]bool{}
+	failures := 0
+	lastRefusal := ""
+	for {
+		wait := jitter(interval)
+		rel, err := u.Check(ctx)
+		if err == nil && rel != nil {
+			switch {
+			case failed[bundle{rel.Record.Infohash, rel.Record.Manifest}]:
+				u.log.Debug("skipping a release refused before", "version", rel.Version)
+				rel = nil
+			case mode == NotifyOnly:
+				return rel, nil
+			default:
+				var got *Release
+				got, err = u.Apply(ctx)
+				if err == nil && got != nil {
+					return got, nil
+				}
+				if got != nil && failedBundle(err) {
+					failed[bundle{got.Record.Infohash, got.Record.Manifest}] = true
+				}
+			}
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		switch {
+		case err == nil:
+			failures, lastRefusal = 0, ""
+		case refused(err):
+			failures = 0
+			if msg := err.Error(); msg != lastRefusal {
+				u.log.Warn("refused a release", "err", err)
+				lastRefusal = msg
+			} else {
+				u.log.Debug("refused a release", "err", err)
+			}
+		default:
+			failures++
+			wait = min(wait, firstRetry<<min(failures-1, 20))
+			u.log.Info("could not check for a new release", "err", err, "retry", wait)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// refused reports whether err refuses a release, as opposed to failing to
+// reach it.
+func refused(err error) bool {
+	return record.IsVerification(err) || errors.Is(err, ErrNoExecutable) || errors.Is(err, ErrHealthCheck)
+}
+
+// failedBundle reports whether err refuses a release for its bundle, which
+// is the same at every try.
+func failedBundle(err error) bool {
+	for _, e := range []error{record.ErrManifestMismatch, record.ErrFileMismatch, ErrNoExecutable, ErrHealthCheck} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// jitter returns d moved by up to a tenth either way.
+func jitter(d time.Duration) time.Duration {
+	return d + time.Duration((rand.Float64()*0.2-0.1)*float64(d))
+}

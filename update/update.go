@@ -1,0 +1,337 @@
+package update
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/relay-sh/relay"
+	"github.com/relay-sh/relay/record"
+	"github.com/relay-sh/relay/signer"
+	"github.com/relay-sh/relay/transfer"
+)
+
+// DefaultInterval is the time between Run's checks when Config.Interval is
+// zero.
+const DefaultInterval = time.Hour
+
+// Sentinel errors, for callers to branch on with errors.Is. Failed
+// verification checks wrap record's sentinels instead (record.ErrRollback,
+// record.ErrFileMismatch, ...; record.IsVerification tells them apart from
+// network failures).
+var (
+	// ErrNoExecutable: the release has no file that is this program for
+	// this platform, or more than one could be.
+	ErrNoExecutable = errors.New("release has no executable for this platform")
+	// ErrHealthCheck: the new executable failed its health check; the old
+	// one was put back.
+	ErrHealthCheck = errors.New("new executable failed its health check")
+	// ErrNoVersion: BuildVersion found no version for the program.
+	ErrNoVersion = errors.New("program has no version")
+)
+
+// Config configures an Updater. Key and Version are required; every other
+// zero value is a documented default.
+type Config struct {
+	// Key is the provider's public key, the only thing trusted.
+	Key signer.PublicKey
+	// Channel is the release channel followed; empty means "stable".
+	Channel string
+	// Version is the running program's version (see BuildVersion). A
+	// release is installed only when it is above it; one below it is
+	// refused as a rollback.
+	Version record.Version
+
+	// Executable is the file replaced; empty means the running program's
+	// (os.Executable, with symbolic links resolved).
+	Executable string
+	// File is the path, in the release, of the file that is this program;
+	// empty means the release's one file built for this platform
+	// (runtime.GOOS and runtime.GOARCH, named like app_linux_amd64 or set
+	// when publishing), or its only file if it has one in all. A release
+	// in which that is not one file is refused with ErrNoExecutable.
+	File string
+
+	// Bootstrap lists host:port DHT nodes to join through; nil means the
+	// public Mainline routers.
+	Bootstrap []string
+	// Listen is the local address of the DHT node (UDP) and of the torrent
+	// client (TCP) while a check or an update runs; empty means every
+	// interface, a random port. Nothing listens between checks.
+	Listen string
+	// DataDir holds what was fetched and what was accepted (the last
+	// accepted release, against replays and rollbacks). Empty means
+	// DefaultDataDir of the executable's name. It is a cache: if it is
+	// lost, Version still stops any rollback below the running program.
+	DataDir string
+
+	// Interval is the time between Run's checks; zero means
+	// DefaultInterval. Each wait is jittered by up to a tenth either way.
+	Interval time.Duration
+	// HealthCheck, when set, makes Apply start the new executable before
+	// keeping it; see HealthCheck.
+	HealthCheck *HealthCheck
+
+	// Logger receives what the updater does and why it refused a release;
+	// nil is silent.
+	Logger *slog.Logger
+	// Progress receives the download's progress; nil drops it.
+	Progress func(transfer.Progress)
+}
+
+// DefaultDataDir returns the data folder used when Config.DataDir is
+// empty: relay-update/<name> under the user's cache folder
+// (os.UserCacheDir: $XDG_CACHE_HOME or ~/.cache on Linux,
+// ~/Library/Caches on macOS, %LocalAppData% on Windows).
+func DefaultDataDir(name string) (string, error) {
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("no data folder: %w", err)
+	}
+	return filepath.Join(cache, "relay-update", name), nil
+}
+
+// Release is a release newer than the running program.
+type Release struct {
+	// Version is the release's version, Record.Version.
+	Version record.Version
+	// Record is the signed release record: version, bundle infohash,
+	// manifest digest, size and expiry.
+	Record record.Release
+	// Manifest is the bundle's verified manifest (its files, notes and
+	// time of publication); nil from Check, which fetches nothing.
+	Manifest *record.Manifest
+	// File is the release's file installed as the executable; zero from
+	// Check.
+	File record.File
+}
+
+// Updater checks for, installs and restarts into new releases of the
+// running program. Its methods may be called from any goroutine, but not
+// two at once: a program updates itself once at a time.
+type Updater struct {
+	cfg Config
+	exe string
+	log *slog.Logger
+}
+
+// New returns an Updater for cfg. It checks the configuration and finds
+// the executable; it touches neither files nor the network.
+func New(cfg Config) (*Updater, error) {
+	if cfg.Key.IsZero() {
+		return nil, errors.New("no provider key")
+	}
+	if cfg.Version.IsZero() {
+		return nil, fmt.Errorf("%w: Config.Version is required", ErrNoVersion)
+	}
+	if cfg.Channel == "" {
+		cfg.Channel = transfer.DefaultChannel
+	}
+	if err := record.ValidChannel(cfg.Channel); err != nil {
+		return nil, err
+	}
+	u := &Updater{cfg: cfg, log: cfg.Logger}
+	if u.log == nil {
+		u.log = slog.New(slog.DiscardHandler)
+	}
+	exe := cfg.Executable
+	if exe == "" {
+		var err error
+		if exe, err = os.Executable(); err != nil {
+			return nil, fmt.Errorf("cannot find the running executable: %w", err)
+		}
+	}
+	exe, err := filepath.Abs(exe)
+	if err == nil {
+		exe, err = filepath.EvalSymlinks(exe)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot find the executable: %w", err)
+	}
+	u.exe = exe
+	if u.cfg.DataDir == "" {
+		name := strings.TrimSuffix(filepath.Base(exe), ".exe")
+		if u.cfg.DataDir, err = DefaultDataDir(name); err != nil {
+			return nil, err
+		}
+	}
+	if hc := u.cfg.HealthCheck; hc != nil {
+		c := *hc
+		u.cfg.HealthCheck = &c
+	}
+	return u, nil
+}
+
+// Executable returns the path of the file the updater replaces.
+func (u *Updater) Executable() string { return u.exe }
+
+// Check looks for a release newer than the running program and returns
+// it, or nil when there is none. It runs the record checks of the
+// verification chain (signature, replay, fast-forward, rollback, expiry)
+// and fetches nothing: whether the release has a file for this platform,
+// and that its files match, is for Apply to find. A refused release is an
+// error wrapping record's sentinel and naming its version.
+func (u *Updater) Check(ctx context.Context) (*Release, error) {
+	u.cleanup()
+	c, err := u.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	o := u.fetchOptions()
+	o.CheckOnly = true
+	res, err := c.Fetch(ctx, o)
+	if err != nil {
+		return nil, u.refusal(res, err)
+	}
+	if res.UpToDate {
+		u.log.Debug("up to date", "version", u.cfg.Version, "channel", u.cfg.Channel)
+		return nil, nil
+	}
+	return &Release{Version: res.Release.Version, Record: res.Release}, nil
+}
+
+// Apply fetches the newest release if it is above the running program's
+// version, verifies the whole chain, and replaces the executable with the
+// release's file for this platform (see Config.File), running the health
+// check if one is configured. It returns the release installed, or nil
+// when there is none newer. On error the executable is as it was, and the
+// release is returned too when one was found, to say which was refused.
+//
+// The running program is not changed: the new version runs from the next
+// start, or at once after Restart.
+func (u *Updater) Apply(ctx context.Context) (*Release, error) {
+	u.cleanup()
+	c, err := u.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	var rel *Release
+	o := u.fetchOptions()
+	o.OnFound = func(r record.Release, previous record.Version) {
+		u.log.Info("found a new release", "version", r.Version, "running", u.cfg.Version)
+	}
+	o.Install = func(ctx context.Context, res *relay.FetchResult) error {
+		rel.Manifest = res.Bundle.Manifest
+		f, err := u.executable(res.Bundle.Manifest, res.Files)
+		if err != nil {
+			return err
+		}
+		rel.File = f
+		return u.install(ctx, res.Bundle.Dir, f, res.Release.Version)
+	}
+	rel = &Release{}
+	res, err := c.Fetch(ctx, o)
+	if res != nil {
+		rel.Version, rel.Record = res.Release.Version, res.Release
+	}
+	if err != nil {
+		if rel.Version.IsZero() {
+			rel = nil
+		}
+		return rel, u.refusal(res, err)
+	}
+	if res.UpToDate {
+		u.log.Debug("up to date", "version", u.cfg.Version, "channel", u.cfg.Channel)
+		return nil, nil
+	}
+	u.log.Info("installed a new release", "version", rel.Version, "executable", u.exe, "file", rel.File.Path)
+	return rel, nil
+}
+
+// Restart starts the program again from its executable, which Apply may
+// have replaced, with the same arguments (os.Args) and environment
+// (os.Environ). On Unix it replaces the running process (execve: same
+// process ID, same open standard streams) and returns only on error. On
+// Windows, which has no such call, it starts the new process with the same
+// standard streams and returns nil: the caller must then exit, promptly,
+// so that the old executable's file can be removed.
+func (u *Updater) Restart() error {
+	if err := restart(u.exe); err != nil {
+		return fmt.Errorf("failed to restart %s: %w", u.exe, err)
+	}
+	return nil
+}
+
+func (u *Updater) open(ctx context.Context) (*relay.Client, error) {
+	return relay.Open(ctx, relay.Config{
+		DataDir:   u.cfg.DataDir,
+		Bootstrap: u.cfg.Bootstrap,
+		Listen:    u.cfg.Listen,
+		ReadOnly:  true,
+		Logger:    u.cfg.Logger,
+	})
+}
+
+func (u *Updater) fetchOptions() relay.FetchOptions {
+	return relay.FetchOptions{
+		Key:      u.cfg.Key,
+		Channel:  u.cfg.Channel,
+		OS:       runtime.GOOS,
+		Arch:     runtime.GOARCH,
+		Current:  u.cfg.Version,
+		Progress: u.cfg.Progress,
+	}
+}
+
+// refusal logs what the DHT lookup ignored and returns err naming the
+// release it is about, if any.
+func (u *Updater) refusal(res *relay.FetchResult, err error) error {
+	if res == nil {
+		return err
+	}
+	if n := res.Resolve.Invalid; n > 0 {
+		u.log.Warn("ignored DHT answers that failed verification (forged or corrupt packets)", "answers", n, "key", u.cfg.Key)
+	}
+	if v := res.Release.Version; !v.IsZero() {
+		return fmt.Errorf("release %s: %w", v, err)
+	}
+	return err
+}
+
+// cleanup removes what an earlier update left beside the executable: on
+// Windows the old executable moved aside, the temporary file of an
+// interrupted write, and the backup of an interrupted health check.
+func (u *Updater) cleanup() {
+	relay.CleanupReplaced(u.exe)
+	os.Remove(backupPath(u.exe))
+}
+
+// executable returns the file of the release that is the program: the
+// file named Config.File, or the one file built for this platform, or the
+// release's only file. fetched are the files fetched for this platform.
+func (u *Updater) executable(m *record.Manifest, fetched []record.File) (record.File, error) {
+	if name := u.cfg.File; name != "" {
+		for _, f := range fetched {
+			if f.Path == name {
+				return f, nil
+			}
+		}
+		return record.File{}, fmt.Errorf("%w: release %s has no file %s for %s/%s", ErrNoExecutable, m.Version, name, runtime.GOOS, runtime.GOARCH)
+	}
+	var mine []string
+	var file record.File
+	for _, f := range fetched {
+		if f.OS != "" {
+			mine = append(mine, f.Path)
+			file = f
+		}
+	}
+	switch {
+	case len(mine) == 1:
+		return file, nil
+	case len(mine) == 0 && len(m.Files) == 1 && len(fetched) == 1:
+		return fetched[0], nil
+	case len(mine) == 0:
+		return record.File{}, fmt.Errorf("%w: release %s has no file built for %s/%s", ErrNoExecutable, m.Version, runtime.GOOS, runtime.GOARCH)
+	}
+	return record.File{}, fmt.Errorf("%w: release %s has %d files for %s/%s (%s): set Config.File to say which is the program",
+		ErrNoExecutable, m.Version, len(mine), runtime.GOOS, runtime.GOARCH, strings.Join(mine, ", "))
+}
