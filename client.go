@@ -129,9 +129,11 @@ func (c *Client) transfer() (*transfer.Client, error) {
 		return c.tc, nil
 	}
 	listen := ""
-	if c.ownNode {
-		a := c.node.Addr()
-		listen = netip.AddrPortFrom(a.Addr(), a.Port()).String()
+	if a := c.node.Addr(); c.ownNode && !a.Addr().IsUnspecified() {
+		listen = a.String()
+	} else if c.ownNode {
+		// Every interface, at the DHT node's port number.
+		listen = ""
 	} else if host, _, err := net.SplitHostPort(c.cfg.Listen); err == nil {
 		// A shared node's port is taken by whoever else uses it: listen
 		// on the same host, a port of our own.

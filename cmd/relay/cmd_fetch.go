@@ -1,0 +1,291 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/relay-sh/relay"
+	"github.com/relay-sh/relay/record"
+	"github.com/urfave/cli/v2"
+)
+
+// followFlags are the flags of the commands that follow a key.
+func followFlags() []cli.Flag {
+	return []cli.Flag{
+		channelFlag(),
+		&cli.BoolFlag{Name: "all-platforms", Usage: "fetch every file, not only this platform's"},
+		&cli.BoolFlag{Name: "allow-expired", Usage: "install a record past its expiry (otherwise refused)"},
+	}
+}
+
+// fetchOptions reads KEY and the follow flags.
+func fetchOptions(c *cli.Context) (relay.FetchOptions, error) {
+	key, err := parseKeyArg(c.Args().First())
+	if err != nil {
+		return relay.FetchOptions{}, err
+	}
+	if err := record.ValidChannel(c.String("channel")); err != nil {
+		return relay.FetchOptions{}, usageError{fmt.Errorf("--channel: %w", err)}
+	}
+	return relay.FetchOptions{
+		Key:          key,
+		Channel:      c.String("channel"),
+		AllPlatforms: c.Bool("all-platforms"),
+		AllowExpired: c.Bool("allow-expired"),
+	}, nil
+}
+
+func fetchCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:      "fetch",
+		Usage:     "download, verify and place the current release of a key once",
+		ArgsUsage: "KEY",
+		Description: "Resolves KEY's channel, runs the whole verification chain (signature, replay, rollback,\n" +
+			"expiry, manifest, every file's SHA-256), and places the files in --out, each under its final\n" +
+			"name only once it is whole and verified. Prints the paths it placed.",
+		Flags: append(followFlags(),
+			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Value: ".", Usage: "folder to place the files in, `DIR`"},
+		),
+		Action: func(c *cli.Context) error {
+			o, err := fetchOptions(c)
+			if err != nil {
+				return err
+			}
+			o.Out, o.Again = c.String("out"), true
+			cl, err := e.open(c, true)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			progress, finish := e.progressBar("fetching")
+			o.Progress = progress
+			o.OnFound = func(r record.Release, prev record.Version) {
+				e.note("found %s %s (signed by %s); fetching %d bytes", r.Channel, r.Version, o.Key, r.Size)
+			}
+			res, err := cl.Fetch(c.Context, o)
+			finish()
+			if err != nil {
+				return describeRefusal(res, err)
+			}
+			e.note("verified %s %s: signature, seq, version, expiry, manifest sha-256 and %d file(s)", res.Release.Channel, res.Release.Version, len(res.Files))
+			return e.result(fetchJSON(res), func(w io.Writer) {
+				for _, p := range res.Placed {
+					fmt.Fprintln(w, p)
+				}
+			})
+		},
+	}
+}
+
+type fetchedJSON struct {
+	Key      string      `json:"public_key"`
+	Previous string      `json:"previous_version,omitempty"`
+	UpToDate bool        `json:"up_to_date"`
+	Release  releaseJSON `json:"release"`
+	Bundle   string      `json:"bundle,omitempty"`
+	Placed   []string    `json:"placed"`
+}
+
+func fetchJSON(res *relay.FetchResult) fetchedJSON {
+	out := fetchedJSON{
+		Key:      res.Packet.Key.String(),
+		Previous: res.Previous.String(),
+		UpToDate: res.UpToDate,
+		Release:  toReleaseJSON(res.Release),
+		Placed:   res.Placed,
+	}
+	if res.Bundle != nil {
+		out.Bundle = res.Bundle.Dir
+	}
+	if out.Placed == nil {
+		out.Placed = []string{}
+	}
+	return out
+}
+
+// describeRefusal adds what was refused to a verification error.
+func describeRefusal(res *relay.FetchResult, err error) error {
+	if !record.IsVerification(err) || res == nil || res.Release.Version.IsZero() {
+		return err
+	}
+	return fmt.Errorf("refused %s %s: %w", res.Release.Channel, res.Release.Version, err)
+}
+
+func watchCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:      "watch",
+		Usage:     "follow a key: fetch, verify and hand over each new release",
+		ArgsUsage: "KEY",
+		Description: "Resolves KEY's channel every --interval (jittered; retried with backoff while the network\n" +
+			"fails) and, for each new release that passes the whole verification chain, places its files\n" +
+			"in --out, replaces the executable --install, and runs --exec with RELAY_VERSION, RELAY_DIR and\n" +
+			"RELAY_FILES in its environment. Prints one line per event (--json: one JSON object per line).\n" +
+			"A release it already accepted is never fetched again, also after a restart.",
+		Flags: append(followFlags(),
+			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "folder to place each release's files in, `DIR` (default: they stay in the data folder)"},
+			&cli.StringFlag{Name: "interval", Value: "10m", Usage: "time between checks, `DURATION`"},
+			&cli.StringFlag{Name: "exec", Usage: "shell `COMMAND` run for each new release"},
+			&cli.StringFlag{Name: "install", Usage: "executable `PATH` replaced atomically by the release's program for this platform"},
+		),
+		Action: func(c *cli.Context) error {
+			o, err := fetchOptions(c)
+			if err != nil {
+				return err
+			}
+			interval, err := parseDuration(c.String("interval"))
+			if err != nil || interval <= 0 {
+				return usagef("--interval %q is not a positive duration", c.String("interval"))
+			}
+			o.Out = c.String("out")
+			execCmd, install := c.String("exec"), c.String("install")
+			if install != "" {
+				if install, err = filepath.Abs(install); err != nil {
+					return err
+				}
+			}
+			o.Install = func(ctx context.Context, res *relay.FetchResult) error {
+				return e.handOver(ctx, res, o, install, execCmd)
+			}
+			cl, err := e.open(c, false)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			progress, finish := e.progressBar("fetching")
+			o.Progress = progress
+			o.OnFound = func(r record.Release, prev record.Version) {
+				e.event(relay.Event{Time: time.Now(), Kind: relay.EventFound, Version: r.Version})
+			}
+			e.note("watching %s/%s every %s", o.Key, o.Channel, interval)
+			return cl.Watch(c.Context, relay.WatchOptions{
+				FetchOptions: o,
+				Interval:     interval,
+				OnEvent: func(ev relay.Event) {
+					finish()
+					e.event(ev)
+				},
+			})
+		},
+	}
+}
+
+// handOver installs a verified release: the executable, then the exec
+// hook. An error leaves the release unaccepted, to be tried again.
+func (e *env) handOver(ctx context.Context, res *relay.FetchResult, o relay.FetchOptions, install, execCmd string) error {
+	if install != "" {
+		f, err := relay.Executable(res.Bundle.Manifest, runtime.GOOS, runtime.GOARCH)
+		if err != nil {
+			return err
+		}
+		if err := relay.ReplaceExecutable(install, res.Bundle.Dir, f); err != nil {
+			return err
+		}
+	}
+	if execCmd == "" {
+		return nil
+	}
+	dir := o.Out
+	files := res.Placed
+	if dir == "" {
+		dir = res.Bundle.Dir
+		files = nil
+		for _, f := range res.Files {
+			files = append(files, res.Path(f))
+		}
+	}
+	cmd := shellCommand(ctx, execCmd)
+	cmd.Stdout, cmd.Stderr = e.stderr, e.stderr
+	cmd.Env = append(os.Environ(),
+		"RELAY_KEY="+o.Key.String(),
+		"RELAY_CHANNEL="+res.Release.Channel,
+		"RELAY_VERSION="+res.Release.Version.String(),
+		"RELAY_PREVIOUS_VERSION="+res.Previous.String(),
+		"RELAY_DIR="+dir,
+		"RELAY_FILES="+strings.Join(files, "\n"),
+	)
+	if install != "" {
+		cmd.Env = append(cmd.Env, "RELAY_INSTALLED="+install)
+	}
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("--exec %q: %w", execCmd, err)
+	}
+	return nil
+}
+
+func shellCommand(ctx context.Context, s string) *exec.Cmd {
+	if runtime.GOOS == "windows" {
+		return exec.CommandContext(ctx, "cmd", "/C", s)
+	}
+	return exec.CommandContext(ctx, "/bin/sh", "-c", s)
+}
+
+// event prints a watch or seed event: a line, or a JSON object under
+// --json.
+func (e *env) event(ev relay.Event) {
+	type eventJSON struct {
+		Time     time.Time `json:"time"`
+		Event    string    `json:"event"`
+		Key      string    `json:"public_key,omitempty"`
+		Channel  string    `json:"channel,omitempty"`
+		Version  string    `json:"version,omitempty"`
+		Error    string    `json:"error,omitempty"`
+		Retry    string    `json:"next_check,omitempty"`
+		Placed   []string  `json:"placed,omitempty"`
+		Infohash string    `json:"infohash,omitempty"`
+		Stored   int       `json:"dht_nodes_stored,omitempty"`
+	}
+	j := eventJSON{Time: ev.Time.UTC(), Event: string(ev.Kind), Version: ev.Version.String(), Stored: ev.Stored}
+	if !ev.Follow.Key.IsZero() {
+		j.Key, j.Channel = ev.Follow.Key.String(), ev.Follow.Channel
+	}
+	if ev.Err != nil {
+		j.Error = ev.Err.Error()
+	}
+	if ev.Retry > 0 {
+		j.Retry = ev.Retry.Round(time.Second).String()
+	}
+	if ev.Result != nil && ev.Kind == relay.EventInstalled {
+		j.Placed = ev.Result.Placed
+	}
+	if ev.Bundle != nil {
+		j.Infohash = ev.Bundle.Infohash.String()
+	}
+	if e.json {
+		e.result(j, nil)
+		return
+	}
+	line := ev.Time.Format(time.RFC3339) + " " + j.Event
+	if j.Version != "" {
+		line += " " + j.Version
+	}
+	if j.Channel != "" {
+		line += " (" + j.Key + "/" + j.Channel + ")"
+	}
+	switch ev.Kind {
+	case relay.EventInstalled:
+		if len(j.Placed) > 0 {
+			line += ": " + strings.Join(j.Placed, " ")
+		} else if ev.Result != nil && ev.Result.Bundle != nil {
+			line += ": " + ev.Result.Bundle.Dir
+		}
+	case relay.EventRestored, relay.EventResigned:
+		line += fmt.Sprintf(" on %d DHT nodes", j.Stored)
+	}
+	if j.Error != "" {
+		line += ": " + j.Error
+	}
+	if ev.Kind == relay.EventError && j.Retry != "" {
+		line += " (retrying in " + j.Retry + ")"
+	}
+	fmt.Fprintln(e.stdout, line)
+}
+
+func isNotNewer(err error) bool { return errors.Is(err, relay.ErrNotNewer) }
