@@ -93,7 +93,10 @@ func publishCommand(e *env) *cli.Command {
 			if err != nil {
 				return err
 			}
-			cl, err := e.open(c, false)
+			// A build machine's run is short: its DHT node is read-only, so
+			// nobody waits on it after it leaves. It still stores, announces
+			// and serves the bundle.
+			cl, err := e.open(c, true)
 			if err != nil {
 				return err
 			}

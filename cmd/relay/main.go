@@ -75,6 +75,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			watchCommand(env),
 			seedCommand(env),
 			nodeCommand(env),
+			demoCommand(env),
 			versionCommand(env),
 		},
 		CommandNotFound: func(c *cli.Context, name string) {
