@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -74,6 +75,9 @@ type Client struct {
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	closeOnce sync.Once
+	closeErr  error
 
 	addMu    sync.Mutex // serialises adds of bundles
 	mu       sync.Mutex
@@ -243,13 +247,14 @@ func (c *Client) Addr() netip.AddrPort {
 
 // Close stops every transfer, saves what was verified and closes the
 // connections. It does not close Config.DHT. It waits for the client's
-// goroutines to end.
+// goroutines to end; a second call waits for the first to finish.
 func (c *Client) Close() error {
+	c.closeOnce.Do(func() { c.closeErr = c.close() })
+	return c.closeErr
+}
+
+func (c *Client) close() error {
 	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return nil
-	}
 	c.closed = true
 	for _, a := range c.bundles {
 		a.cancel()
@@ -323,8 +328,15 @@ func (s *storageImpl) OpenTorrent(ctx context.Context, info *metainfo.Info, mih 
 	s.c.mu.Lock()
 	s.c.numPcs[ih] = info.NumPieces()
 	s.c.mu.Unlock()
+	g := &writeGuard{}
+	g.idle = sync.NewCond(&g.mu)
+	pieceFn := ti.Piece
+	ti.Piece = func(p metainfo.Piece) storage.PieceImpl {
+		return guardedPiece{PieceImpl: pieceFn(p), g: g, length: p.Length()}
+	}
 	closeFn := ti.Close
 	ti.Close = func() error {
+		g.close()
 		err := closeFn()
 		if serr := s.c.store.close(ih); serr != nil {
 			s.c.log.Warn("failed to save bundle state", "infohash", ih, "err", serr)
@@ -332,6 +344,70 @@ func (s *storageImpl) OpenTorrent(ctx context.Context, info *metainfo.Info, mih 
 		return err
 	}
 	return ti, nil
+}
+
+// writeGuard lets the state of a closed bundle be saved once the writes
+// in flight have landed: a chunk can still be arriving while its torrent
+// closes, and a write after the save would change the file's time and
+// make the next start hash the file again. Writes after the close are
+// dropped: their torrent is gone, and their pieces are recorded missing.
+type writeGuard struct {
+	mu     sync.Mutex
+	idle   *sync.Cond
+	n      int
+	closed bool
+}
+
+func (g *writeGuard) enter() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false
+	}
+	g.n++
+	return true
+}
+
+func (g *writeGuard) exit() {
+	g.mu.Lock()
+	g.n--
+	if g.n == 0 {
+		g.idle.Broadcast()
+	}
+	g.mu.Unlock()
+}
+
+func (g *writeGuard) close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.closed = true
+	for g.n > 0 {
+		g.idle.Wait()
+	}
+}
+
+// guardedPiece is a piece of file storage whose writes go through a
+// writeGuard.
+type guardedPiece struct {
+	storage.PieceImpl
+	g      *writeGuard
+	length int64
+}
+
+func (p guardedPiece) WriteAt(b []byte, off int64) (int, error) {
+	if !p.g.enter() {
+		return len(b), nil
+	}
+	defer p.g.exit()
+	return p.PieceImpl.WriteAt(b, off)
+}
+
+// WriteTo passes on the file storage's efficient read of a whole piece.
+func (p guardedPiece) WriteTo(w io.Writer) (int64, error) {
+	if wt, ok := p.PieceImpl.(io.WriterTo); ok {
+		return wt.WriteTo(w)
+	}
+	return io.Copy(w, io.NewSectionReader(p.PieceImpl, 0, p.length))
 }
 
 // checkExpected checks a torrent's info against the record a Fetch holds.

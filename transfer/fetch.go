@@ -282,6 +282,8 @@ func (f *fetch) run(ctx context.Context) (*Fetched, error) {
 			return nil, err
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		case <-t.Closed():
+			return nil, errBundleClosed
 		case <-tick.C:
 			f.report(false)
 		}
@@ -417,6 +419,8 @@ func (f *fetch) run(ctx context.Context) (*Fetched, error) {
 			waiting = false
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		case <-t.Closed():
+			return nil, errBundleClosed
 		case <-tick.C:
 			f.report(false)
 		}

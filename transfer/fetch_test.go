@@ -114,50 +114,85 @@ func TestFetchFourLeechers(t *testing.T) {
 	})
 }
 
-// TestFetchResume: a leecher stopped halfway (its context cancelled, then
-// its client closed) and started again in the same data folder finishes
-// without downloading again the pieces it verified.
+// TestFetchResume: a leecher stopped a third of the way (its context
+// cancelled), started again and stopped two thirds of the way (its client
+// closed), then started again, each time in the same data folder,
+// finishes without downloading again the pieces it verified before.
 func TestFetchResume(t *testing.T) {
 	t.Parallel()
 	const size = 8 << 20
 	s, b := seeder(t, map[string]int64{"app_linux_amd64": size}, Config{})
 	dataDir := t.TempDir()
-	l1 := newClient(t, Config{DataDir: dataDir, DownloadRate: 8 << 20})
-	ctx, cancel := context.WithCancel(fetchCtx(t, 60*time.Second))
-	_, err := l1.Fetch(ctx, FetchRequest{
-		Key: testKey(t), Release: b.Release(testTime), Peers: peersOf(s), ProgressInterval: 20 * time.Millisecond,
-		Progress: func(p Progress) {
-			if p.Stage == StageFiles && p.Done > size/2 {
-				cancel()
-			}
-		},
-	})
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("first fetch: %v, want cancelled", err)
+	req := func(stop func(Progress) bool, halt func()) FetchRequest {
+		return FetchRequest{
+			Key: testKey(t), Release: b.Release(testTime), Peers: peersOf(s), ProgressInterval: 20 * time.Millisecond,
+			Progress: func(p Progress) {
+				if p.Stage == StageFiles && stop(p) {
+					halt()
+				}
+			},
+		}
 	}
-	up1, _ := s.Stats(b.Infohash)
-	if err := l1.Close(); err != nil {
-		t.Fatal(err)
+	var verified []int64
+	for round, part := range []int64{3, 3} {
+		l := newClient(t, Config{DataDir: dataDir, DownloadRate: 8 << 20})
+		before := int64(0)
+		if len(verified) > 0 {
+			before = verified[len(verified)-1]
+		}
+		ctx, cancel := context.WithCancel(fetchCtx(t, 60*time.Second))
+		var once sync.Once
+		halt := cancel
+		if round == 1 {
+			halt = func() { once.Do(func() { go l.Close() }) }
+		}
+		_, ferr := l.Fetch(ctx, req(func(p Progress) bool { return p.Done > before+size/part }, halt))
+		cancel()
+		if ferr == nil {
+			t.Fatalf("round %d: the fetch was not interrupted", round)
+		}
+		l.Close()
+		n, err := verifiedBytes(dataDir, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("round %d: %v; %d bytes verified and recorded", round, ferr, n)
+		if n <= before || n >= b.Size {
+			t.Fatalf("round %d: %d bytes recorded verified, %d before", round, n, before)
+		}
+		verified = append(verified, n)
 	}
-	complete, err := verifiedBytes(dataDir, b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("first fetch: seeder sent %d bytes, %d verified and recorded", up1.Uploaded, complete)
-	if complete < size/3 || complete >= b.Size {
-		t.Fatalf("first fetch recorded %d of %d bytes verified", complete, b.Size)
-	}
-
-	l2 := newClient(t, Config{DataDir: dataDir})
-	res, err := l2.Fetch(fetchCtx(t, 30*time.Second), FetchRequest{Key: testKey(t), Release: b.Release(testTime), Peers: peersOf(s)})
+	l := newClient(t, Config{DataDir: dataDir})
+	res, err := l.Fetch(fetchCtx(t, 30*time.Second), FetchRequest{Key: testKey(t), Release: b.Release(testTime), Peers: peersOf(s)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	checkFetched(t, b, res)
-	st2, _ := l2.Stats(b.Infohash)
-	t.Logf("second fetch: downloaded %d bytes, hashed %d", st2.Downloaded, st2.Hashed)
-	if missing := b.Size - complete; st2.Downloaded > missing+b.PieceLength {
-		t.Errorf("second fetch downloaded %d bytes; %d were missing", st2.Downloaded, missing)
+	st, _ := l.Stats(b.Infohash)
+	missing := b.Size - verified[len(verified)-1]
+	t.Logf("last round: downloaded %d bytes, %d were missing; hashed %d", st.Downloaded, missing, st.Hashed)
+	if st.Downloaded > missing+b.PieceLength {
+		t.Errorf("last round downloaded %d bytes; %d were missing", st.Downloaded, missing)
+	}
+	// What was verified is trusted, not hashed again: only the pieces
+	// downloaded now are.
+	if st.Hashed > missing+b.PieceLength {
+		t.Errorf("last round hashed %d bytes; %d were missing", st.Hashed, missing)
+	}
+}
+
+// TestRateLimits: a seeder's upload cap holds.
+func TestRateLimits(t *testing.T) {
+	t.Parallel()
+	s, b := seeder(t, map[string]int64{"app": 3 << 20}, Config{UploadRate: 4 << 20})
+	l := newClient(t, Config{})
+	start := time.Now()
+	if _, err := l.Fetch(fetchCtx(t, 30*time.Second), FetchRequest{Key: testKey(t), Release: b.Release(testTime), Peers: peersOf(s)}); err != nil {
+		t.Fatal(err)
+	}
+	// 3 MiB at 4 MiB/s, less the limiter's first burst of 1 MiB.
+	if took := time.Since(start); took < 400*time.Millisecond {
+		t.Errorf("fetched 3 MiB in %v from a seeder capped at 4 MiB/s", took)
 	}
 }
 

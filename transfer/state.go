@@ -187,9 +187,10 @@ func loadState(dir string, ih record.Infohash, info *metainfo.Info) (*bundleStat
 	}
 	for i := 0; i < n; i++ {
 		fi := pieceFiles(files, bs.pieceLen, i)
-		trusted, absent := pieceRecorded(i), false
+		trusted, absent, same := pieceRecorded(i), false, haveState
 		for _, j := range fi {
 			trusted = trusted && unchanged[j]
+			same = same && unchanged[j]
 			// A piece whose file is missing or too short to hold its part
 			// of the piece is certainly not complete.
 			end := min(int64(i+1)*bs.pieceLen, files[j].offset+files[j].length) - files[j].offset
@@ -198,7 +199,9 @@ func loadState(dir string, ih record.Infohash, info *metainfo.Info) (*bundleStat
 		switch {
 		case trusted:
 			bs.known[i], bs.complete[i] = true, true
-		case absent:
+		case absent, same:
+			// A piece not verified when the state was saved, in files
+			// unchanged since, is still not complete.
 			bs.known[i] = true
 		}
 	}
@@ -293,7 +296,8 @@ func (c *completion) close(ih record.Infohash) error {
 	return err
 }
 
-// errBundleClosed: the bundle left the client while a fetch waited on it.
+// errBundleClosed: the bundle left the client (or the client closed)
+// while a fetch waited on it.
 var errBundleClosed = errors.New("bundle closed")
 
 // waitPiece waits until piece i of a bundle is verified (its data is then

@@ -1,0 +1,51 @@
+package transfer
+
+import (
+	"bytes"
+	"context"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestNoGoroutineLeft: once its clients are closed, nothing of transfer
+// (or of the torrent library, beyond a moment) keeps running. It does not
+// run in parallel, so that it counts only its own goroutines.
+func TestNoGoroutineLeft(t *testing.T) {
+	before := runtime.NumGoroutine()
+	func() {
+		s, b := seeder(t, map[string]int64{"app": 1 << 20}, Config{})
+		l := newClient(t, Config{})
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := l.Fetch(ctx, FetchRequest{Key: testKey(t), Release: b.Release(testTime), Peers: peersOf(s)}); err != nil {
+			t.Fatal(err)
+		}
+		// A fetch cancelled while it waits for peers.
+		r := b.Release(testTime)
+		r.Infohash[0] ^= 1
+		ctx2, cancel2 := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel2()
+		if _, err := l.Fetch(ctx2, FetchRequest{Key: testKey(t), Release: r}); err == nil {
+			t.Fatal("fetched a bundle nobody has")
+		}
+		l.Close()
+		s.Close()
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var buf bytes.Buffer
+		pprof.Lookup("goroutine").WriteTo(&buf, 1)
+		ours := strings.Contains(buf.String(), "relay/transfer.(*Client)") || strings.Contains(buf.String(), "relay/transfer.(*fetch)")
+		n := runtime.NumGoroutine()
+		if n <= before && !ours {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines before, %d after closing:\n%s", before, n, buf.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
