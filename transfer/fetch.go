@@ -255,9 +255,11 @@ func (f *fetch) cleanup(err error) {
 
 func (f *fetch) run(ctx context.Context) (*Fetched, error) {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() {
+		cancel() // then wait for the goroutines it stops
+		wg.Wait()
+	}()
 	t := f.a.t
 	r := f.req.Release
 

@@ -313,3 +313,15 @@ func TestFetchWebSeed(t *testing.T) {
 		t.Fatalf("fetched %d files", len(res.Files))
 	}
 }
+
+// TestFetchUTP: with uTP enabled besides TCP, a fetch still works.
+func TestFetchUTP(t *testing.T) {
+	t.Parallel()
+	s, b := seeder(t, map[string]int64{"app": 256 << 10}, Config{UTP: true})
+	l := newClient(t, Config{UTP: true})
+	res, err := l.Fetch(fetchCtx(t, 30*time.Second), FetchRequest{Key: testKey(t), Release: b.Release(testTime), Peers: peersOf(s)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFetched(t, b, res)
+}
