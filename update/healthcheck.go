@@ -3,10 +3,12 @@ package update
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/relay-sh/relay/record"
@@ -89,13 +91,24 @@ func (hc *HealthCheck) run(ctx context.Context, exe string, v record.Version) er
 	}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cmd := exec.CommandContext(cctx, exe, args...)
-	stdout, stderr := &capped{max: maxHealthOutput}, &capped{max: maxHealthOutput}
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	// Output pipes held open by a child of the new executable must not
-	// hold the check beyond its time.
-	cmd.WaitDelay = time.Second
-	err := cmd.Run()
+	var stdout, stderr *capped
+	var err error
+	for try := 0; ; try++ {
+		cmd := exec.CommandContext(cctx, exe, args...)
+		stdout, stderr = &capped{max: maxHealthOutput}, &capped{max: maxHealthOutput}
+		cmd.Stdout, cmd.Stderr = stdout, stderr
+		// Output pipes held open by a child of the new executable must
+		// not hold the check beyond its time.
+		cmd.WaitDelay = time.Second
+		err = cmd.Run()
+		// A process forked elsewhere in this program while the new file
+		// was open for writing holds it open until it execs: "text file
+		// busy" for a moment.
+		if !errors.Is(err, syscall.ETXTBSY) || try == 10 || cctx.Err() != nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	switch {
 	case ctx.Err() != nil:
 		return fmt.Errorf("%w: interrupted: %w", ErrHealthCheck, ctx.Err())

@@ -43,7 +43,7 @@ func (u *Updater) install(ctx context.Context, dir string, f record.File, v reco
 			return fmt.Errorf("%w, and the old executable could not be put back (it is %s): %v", err, backup, rerr)
 		}
 		atomicfile.SyncDir(filepath.Dir(u.exe))
-		u.log.Warn("new executable failed its health check; the old one is back", "version", v, "err", err)
+		u.log.Info("new executable failed its health check; the old one is back", "version", v, "err", err)
 		return err
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,7 +29,7 @@ const DefaultInterval = time.Hour
 var (
 	// ErrNoExecutable: the release has no file that is this program for
 	// this platform, or more than one could be.
-	ErrNoExecutable = errors.New("release has no executable for this platform")
+	ErrNoExecutable = errors.New("no executable for this platform")
 	// ErrHealthCheck: the new executable failed its health check; the old
 	// one was put back.
 	ErrHealthCheck = errors.New("new executable failed its health check")
@@ -187,8 +188,9 @@ func (u *Updater) Check(ctx context.Context) (*Release, error) {
 	o := u.fetchOptions()
 	o.CheckOnly = true
 	res, err := c.Fetch(ctx, o)
+	u.noteResolve(res)
 	if err != nil {
-		return nil, u.refusal(res, err)
+		return nil, named(res, err)
 	}
 	if res.UpToDate {
 		u.log.Debug("up to date", "version", u.cfg.Version, "channel", u.cfg.Channel)
@@ -220,7 +222,7 @@ func (u *Updater) Apply(ctx context.Context) (*Release, error) {
 	}
 	o.Install = func(ctx context.Context, res *relay.FetchResult) error {
 		rel.Manifest = res.Bundle.Manifest
-		f, err := u.executable(res.Bundle.Manifest, res.Files)
+		f, err := executable(res.Bundle.Manifest, res.Files, u.cfg.File, runtime.GOOS, runtime.GOARCH)
 		if err != nil {
 			return err
 		}
@@ -229,6 +231,7 @@ func (u *Updater) Apply(ctx context.Context) (*Release, error) {
 	}
 	rel = &Release{}
 	res, err := c.Fetch(ctx, o)
+	u.noteResolve(res)
 	if res != nil {
 		rel.Version, rel.Record = res.Release.Version, res.Release
 	}
@@ -236,7 +239,7 @@ func (u *Updater) Apply(ctx context.Context) (*Release, error) {
 		if rel.Version.IsZero() {
 			rel = nil
 		}
-		return rel, u.refusal(res, err)
+		return rel, named(res, err)
 	}
 	if res.UpToDate {
 		u.log.Debug("up to date", "version", u.cfg.Version, "channel", u.cfg.Channel)
@@ -266,7 +269,7 @@ func (u *Updater) open(ctx context.Context) (*relay.Client, error) {
 		Bootstrap: u.cfg.Bootstrap,
 		Listen:    u.cfg.Listen,
 		ReadOnly:  true,
-		Logger:    u.cfg.Logger,
+		Logger:    quiet(u.cfg.Logger),
 	})
 }
 
@@ -281,16 +284,21 @@ func (u *Updater) fetchOptions() relay.FetchOptions {
 	}
 }
 
-// refusal logs what the DHT lookup ignored and returns err naming the
-// release it is about, if any.
-func (u *Updater) refusal(res *relay.FetchResult, err error) error {
+// noteResolve logs what the DHT lookup of a fetch ignored: answers that
+// failed verification are forged or corrupt, and worth knowing about.
+func (u *Updater) noteResolve(res *relay.FetchResult) {
+	if res != nil && res.Resolve.Invalid > 0 {
+		u.log.Warn("ignored DHT answers that failed verification (forged or corrupt packets)", "answers", res.Resolve.Invalid, "key", u.cfg.Key)
+	}
+}
+
+// named returns err naming the release it is about, if any and if it does
+// not already.
+func named(res *relay.FetchResult, err error) error {
 	if res == nil {
 		return err
 	}
-	if n := res.Resolve.Invalid; n > 0 {
-		u.log.Warn("ignored DHT answers that failed verification (forged or corrupt packets)", "answers", n, "key", u.cfg.Key)
-	}
-	if v := res.Release.Version; !v.IsZero() {
+	if v := res.Release.Version; !v.IsZero() && !strings.Contains(err.Error(), v.String()) {
 		return fmt.Errorf("release %s: %w", v, err)
 	}
 	return err
@@ -305,33 +313,27 @@ func (u *Updater) cleanup() {
 }
 
 // executable returns the file of the release that is the program: the
-// file named Config.File, or the one file built for this platform, or the
-// release's only file. fetched are the files fetched for this platform.
-func (u *Updater) executable(m *record.Manifest, fetched []record.File) (record.File, error) {
-	if name := u.cfg.File; name != "" {
-		for _, f := range fetched {
-			if f.Path == name {
-				return f, nil
-			}
+// file named by name if it is set, else relay.Executable's choice for
+// goos and goarch (the one file built for the platform, or the release's
+// only file). fetched are the files fetched for the platform; the choice
+// must be one of them.
+func executable(m *record.Manifest, fetched []record.File, name, goos, goarch string) (record.File, error) {
+	var f record.File
+	if name != "" {
+		i := slices.IndexFunc(m.Files, func(f record.File) bool { return f.Path == name })
+		if i < 0 {
+			return record.File{}, fmt.Errorf("%w: release %s has no file %s", ErrNoExecutable, m.Version, name)
 		}
-		return record.File{}, fmt.Errorf("%w: release %s has no file %s for %s/%s", ErrNoExecutable, m.Version, name, runtime.GOOS, runtime.GOARCH)
-	}
-	var mine []string
-	var file record.File
-	for _, f := range fetched {
-		if f.OS != "" {
-			mine = append(mine, f.Path)
-			file = f
+		f = m.Files[i]
+	} else {
+		var err error
+		if f, err = relay.Executable(m, goos, goarch); err != nil {
+			return record.File{}, fmt.Errorf("%w: %w", ErrNoExecutable, err)
 		}
 	}
-	switch {
-	case len(mine) == 1:
-		return file, nil
-	case len(mine) == 0 && len(m.Files) == 1 && len(fetched) == 1:
-		return fetched[0], nil
-	case len(mine) == 0:
-		return record.File{}, fmt.Errorf("%w: release %s has no file built for %s/%s", ErrNoExecutable, m.Version, runtime.GOOS, runtime.GOARCH)
+	if !slices.ContainsFunc(fetched, func(g record.File) bool { return g.Path == f.Path }) {
+		return record.File{}, fmt.Errorf("%w: release %s has no file built for %s/%s (%s is for %s/%s)",
+			ErrNoExecutable, m.Version, goos, goarch, f.Path, f.OS, f.Arch)
 	}
-	return record.File{}, fmt.Errorf("%w: release %s has %d files for %s/%s (%s): set Config.File to say which is the program",
-		ErrNoExecutable, m.Version, len(mine), runtime.GOOS, runtime.GOARCH, strings.Join(mine, ", "))
+	return f, nil
 }
