@@ -18,13 +18,19 @@ import (
 // local DHT, with a data folder of its own.
 func newUpdater(t *testing.T, key signer.PublicKey, v, exe string, hc *update.HealthCheck) *update.Updater {
 	t.Helper()
+	return newUpdaterIn(t, t.TempDir(), key, v, exe, hc)
+}
+
+// newUpdaterIn is newUpdater with the data folder dataDir.
+func newUpdaterIn(t *testing.T, dataDir string, key signer.PublicKey, v, exe string, hc *update.HealthCheck) *update.Updater {
+	t.Helper()
 	u, err := update.New(update.Config{
 		Key:         key,
 		Version:     record.MustParseVersion(v),
 		Executable:  exe,
 		Bootstrap:   []string{bootstrap(t)},
 		Listen:      "127.0.0.1:0",
-		DataDir:     t.TempDir(),
+		DataDir:     dataDir,
 		HealthCheck: hc,
 		Logger:      testLogger(t),
 	})
@@ -51,7 +57,8 @@ func TestCheckApply(t *testing.T) {
 
 	dir := t.TempDir()
 	exe := writeFile(t, dir, "app", "app 1.0.0", 0o750)
-	u := newUpdater(t, key.PublicKey(), "1.0.0", exe, nil)
+	dataDir := t.TempDir()
+	u := newUpdaterIn(t, dataDir, key.PublicKey(), "1.0.0", exe, nil)
 
 	found, err := u.Check(ctx)
 	if err != nil || found == nil || found.Version.String() != "2.0.0" || found.Manifest != nil {
@@ -76,13 +83,34 @@ func TestCheckApply(t *testing.T) {
 	}
 	onlyFile(t, dir, "app")
 
-	for name, u := range map[string]*update.Updater{"same updater": u, "updater of 2.0.0": newUpdater(t, key.PublicKey(), "2.0.0", exe, nil)} {
+	for name, u := range map[string]*update.Updater{
+		"same updater":                       u,
+		"updater of 2.0.0":                   newUpdater(t, key.PublicKey(), "2.0.0", exe, nil),
+		"updater of 2.0.0, same data folder": newUpdaterIn(t, dataDir, key.PublicKey(), "2.0.0", exe, nil),
+	} {
 		if r, err := u.Check(ctx); r != nil || err != nil {
 			t.Errorf("%s: check after apply: %+v, %v", name, r, err)
 		}
 		if r, err := u.Apply(ctx); r != nil || err != nil {
 			t.Errorf("%s: apply after apply: %+v, %v", name, r, err)
 		}
+	}
+	if b, _ := os.ReadFile(exe); string(b) != "app 2.0.0" {
+		t.Fatalf("executable holds %q", b)
+	}
+
+	// 1.0.0 is put back by other means: the data folder accepted 2.0.0,
+	// but 1.0.0 runs, so 2.0.0 is found and installed again.
+	writeFile(t, dir, "app", "app 1.0.0", 0o750)
+	u = newUpdaterIn(t, dataDir, key.PublicKey(), "1.0.0", exe, nil)
+	if r, err := u.Check(ctx); err != nil || r == nil || r.Version.String() != "2.0.0" {
+		t.Fatalf("check with 1.0.0 put back: %+v, %v", r, err)
+	}
+	if r, err := u.Apply(ctx); err != nil || r == nil || r.Version.String() != "2.0.0" {
+		t.Fatalf("apply with 1.0.0 put back: %+v, %v", r, err)
+	}
+	if b, _ := os.ReadFile(exe); string(b) != "app 2.0.0" {
+		t.Fatalf("executable holds %q", b)
 	}
 }
 

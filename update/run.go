@@ -49,6 +49,7 @@ func (u *Updater) Run(ctx context.Context, mode Mode) (*Release, error) {
 	lastRefusal := ""
 	for {
 		wait := jitter(interval)
+		failure := "could not check for a new release"
 		rel, err := u.Check(ctx)
 		if err == nil && rel != nil {
 			switch {
@@ -59,6 +60,7 @@ func (u *Updater) Run(ctx context.Context, mode Mode) (*Release, error) {
 				return rel, nil
 			default:
 				var got *Release
+				failure = "could not install a new release"
 				got, err = u.Apply(ctx)
 				if err == nil && got != nil {
 					return got, nil
@@ -85,7 +87,7 @@ func (u *Updater) Run(ctx context.Context, mode Mode) (*Release, error) {
 		default:
 			failures++
 			wait = min(wait, firstRetry<<min(failures-1, 20))
-			u.log.Info("could not check for a new release", "err", err, "retry", wait)
+			u.log.Info(failure, "err", err, "retry", wait)
 		}
 		t := time.NewTimer(wait)
 		select {

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/relay-sh/relay"
@@ -114,12 +115,18 @@ type Release struct {
 }
 
 // Updater checks for, installs and restarts into new releases of the
-// running program. Its methods may be called from any goroutine, but not
-// two at once: a program updates itself once at a time.
+// running program. It is safe for concurrent use; its checks and updates
+// run one at a time.
 type Updater struct {
 	cfg Config
 	exe string
 	log *slog.Logger
+
+	mu sync.Mutex
+	// installed is the version this Updater installed, which the
+	// executable holds now, though the program runs cfg.Version until it
+	// restarts.
+	installed record.Version
 }
 
 // New returns an Updater for cfg. It checks the configuration and finds
@@ -178,7 +185,11 @@ func (u *Updater) Executable() string { return u.exe }
 // and fetches nothing: whether the release has a file for this platform,
 // and that its files match, is for Apply to find. A refused release is an
 // error wrapping record's sentinel and naming its version.
+//
+// A release this Updater installed already counts as running.
 func (u *Updater) Check(ctx context.Context) (*Release, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
 	u.cleanup()
 	c, err := u.open(ctx)
 	if err != nil {
@@ -192,8 +203,11 @@ func (u *Updater) Check(ctx context.Context) (*Release, error) {
 	if err != nil {
 		return nil, named(res, err)
 	}
-	if res.UpToDate {
-		u.log.Debug("up to date", "version", u.cfg.Version, "channel", u.cfg.Channel)
+	// Up to date for the data folder, which accepted this release, is not
+	// up to date for an executable that was put back to an older version
+	// since: that one needs the release again.
+	if res.UpToDate && res.Release.Version.Compare(o.Current) <= 0 {
+		u.log.Debug("up to date", "version", o.Current, "channel", u.cfg.Channel)
 		return nil, nil
 	}
 	return &Release{Version: res.Release.Version, Record: res.Release}, nil
@@ -209,17 +223,25 @@ func (u *Updater) Check(ctx context.Context) (*Release, error) {
 // The running program is not changed: the new version runs from the next
 // start, or at once after Restart.
 func (u *Updater) Apply(ctx context.Context) (*Release, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
 	u.cleanup()
 	c, err := u.open(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer c.Close()
-	var rel *Release
 	o := u.fetchOptions()
-	o.OnFound = func(r record.Release, previous record.Version) {
-		u.log.Info("found a new release", "version", r.Version, "running", u.cfg.Version)
+	// A release the data folder accepted but the executable does not hold
+	// (an older version was put back since) is installed again.
+	if st, err := c.State(u.cfg.Key, u.cfg.Channel); err == nil && st.Version.Compare(o.Current) > 0 {
+		o.Again = true
 	}
+	o.OnFound = func(r record.Release, previous record.Version) {
+		u.log.Info("found a new release", "version", r.Version, "running", o.Current)
+	}
+	rel := &Release{}
+	installed := false
 	o.Install = func(ctx context.Context, res *relay.FetchResult) error {
 		rel.Manifest = res.Bundle.Manifest
 		f, err := executable(res.Bundle.Manifest, res.Files, u.cfg.File, runtime.GOOS, runtime.GOARCH)
@@ -227,9 +249,12 @@ func (u *Updater) Apply(ctx context.Context) (*Release, error) {
 			return err
 		}
 		rel.File = f
-		return u.install(ctx, res.Bundle.Dir, f, res.Release.Version)
+		if err := u.install(ctx, res.Bundle.Dir, f, res.Release.Version); err != nil {
+			return err
+		}
+		installed = true
+		return nil
 	}
-	rel = &Release{}
 	res, err := c.Fetch(ctx, o)
 	u.noteResolve(res)
 	if res != nil {
@@ -241,10 +266,11 @@ func (u *Updater) Apply(ctx context.Context) (*Release, error) {
 		}
 		return rel, named(res, err)
 	}
-	if res.UpToDate {
-		u.log.Debug("up to date", "version", u.cfg.Version, "channel", u.cfg.Channel)
+	if !installed {
+		u.log.Debug("up to date", "version", o.Current, "channel", u.cfg.Channel)
 		return nil, nil
 	}
+	u.installed = rel.Version
 	u.log.Info("installed a new release", "version", rel.Version, "executable", u.exe, "file", rel.File.Path)
 	return rel, nil
 }
@@ -274,12 +300,16 @@ func (u *Updater) open(ctx context.Context) (*relay.Client, error) {
 }
 
 func (u *Updater) fetchOptions() relay.FetchOptions {
+	current := u.cfg.Version
+	if u.installed.Compare(current) > 0 {
+		current = u.installed
+	}
 	return relay.FetchOptions{
 		Key:      u.cfg.Key,
 		Channel:  u.cfg.Channel,
 		OS:       runtime.GOOS,
 		Arch:     runtime.GOARCH,
-		Current:  u.cfg.Version,
+		Current:  current,
 		Progress: u.cfg.Progress,
 	}
 }
