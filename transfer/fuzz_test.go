@@ -57,4 +57,3 @@ func FuzzRecognisePlatform(f *testing.F) {
 		}
 	})
 }
-
