@@ -99,7 +99,8 @@ func DefaultDataDir(name string) (string, error) {
 	return filepath.Join(cache, "relay-update", name), nil
 }
 
-// Release is a release newer than the running program.
+// Release is a release found for the program: one newer than the running
+// version or, returned with an error, the one refused.
 type Release struct {
 	// Version is the release's version, Record.Version.
 	Version record.Version

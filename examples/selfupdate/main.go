@@ -16,7 +16,11 @@
 //	-listen ADDR        local address while checking (SELFUPDATE_LISTEN)
 //	-data-dir DIR       update cache (SELFUPDATE_DATA_DIR), default update.DefaultDataDir
 //	-interval D         time between checks (SELFUPDATE_INTERVAL), default 1h
-//	-mode M             restart (default), next-start, notify or check (SELFUPDATE_MODE)
+//	-mode M             what to do with a newer release (SELFUPDATE_MODE):
+//	                      restart     install it and start again as it (the default)
+//	                      next-start  install it; it runs from the next start
+//	                      notify      say it is there and exit
+//	                      check       check once, say what is there and exit
 //	-health-check       start the new version before keeping it (SELFUPDATE_HEALTH_CHECK=1)
 //	-v                  log debug messages
 //
