@@ -197,11 +197,16 @@ func (c *Client) recheck(ctx context.Context) {
 			c.store.forget(j.ih, i)
 			j.a.t.Piece(i).UpdateCompletion()
 		}
-		failed := 0
 		for _, i := range pieces {
 			if err := j.a.t.Piece(i).VerifyDataContext(ctx); err != nil {
 				return
 			}
+		}
+		if err := waitVerified(ctx, j.a.t); err != nil {
+			return
+		}
+		failed := 0
+		for _, i := range pieces {
 			if !j.a.t.PieceState(i).Complete {
 				failed++
 			}
