@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/relay-sh/relay/dht"
 	"github.com/relay-sh/relay/record"
 )
 
@@ -33,8 +34,9 @@ const firstRetry = 5 * time.Second
 // A refused release (a failed verification or health check, no file for
 // this platform) is logged and the checks go on; one whose download or
 // health check failed is not tried again by this Run, so a bad release
-// costs one download, not one per interval. Network failures are logged
-// and retried sooner, from a few seconds up to the interval.
+// costs one download, not one per interval. A key or channel with nothing
+// published yet is checked again at the interval. Network failures are
+// logged and retried sooner, from a few seconds up to the interval.
 func (u *Updater) Run(ctx context.Context, mode Mode) (*Release, error) {
 	interval := u.cfg.Interval
 	if interval <= 0 {
@@ -46,7 +48,7 @@ func (u *Updater) Run(ctx context.Context, mode Mode) (*Release, error) {
 	}
 	failed := map[bundle]bool{}
 	failures := 0
-	lastRefusal := ""
+	lastLogged := "" // a message not to repeat at every check
 	for {
 		wait := jitter(interval)
 		failure := "could not check for a new release"
@@ -75,12 +77,19 @@ func (u *Updater) Run(ctx context.Context, mode Mode) (*Release, error) {
 		}
 		switch {
 		case err == nil:
-			failures, lastRefusal = 0, ""
+			failures, lastLogged = 0, ""
+		case errors.Is(err, dht.ErrNotFound) || errors.Is(err, record.ErrNoRelease):
+			// An answer, not a failure: checked again at the interval.
+			failures = 0
+			if lastLogged != "nothing published" {
+				u.log.Info("nothing published on this channel yet", "channel", u.cfg.Channel, "err", err)
+				lastLogged = "nothing published"
+			}
 		case refused(err):
 			failures = 0
-			if msg := err.Error(); msg != lastRefusal {
+			if msg := err.Error(); msg != lastLogged {
 				u.log.Warn("refused a release", "err", err)
-				lastRefusal = msg
+				lastLogged = msg
 			} else {
 				u.log.Debug("refused a release", "err", err)
 			}

@@ -35,6 +35,7 @@ func TestSelfUpdate(t *testing.T) {
 	pub := publisher(t)
 	p := startProgram(t, v1, key.PublicKey(), bootstrap(t), true)
 	p.started("1.0.0", 30*time.Second)
+	p.waitLine(true, 30*time.Second, "nothing published on this channel yet")
 
 	publish(t, pub, key, "2.0.0", v2)
 	p.waitLine(true, 30*time.Second, "installed a new release", "version=2.0.0")
