@@ -6,13 +6,21 @@
 // manifest, file hashes), and replaces the running executable atomically.
 // When to do that is the program's choice:
 //
-//	notify only          rel, err := u.Check(ctx)        // or u.Run(ctx, update.NotifyOnly)
-//	apply on next start  rel, err := u.Run(ctx, update.Install)
-//	apply and restart    if rel, err := u.Run(ctx, update.Install); err == nil {
-//	                         err = u.Restart() // on Unix, returns only on error
-//	                         ...
-//	                         os.Exit(0)        // reached on Windows, where the new process runs beside this one
-//	                     }
+//	// Notify only: Check fetches nothing.
+//	rel, err := u.Check(ctx) // or u.Run(ctx, update.NotifyOnly)
+//
+//	// Install; the new version runs from the next start.
+//	rel, err := u.Run(ctx, update.Install)
+//
+//	// Install and restart now.
+//	if _, err := u.Run(ctx, update.Install); err == nil {
+//		err = u.Restart() // on Unix, returns only on error
+//		...
+//		os.Exit(0) // on Windows, the new process is running: exit
+//	}
+//
+// A program finds its own version with BuildVersion and answers the new
+// version's health check (see HealthCheck) first thing in main.
 //
 // Replacing is safe: the new executable is written in the old one's
 // folder, checked against the manifest's SHA-256 while it is written,
