@@ -18,6 +18,8 @@ import (
 const (
 	DefaultKeep    = 3
 	DefaultRestore = time.Hour
+	// DefaultFetchTimeout is SeedOptions.FetchTimeout's default.
+	DefaultFetchTimeout = 20 * time.Minute
 )
 
 // The events Seed reports besides those of Watch.
@@ -59,6 +61,10 @@ type SeedOptions struct {
 	// packet; zero means DefaultRestore (DHT nodes drop items after about
 	// two hours).
 	Restore time.Duration
+	// FetchTimeout bounds the fetch of one release, so that a release
+	// nobody serves does not hold up the others and the re-stores; zero
+	// means DefaultFetchTimeout.
+	FetchTimeout time.Duration
 	// OnEvent receives what the seeder does; nil drops it.
 	OnEvent func(Event)
 }
@@ -79,6 +85,9 @@ func (c *Client) Seed(ctx context.Context, o SeedOptions) error {
 	}
 	if o.Restore <= 0 {
 		o.Restore = DefaultRestore
+	}
+	if o.FetchTimeout <= 0 {
+		o.FetchTimeout = DefaultFetchTimeout
 	}
 	emit := func(e Event) {
 		if o.OnEvent != nil {
@@ -115,7 +124,9 @@ func (c *Client) Seed(ctx context.Context, o SeedOptions) error {
 			if f.Channel == "" {
 				continue // the publisher's own key, not followed for releases
 			}
-			c.seedFollow(ctx, tc, f, o.Keep, emit)
+			fctx, cancel := context.WithTimeout(ctx, o.FetchTimeout)
+			c.seedFollow(fctx, tc, f, o.Keep, emit)
+			cancel()
 		}
 		if o.Key != nil {
 			c.resign(ctx, o.Key, emit)

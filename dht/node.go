@@ -99,13 +99,14 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, errors.New("no node to join through: set Config.Bootstrap (DefaultBootstrap() for the public DHT)")
 	}
 
+	keptID, keptAddr, kept := loadIdentity(cfg.NodesFile)
 	n.conn = cfg.Conn
 	if n.conn == nil {
 		listen := cfg.Listen
 		if listen == "" {
 			listen = ":0"
 		}
-		n.conn, err = net.ListenPacket("udp", listen)
+		n.conn, err = listenAgain(listen, keptAddr, kept)
 		if err != nil {
 			return nil, fmt.Errorf("listen for the dht: %w", err)
 		}
@@ -125,6 +126,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	n.items = bep44.NewWrapper(store, itemLifetime)
 	n.peers = newPeerStore(n.now)
 	sc := dht.ServerConfig{
+		NodeId:     keptID, // zero when none was kept: a random one
 		Conn:       n.conn,
 		NoSecurity: true,
 		Passive:    cfg.ReadOnly,
@@ -152,6 +154,11 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("start dht server: %w", err)
 	}
 	n.started.Store(true)
+	if cfg.NodesFile != "" && !cfg.ReadOnly {
+		if err := saveIdentity(cfg.NodesFile, n.srv.ID(), n.addr); err != nil {
+			n.log.Warn("could not save the node's identity", "err", err)
+		}
+	}
 	for _, ni := range fileNodes {
 		if ni.ID != n.srv.ID() {
 			n.srv.AddNode(ni)

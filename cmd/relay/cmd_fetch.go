@@ -53,6 +53,7 @@ func fetchCommand(e *env) *cli.Command {
 			"name only once it is whole and verified. Prints the paths it placed.",
 		Flags: append(followFlags(),
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Value: ".", Usage: "folder to place the files in, `DIR`"},
+			&cli.StringFlag{Name: "timeout", Value: "10m", Usage: "give up after `DURATION`"},
 		),
 		Action: func(c *cli.Context) error {
 			o, err := fetchOptions(c)
@@ -60,6 +61,12 @@ func fetchCommand(e *env) *cli.Command {
 				return err
 			}
 			o.Out, o.Again = c.String("out"), true
+			timeout, err := parseDuration(c.String("timeout"))
+			if err != nil || timeout <= 0 {
+				return usagef("--timeout %q is not a positive duration", c.String("timeout"))
+			}
+			ctx, cancel := context.WithTimeout(c.Context, timeout)
+			defer cancel()
 			cl, err := e.open(c, true)
 			if err != nil {
 				return err
@@ -70,8 +77,12 @@ func fetchCommand(e *env) *cli.Command {
 			o.OnFound = func(r record.Release, prev record.Version) {
 				e.note("found %s %s (signed by %s); fetching %d bytes", r.Channel, r.Version, o.Key, r.Size)
 			}
-			res, err := cl.Fetch(c.Context, o)
+			res, err := cl.Fetch(ctx, o)
 			finish()
+			if err != nil && ctx.Err() != nil && c.Context.Err() == nil {
+				return withHint(fmt.Errorf("timed out after %s: %w", timeout, err),
+					"no peer served the whole bundle in time: is a seeder (relay seed --follow KEY) running?")
+			}
 			if err != nil {
 				return describeRefusal(res, err)
 			}
@@ -113,8 +124,11 @@ func fetchJSON(res *relay.FetchResult) fetchedJSON {
 
 // describeRefusal adds what was refused to a verification error.
 func describeRefusal(res *relay.FetchResult, err error) error {
-	if !record.IsVerification(err) || res == nil || res.Release.Version.IsZero() {
+	if !record.IsVerification(err) || res == nil {
 		return err
+	}
+	if res.Release.Version.IsZero() {
+		return fmt.Errorf("refused the record: %w", err)
 	}
 	return fmt.Errorf("refused %s %s: %w", res.Release.Channel, res.Release.Version, err)
 }
@@ -156,7 +170,7 @@ func watchCommand(e *env) *cli.Command {
 			}
 			cl, err := e.open(c, false)
 			if err != nil {
-				return err
+				return interrupted(c, err)
 			}
 			defer cl.Close()
 			progress, finish := e.progressBar("fetching")

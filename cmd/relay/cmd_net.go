@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/hex"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -52,7 +53,7 @@ func nodeCommand(e *env) *cli.Command {
 				Logger:       e.logger(),
 			})
 			if err != nil {
-				return err
+				return interrupted(c, err)
 			}
 			defer n.Close()
 			err = e.result(struct {
@@ -102,7 +103,8 @@ func resolveCommand(e *env) *cli.Command {
 				Held    int         `json:"nodes_held"`
 				Asked   int         `json:"nodes_answered"`
 				Release releaseJSON `json:"release"`
-			}{key.String(), res.Packet.Seq, res.Packet.Time(), res.Stale, res.Stats.Held, res.Stats.Answered, toReleaseJSON(res.Release)}
+				Body    string      `json:"relay_body"`
+			}{key.String(), res.Packet.Seq, res.Packet.Time(), res.Stale, res.Stats.Held, res.Stats.Answered, toReleaseJSON(res.Release), hex.EncodeToString(res.Packet.Body())}
 			if res.Stale {
 				e.note("warning: this record expired %s; a watcher will not install it", res.Release.Expires.Format(time.RFC3339))
 			}
@@ -123,4 +125,13 @@ func resolveCommand(e *env) *cli.Command {
 			})
 		},
 	}
+}
+
+// interrupted turns the error of a daemon interrupted while it starts into
+// a clean exit.
+func interrupted(c *cli.Context, err error) error {
+	if c.Context.Err() != nil {
+		return nil
+	}
+	return err
 }

@@ -57,7 +57,7 @@ func seedCommand(e *env) *cli.Command {
 			}
 			cl, err := e.open(c, false)
 			if err != nil {
-				return err
+				return interrupted(c, err)
 			}
 			defer cl.Close()
 			log := e.eventLogger()

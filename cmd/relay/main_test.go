@@ -31,12 +31,14 @@ func TestScripts(t *testing.T) {
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"mode":   cmdMode,
-			"jsonl":  cmdJSONL,
-			"exits":  cmdExits,
-			"nodes":  cmdNodes,
-			"setenv": cmdSetenvStdout,
-			"store":  cmdStore,
+			"mode":      cmdMode,
+			"jsonl":     cmdJSONL,
+			"exits":     cmdExits,
+			"nodes":     cmdNodes,
+			"setenv":    cmdSetenvStdout,
+			"store":     cmdStore,
+			"storebody": cmdStoreBody,
+			"waitfor":   cmdWaitFor,
 		},
 	})
 }
@@ -62,12 +64,27 @@ func cmdExits(ts *testscript.TestScript, neg bool, args []string) {
 	}
 }
 
-// setenv NAME: sets NAME to the last command's stdout, trimmed.
+// setenv NAME [KEY]: sets NAME to the last command's stdout, trimmed,
+// or to the string at KEY (dots descend) of the JSON object it printed.
 func cmdSetenvStdout(ts *testscript.TestScript, neg bool, args []string) {
-	if len(args) != 1 || neg {
-		ts.Fatalf("usage: setenv NAME")
+	if len(args) < 1 || len(args) > 2 || neg {
+		ts.Fatalf("usage: setenv NAME [KEY]")
 	}
-	ts.Setenv(args[0], strings.TrimSpace(ts.ReadFile("stdout")))
+	out := strings.TrimSpace(ts.ReadFile("stdout"))
+	if len(args) == 2 {
+		var v any
+		ts.Check(json.Unmarshal([]byte(out), &v))
+		for _, part := range strings.Split(args[1], ".") {
+			m, _ := v.(map[string]any)
+			v = m[part]
+		}
+		s, ok := v.(string)
+		if !ok {
+			ts.Fatalf("%s is not a string in %s", args[1], out)
+		}
+		out = s
+	}
+	ts.Setenv(args[0], out)
 }
 
 // mode FILE PERM: the file's permission bits are PERM (octal).

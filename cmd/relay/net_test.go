@@ -3,9 +3,11 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -107,4 +109,54 @@ func cmdStore(ts *testscript.TestScript, neg bool, args []string) {
 	})
 	ts.Check(err)
 	ts.Logf("stored on %d nodes", st.Acked)
+}
+
+// cmdStoreBody: storebody KEY HEX stores the pkarr relay body HEX, signed
+// by KEY, into the network at $BOOTSTRAP, unchanged: a
+// replay.
+func cmdStoreBody(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 || neg {
+		ts.Fatalf("usage: storebody KEY HEX")
+	}
+	key, err := signer.ParsePublicKey(args[0])
+	ts.Check(err)
+	body, err := hex.DecodeString(args[1])
+	ts.Check(err)
+	p, err := record.ParseBody(key, body)
+	ts.Check(err)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := dht.New(ctx, dht.Config{Listen: "127.0.0.1:0", Bootstrap: []string{ts.Getenv("BOOTSTRAP")}, ReadOnly: true})
+	ts.Check(err)
+	defer n.Close()
+	st, err := n.Store(ctx, p)
+	ts.Check(err)
+	ts.Logf("stored seq %d on %d nodes", p.Seq, st.Acked)
+}
+
+// cmdWaitFor: waitfor FILE REGEXP [SECONDS] waits until FILE exists and
+// matches REGEXP (default 60 seconds).
+func cmdWaitFor(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) < 2 || neg {
+		ts.Fatalf("usage: waitfor FILE REGEXP [SECONDS]")
+	}
+	re, err := regexp.Compile("(?m)" + args[1])
+	ts.Check(err)
+	limit := 60 * time.Second
+	if len(args) > 2 {
+		s, err := strconv.Atoi(args[2])
+		ts.Check(err)
+		limit = time.Duration(s) * time.Second
+	}
+	deadline := time.Now().Add(limit)
+	for {
+		b, err := os.ReadFile(ts.MkAbs(args[0]))
+		if err == nil && re.Match(b) {
+			return
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("%s did not match %q within %s; it holds:\n%s", args[0], args[1], limit, b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
