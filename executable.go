@@ -21,7 +21,7 @@ func Executable(m *record.Manifest, goos, goarch string) (record.File, error) {
 	switch {
 	case len(mine) == 1:
 		return mine[0], nil
-	case len(mine) == 0 && len(m.Files) == 1:
+	case len(mine) == 0 && len(m.Files) == 1 && m.Files[0].OS == "":
 		return m.Files[0], nil
 	case len(mine) == 0:
 		return record.File{}, fmt.Errorf("release %s has no file built for %s/%s", m.Version, goos, goarch)

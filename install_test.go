@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/relay-sh/relay/record"
@@ -99,4 +100,30 @@ func assertNoTemp(t *testing.T, dir string) {
 		}
 		return nil
 	})
+}
+
+func TestExecutable(t *testing.T) {
+	m := &record.Manifest{Version: record.MustParseVersion("1.0.0"), Files: []record.File{
+		{Path: "app_linux_amd64", OS: "linux", Arch: "amd64"},
+		{Path: "app_darwin_arm64", OS: "darwin", Arch: "arm64"},
+		{Path: "README"},
+	}}
+	if f, err := Executable(m, "linux", "amd64"); err != nil || f.Path != "app_linux_amd64" {
+		t.Fatalf("linux/amd64: %v %v", f.Path, err)
+	}
+	if _, err := Executable(m, "windows", "amd64"); err == nil {
+		t.Fatal("windows/amd64: a file was picked")
+	}
+	one := &record.Manifest{Files: []record.File{{Path: "tool"}}}
+	if f, err := Executable(one, "linux", "amd64"); err != nil || f.Path != "tool" {
+		t.Fatalf("single file: %v %v", f.Path, err)
+	}
+	other := &record.Manifest{Files: []record.File{{Path: "tool_darwin_arm64", OS: "darwin", Arch: "arm64"}}}
+	if _, err := Executable(other, "linux", "amd64"); err == nil {
+		t.Fatal("single file for another platform was picked")
+	}
+	two := &record.Manifest{Files: []record.File{{Path: "a_linux_amd64", OS: "linux", Arch: "amd64"}, {Path: "b_linux", OS: "linux"}}}
+	if _, err := Executable(two, "linux", "amd64"); err == nil || !strings.Contains(err.Error(), "ambiguous") {
+		t.Fatalf("two candidates: %v", err)
+	}
 }
