@@ -96,7 +96,7 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 			Now:       cfg.Now,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("failed to join the DHT: %w", err)
+			return nil, err
 		}
 		c.node, c.ownNode = n, true
 	}
