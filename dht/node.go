@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -508,26 +507,7 @@ func (n *Node) saveNodes() error {
 	if err != nil {
 		return fmt.Errorf("encode routing table: %w", err)
 	}
-	dir, base := filepath.Split(n.cfg.NodesFile)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, base+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("save routing table: %w", err)
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), n.cfg.NodesFile)
-	}
-	if err != nil {
-		os.Remove(f.Name())
+	if err := atomicfile.WriteFile(n.cfg.NodesFile, b, 0o644); err != nil {
 		return fmt.Errorf("save routing table: %w", err)
 	}
 	return nil

@@ -15,6 +15,7 @@ import (
 
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/metainfo"
+	"github.com/relay-sh/relay/internal/atomicfile"
 	"github.com/relay-sh/relay/record"
 )
 
@@ -283,33 +284,6 @@ func writeMetainfo(dir, name string, infoBytes []byte) error {
 	if err := (&metainfo.MetaInfo{InfoBytes: infoBytes}).Write(&buf); err != nil {
 		return fmt.Errorf("failed to encode metainfo: %w", err)
 	}
-	return writeFileAtomic(filepath.Join(dir, name+".torrent"), buf.Bytes(), 0o644)
+	return atomicfile.WriteFile(filepath.Join(dir, name+".torrent"), buf.Bytes(), 0o644)
 }
 
-// writeFileAtomic writes data to a temporary file next to p, syncs it and
-// renames it to p.
-func writeFileAtomic(p string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(p), ".tmp-"+filepath.Base(p)+"-*")
-	if err != nil {
-		return fmt.Errorf("failed to write %s: %w", p, err)
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, mode)
-	}
-	if err == nil {
-		err = os.Rename(tmp, p)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("failed to write %s: %w", p, err)
-	}
-	return nil
-}

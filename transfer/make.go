@@ -18,6 +18,7 @@ import (
 
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/metainfo"
+	"github.com/relay-sh/relay/internal/atomicfile"
 	"github.com/relay-sh/relay/record"
 	"github.com/relay-sh/relay/signer"
 )
@@ -167,7 +168,7 @@ func Make(ctx context.Context, o MakeOptions) (*Bundle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("make bundle: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(bundleDir, record.ManifestName), mb, 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(bundleDir, record.ManifestName), mb, 0o644); err != nil {
 		return nil, fmt.Errorf("make bundle: %w", err)
 	}
 	ph.Write(mb)
@@ -202,7 +203,7 @@ func Make(ctx context.Context, o MakeOptions) (*Bundle, error) {
 		}
 		return nil, fmt.Errorf("make bundle: %w", err)
 	}
-	syncDir(o.Dir)
+	atomicfile.SyncDir(o.Dir)
 	canonical, err := record.DecodeManifest(mb)
 	if err != nil {
 		return nil, fmt.Errorf("make bundle: %w", err)
@@ -384,9 +385,3 @@ func (p *pieceHasher) Sum() []byte {
 	return p.sums
 }
 
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/anacrolix/torrent/storage"
+	"github.com/relay-sh/relay/internal/atomicfile"
 	"github.com/relay-sh/relay/record"
 )
 
@@ -134,7 +135,7 @@ func writeState(dir string, ih record.Infohash, files []span, complete, checked 
 	if err != nil {
 		return fmt.Errorf("failed to encode bundle state: %w", err)
 	}
-	return writeFileAtomic(filepath.Join(dir, stateName), append(b, '\n'), 0o644)
+	return atomicfile.WriteFile(filepath.Join(dir, stateName), append(b, '\n'), 0o644)
 }
 
 // loadState reads a bundle's state file and compares it with the files on
