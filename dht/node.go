@@ -17,6 +17,8 @@ import (
 	"github.com/anacrolix/dht/v2/bep44"
 	"github.com/anacrolix/dht/v2/krpc"
 	"golang.org/x/time/rate"
+
+	"github.com/relay-sh/relay/internal/atomicfile"
 )
 
 // itemLifetime is how long a node keeps a BEP 44 item it was given.
