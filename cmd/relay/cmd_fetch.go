@@ -61,9 +61,9 @@ func fetchCommand(e *env) *cli.Command {
 				return err
 			}
 			o.Out, o.Again = c.String("out"), true
-			timeout, err := parseDuration(c.String("timeout"))
-			if err != nil || timeout <= 0 {
-				return usagef("--timeout %q is not a positive duration", c.String("timeout"))
+			timeout, err := durationFlag(c, "timeout")
+			if err != nil {
+				return err
 			}
 			ctx, cancel := context.WithTimeout(c.Context, timeout)
 			defer cancel()
@@ -154,9 +154,9 @@ func watchCommand(e *env) *cli.Command {
 			if err != nil {
 				return err
 			}
-			interval, err := parseDuration(c.String("interval"))
-			if err != nil || interval <= 0 {
-				return usagef("--interval %q is not a positive duration", c.String("interval"))
+			interval, err := durationFlag(c, "interval")
+			if err != nil {
+				return err
 			}
 			o.Out = c.String("out")
 			execCmd, install := c.String("exec"), c.String("install")

@@ -51,13 +51,13 @@ func publishCommand(e *env) *cli.Command {
 			if err := record.ValidChannel(channel); err != nil {
 				return usageError{fmt.Errorf("--channel: %w", err)}
 			}
-			expires, err := parseDuration(c.String("expires"))
-			if err != nil || expires <= 0 {
-				return usagef("--expires %q is not a positive duration like 720h or 30d", c.String("expires"))
+			expires, err := durationFlag(c, "expires")
+			if err != nil {
+				return err
 			}
-			timeout, err := parseDuration(c.String("timeout"))
-			if err != nil || timeout <= 0 {
-				return usagef("--timeout %q is not a positive duration", c.String("timeout"))
+			timeout, err := durationFlag(c, "timeout")
+			if err != nil {
+				return err
 			}
 			notes := c.String("notes")
 			if f := c.String("notes-file"); f != "" {

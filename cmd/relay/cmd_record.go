@@ -97,9 +97,9 @@ func releaseFromFlags(c *cli.Context, now time.Time) (record.Release, error) {
 	if err := record.ValidChannel(c.String("channel")); err != nil {
 		return r, usageError{fmt.Errorf("--channel: %w", err)}
 	}
-	d, err := parseDuration(c.String("expires"))
-	if err != nil || d <= 0 {
-		return r, usagef("--expires %q is not a positive duration like 720h or 30d", c.String("expires"))
+	d, err := durationFlag(c, "expires")
+	if err != nil {
+		return r, err
 	}
 	return record.Release{
 		Channel:  c.String("channel"),
@@ -107,6 +107,15 @@ func releaseFromFlags(c *cli.Context, now time.Time) (record.Release, error) {
 		Expires:  now.Add(d).UTC().Truncate(time.Second),
 		WebSeeds: c.StringSlice("web-seed"),
 	}, nil
+}
+
+// durationFlag reads a positive duration flag.
+func durationFlag(c *cli.Context, name string) (time.Duration, error) {
+	d, err := parseDuration(c.String(name))
+	if err != nil || d <= 0 {
+		return 0, usagef("--%s %q is not a positive duration like 90s, 720h or 30d", name, c.String(name))
+	}
+	return d, nil
 }
 
 // parseDuration is time.ParseDuration that also takes days ("30d").

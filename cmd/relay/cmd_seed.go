@@ -38,13 +38,13 @@ func seedCommand(e *env) *cli.Command {
 				}
 				follow = append(follow, f)
 			}
-			interval, err := parseDuration(c.String("interval"))
-			if err != nil || interval <= 0 {
-				return usagef("--interval %q is not a positive duration", c.String("interval"))
+			interval, err := durationFlag(c, "interval")
+			if err != nil {
+				return err
 			}
-			restore, err := parseDuration(c.String("restore"))
-			if err != nil || restore <= 0 {
-				return usagef("--restore %q is not a positive duration", c.String("restore"))
+			restore, err := durationFlag(c, "restore")
+			if err != nil {
+				return err
 			}
 			if c.Int("keep") < 1 {
 				return usagef("--keep must be at least 1")
