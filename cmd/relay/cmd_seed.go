@@ -72,6 +72,7 @@ func seedCommand(e *env) *cli.Command {
 				Restore:  restore,
 				OnEvent: func(ev relay.Event) {
 					status.event(ev)
+					status.clear()
 					logEvent(log, ev)
 				},
 			})
@@ -181,6 +182,13 @@ func (s *statusLine) event(ev relay.Event) {
 		s.bundles[ev.Bundle.Infohash] = true
 	case relay.EventPruned:
 		delete(s.bundles, ev.Bundle.Infohash)
+	}
+}
+
+// clear erases the status line, before a log line is written.
+func (s *statusLine) clear() {
+	if s.e.interactive() {
+		fmt.Fprint(s.e.stderr, "\r\033[K")
 	}
 }
 
