@@ -140,8 +140,8 @@ func watchCommand(e *env) *cli.Command {
 		ArgsUsage: "KEY",
 		Description: "Resolves KEY's channel every --interval (jittered; retried with backoff while the network\n" +
 			"fails) and, for each new release that passes the whole verification chain, places its files\n" +
-			"in --out, replaces the executable --install, and runs --exec with RELAY_VERSION, RELAY_DIR and\n" +
-			"RELAY_FILES in its environment. Prints one line per event (--json: one JSON object per line).\n" +
+			"in --out, replaces the executable --install, and runs --exec with RELEASE_VERSION, RELEASE_DIR and\n" +
+			"RELEASE_FILES in its environment. Prints one line per event (--json: one JSON object per line).\n" +
 			"A release it already accepted is never fetched again, also after a restart.",
 		Flags: append(followFlags(),
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "folder to place each release's files in, `DIR` (default: they stay in the data folder)"},
@@ -218,15 +218,15 @@ func (e *env) handOver(ctx context.Context, res *relay.FetchResult, o relay.Fetc
 	cmd := shellCommand(ctx, execCmd)
 	cmd.Stdout, cmd.Stderr = e.stderr, e.stderr
 	cmd.Env = append(os.Environ(),
-		"RELAY_KEY="+o.Key.String(),
-		"RELAY_CHANNEL="+res.Release.Channel,
-		"RELAY_VERSION="+res.Release.Version.String(),
-		"RELAY_PREVIOUS_VERSION="+res.Previous.String(),
-		"RELAY_DIR="+dir,
-		"RELAY_FILES="+strings.Join(files, "\n"),
+		"RELEASE_KEY="+o.Key.String(),
+		"RELEASE_CHANNEL="+res.Release.Channel,
+		"RELEASE_VERSION="+res.Release.Version.String(),
+		"RELEASE_PREVIOUS_VERSION="+res.Previous.String(),
+		"RELEASE_DIR="+dir,
+		"RELEASE_FILES="+strings.Join(files, "\n"),
 	)
 	if install != "" {
-		cmd.Env = append(cmd.Env, "RELAY_INSTALLED="+install)
+		cmd.Env = append(cmd.Env, "RELEASE_INSTALLED="+install)
 	}
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("--exec %q: %w", execCmd, err)

@@ -88,6 +88,9 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 	}
 	for _, cmd := range app.Commands {
 		cmd.OnUsageError = app.OnUsageError
+		for _, f := range cmd.Flags {
+			addEnvVar(f)
+		}
 		if cmd.Action != nil {
 			action := cmd.Action
 			cmd.Action = func(c *cli.Context) error {
@@ -109,6 +112,34 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		return errHelpShown
 	}
 	return app
+}
+
+// addEnvVar gives a flag that has no environment variable the one named
+// after it: --wait-for is RELAY_WAIT_FOR.
+func addEnvVar(f cli.Flag) {
+	env := []string{"RELAY_" + strings.ToUpper(strings.ReplaceAll(f.Names()[0], "-", "_"))}
+	switch f := f.(type) {
+	case *cli.StringFlag:
+		if len(f.EnvVars) == 0 {
+			f.EnvVars = env
+		}
+	case *cli.BoolFlag:
+		if len(f.EnvVars) == 0 {
+			f.EnvVars = env
+		}
+	case *cli.IntFlag:
+		if len(f.EnvVars) == 0 {
+			f.EnvVars = env
+		}
+	case *cli.Int64Flag:
+		if len(f.EnvVars) == 0 {
+			f.EnvVars = env
+		}
+	case *cli.StringSliceFlag:
+		if len(f.EnvVars) == 0 {
+			f.EnvVars = env
+		}
+	}
 }
 
 // checkArgs enforces a command's count of positional arguments, which
