@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 
+	alog "github.com/anacrolix/log"
 	"github.com/urfave/cli/v2"
 )
 
@@ -72,6 +73,12 @@ func (e *env) load(c *cli.Context) error {
 	e.json = c.Bool("json")
 	e.quiet = c.Bool("quiet")
 	e.verbose = c.Bool("verbose")
+	if !e.verbose {
+		// The DHT library prints some messages (a malformed packet from a
+		// stranger) through its package-level logger, past the one relay
+		// gives it: only -v shows them.
+		alog.Default = alog.Default.WithFilterLevel(alog.Disabled)
+	}
 	for _, b := range strings.Split(c.String("bootstrap"), ",") {
 		if b = strings.TrimSpace(b); b != "" {
 			e.bootstrap = append(e.bootstrap, b)
