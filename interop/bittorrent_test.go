@@ -1,0 +1,166 @@
+package interop
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/relay-sh/relay"
+	"github.com/relay-sh/relay/dht/localnet"
+	"github.com/relay-sh/relay/record"
+	"github.com/relay-sh/relay/transfer"
+)
+
+// freePort returns a port free for both TCP and UDP on 127.0.0.1.
+func freePort(t *testing.T) int {
+	t.Helper()
+	for range 20 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
+		l.Close()
+		if err == nil {
+			u.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port")
+	return 0
+}
+
+// aria2 starts aria2c on 127.0.0.1 with its DHT joined through the local
+// network's bootstrap node, and the given extra arguments. It returns the
+// command (started, or run to completion when wait is set) and aria2's
+// BitTorrent port.
+func aria2(t *testing.T, ctx context.Context, ln *localnet.Net, dir string, wait bool, args ...string) (*exec.Cmd, int) {
+	t.Helper()
+	bin := needAria2(t)
+	port := freePort(t)
+	dhtPort := freePort(t)
+	base := []string{
+		"--dir=" + dir,
+		"--interface=127.0.0.1",
+		"--disable-ipv6=true",
+		"--listen-port=" + strconv.Itoa(port),
+		"--enable-dht=true",
+		"--enable-dht6=false",
+		"--dht-listen-port=" + strconv.Itoa(dhtPort),
+		"--dht-entry-point=" + ln.Bootstrap.Addr().String(),
+		"--dht-file-path=" + filepath.Join(t.TempDir(), "dht.dat"),
+		"--bt-enable-lpd=false",
+		"--enable-peer-exchange=false",
+		"--bt-save-metadata=false",
+		"--follow-torrent=mem",
+		"--file-allocation=none",
+		"--summary-interval=0",
+		"--console-log-level=warn",
+		"--no-conf=true",
+		"--auto-save-interval=0",
+		"--allow-overwrite=true",
+	}
+	cmd := exec.CommandContext(ctx, bin, append(base, args...)...)
+	log, err := os.Create(filepath.Join(t.TempDir(), "aria2.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = log, log
+	t.Cleanup(func() {
+		if cmd.Process != nil && cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(log.Name())
+			t.Logf("aria2c output:\n%s", b)
+		}
+	})
+	if wait {
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("aria2c: %v", err)
+		}
+	} else if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, port
+}
+
+// TestAria2FetchesFromRelay: aria2 downloads a bundle that relay seeds,
+// given only its magnet link and the local DHT, and has the same bytes.
+func TestAria2FetchesFromRelay(t *testing.T) {
+	needAria2(t)
+	ln := localnet.ForTest(t, localnet.Config{Nodes: 16})
+	ctx := ctxFor(t, 90*time.Second)
+	src := releaseDir(t, 3<<20, 1234567, 10)
+	seeder := client(t, ln, false)
+	p, err := seeder.Publish(ctx, relay.PublishOptions{
+		Key: newKey(t), Version: record.MustParseVersion("1.0.0"),
+		Sources: []transfer.Source{{Path: src}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	out := t.TempDir()
+	start := time.Now()
+	aria2(t, ctx, ln, out, true, "--seed-time=0", p.Bundle.Magnet())
+	t.Logf("aria2c fetched %d bytes in %v", p.Bundle.Size, time.Since(start))
+	// aria2 puts the torrent's folder, named after it, in --dir.
+	sameTree(t, p.Bundle.Dir, filepath.Join(out, p.Bundle.Name))
+}
+
+// TestRelayFetchesFromAria2: relay fetches and verifies a bundle that only
+// aria2 seeds (the publisher is gone), finding the record in the DHT.
+func TestRelayFetchesFromAria2(t *testing.T) {
+	needAria2(t)
+	ln := localnet.ForTest(t, localnet.Config{Nodes: 16})
+	ctx := ctxFor(t, 90*time.Second)
+	key := newKey(t)
+	src := releaseDir(t, 2<<20, 4321)
+	pub := client(t, ln, false)
+	p, err := pub.Publish(ctx, relay.PublishOptions{
+		Key: key, Version: record.MustParseVersion("1.0.0"),
+		Sources: []transfer.Source{{Path: src}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// aria2 seeds a copy of the bundle's files from the bundle's metainfo.
+	seedDir := t.TempDir()
+	if err := os.CopyFS(filepath.Join(seedDir, p.Bundle.Name), os.DirFS(p.Bundle.Dir)); err != nil {
+		t.Fatal(err)
+	}
+	torrent := filepath.Join(filepath.Dir(p.Bundle.Dir), p.Bundle.Name+".torrent")
+	tb, err := os.ReadFile(torrent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	torrent = filepath.Join(t.TempDir(), "bundle.torrent")
+	if err := os.WriteFile(torrent, tb, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pub.Close()
+	_, port := aria2(t, ctx, ln, seedDir, false, "--check-integrity=true", "--seed-ratio=0.0", torrent)
+
+	fetcher := client(t, ln, true)
+	outDir := t.TempDir()
+	res, err := fetcher.Fetch(ctx, relay.FetchOptions{
+		Key: key.PublicKey(), Out: outDir, AllPlatforms: true,
+		Peers: []netip.AddrPort{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Release.Infohash != p.Bundle.Infohash {
+		t.Fatalf("fetched %s, published %s", res.Release.Infohash, p.Bundle.Infohash)
+	}
+	sameTree(t, src, outDir)
+}

@@ -1,0 +1,149 @@
+package interop
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/relay-sh/relay"
+	"github.com/relay-sh/relay/dht/localnet"
+	"github.com/relay-sh/relay/signer"
+)
+
+// jsDir holds the Node helper and its pinned npm dependencies.
+var jsDir, _ = filepath.Abs(filepath.Join("testdata", "js"))
+
+var npmOnce sync.Once
+
+// needNode skips t unless node and the npm packages in testdata/js are
+// there; it runs npm ci once when they are not installed yet.
+func needNode(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("node"); err != nil {
+		t.Skip("node is not installed: the BEP 44 and DNS interop tests need Node.js 18 or later and npm")
+	}
+	npmOnce.Do(func() {
+		if _, err := os.Stat(filepath.Join(jsDir, "node_modules", "bittorrent-dht")); err == nil {
+			return
+		}
+		cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
+		cmd.Dir = jsDir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Logf("npm ci in %s: %v\n%s", jsDir, err, out)
+		}
+	})
+	if _, err := os.Stat(filepath.Join(jsDir, "node_modules", "bittorrent-dht")); err != nil {
+		t.Skipf("npm packages not installed in %s and npm ci failed: run npm ci there", jsDir)
+	}
+}
+
+// node runs bep44.js with args and decodes the JSON it prints into v.
+func node(t *testing.T, ctx context.Context, v any, args ...string) {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, "node", append([]string{filepath.Join(jsDir, "bep44.js")}, args...)...)
+	cmd.Dir = jsDir
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("node bep44.js %s: %v\n%s", args[0], err, stderr.Bytes())
+	}
+	if err := json.Unmarshal(out, v); err != nil {
+		t.Fatalf("node bep44.js %s printed %q: %v", args[0], out, err)
+	}
+}
+
+// needAria2 returns the path of aria2c or skips t.
+func needAria2(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("aria2c")
+	if err != nil {
+		t.Skip("aria2c is not installed (Debian: apt-get install aria2): the BitTorrent interop tests need it")
+	}
+	return p
+}
+
+func ctxFor(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// client opens a relay client with its own data folder on net.
+func client(t *testing.T, net *localnet.Net, readOnly bool) *relay.Client {
+	t.Helper()
+	c, err := relay.Open(ctxFor(t, 30*time.Second), relay.Config{
+		DataDir:   t.TempDir(),
+		Bootstrap: []string{net.Bootstrap.Addr().String()},
+		Listen:    "127.0.0.1:0",
+		ReadOnly:  readOnly,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func newKey(t *testing.T) *signer.PrivateKey {
+	t.Helper()
+	k, err := signer.Generate(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// releaseDir writes a release folder of files of the given sizes, random
+// bytes, named file0, file1...
+func releaseDir(t *testing.T, sizes ...int) string {
+	t.Helper()
+	dir := t.TempDir()
+	for i, n := range sizes {
+		b := make([]byte, n)
+		rand.Read(b)
+		if err := os.WriteFile(filepath.Join(dir, "file"+string(rune('0'+i))), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// sameTree fails t unless every regular file under want is under got with
+// the same bytes, and got has no other files.
+func sameTree(t *testing.T, want, got string) {
+	t.Helper()
+	seen := map[string]bool{}
+	filepath.WalkDir(want, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(want, p)
+		seen[rel] = true
+		w, _ := os.ReadFile(p)
+		g, err := os.ReadFile(filepath.Join(got, rel))
+		if err != nil {
+			t.Errorf("%s: %v", rel, err)
+		} else if !bytes.Equal(w, g) {
+			t.Errorf("%s: %d bytes differ from the %d published", rel, len(g), len(w))
+		}
+		return nil
+	})
+	filepath.WalkDir(got, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(got, p)
+		if !seen[rel] {
+			t.Errorf("%s: not in the bundle", rel)
+		}
+		return nil
+	})
+}
