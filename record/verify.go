@@ -49,7 +49,7 @@ func Check(p *SignedPacket, trusted signer.PublicKey, channel string, last Accep
 	}
 	if p.Seq < last.Seq {
 		return Release{}, fmt.Errorf("%w: packet signed %s, one signed %s was accepted", ErrReplay,
-			p.Time().Format(time.RFC3339), time.UnixMicro(last.Seq).UTC().Format(time.RFC3339))
+			p.Time().Format(time.RFC3339Nano), time.UnixMicro(last.Seq).UTC().Format(time.RFC3339Nano))
 	}
 	maxFuture := pol.MaxFuture
 	if maxFuture == 0 {
