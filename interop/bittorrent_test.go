@@ -18,7 +18,7 @@ import (
 )
 
 // freePort returns a port free for both TCP and UDP on 127.0.0.1.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	for range 20 {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -41,7 +41,7 @@ func freePort(t *testing.T) int {
 // network's bootstrap node, and the given extra arguments. It returns the
 // command (started, or run to completion when wait is set) and aria2's
 // BitTorrent port.
-func aria2(t *testing.T, ctx context.Context, ln *localnet.Net, dir string, wait bool, args ...string) (*exec.Cmd, int) {
+func aria2(t testing.TB, ctx context.Context, ln *localnet.Net, dir string, wait bool, args ...string) (*exec.Cmd, int) {
 	t.Helper()
 	bin := needAria2(t)
 	port := freePort(t)

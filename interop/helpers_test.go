@@ -45,7 +45,7 @@ func needNode(t *testing.T) {
 }
 
 // node runs bep44.js with args and decodes the JSON it prints into v.
-func node(t *testing.T, ctx context.Context, v any, args ...string) {
+func node(t testing.TB, ctx context.Context, v any, args ...string) {
 	t.Helper()
 	cmd := exec.CommandContext(ctx, "node", append([]string{filepath.Join(jsDir, "bep44.js")}, args...)...)
 	cmd.Dir = jsDir
@@ -61,7 +61,7 @@ func node(t *testing.T, ctx context.Context, v any, args ...string) {
 }
 
 // needAria2 returns the path of aria2c or skips t.
-func needAria2(t *testing.T) string {
+func needAria2(t testing.TB) string {
 	t.Helper()
 	p, err := exec.LookPath("aria2c")
 	if err != nil {
@@ -70,14 +70,14 @@ func needAria2(t *testing.T) string {
 	return p
 }
 
-func ctxFor(t *testing.T, d time.Duration) context.Context {
+func ctxFor(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
 }
 
 // client opens a relay client with its own data folder on net.
-func client(t *testing.T, net *localnet.Net, readOnly bool) *relay.Client {
+func client(t testing.TB, net *localnet.Net, readOnly bool) *relay.Client {
 	t.Helper()
 	c, err := relay.Open(ctxFor(t, 30*time.Second), relay.Config{
 		DataDir:   t.TempDir(),
@@ -92,7 +92,7 @@ func client(t *testing.T, net *localnet.Net, readOnly bool) *relay.Client {
 	return c
 }
 
-func newKey(t *testing.T) *signer.PrivateKey {
+func newKey(t testing.TB) *signer.PrivateKey {
 	t.Helper()
 	k, err := signer.Generate(rand.Reader)
 	if err != nil {
@@ -103,7 +103,7 @@ func newKey(t *testing.T) *signer.PrivateKey {
 
 // releaseDir writes a release folder of files of the given sizes, random
 // bytes, named file0, file1...
-func releaseDir(t *testing.T, sizes ...int) string {
+func releaseDir(t testing.TB, sizes ...int) string {
 	t.Helper()
 	dir := t.TempDir()
 	for i, n := range sizes {

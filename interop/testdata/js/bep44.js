@@ -12,6 +12,8 @@
 //       dns-packet, signs it with SEED and stores it; prints {target, nodes, v}
 //   node bep44.js decode PACKET_HEX
 //       prints the answers of a DNS packet
+//   node bep44.js bench-get HOST:PORT PUBKEY_HEX N
+//       joins, then gets the item N times; prints {ms} per get
 import crypto from 'node:crypto'
 import DHT from 'bittorrent-dht'
 import bencode from 'bencode'
@@ -105,6 +107,27 @@ if (cmd === 'decode') {
     clearTimeout(timer)
     dht.destroy()
   })
+} else if (cmd === 'bench-get') {
+  const k = Buffer.from(args[1], 'hex')
+  const target = crypto.createHash('sha1').update(k).digest()
+  const n = Number(args[2])
+  const dht = await open(args[0])
+  const get = () => new Promise((resolve, reject) => dht.get(target, { cache: false }, (err, res) => {
+    if (err) reject(err)
+    else if (!res) reject(new Error('no item'))
+    else resolve(res)
+  }))
+  try {
+    await get() // warm the routing table, as relay's side is
+    const start = process.hrtime.bigint()
+    for (let i = 0; i < n; i++) await get()
+    const ms = Number(process.hrtime.bigint() - start) / 1e6 / n
+    console.log(JSON.stringify({ ms }))
+  } catch (err) {
+    fail(err.message)
+  }
+  clearTimeout(timer)
+  dht.destroy()
 } else {
   fail('usage: bep44.js get|put|decode ...')
 }
