@@ -177,7 +177,6 @@ func needNodeB(b *testing.B) {
 	}
 }
 
-
 var relayBin struct {
 	once sync.Once
 	path string
