@@ -25,16 +25,19 @@ type fakeNode struct {
 	conn net.PacketConn
 	id   krpc.ID
 	item krpc.Bep44Return
-	wg   sync.WaitGroup
+	// raw, when set, is sent instead of the answer to a get: given the
+	// query's transaction ID, it returns the bytes to send.
+	raw func(tid string) []byte
+	wg  sync.WaitGroup
 }
 
-func startFake(t *testing.T, id krpc.ID, item krpc.Bep44Return) *fakeNode {
+func startFake(t *testing.T, id krpc.ID, item krpc.Bep44Return, raw func(tid string) []byte) *fakeNode {
 	t.Helper()
 	c, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeNode{conn: c, id: id, item: item}
+	f := &fakeNode{conn: c, id: id, item: item, raw: raw}
 	f.wg.Go(f.serve)
 	t.Cleanup(func() {
 		c.Close()
@@ -55,6 +58,10 @@ func (f *fakeNode) serve() {
 			continue
 		}
 		r := krpc.Return{ID: f.id}
+		if q.Q == "get" && f.raw != nil {
+			f.conn.WriteTo(f.raw(q.T), from)
+			continue
+		}
 		if q.Q == "get" {
 			tok := "token"
 			r.Token = &tok
@@ -72,7 +79,8 @@ func bencodeString(b []byte) bencode.Bytes {
 }
 
 // A node that answers with a forged packet (higher seq, bad signature), a
-// packet of another key, or an older valid packet changes nothing: every
+// packet of another key, an older valid packet, an oversized or malformed
+// item, or bytes that are not a KRPC answer at all changes nothing: every
 // answer is verified and the highest valid seq wins.
 func TestResolveIgnoresForgedAndOlderAnswers(t *testing.T) {
 	net := sharedNet(t)
@@ -96,13 +104,23 @@ func TestResolveIgnoresForgedAndOlderAnswers(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		item    krpc.Bep44Return
+		raw     func(tid string) []byte
 		invalid int
 		older   int
 	}{
-		{"bad signature", krpc.Bep44Return{V: bencodeString(good.Packet), K: pk, Sig: good.Sig, Seq: &forgedSeq}, 1, 0},
-		{"another key", krpc.Bep44Return{V: bencodeString(good.Packet), K: pk, Sig: otherSigned.Sig, Seq: &forgedSeq}, 1, 0},
-		{"older", krpc.Bep44Return{V: bencodeString(older.Packet), K: pk, Sig: older.Sig, Seq: &older.Seq}, 0, 1},
-		{"not a string", krpc.Bep44Return{V: bencode.Bytes("i42e"), K: pk, Sig: good.Sig, Seq: &forgedSeq}, 1, 0},
+		{"bad signature", krpc.Bep44Return{V: bencodeString(good.Packet), K: pk, Sig: good.Sig, Seq: &forgedSeq}, nil, 1, 0},
+		{"another key", krpc.Bep44Return{V: bencodeString(good.Packet), K: pk, Sig: otherSigned.Sig, Seq: &forgedSeq}, nil, 1, 0},
+		{"older", krpc.Bep44Return{V: bencodeString(older.Packet), K: pk, Sig: older.Sig, Seq: &older.Seq}, nil, 0, 1},
+		{"not a string", krpc.Bep44Return{V: bencode.Bytes("i42e"), K: pk, Sig: good.Sig, Seq: &forgedSeq}, nil, 1, 0},
+		{"oversized", krpc.Bep44Return{V: bencodeString(make([]byte, 1500)), K: pk, Sig: good.Sig, Seq: &forgedSeq}, nil, 1, 0},
+		{"not a DNS packet", krpc.Bep44Return{V: bencodeString([]byte("\xff\xfe not dns")), K: pk, Sig: good.Sig, Seq: &forgedSeq}, nil, 1, 0},
+		{"no seq", krpc.Bep44Return{V: bencodeString(good.Packet), K: pk, Sig: good.Sig}, nil, 1, 0},
+		{"garbage", krpc.Bep44Return{}, func(tid string) []byte {
+			return []byte("d1:t" + strconv.Itoa(len(tid)) + ":" + tid + "1:y1:r1:rd2:id3:abc5:token")
+		}, 0, 0},
+		{"wrong types", krpc.Bep44Return{}, func(tid string) []byte {
+			return []byte("d1:t" + strconv.Itoa(len(tid)) + ":" + tid + "1:y1:r1:rd2:idi7e1:vli1eee1:ki3e3:seq2:xxee")
+		}, 0, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// The fake takes the place closest to the key's target, in the
@@ -110,7 +128,7 @@ func TestResolveIgnoresForgedAndOlderAnswers(t *testing.T) {
 			// network's bootstrap node) and that nobody else knows.
 			id := krpc.ID(record.Target(pk))
 			id[19] ^= 1
-			fake := startFake(t, id, tc.item)
+			fake := startFake(t, id, tc.item, tc.raw)
 			ro, err := dht.New(ctx, net.Config(func(c *dht.Config) {
 				c.ReadOnly = true
 				c.Bootstrap = append([]string{fake.conn.LocalAddr().String()}, c.Bootstrap...)
