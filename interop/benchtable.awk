@@ -22,5 +22,5 @@ END {
 	print "| package | benchmark | ratio to baseline (same run) | figures |"
 	print "| --- | --- | --- | --- |"
 	for (i = 1; i <= n; i++) print rows[i]
-	if (skipped != "") print "\nskipped or failed:" skipped
+	if (skipped != "") print "\nnotes, skips and failures:" skipped
 }

@@ -14,6 +14,9 @@
 //       prints the answers of a DNS packet
 //   node bep44.js bench-get HOST:PORT PUBKEY_HEX N
 //       joins, then gets the item N times; prints {ms} per get
+//   node bep44.js bench-put HOST:PORT SEED_HEX N
+//       joins, then stores N items of 500 bytes, each with a higher seq;
+//       prints {ms} per put and {nodes}, the nodes that took each on average
 import crypto from 'node:crypto'
 import DHT from 'bittorrent-dht'
 import bencode from 'bencode'
@@ -123,6 +126,33 @@ if (cmd === 'decode') {
     for (let i = 0; i < n; i++) await get()
     const ms = Number(process.hrtime.bigint() - start) / 1e6 / n
     console.log(JSON.stringify({ ms }))
+  } catch (err) {
+    fail(err.message)
+  }
+  clearTimeout(timer)
+  dht.destroy()
+} else if (cmd === 'bench-put') {
+  const seed = Buffer.from(args[1], 'hex')
+  const priv = crypto.createPrivateKey({ key: Buffer.concat([pkcs8Prefix, seed]), format: 'der', type: 'pkcs8' })
+  const k = crypto.createPublicKey(priv).export({ format: 'der', type: 'spki' }).subarray(spkiPrefix.length)
+  const n = Number(args[2])
+  const dht = await open(args[0])
+  const v = crypto.randomBytes(500)
+  let seq = Date.now() * 1000
+  let nodes = 0
+  const put = () => new Promise((resolve, reject) => {
+    seq++
+    dht.put({ k, seq, v, sign: buf => crypto.sign(null, buf, priv) }, (err, target, got) => {
+      if (err) reject(err)
+      else resolve(got)
+    })
+  })
+  try {
+    await put()
+    const start = process.hrtime.bigint()
+    for (let i = 0; i < n; i++) nodes += await put()
+    const ms = Number(process.hrtime.bigint() - start) / 1e6 / n
+    console.log(JSON.stringify({ ms, nodes: nodes / n }))
   } catch (err) {
     fail(err.message)
   }
