@@ -33,9 +33,11 @@ const (
 	scryptLogN = 15
 	scryptR    = 8
 	scryptP    = 1
-	// maxScryptLogN bounds what a key file may ask for when opened, so a
-	// hostile file cannot demand gigabytes.
-	maxScryptLogN = 22
+	// maxScryptLogN and maxScryptMemory bound what a key file may ask for
+	// when opened, so a hostile file cannot demand gigabytes: scrypt uses
+	// 128·r·2^logN bytes, 32 MiB with relay's own parameters.
+	maxScryptLogN   = 22
+	maxScryptMemory = 256 << 20
 )
 
 var (
@@ -146,7 +148,7 @@ func openSealed(block *pem.Block, passphrase Passphrase) (*PrivateKey, error) {
 	if _, err := fmt.Sscanf(block.Headers["KDF"], "scrypt logN=%d r=%d p=%d", &logN, &r, &p); err != nil {
 		return nil, fmt.Errorf("%w: bad KDF header %q", ErrKeyFile, block.Headers["KDF"])
 	}
-	if logN < 1 || logN > maxScryptLogN || r < 1 || r > 32 || p < 1 || p > 16 {
+	if logN < 1 || logN > maxScryptLogN || r < 1 || r > 32 || p < 1 || p > 16 || 128*r<<logN > maxScryptMemory {
 		return nil, fmt.Errorf("%w: scrypt parameters out of range in %q", ErrKeyFile, block.Headers["KDF"])
 	}
 	salt, err1 := base64.StdEncoding.DecodeString(block.Headers["Salt"])
