@@ -118,8 +118,14 @@ func TestAria2FetchesFromRelay(t *testing.T) {
 }
 
 // TestRelayFetchesFromAria2: relay fetches and verifies a bundle that only
-// aria2 seeds (the publisher is gone), finding the record in the DHT.
+// aria2 seeds (the publisher is gone), finding the record in the DHT; given
+// aria2's address, and with the DHT alone (aria2 announces itself there).
 func TestRelayFetchesFromAria2(t *testing.T) {
+	t.Run("address", func(t *testing.T) { relayFetchesFromAria2(t, true) })
+	t.Run("dht", func(t *testing.T) { relayFetchesFromAria2(t, false) })
+}
+
+func relayFetchesFromAria2(t *testing.T, giveAddr bool) {
 	needAria2(t)
 	ln := localnet.ForTest(t, localnet.Config{Nodes: 16})
 	ctx := ctxFor(t, 90*time.Second)
@@ -152,15 +158,18 @@ func TestRelayFetchesFromAria2(t *testing.T) {
 
 	fetcher := client(t, ln, true)
 	outDir := t.TempDir()
-	res, err := fetcher.Fetch(ctx, relay.FetchOptions{
-		Key: key.PublicKey(), Out: outDir, AllPlatforms: true,
-		Peers: []netip.AddrPort{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))},
-	})
+	o := relay.FetchOptions{Key: key.PublicKey(), Out: outDir, AllPlatforms: true}
+	if giveAddr {
+		o.Peers = []netip.AddrPort{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))}
+	}
+	start := time.Now()
+	res, err := fetcher.Fetch(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.Release.Infohash != p.Bundle.Infohash {
 		t.Fatalf("fetched %s, published %s", res.Release.Infohash, p.Bundle.Infohash)
 	}
+	t.Logf("relay fetched from aria2 in %v", time.Since(start))
 	sameTree(t, src, outDir)
 }
