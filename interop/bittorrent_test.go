@@ -97,8 +97,9 @@ func aria2(t testing.TB, ctx context.Context, ln *localnet.Net, dir string, wait
 // given only its magnet link and the local DHT, and has the same bytes.
 func TestAria2FetchesFromRelay(t *testing.T) {
 	needAria2(t)
+	t.Parallel() // mostly waits on aria2's DHT timers
 	ln := localnet.ForTest(t, localnet.Config{Nodes: 16})
-	ctx := ctxFor(t, 90*time.Second)
+	ctx := ctxFor(t, 2*time.Minute)
 	src := releaseDir(t, 3<<20, 1234567, 10)
 	seeder := client(t, ln, false)
 	p, err := seeder.Publish(ctx, relay.PublishOptions{
@@ -121,14 +122,16 @@ func TestAria2FetchesFromRelay(t *testing.T) {
 // aria2 seeds (the publisher is gone), finding the record in the DHT; given
 // aria2's address, and with the DHT alone (aria2 announces itself there).
 func TestRelayFetchesFromAria2(t *testing.T) {
-	t.Run("address", func(t *testing.T) { relayFetchesFromAria2(t, true) })
-	t.Run("dht", func(t *testing.T) { relayFetchesFromAria2(t, false) })
+	needAria2(t)
+	t.Parallel()
+	t.Run("address", func(t *testing.T) { t.Parallel(); relayFetchesFromAria2(t, true) })
+	t.Run("dht", func(t *testing.T) { t.Parallel(); relayFetchesFromAria2(t, false) })
 }
 
 func relayFetchesFromAria2(t *testing.T, giveAddr bool) {
 	needAria2(t)
 	ln := localnet.ForTest(t, localnet.Config{Nodes: 16})
-	ctx := ctxFor(t, 90*time.Second)
+	ctx := ctxFor(t, 2*time.Minute)
 	key := newKey(t)
 	src := releaseDir(t, 2<<20, 4321)
 	pub := client(t, ln, false)
