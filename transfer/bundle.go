@@ -286,4 +286,3 @@ func writeMetainfo(dir, name string, infoBytes []byte) error {
 	}
 	return atomicfile.WriteFile(filepath.Join(dir, name+".torrent"), buf.Bytes(), 0o644)
 }
-
