@@ -384,4 +384,3 @@ func (p *pieceHasher) Sum() []byte {
 	}
 	return p.sums
 }
-
