@@ -68,6 +68,12 @@ func (s stateStore) Load(key signer.PublicKey, channel string) (State, error) {
 	if err != nil {
 		return State{}, fmt.Errorf("%w: %v", ErrState, err)
 	}
+	return decodeState(key, channel, p, data)
+}
+
+// decodeState decodes the state file p of key and channel, which holds
+// data.
+func decodeState(key signer.PublicKey, channel, p string, data []byte) (State, error) {
 	var f stateFile
 	if err := json.Unmarshal(data, &f); err != nil {
 		return State{}, fmt.Errorf("%w: %s: %v", ErrState, p, err)
@@ -91,15 +97,24 @@ func (s stateStore) Load(key signer.PublicKey, channel string) (State, error) {
 	return st, nil
 }
 
-// Save writes st atomically.
-func (s stateStore) Save(st State) error {
+// encodeState encodes st as a state file.
+func encodeState(st State) ([]byte, error) {
 	f := stateFile{State: st}
 	if st.Packet != nil {
 		f.Body = hex.EncodeToString(st.Packet.Body())
 	}
 	data, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
-		return fmt.Errorf("failed to encode state: %w", err)
+		return nil, fmt.Errorf("failed to encode state: %w", err)
+	}
+	return data, nil
+}
+
+// Save writes st atomically.
+func (s stateStore) Save(st State) error {
+	data, err := encodeState(st)
+	if err != nil {
+		return err
 	}
 	p := s.path(st.Key, st.Channel)
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
