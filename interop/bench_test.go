@@ -278,20 +278,21 @@ func memory(pid int) (rss, peak int64, err error) {
 	return rss, peak, sc.Err()
 }
 
-// runRelay starts the relay command with the local network's bootstrap node
-// and dataDir, and stops it with SIGINT when b ends.
+// runRelay returns the relay command with the local network's bootstrap
+// node and dataDir, for the caller to start; it stops it with SIGINT when b
+// ends.
 func runRelay(b *testing.B, ln *localnet.Net, dataDir string, args ...string) *exec.Cmd {
-	cmd := exec.Command(buildRelay(b), append([]string{"-q"}, args...)...)
+	cmd := exec.Command(buildRelay(b), args...)
 	cmd.Env = append(os.Environ(),
 		"RELAY_DATA_DIR="+dataDir,
 		"RELAY_BOOTSTRAP="+ln.Bootstrap.Addr().String(),
 		"RELAY_LISTEN=127.0.0.1:0")
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
 	b.Cleanup(func() {
+		if cmd.Process == nil {
+			return
+		}
 		start := time.Now()
-		defer func() { b.Logf("relay %s stopped %v after SIGINT", args[0], time.Since(start)) }()
+		defer func() { b.Logf("relay %s stopped %v after SIGINT", args[1], time.Since(start)) }()
 		cmd.Process.Signal(syscall.SIGINT)
 		done := make(chan struct{})
 		go func() { cmd.Wait(); close(done) }()
@@ -339,8 +340,33 @@ func BenchmarkMemorySeed100(b *testing.B) {
 		}
 	}
 	b.Logf("made 100 bundles in %v", time.Since(start))
-	cmd := runRelay(b, ln, dataDir, "seed")
-	rss, peak := sample(b, cmd, 10*time.Second)
+	cmd := runRelay(b, ln, dataDir, "--json", "seed")
+	// Its log (JSON lines on stderr) says when each bundle is served.
+	logs, err := cmd.StderrPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	served := make(chan int, 1)
+	go func() {
+		n := 0
+		sc := bufio.NewScanner(logs)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), `"seeding"`) {
+				if n++; n == 100 {
+					served <- n
+				}
+			}
+		}
+	}()
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	select {
+	case <-served:
+	case <-time.After(time.Minute):
+		b.Fatal("relay seed did not serve 100 bundles in a minute")
+	}
+	rss, peak := sample(b, cmd, 5*time.Second)
 	b.ReportMetric(float64(peak)/1e6, "MB-peak")
 	b.ReportMetric(float64(rss)/1e6, "MB-end")
 	b.ReportMetric(float64(peak)/100e6, "x-target-100MB")
@@ -360,7 +386,10 @@ func BenchmarkMemoryWatchIdle(b *testing.B) {
 		b.Fatal(err)
 	}
 	out := b.TempDir()
-	cmd := runRelay(b, ln, b.TempDir(), "watch", key.PublicKey().String(), "--out", out, "--interval", "1h")
+	cmd := runRelay(b, ln, b.TempDir(), "-q", "watch", key.PublicKey().String(), "--out", out, "--interval", "1h")
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
 	for deadline := time.Now().Add(time.Minute); ; {
 		if _, err := os.Stat(filepath.Join(out, "file0")); err == nil {
 			break
