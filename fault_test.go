@@ -3,8 +3,11 @@ package relay
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -175,5 +178,64 @@ func TestSeedRestartServesWithoutDownload(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.Close()
+	}
+}
+
+// mountSmall mounts a tmpfs of size bytes on a new folder and returns it;
+// it skips the test where that is not possible (not root, not Linux).
+func mountSmall(t *testing.T, size int) string {
+	t.Helper()
+	if runtime.GOOS != "linux" || os.Geteuid() != 0 {
+		t.Skip("a small file system needs root on Linux (mount -t tmpfs)")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+strconv.Itoa(size), "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", "--lazy", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+	})
+	return dir
+}
+
+// A disk that fills during a fetch: the fetch fails saying so, nothing
+// is placed or accepted.
+func TestFetchDiskFull(t *testing.T) {
+	disk := mountSmall(t, 1<<20)
+	n := newTestNet(t)
+	ctx := ctxFor(t, time.Minute)
+	key := testKey(t, 43)
+	src := t.TempDir()
+	big := make([]byte, 3<<20)
+	for i := range big {
+		big[i] = byte(i * 7 / 5)
+	}
+	if err := os.WriteFile(filepath.Join(src, "app_"+runtime.GOOS+"_"+runtime.GOARCH), big, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.client(false).Publish(ctx, PublishOptions{Key: key, Version: record.MustParseVersion("1.0.0"),
+		Sources: []transfer.Source{{Path: src}}}); err != nil {
+		t.Fatal(err)
+	}
+	user, err := Open(ctx, Config{DataDir: filepath.Join(disk, "data"), Bootstrap: []string{n.net.Bootstrap.Addr().String()}, Listen: "127.0.0.1:0", ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer user.Close()
+	out := t.TempDir()
+	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	_, err = user.Fetch(fctx, FetchOptions{Key: key.PublicKey(), Out: out})
+	t.Logf("fetch: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "no space left on device") {
+		t.Fatalf("fetch on a full disk: %v, want an error that says the disk is full", err)
+	}
+	if entries, _ := os.ReadDir(out); len(entries) != 0 {
+		t.Errorf("placed %d files", len(entries))
+	}
+	if st, err := user.State(key.PublicKey(), "stable"); err != nil || st.Seq != 0 {
+		t.Errorf("state after the failed fetch: %+v %v", st, err)
 	}
 }

@@ -459,6 +459,12 @@ func (c *Client) add(ih record.Infohash, infoBytes []byte) (*active, error) {
 		t.Drop()
 		return nil, fmt.Errorf("bundle %s: the torrent client refused its info", ih)
 	}
+	// A chunk that cannot be written (a full disk) stops the download
+	// and ends the fetch with the error, instead of leaving it waiting.
+	t.SetOnWriteChunkError(func(err error) {
+		t.DisallowDataDownload()
+		c.refuse(ih, fmt.Errorf("failed to write the bundle: %w", err))
+	})
 	ctx, cancel := context.WithCancel(c.ctx)
 	a = &active{t: t, cancel: cancel, wake: make(chan struct{}, 1)}
 	c.mu.Lock()

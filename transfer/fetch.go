@@ -254,12 +254,29 @@ func (f *fetch) cleanup(err error) {
 }
 
 func (f *fetch) run(ctx context.Context) (*Fetched, error) {
-	ctx, cancel := context.WithCancel(ctx)
+	// A refusal of the torrent's info, or a failure to write its data
+	// (a full disk), ends the fetch with that error as the cause.
+	ctx, cancel := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
 	defer func() {
-		cancel() // then wait for the goroutines it stops
+		cancel(nil) // then wait for the goroutines it stops
 		wg.Wait()
 	}()
+	wg.Go(func() {
+		select {
+		case err := <-f.exp.refused:
+			cancel(err)
+		case <-ctx.Done():
+		}
+	})
+	res, err := f.fetch(ctx, &wg)
+	if err != nil && ctx.Err() != nil {
+		err = context.Cause(ctx)
+	}
+	return res, err
+}
+
+func (f *fetch) fetch(ctx context.Context, wg *sync.WaitGroup) (*Fetched, error) {
 	t := f.a.t
 	r := f.req.Release
 
@@ -280,8 +297,6 @@ func (f *fetch) run(ctx context.Context) (*Fetched, error) {
 	for t.Info() == nil {
 		select {
 		case <-t.GotInfo():
-		case err := <-f.exp.refused:
-			return nil, err
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-t.Closed():
