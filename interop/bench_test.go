@@ -45,9 +45,9 @@ func rate(f func(), d time.Duration) float64 {
 // best interleaves rounds of measuring a and b and returns the best rate
 // of each, so that a burst of load from others hurts both alike.
 func best(a, b func()) (ra, rb float64) {
-	for range 3 {
-		ra = max(ra, rate(a, 300*time.Millisecond))
-		rb = max(rb, rate(b, 300*time.Millisecond))
+	for range 8 {
+		ra = max(ra, rate(a, 150*time.Millisecond))
+		rb = max(rb, rate(b, 150*time.Millisecond))
 	}
 	return ra, rb
 }
