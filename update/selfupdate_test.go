@@ -110,8 +110,8 @@ func TestSelfUpdateRefused(t *testing.T) {
 			key := newKey(t)
 			boot, env := tc.publish(t, key)
 			p := startProgram(t, v1, key.PublicKey(), boot, tc.healthCheck, env...)
-			p.started("1.0.0", 30*time.Second)
-			i := p.waitLine(true, 30*time.Second, tc.reason...)
+			p.started("1.0.0", 90*time.Second)
+			i := p.waitLine(true, 90*time.Second, tc.reason...)
 			t.Logf("refused: %s", p.lines(true)[i])
 			// A few more checks go by, and nothing changes.
 			time.Sleep(time.Second)
