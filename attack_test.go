@@ -4,14 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -306,7 +304,7 @@ func TestAttacksRefused(t *testing.T) {
 		}
 		id := krpc.ID(record.Target(v.key.PublicKey()))
 		id[19] ^= 1
-		fake := startFakeNode(t, id, krpc.Bep44Return{V: bencode.Bytes(strconv.Itoa(len(packet)) + ":" + string(packet)),
+		fake := localnet.ItemNode(t, id, krpc.Bep44Return{V: bencode.Bytes(strconv.Itoa(len(packet)) + ":" + string(packet)),
 			K: v.key.PublicKey(), Sig: forged.Sig, Seq: &seq})
 		// The user's node joins through the forger, so it is asked.
 		node, err := dht.New(ctx, n.net.Config(func(c *dht.Config) {
@@ -336,42 +334,4 @@ func TestAttacksRefused(t *testing.T) {
 		v.unchanged()
 		v.watchRefuses(ctx, EventChecked)
 	})
-}
-
-// startFakeNode starts a raw KRPC responder on 127.0.0.1 that answers
-// every get with item and names no other node, and returns its address.
-func startFakeNode(t *testing.T, id krpc.ID, item krpc.Bep44Return) string {
-	t.Helper()
-	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := conn.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			var q krpc.Msg
-			if bencode.Unmarshal(buf[:n], &q) != nil || q.Y != "q" {
-				continue
-			}
-			ret := krpc.Return{ID: id}
-			if q.Q == "get" {
-				tok := "token"
-				ret.Token = &tok
-				ret.Bep44Return = item
-			}
-			if b, err := bencode.Marshal(krpc.Msg{T: q.T, Y: "r", R: &ret}); err == nil {
-				conn.WriteTo(b, from)
-			}
-		}
-	})
-	t.Cleanup(func() {
-		conn.Close()
-		wg.Wait()
-	})
-	return conn.LocalAddr().String()
 }

@@ -6,12 +6,10 @@ package update_test
 import (
 	"bytes"
 	"crypto/sha1"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/relay-sh/relay/dht"
+	"github.com/relay-sh/relay/dht/localnet"
 	"github.com/relay-sh/relay/record"
 	"github.com/relay-sh/relay/signer"
 	"github.com/relay-sh/relay/transfer"
@@ -153,38 +152,7 @@ func forgedNode(t *testing.T, key signer.PublicKey, genuine *record.SignedPacket
 	id := krpc.ID(record.Target(key))
 	id[19] ^= 1
 
-	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := conn.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			var q krpc.Msg
-			if bencode.Unmarshal(buf[:n], &q) != nil || q.Y != "q" {
-				continue
-			}
-			ret := krpc.Return{ID: id}
-			if q.Q == "get" {
-				tok := "token"
-				ret.Token = &tok
-				ret.Bep44Return = item
-			}
-			if b, err := bencode.Marshal(krpc.Msg{T: q.T, Y: "r", R: &ret}); err == nil {
-				conn.WriteTo(b, from)
-			}
-		}
-	})
-	t.Cleanup(func() {
-		conn.Close()
-		wg.Wait()
-	})
-	return conn.LocalAddr().String()
+	return localnet.ItemNode(t, id, item)
 }
 
 // publishLyingManifest publishes version v of key as a bundle that holds

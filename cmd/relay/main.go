@@ -117,28 +117,21 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 // addEnvVar gives a flag that has no environment variable the one named
 // after it: --wait-for is RELAY_WAIT_FOR.
 func addEnvVar(f cli.Flag) {
-	env := []string{"RELAY_" + strings.ToUpper(strings.ReplaceAll(f.Names()[0], "-", "_"))}
+	var envs *[]string
 	switch f := f.(type) {
 	case *cli.StringFlag:
-		if len(f.EnvVars) == 0 {
-			f.EnvVars = env
-		}
+		envs = &f.EnvVars
 	case *cli.BoolFlag:
-		if len(f.EnvVars) == 0 {
-			f.EnvVars = env
-		}
+		envs = &f.EnvVars
 	case *cli.IntFlag:
-		if len(f.EnvVars) == 0 {
-			f.EnvVars = env
-		}
+		envs = &f.EnvVars
 	case *cli.Int64Flag:
-		if len(f.EnvVars) == 0 {
-			f.EnvVars = env
-		}
+		envs = &f.EnvVars
 	case *cli.StringSliceFlag:
-		if len(f.EnvVars) == 0 {
-			f.EnvVars = env
-		}
+		envs = &f.EnvVars
+	}
+	if envs != nil && len(*envs) == 0 {
+		*envs = []string{"RELAY_" + strings.ToUpper(strings.ReplaceAll(f.Names()[0], "-", "_"))}
 	}
 }
 
