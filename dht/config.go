@@ -38,6 +38,10 @@ const DefaultSendRate = 100
 // when Config.QueryTimeout is zero.
 const DefaultQueryTimeout = 2 * time.Second
 
+// DefaultItemLifetime is how long a node keeps a BEP 44 item when
+// Config.ItemLifetime is zero: two hours, as other Mainline DHT nodes do.
+const DefaultItemLifetime = 2 * time.Hour
+
 // DefaultBootstrap returns the public Mainline DHT routers, as host:port.
 // Nothing in this package uses them unless a caller passes them in
 // Config.Bootstrap.
@@ -85,10 +89,18 @@ type Config struct {
 	// QueryTimeout is how long to wait for an answer before giving up on a
 	// node; zero means DefaultQueryTimeout.
 	QueryTimeout time.Duration
+	// ItemLifetime is how long the node keeps a BEP 44 item that another
+	// node stored on it, from the last time it was stored (a seeder storing
+	// the same packet again starts it anew); zero means
+	// DefaultItemLifetime. Shorter is for tests; a network's items live as
+	// long as the lifetime of the nodes that hold them.
+	ItemLifetime time.Duration
 	// Logger receives the node's logs, anacrolix's at debug level; nil is
 	// silent.
 	Logger *slog.Logger
-	// Now is the clock used for seq and peer expiry; nil means time.Now.
+	// Now is the clock used for seq and for peer and item expiry; nil
+	// means time.Now. (anacrolix also drops an item ItemLifetime of real
+	// time after it was stored.)
 	Now func() time.Time
 }
 

@@ -14,15 +14,11 @@ import (
 	"time"
 
 	"github.com/anacrolix/dht/v2"
-	"github.com/anacrolix/dht/v2/bep44"
 	"github.com/anacrolix/dht/v2/krpc"
 	"golang.org/x/time/rate"
 
 	"github.com/relay-sh/relay/internal/atomicfile"
 )
-
-// itemLifetime is how long a node keeps a BEP 44 item it was given.
-const itemLifetime = 2 * time.Hour
 
 // maintainAfter is when anacrolix's table maintainer starts (a variable
 // for a test).
@@ -40,7 +36,7 @@ type Node struct {
 	srv    *dht.Server
 	addr   netip.AddrPort
 	family family
-	items  *bep44.Wrapper
+	items  *itemStore
 	peers  *peerStore
 
 	// bootstrap holds the resolved Config.Bootstrap addresses.
@@ -123,8 +119,11 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	if timeout <= 0 {
 		timeout = DefaultQueryTimeout
 	}
-	store := bep44.NewMemory()
-	n.items = bep44.NewWrapper(store, itemLifetime)
+	lifetime := cfg.ItemLifetime
+	if lifetime <= 0 {
+		lifetime = DefaultItemLifetime
+	}
+	n.items = newItemStore(n.now, lifetime)
 	n.peers = newPeerStore(n.now)
 	sc := dht.ServerConfig{
 		NodeId:     keptID, // zero when none was kept: a random one
@@ -135,10 +134,13 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 			return n.bootstrap, nil
 		},
 		QueryResendDelay: func() time.Duration { return timeout },
-		Store:            store,
-		Exp:              itemLifetime,
-		Logger:           anacrolixLogger(cfg.Logger),
-		DefaultWant:      n.family.wants(),
+		Store:            n.items,
+		// anacrolix's wrapper around the store expires items too, by the
+		// time it stored them: the same lifetime. (Zero would expire
+		// every item at once.)
+		Exp:         lifetime,
+		Logger:      anacrolixLogger(cfg.Logger),
+		DefaultWant: n.family.wants(),
 		// One limiter per node: dht.DefaultSendLimiter is shared by every
 		// server in the process, at 25 packets a second.
 		SendLimiter: rate.NewLimiter(rate.Limit(sendRate), max(1, int(sendRate))),

@@ -27,6 +27,10 @@ type Config struct {
 	// second (loopback answers in microseconds, but a loaded machine can
 	// be slow).
 	QueryTimeout time.Duration
+	// ItemLifetime is each node's dht.Config.ItemLifetime, the bootstrap
+	// node's too; zero means dht.DefaultItemLifetime. A test sets a few
+	// seconds to see items expire.
+	ItemLifetime time.Duration
 	// Logger receives every node's logs; nil is silent.
 	Logger *slog.Logger
 	// Now is every node's clock; nil means time.Now.
@@ -62,14 +66,9 @@ func Start(ctx context.Context, cfg Config) (*Net, error) {
 		cfg.QueryTimeout = time.Second
 	}
 	ln := &Net{cfg: cfg}
-	b, err := dht.New(ctx, dht.Config{
-		Listen:       "127.0.0.1:0",
-		Bootstrapper: true,
-		SendRate:     sendRate,
-		QueryTimeout: cfg.QueryTimeout,
-		Logger:       cfg.Logger,
-		Now:          cfg.Now,
-	})
+	bc := cfg.node()
+	bc.Bootstrapper = true
+	b, err := dht.New(ctx, bc)
 	if err != nil {
 		return nil, fmt.Errorf("localnet: bootstrap node: %w", err)
 	}
@@ -106,18 +105,25 @@ func Start(ctx context.Context, cfg Config) (*Net, error) {
 // 127.0.0.1, joining through its bootstrap node. configure, if not nil,
 // adjusts it (read-only, a nodes file...).
 func (n *Net) Config(configure func(*dht.Config)) dht.Config {
-	c := dht.Config{
-		Listen:       "127.0.0.1:0",
-		Bootstrap:    []string{n.Bootstrap.Addr().String()},
-		SendRate:     sendRate,
-		QueryTimeout: n.cfg.QueryTimeout,
-		Logger:       n.cfg.Logger,
-		Now:          n.cfg.Now,
-	}
+	c := n.cfg.node()
+	c.Bootstrap = []string{n.Bootstrap.Addr().String()}
 	if configure != nil {
 		configure(&c)
 	}
 	return c
+}
+
+// node returns what every node of the network is configured with, the
+// bootstrap node included.
+func (cfg Config) node() dht.Config {
+	return dht.Config{
+		Listen:       "127.0.0.1:0",
+		SendRate:     sendRate,
+		QueryTimeout: cfg.QueryTimeout,
+		ItemLifetime: cfg.ItemLifetime,
+		Logger:       cfg.Logger,
+		Now:          cfg.Now,
+	}
 }
 
 // Add starts one more node joined through the bootstrap node and adds it
