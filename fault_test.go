@@ -2,10 +2,12 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,6 +16,7 @@ import (
 	"github.com/relay-sh/relay/dht"
 	"github.com/relay-sh/relay/dht/localnet"
 	"github.com/relay-sh/relay/record"
+	"github.com/relay-sh/relay/signer"
 	"github.com/relay-sh/relay/transfer"
 )
 
@@ -237,5 +240,137 @@ func TestFetchDiskFull(t *testing.T) {
 	}
 	if st, err := user.State(key.PublicKey(), "stable"); err != nil || st.Seq != 0 {
 		t.Errorf("state after the failed fetch: %+v %v", st, err)
+	}
+}
+
+// The publisher is gone for longer than DHT nodes keep items (a lifetime
+// of two seconds here, two hours in the Mainline DHT): a seeder that
+// follows the key stores its record again and keeps it resolvable, and a
+// new user fetches the release. Another key published at the same time
+// and followed by nobody is gone by then: without the seeder, the wait
+// loses the record.
+func TestSeederKeepsRecordAfterPublisherGone(t *testing.T) {
+	const lifetime, restore = 2 * time.Second, time.Second
+	ln := localnet.ForTest(t, localnet.Config{Nodes: 12, ItemLifetime: lifetime})
+	ctx := ctxFor(t, time.Minute)
+	bootstrap := []string{ln.Bootstrap.Addr().String()}
+	open := func() *Client {
+		t.Helper()
+		// A read-only node, as `relay publish` and `relay fetch` run: it
+		// holds no item of anyone's.
+		c, err := Open(ctx, Config{DataDir: t.TempDir(), Bootstrap: bootstrap, Listen: "127.0.0.1:0", ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	pub := open()
+	kept, lost := testKey(t, 44), testKey(t, 45)
+	publish := func(key *signer.PrivateKey) {
+		t.Helper()
+		p, err := pub.Publish(ctx, PublishOptions{Key: key, Version: record.MustParseVersion("1.0.0"),
+			Sources: []transfer.Source{{Path: releaseDir(t, "1.0.0")}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s published on %d nodes", key.PublicKey(), p.Stats.Acked)
+	}
+	publish(kept)
+
+	// The seeder's DHT node is one of the network's, whose items expire
+	// like the others': what it holds of the publisher's store is gone
+	// too, and only its own stores keep the record.
+	node, err := ln.Add(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seeder, err := Open(ctx, Config{DataDir: t.TempDir(), Network: node, Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer seeder.Close()
+	sctx, stop := context.WithCancel(ctx)
+	events := make(chan Event, 256)
+	done := make(chan error, 1)
+	go func() {
+		// An hour between checks: only the restores wake the seeder.
+		done <- seeder.Seed(sctx, SeedOptions{Follow: []Follow{{Key: kept.PublicKey(), Channel: "stable"}},
+			Interval: time.Hour, Restore: restore, OnEvent: func(e Event) {
+				select {
+				case events <- e:
+				case <-sctx.Done():
+				}
+			}})
+	}()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	// next returns the seeder's next event, or nil once until is closed.
+	next := func(until <-chan time.Time) *Event {
+		t.Helper()
+		select {
+		case e := <-events:
+			if e.Kind == EventError || e.Kind == EventRefused {
+				t.Fatalf("seeder: %s: %v", e.Kind, e.Err)
+			}
+			return &e
+		case <-until:
+			return nil
+		case <-ctx.Done():
+			t.Fatal("no event from the seeder")
+		}
+		return nil
+	}
+	for e := next(nil); e.Kind != EventSeeding; e = next(nil) {
+	}
+
+	publish(lost)
+	if _, err := pub.Resolve(ctx, lost.PublicKey(), "stable"); err != nil {
+		t.Fatalf("the unfollowed record before the publisher leaves: %v", err)
+	}
+	pub.Close()
+	gone := time.Now()
+	// Each restore comes a Restore after the one before, not put off to
+	// a later round (a Restore's wait cut short by its jitter once was).
+	var restores []time.Time
+	for wait := time.After(3 * lifetime); ; {
+		if e := next(wait); e == nil {
+			break
+		} else if e.Kind == EventRestored {
+			restores = append(restores, e.Time)
+		}
+	}
+	if len(restores) < 4 {
+		t.Fatalf("%d restores in three lifetimes, one every %v wanted", len(restores), restore)
+	}
+	var gaps []time.Duration
+	for i := 1; i < len(restores); i++ {
+		gaps = append(gaps, restores[i].Sub(restores[i-1]).Round(time.Millisecond))
+	}
+	t.Logf("%d restores since the publisher left, %v apart", len(restores), gaps)
+	if slices.Max(gaps) > restore*3/2 {
+		t.Errorf("restores %v apart, want about %v", gaps, restore)
+	}
+
+	user := open()
+	out := t.TempDir()
+	res, err := user.Fetch(ctx, FetchOptions{Key: kept.PublicKey(), Out: out})
+	if err != nil {
+		t.Fatalf("fetch %v after the publisher left: %v", time.Since(gone).Round(time.Millisecond), err)
+	}
+	got, err := os.ReadFile(filepath.Join(out, "app_"+runtime.GOOS+"_"+runtime.GOARCH))
+	if err != nil || string(got) != "app 1.0.0 for this platform" {
+		t.Fatalf("fetched %q, %v", got, err)
+	}
+	t.Logf("resolved from %d nodes", res.Resolve.Held)
+	if res.Resolve.Held < dht.K-1 {
+		t.Errorf("the record is held by %d nodes, want the %d closest to the key or all but the seeder", res.Resolve.Held, dht.K)
+	}
+	if _, err := user.Resolve(ctx, lost.PublicKey(), "stable"); !errors.Is(err, dht.ErrNotFound) {
+		t.Fatalf("the record nobody follows, %v after the publisher left: %v, want not found", time.Since(gone).Round(time.Millisecond), err)
 	}
 }

@@ -118,7 +118,7 @@ func (c *Client) Seed(ctx context.Context, o SeedOptions) error {
 		}
 	}
 	latest := make(map[signer.PublicKey]*record.SignedPacket)
-	lastRestore := time.Time{}
+	var nextRestore time.Time // the zero time: at once
 	for {
 		for _, f := range follow {
 			if f.Channel == "" {
@@ -131,13 +131,15 @@ func (c *Client) Seed(ctx context.Context, o SeedOptions) error {
 		if o.Key != nil {
 			c.resign(ctx, o.Key, emit)
 		}
-		if now := c.now(); now.Sub(lastRestore) >= o.Restore {
-			lastRestore = now
+		if now := c.now(); !now.Before(nextRestore) {
+			nextRestore = now.Add(o.Restore)
 			for _, k := range followedKeys(follow) {
 				c.restore(ctx, k, latest, emit)
 			}
 		}
-		t := time.NewTimer(jitter(min(o.Interval, o.Restore)))
+		// Wake for the next check or the next restore, whichever comes
+		// first: a restore is never put off to the check after it.
+		t := time.NewTimer(max(0, min(jitter(o.Interval), nextRestore.Sub(c.now()))))
 		select {
 		case <-ctx.Done():
 			t.Stop()
