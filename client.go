@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/relay-sh/relay/dht"
@@ -121,7 +122,8 @@ func (c *Client) Close() error {
 
 // transfer returns the client's torrent client, starting it on first use:
 // it listens for peers on TCP at the DHT node's port number (so one port
-// number serves both) and announces and finds peers through the node.
+// number serves both; another when the system chose the number and it is
+// taken for TCP) and announces and finds peers through the node.
 func (c *Client) transfer() (*transfer.Client, error) {
 	c.tcMu.Lock()
 	defer c.tcMu.Unlock()
@@ -139,7 +141,7 @@ func (c *Client) transfer() (*transfer.Client, error) {
 		// on the same host, a port of our own.
 		listen = net.JoinHostPort(host, "0")
 	}
-	tc, err := transfer.NewClient(transfer.Config{
+	tcfg := transfer.Config{
 		DataDir:      c.cfg.DataDir,
 		Listen:       listen,
 		DHT:          c.node,
@@ -147,12 +149,28 @@ func (c *Client) transfer() (*transfer.Client, error) {
 		UploadRate:   c.cfg.UploadRate,
 		DownloadRate: c.cfg.DownloadRate,
 		Logger:       c.cfg.Logger,
-	})
+	}
+	tc, err := transfer.NewClient(tcfg)
+	if err != nil && c.ownNode && systemPort(c.cfg.Listen) && errors.Is(err, syscall.EADDRINUSE) {
+		// The system chose the DHT node's UDP port, and that number is
+		// taken for TCP on this host: any other port serves, as bundles
+		// are announced with the TCP port.
+		host, _, _ := net.SplitHostPort(listen)
+		tcfg.Listen = net.JoinHostPort(host, "0")
+		tc, err = transfer.NewClient(tcfg)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("failed to start the torrent client: %w", err)
 	}
 	c.tc = tc
 	return tc, nil
+}
+
+// systemPort reports whether listen (Config.Listen) leaves the port to the
+// system.
+func systemPort(listen string) bool {
+	_, port, err := net.SplitHostPort(listen)
+	return listen == "" || err == nil && (port == "" || port == "0")
 }
 
 // PeerAddr returns the address peers reach this client's torrent client
