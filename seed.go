@@ -58,8 +58,9 @@ type SeedOptions struct {
 	// DefaultInterval.
 	Interval time.Duration
 	// Restore is the time between stores of each followed key's latest
-	// packet; zero means DefaultRestore (DHT nodes drop items after about
-	// two hours).
+	// packet, kept even when Interval is longer; zero means
+	// DefaultRestore. DHT nodes drop an item about two hours after it was
+	// last stored: keep it well below that.
 	Restore time.Duration
 	// FetchTimeout bounds the fetch of one release, so that a release
 	// nobody serves does not hold up the others and the re-stores; zero
