@@ -110,6 +110,10 @@ func BenchmarkFetch1GiB(b *testing.B) {
 // defaults keep the 17 clients of one process within what two cores can
 // hash, write and copy over loopback (about 16 s of CPU for 1 GiB moved);
 // at 20 MB/s and 64 MiB the machine, not the swarm, sets the time.
+// seed-copies is how many times over the seeder sent the bundle: the
+// bound assumes once. RELAY_BENCH_SWARM_PIECE (KiB) and RELAY_BENCH_SEEDQ
+// (Config.SeedRequests, -1 for none) compare other settings: 256 and -1
+// are relay's before the seed cap.
 func BenchmarkSwarm16(b *testing.B) {
 	bigBench(b)
 	const n = 16
@@ -122,6 +126,7 @@ func BenchmarkSwarm16(b *testing.B) {
 	bundle, err := Make(context.Background(), MakeOptions{
 		Dir: BundlesDir(seedDir), Sources: []Source{{Path: file}}, Key: testKey(b),
 		Version: record.MustParseVersion("1.0.0"), Published: testTime,
+		PieceLength: envInt("RELAY_BENCH_SWARM_PIECE", 0) << 10,
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -135,6 +140,7 @@ func BenchmarkSwarm16(b *testing.B) {
 		b.Fatal(err)
 	}
 	var total time.Duration
+	var sent int64 // what the seeder had sent before this run
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		var ls []*Client
@@ -173,8 +179,10 @@ func BenchmarkSwarm16(b *testing.B) {
 		for _, t := range times {
 			sum += t
 		}
+		up := st.Uploaded - sent
+		sent = st.Uploaded
 		b.Logf("run %d: all done in %v (mean %v); seeder sent %.1f MB (%.2f copies)",
-			i, took, sum/n, float64(st.Uploaded)/1e6, float64(st.Uploaded)/F)
+			i, took, sum/n, float64(up)/1e6, float64(up)/F)
 		for j, l := range ls {
 			l.Close()
 			os.RemoveAll(dirs[j])
@@ -186,6 +194,7 @@ func BenchmarkSwarm16(b *testing.B) {
 	b.ReportMetric(tMin, "s/T_min")
 	b.ReportMetric(per/tMin, "x-T_min")
 	b.ReportMetric(per/tServer, "x-server")
+	b.ReportMetric(float64(sent)/F/float64(b.N), "seed-copies")
 	b.Logf("F=%.1f MB, N=%d, caps %.0f MB/s: %.2f s; T_min %.2f s (ratio %.2f); one server %.1f s (ratio %.3f)",
 		F/1e6, n, us/1e6, per, tMin, per/tMin, tServer, per/tServer)
 }
@@ -193,6 +202,8 @@ func BenchmarkSwarm16(b *testing.B) {
 // newBenchClient is newClient with the library's logs silenced.
 func newBenchClient(b *testing.B, cfg Config) *Client {
 	cfg.Listen = "127.0.0.1:0"
+	// RELAY_BENCH_SEEDQ sets Config.SeedRequests (-1: no cap) to compare.
+	cfg.SeedRequests, _ = strconv.Atoi(os.Getenv("RELAY_BENCH_SEEDQ"))
 	c, err := NewClient(cfg)
 	if err != nil {
 		b.Fatal(err)

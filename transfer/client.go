@@ -61,6 +61,11 @@ type Config struct {
 	// Logger receives the client's logs and the torrent library's; nil is
 	// silent.
 	Logger *slog.Logger
+	// SeedRequests is how many requests a fetch keeps queued at a peer
+	// that has the whole bundle while two or more other peers are
+	// fetching it too (see capSeeds). Zero means DefaultSeedRequests;
+	// negative means no cap beyond the torrent library's own.
+	SeedRequests int
 }
 
 // Client serves and fetches bundles. It is safe for concurrent use.
@@ -117,6 +122,10 @@ type peerPieces struct {
 	have []bool
 	n    int
 	all  bool
+
+	pc    *torrent.PeerConn
+	seed  bool // it has every piece
+	limit int  // its own request limit while capSeeds caps it, else 0
 }
 
 // NewClient starts a client listening for peers. Close it when done.
@@ -183,6 +192,7 @@ func NewClient(cfg Config) (*Client, error) {
 		tc.DownloadRateLimiter = rate.NewLimiter(rate.Limit(cfg.DownloadRate), 0)
 	}
 	tc.Callbacks.ReadMessage = c.onMessage
+	tc.Callbacks.ReadExtendedHandshake = c.onExtendedHandshake
 	tc.Callbacks.PeerConnClosed = c.onPeerClosed
 
 	cl, err := torrent.NewClient(tc)
@@ -578,8 +588,9 @@ func (c *Client) onMessage(pc *torrent.PeerConn, msg *pp.Message) {
 	n, known := c.numPcs[k.ih]
 	p := c.peerBits[k]
 	if p == nil {
-		p = &peerPieces{}
+		p = &peerPieces{pc: pc}
 		c.peerBits[k] = p
+		defer c.capSeeds(k.ih)
 	}
 	switch msg.Type {
 	case pp.HaveAll:
@@ -614,6 +625,10 @@ func (c *Client) onMessage(pc *torrent.PeerConn, msg *pp.Message) {
 			c.complete[k.ih] = m
 		}
 		m[k.id] = true
+		if !p.seed {
+			p.seed = true
+			defer c.capSeeds(k.ih)
+		}
 	}
 }
 
@@ -634,5 +649,6 @@ func (c *Client) onPeerClosed(pc *torrent.PeerConn) {
 	k := peerKey{record.Infohash(pc.Torrent().InfoHash()), pc.PeerID}
 	c.mu.Lock()
 	delete(c.peerBits, k)
+	c.capSeeds(k.ih)
 	c.mu.Unlock()
 }

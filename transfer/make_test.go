@@ -44,8 +44,8 @@ func TestRecognisePlatform(t *testing.T) {
 func TestChoosePieceLength(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct{ size, want int64 }{
-		{1, 64 << 10}, {16 << 20, 64 << 10}, {64 << 20, 256 << 10},
-		{200 << 20, 1 << 20}, {1 << 30, 1 << 20}, {4 << 30, 2 << 20}, {1 << 40, 16 << 20},
+		{1, 64 << 10}, {16 << 20, 64 << 10}, {64 << 20, 64 << 10}, {64<<20 + 1, 256 << 10},
+		{200 << 20, 256 << 10}, {512<<20 + 1, 1 << 20}, {1 << 30, 1 << 20}, {4 << 30, 2 << 20}, {1 << 40, 16 << 20},
 	} {
 		if got := ChoosePieceLength(tc.size); got != tc.want {
 			t.Errorf("ChoosePieceLength(%d) = %d, want %d", tc.size, got, tc.want)

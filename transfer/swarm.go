@@ -1,0 +1,78 @@
+package transfer
+
+import (
+	"github.com/anacrolix/torrent"
+	pp "github.com/anacrolix/torrent/peer_protocol"
+
+	"github.com/relay-sh/relay/record"
+)
+
+// DefaultSeedRequests is the number of requests a fetch keeps queued at a
+// seed while other peers fetch the same bundle: four 16 KiB blocks, one
+// piece of a bundle of up to 64 MiB (see ChoosePieceLength).
+const DefaultSeedRequests = 4
+
+// capSeeds sets how many requests this client keeps queued at each peer
+// holding the whole bundle ih, now that the peers it knows of changed.
+//
+// A seed, the publisher's most of all, is the scarce upload of a swarm:
+// every piece must leave it once, and ideally only once. The torrent
+// library asks one peer for up to a thousand blocks at a time, and a seed
+// (the library's, relay's) serves the blocks it was asked for in no set
+// order. When a release goes out and many watchers fetch it at once, each
+// of them then holds a deep queue at the seed spread over dozens of
+// pieces; the pieces complete late, so the watchers have little to trade,
+// and ask the seed for the same pieces again. With a few requests queued
+// at a time, each watcher takes about one piece at a time from the seed,
+// chosen when it asks (the rarest it lacks), completes it soon and passes
+// it on. Measured (BenchmarkSwarm16, 1 seeder and 16 leechers at equal
+// upload caps): the seed sent 1.8 copies of the bundle before, about 1.1
+// after.
+//
+// The cap applies only while two or more other peers that are not seeds
+// are connected: alone with a seed, a fetch keeps the library's deep
+// queue, which a long round trip needs. It runs with the torrent client
+// locked (it writes PeerConn fields the library reads under that lock) and
+// with c.mu held.
+func (c *Client) capSeeds(ih record.Infohash) {
+	limit := c.cfg.SeedRequests
+	if limit == 0 {
+		limit = DefaultSeedRequests
+	}
+	fetchers := 0
+	for k, p := range c.peerBits {
+		if k.ih == ih && !p.seed {
+			fetchers++
+		}
+	}
+	capped := limit > 0 && fetchers >= 2
+	for k, p := range c.peerBits {
+		if k.ih != ih || !p.seed || p.pc == nil {
+			continue
+		}
+		switch {
+		case capped && p.limit == 0:
+			p.limit = max(1, p.pc.PeerMaxRequests)
+			p.pc.PeerMaxRequests = min(p.limit, limit)
+		case !capped && p.limit != 0:
+			p.pc.PeerMaxRequests = p.limit
+			p.limit = 0
+		}
+	}
+}
+
+// onExtendedHandshake keeps a cap capSeeds set when a peer's extended
+// handshake (which carries its own request limit, "reqq") comes after the
+// message that showed it to be a seed.
+func (c *Client) onExtendedHandshake(pc *torrent.PeerConn, m *pp.ExtendedHandshakeMessage) {
+	if pc.Torrent() == nil || m.Reqq <= 0 {
+		return
+	}
+	k := peerKey{record.Infohash(pc.Torrent().InfoHash()), pc.PeerID}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := c.peerBits[k]; p != nil && p.limit != 0 {
+		p.limit = m.Reqq
+		m.Reqq = min(m.Reqq, p.pc.PeerMaxRequests)
+	}
+}
