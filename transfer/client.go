@@ -124,8 +124,11 @@ type peerPieces struct {
 	all  bool
 
 	pc    *torrent.PeerConn
-	seed  bool // it has every piece
-	limit int  // its own request limit while capSeeds caps it, else 0
+	seed  bool      // it has every piece
+	limit int       // its own request limit while capSeeds caps it, else 0
+	got   int64     // bytes of blocks it sent since since, while capped
+	since time.Time // start of the window got counts
+	queue int       // the most requests capSeeds and onBlock allowed it
 }
 
 // NewClient starts a client listening for peers. Close it when done.
@@ -575,6 +578,9 @@ func (c *Client) Stats(ih record.Infohash) (s Stats, ok bool) {
 // back into it.
 func (c *Client) onMessage(pc *torrent.PeerConn, msg *pp.Message) {
 	switch msg.Type {
+	case pp.Piece:
+		c.onBlock(pc, len(msg.Piece))
+		return
 	case pp.Have, pp.HaveAll, pp.HaveNone, pp.Bitfield:
 	default:
 		return

@@ -9,29 +9,27 @@ import (
 )
 
 // seedCapped reports whether c keeps few requests queued at a peer that
-// holds the whole bundle ih, and whether it knows such a peer at all.
-func seedCapped(c *Client, ih record.Infohash) (capped, known bool) {
+// holds the whole bundle ih, whether it knows such a peer at all, and the
+// longest queue it allowed a capped seed.
+func seedCapped(c *Client, ih record.Infohash) (capped, known bool, queue int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k, p := range c.peerBits {
 		if k.ih == ih && p.seed {
 			known = true
 			capped = capped || p.limit != 0
+			queue = max(queue, p.queue)
 		}
 	}
-	return capped, known
+	return capped, known, queue
 }
 
-// TestSeedCappedInSwarm: leechers fetching together from one seeder keep
-// only a few requests queued at it, so that it sends each piece to one of
-// them and they trade the rest (BenchmarkSwarm16 measures the gain); a
-// leecher alone with the seeder keeps the deep queue a long round trip
-// needs.
-func TestSeedCappedInSwarm(t *testing.T) {
-	t.Parallel()
-	// A slow seeder, so that the swarm is still fetching when it is
-	// looked at.
-	s, b := seeder(t, map[string]int64{"app": 2 << 20}, Config{UploadRate: 2 << 20})
+// swarm has three leechers fetch a bundle of size bytes at once from a
+// seeder capped at rate bytes a second, checks what they fetched, and
+// returns the seeder, the bundle and the longest queue a leecher allowed
+// the seeder; it fails if no leecher capped its queue.
+func swarm(t *testing.T, size, rate int64) (*Client, *Bundle, int) {
+	s, b := seeder(t, map[string]int64{"app": size}, Config{UploadRate: rate})
 	var ls []*Client
 	for range 3 {
 		ls = append(ls, newClient(t, Config{}))
@@ -49,14 +47,40 @@ func TestSeedCappedInSwarm(t *testing.T) {
 		})
 	}
 	waitFor(t, 30*time.Second, "a leecher capping its requests to the seeder", func() bool {
-		capped, _ := seedCapped(ls[0], b.Infohash)
-		return capped
+		for _, l := range ls {
+			if capped, _, _ := seedCapped(l, b.Infohash); capped {
+				return true
+			}
+		}
+		return false
 	})
 	wg.Wait()
 	for _, err := range errs {
 		if err != nil {
 			t.Fatal(err)
 		}
+	}
+	queue := 0
+	for _, l := range ls {
+		_, _, q := seedCapped(l, b.Infohash)
+		queue = max(queue, q)
+	}
+	t.Logf("%d MiB from a %d MiB/s seeder: a leecher allowed it up to %d requests", size>>20, rate>>20, queue)
+	return s, b, queue
+}
+
+// TestSeedCappedInSwarm: leechers fetching together from one slow seeder
+// keep only a few requests queued at it, so that it sends each piece to
+// one of them and they trade the rest (BenchmarkSwarm16 measures the
+// gain); a leecher alone with the seeder keeps the deep queue a long
+// round trip needs.
+func TestSeedCappedInSwarm(t *testing.T) {
+	t.Parallel()
+	// About 0.35 MB/s for each leecher: a quarter second of it is 5
+	// blocks (more while the seeder's rate limiter spends its burst).
+	s, b, queue := swarm(t, 2<<20, 1<<20)
+	if queue < DefaultSeedRequests || queue > 24 {
+		t.Errorf("a leecher sharing a 1 MiB/s seeder with two others allowed it %d requests, want %d to 24", queue, DefaultSeedRequests)
 	}
 
 	alone := newClient(t, Config{})
@@ -65,8 +89,19 @@ func TestSeedCappedInSwarm(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkFetched(t, b, res)
-	if capped, known := seedCapped(alone, b.Infohash); !known || capped {
+	if capped, known, _ := seedCapped(alone, b.Infohash); !known || capped {
 		t.Errorf("a leecher alone with the seeder: seed known %v, capped %v; want known and not capped", known, capped)
+	}
+}
+
+// TestSeedQueueFollowsDelivery: a fast seed in a swarm gets a queue long
+// enough for what it delivers, not the few requests a slow one gets.
+func TestSeedQueueFollowsDelivery(t *testing.T) {
+	t.Parallel()
+	// About 5 MB/s for each leecher: a quarter second of it is 80 blocks.
+	_, _, queue := swarm(t, 16<<20, 16<<20)
+	if queue < 32 {
+		t.Errorf("a leecher sharing a 16 MiB/s seeder with two others allowed it %d requests, want at least 32", queue)
 	}
 }
 
@@ -90,7 +125,7 @@ func TestSeedRequestsNegativeNeverCaps(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkFetched(t, b, res)
-	if capped, _ := seedCapped(l, b.Infohash); capped {
+	if capped, _, _ := seedCapped(l, b.Infohash); capped {
 		t.Error("SeedRequests -1: the seed was capped")
 	}
 }
