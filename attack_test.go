@@ -240,6 +240,8 @@ func TestAttacksRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { node.Close() })
+		// One client per data folder: the user's first one closes.
+		v.user.Close()
 		c, err := Open(ctx, Config{DataDir: filepath.Dir(filepath.Dir(filepath.Dir(v.statePath()))), Network: node})
 		if err != nil {
 			t.Fatal(err)
@@ -318,6 +320,8 @@ func TestAttacksRefused(t *testing.T) {
 		if !slices.ContainsFunc(node.Server().Nodes(), func(ni krpc.NodeInfo) bool { return ni.ID == id }) {
 			t.Fatal("the forging node is not in the routing table")
 		}
+		// One client per data folder: the user's first one closes.
+		v.user.Close()
 		c, err := Open(ctx, Config{DataDir: filepath.Dir(filepath.Dir(filepath.Dir(v.statePath()))), Network: node})
 		if err != nil {
 			t.Fatal(err)

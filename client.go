@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/relay-sh/relay/dht"
+	"github.com/relay-sh/relay/internal/lockfile"
 	"github.com/relay-sh/relay/record"
 	"github.com/relay-sh/relay/signer"
 	"github.com/relay-sh/relay/transfer"
@@ -61,6 +62,35 @@ type Client struct {
 
 	tcMu sync.Mutex
 	tc   *transfer.Client
+
+	lockMu sync.Mutex
+	lock   *lockfile.Lock
+}
+
+// ErrDataDirInUse is returned when another process uses the data folder.
+var ErrDataDirInUse = errors.New("the data folder is in use by another process")
+
+// lockData takes the data folder for this client, once: a client that
+// fetches, seeds or keeps a routing table writes there, and two processes
+// writing one folder would corrupt each other's bundle and routing state.
+// A read-only client that only resolves takes nothing, so it can run
+// beside a seeder on the same folder. Close releases the lock; so does the
+// system when the process dies.
+func (c *Client) lockData() error {
+	c.lockMu.Lock()
+	defer c.lockMu.Unlock()
+	if c.lock != nil {
+		return nil
+	}
+	l, err := lockfile.Acquire(filepath.Join(c.cfg.DataDir, "lock"))
+	if errors.Is(err, lockfile.ErrLocked) {
+		return fmt.Errorf("%w: %w", ErrDataDirInUse, err)
+	}
+	if err != nil {
+		return fmt.Errorf("data folder: %w", err)
+	}
+	c.lock = l
+	return nil
 }
 
 // Open starts a client: it checks the data folder and joins the DHT.
@@ -77,6 +107,11 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	if c.now == nil {
 		c.now = time.Now
+	}
+	if !cfg.ReadOnly {
+		if err := c.lockData(); err != nil {
+			return nil, err
+		}
 	}
 	c.node = cfg.Network
 	if c.node == nil {
@@ -97,6 +132,7 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 			Now:       cfg.Now,
 		})
 		if err != nil {
+			c.releaseData()
 			return nil, err
 		}
 		c.node, c.ownNode = n, true
@@ -117,7 +153,17 @@ func (c *Client) Close() error {
 	if c.ownNode {
 		errs = append(errs, c.node.Close())
 	}
+	errs = append(errs, c.releaseData())
 	return errors.Join(errs...)
+}
+
+// releaseData releases the data folder's lock, if held.
+func (c *Client) releaseData() error {
+	c.lockMu.Lock()
+	defer c.lockMu.Unlock()
+	err := c.lock.Release()
+	c.lock = nil
+	return err
 }
 
 // transfer returns the client's torrent client, starting it on first use:
@@ -129,6 +175,9 @@ func (c *Client) transfer() (*transfer.Client, error) {
 	defer c.tcMu.Unlock()
 	if c.tc != nil {
 		return c.tc, nil
+	}
+	if err := c.lockData(); err != nil {
+		return nil, err
 	}
 	listen := ""
 	if a := c.node.Addr(); c.ownNode && !a.Addr().IsUnspecified() {

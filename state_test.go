@@ -3,8 +3,10 @@ package relay
 import (
 	"bytes"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -83,4 +85,67 @@ func TestStateRefusesDamage(t *testing.T) {
 	if err := newStateStore(filepath.Join(dir, "x")).Save(st); err == nil {
 		t.Error("saved state under a file")
 	}
+}
+
+// TestDataDirInUse: a second client that would write a data folder in use
+// is refused with ErrDataDirInUse, and the folder is left as it was; a
+// read-only client that only resolves may share it; once the first closes,
+// the folder is free.
+func TestDataDirInUse(t *testing.T) {
+	t.Parallel()
+	n := newTestNet(t)
+	dir := t.TempDir()
+	open := func(readOnly bool) (*Client, error) {
+		return Open(ctxFor(t, 30*time.Second), Config{
+			DataDir:   dir,
+			Bootstrap: []string{n.net.Bootstrap.Addr().String()},
+			Listen:    "127.0.0.1:0",
+			ReadOnly:  readOnly,
+		})
+	}
+	first, err := open(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	before := listTree(t, dir)
+	if _, err := open(false); !errors.Is(err, ErrDataDirInUse) {
+		t.Fatalf("a second client on the folder: %v, want ErrDataDirInUse", err)
+	}
+	if after := listTree(t, dir); !slices.Equal(before, after) {
+		t.Errorf("the refused client changed the folder: %v, then %v", before, after)
+	}
+	ro, err := open(true)
+	if err != nil {
+		t.Fatalf("a read-only client beside it: %v", err)
+	}
+	// It resolves, but it may not start a torrent client there.
+	if _, err := ro.PeerAddr(); !errors.Is(err, ErrDataDirInUse) {
+		t.Errorf("the read-only client's torrent client: %v, want ErrDataDirInUse", err)
+	}
+	ro.Close()
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := open(false)
+	if err != nil {
+		t.Fatalf("after the first closed: %v", err)
+	}
+	again.Close()
+}
+
+// listTree lists the files under dir.
+func listTree(t *testing.T, dir string) []string {
+	t.Helper()
+	var names []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			names = append(names, p)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
 }

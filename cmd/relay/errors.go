@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"strings"
 
+	"github.com/relay-sh/relay"
 	"github.com/relay-sh/relay/dht"
 	"github.com/relay-sh/relay/record"
 	"github.com/relay-sh/relay/signer"
@@ -91,6 +92,8 @@ func hintFor(err error) string {
 		return "a public key is 52 z-base-32 characters, as `relay init` and `relay key` print"
 	case errors.Is(err, fs.ErrNotExist) && strings.Contains(err.Error(), "key file"):
 		return "make a key with `relay init`"
+	case errors.Is(err, relay.ErrDataDirInUse):
+		return "give each relay process its own --data-dir (RELAY_DATA_DIR)"
 	case errors.Is(err, dht.ErrNoNodes):
 		return "no DHT node answered: check --bootstrap (RELAY_BOOTSTRAP) and the network"
 	case errors.Is(err, dht.ErrNotFound):
