@@ -174,6 +174,17 @@ func NewClient(cfg Config) (*Client, error) {
 	// messages, and a publisher waiting for complete peers would not count
 	// it.
 	tc.DropMutuallyCompletePeers = false
+	// The torrent library's connection writer can miss a wake-up: it
+	// takes the signal it waits for (writeCond.Signaled in
+	// peer-conn-msg-writer.go) only after its last look at what to send
+	// has unlocked the client, so a wake-up in between (the retry timer
+	// of a rate-limited upload, PeerConn.setRetryUploadTimer; a new
+	// request to send) is lost, and the writer sleeps until its
+	// keep-alive timer. With the default minute, a fetch from a seeder
+	// with an UploadRate could stall that long, or to its end. A quarter
+	// of a second bounds each stall, for a 4-byte keep-alive as often on
+	// a connection idle but still of use.
+	tc.KeepAliveTimeout = 250 * time.Millisecond
 	tc.Slogger = log
 	tc.WebTransport = cfg.HTTPTransport
 	if cfg.UploadRate > 0 {
