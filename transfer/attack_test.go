@@ -3,10 +3,15 @@ package transfer
 import (
 	"context"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/anacrolix/torrent"
+
+	"github.com/relay-sh/relay/record"
 )
 
 // TestFetchAmongCorruptSeeder: a seeder that serves corrupt pieces (its
@@ -66,4 +71,65 @@ func copyTree(t *testing.T, src, dst string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestFetchAmongFloodingPeer: a hostile peer, written on the wire
+// protocol, says it has the whole bundle, unchokes the fetcher and then
+// sends more than it was asked for; an honest seeder serves the bundle
+// too. The fetch completes in time with the genuine bytes, no garbage is
+// ever written (no piece fails its hash), and the fetcher cuts the
+// hostile connection long before the flood could fill its memory.
+func TestFetchAmongFloodingPeer(t *testing.T) {
+	t.Parallel()
+	const limit = 64 << 20 // what a hostile connection may push at most
+	for _, tc := range []struct {
+		name  string
+		flood func(*floodConn) error
+	}{
+		{"unrequested blocks", floodUnrequested},
+		{"1 MiB piece for a 16 KiB request", floodOversized(1 << 20)},
+		{"32 KiB piece for a 16 KiB request", floodOversized(32 << 10)},
+		{"4 GiB message", floodEndless},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			// The honest seeder is slow enough (about two seconds) for
+			// the fetcher to ask the hostile peer for blocks too.
+			honest, b := seeder(t, map[string]int64{"app": 4 << 20}, Config{UploadRate: 2 << 20})
+			h := startHostilePeer(t, "127.0.0.2", b, limit, tc.flood)
+			l := newClient(t, Config{})
+			start := time.Now()
+			res, err := l.Fetch(fetchCtx(t, 15*time.Second), FetchRequest{Key: testKey(t), Release: b.Release(testTime),
+				Peers: append(peersOf(honest), netip.MustParseAddrPort(h.ln.Addr().String()))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			took := time.Since(start)
+			checkFetched(t, b, res)
+			st := torrentOf(l, b.Infohash).Stats()
+			if bad := st.PiecesDirtiedBad.Int64(); bad != 0 {
+				t.Errorf("%d pieces failed their hash: garbage was written", bad)
+			}
+			// What the two kernels' socket buffers hold counts as
+			// pushed: a few MiB on loopback.
+			for i, r := range h.results(t, 10*time.Second) {
+				t.Logf("hostile connection %d: pushed %d bytes, cut by the fetcher: %v (%v)", i, r.pushed, r.cut, r.err)
+				if !r.cut {
+					t.Errorf("the fetcher did not cut hostile connection %d (%v) after %d bytes", i, r.err, r.pushed)
+				}
+				if r.pushed >= 16<<20 {
+					t.Errorf("hostile connection %d pushed %d bytes before the fetcher cut it", i, r.pushed)
+				}
+			}
+			t.Logf("fetched in %v; data read %d bytes (bundle %d), chunks wasted %d; banned: %v",
+				took, st.BytesReadData.Int64(), b.Size, st.ChunksReadWasted.Int64(), l.cl.BadPeerIPs())
+		})
+	}
+}
+
+// torrentOf returns the torrent of a bundle the client holds.
+func torrentOf(c *Client, ih record.Infohash) *torrent.Torrent {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bundles[ih].t
 }
