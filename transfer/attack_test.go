@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -125,6 +126,70 @@ func TestFetchAmongFloodingPeer(t *testing.T) {
 				took, st.BytesReadData.Int64(), b.Size, st.ChunksReadWasted.Int64(), l.cl.BadPeerIPs())
 		})
 	}
+}
+
+// TestFetchAmongPieceCountFlood: while a fetch waits for the bundle's
+// info, hostile peers (eight connections, each with a peer ID of its own)
+// claim pieces far beyond any bundle's: a bitfield as long as a message
+// may be and "have" messages for pieces 2^24 and 2^32-1. The fetcher's
+// memory does not grow with the piece numbers they claim, and once an
+// honest seeder connects the fetch completes with the genuine bytes. It
+// does not run in parallel, so that the heap it measures is its own.
+func TestFetchAmongPieceCountFlood(t *testing.T) {
+	const conns = 8
+	honest, b := seeder(t, map[string]int64{"app": 1 << 20}, Config{})
+	h := startHostilePeer(t, "127.0.0.3", b, 1<<20, floodPieceCounts)
+	l := newClient(t, Config{})
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	before := heap()
+	type result struct {
+		res *Fetched
+		err error
+	}
+	done := make(chan result, 1)
+	ctx := fetchCtx(t, 15*time.Second)
+	go func() {
+		res, err := l.Fetch(ctx, FetchRequest{Key: testKey(t), Release: b.Release(testTime),
+			Peers: []netip.AddrPort{netip.MustParseAddrPort(h.ln.Addr().String())}})
+		done <- result{res, err}
+	}()
+	// The fetcher dials the hostile peer; the hostile peer dials the
+	// fetcher for the other connections.
+	waitFor(t, 5*time.Second, "the fetcher to connect to the hostile peer", func() bool { return h.held() == 1 })
+	for range conns - 1 {
+		h.dial(t, l.Addr().String())
+	}
+	waitFor(t, 5*time.Second, "every hostile connection to flood", func() bool { return h.held() == conns })
+	waitFor(t, 5*time.Second, "the fetcher to take every hostile connection", func() bool {
+		st, _ := l.Stats(b.Infohash)
+		return st.Peers == conns
+	})
+	var grown uint64
+	for range 5 {
+		time.Sleep(100 * time.Millisecond)
+		if n := heap(); n > before {
+			grown = max(grown, n-before)
+		}
+	}
+	t.Logf("heap grew by %d KiB while %d connections claimed 2^32 pieces", grown>>10, conns)
+	if grown > 32<<20 {
+		t.Errorf("the fetcher's heap grew by %d MiB while hostile peers claimed pieces beyond the bundle", grown>>20)
+	}
+	if st, _ := l.Stats(b.Infohash); st.Peers != conns {
+		t.Errorf("the fetcher has %d peers after the measure, want the %d hostile connections", st.Peers, conns)
+	}
+
+	honest.addPeers(torrentOf(honest, b.Infohash), []netip.AddrPort{l.Addr()}, torrent.PeerSourceDirect)
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	checkFetched(t, b, r.res)
 }
 
 // torrentOf returns the torrent of a bundle the client holds.

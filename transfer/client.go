@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/RoaringBitmap/roaring"
 	g "github.com/anacrolix/generics"
 	"github.com/anacrolix/torrent"
 	"github.com/anacrolix/torrent/metainfo"
@@ -113,9 +114,12 @@ type peerKey struct {
 	id torrent.PeerID
 }
 
+// peerPieces is what a peer said it has. A set of piece numbers, not a
+// slice indexed by them: a peer may claim pieces far beyond the bundle's
+// (before the info is known, nothing bounds them), and the memory kept
+// must follow what it sent, not the numbers it named.
 type peerPieces struct {
-	have []bool
-	n    int
+	have roaring.Bitmap
 	all  bool
 }
 
@@ -596,29 +600,26 @@ func (c *Client) onMessage(pc *torrent.PeerConn, msg *pp.Message) {
 	case pp.HaveAll:
 		p.all = true
 	case pp.HaveNone:
-		p.all, p.have, p.n = false, nil, 0
+		p.all = false
+		p.have.Clear()
 	case pp.Have:
-		i := int(msg.Index)
-		if i >= len(p.have) {
-			if i > 1<<24 {
-				return
-			}
-			p.have = append(p.have, make([]bool, i+1-len(p.have))...)
+		if known && int(msg.Index) >= n {
+			return // the torrent library drops the peer for it
 		}
-		if !p.have[i] {
-			p.have[i] = true
-			p.n++
-		}
+		p.have.Add(uint32(msg.Index))
 	case pp.Bitfield:
-		p.have = append([]bool(nil), msg.Bitfield...)
-		p.n = 0
-		for _, h := range p.have {
+		bits := msg.Bitfield
+		if known && len(bits) > n {
+			bits = bits[:n]
+		}
+		p.have.Clear()
+		for i, h := range bits {
 			if h {
-				p.n++
+				p.have.Add(uint32(i))
 			}
 		}
 	}
-	if p.all || known && n > 0 && p.n >= n && countTrue(p.have, n) == n {
+	if p.all || known && n > 0 && p.have.Rank(uint32(n-1)) == uint64(n) {
 		m := c.complete[k.ih]
 		if m == nil {
 			m = make(map[torrent.PeerID]bool)
@@ -626,16 +627,6 @@ func (c *Client) onMessage(pc *torrent.PeerConn, msg *pp.Message) {
 		}
 		m[k.id] = true
 	}
-}
-
-func countTrue(b []bool, n int) int {
-	k := 0
-	for i := 0; i < n && i < len(b); i++ {
-		if b[i] {
-			k++
-		}
-	}
-	return k
 }
 
 func (c *Client) onPeerClosed(pc *torrent.PeerConn) {

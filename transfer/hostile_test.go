@@ -62,23 +62,24 @@ func wireHandshake(conn net.Conn, ih record.Infohash, id [20]byte) error {
 }
 
 // hostilePeer is a BitTorrent peer that sends more than it is asked for.
-// On every connection it accepts, it completes the handshake for one
-// torrent, says it has every piece (a full bitfield), unchokes the other
-// side, and then lets its flood write until the other side cuts the
-// connection, the flood has pushed limit bytes, or the test ends. Its
-// goroutines end with the test.
+// On every connection (one it accepts, or one it makes with dial), it
+// completes the handshake for one torrent, says it has every piece (a
+// full bitfield), unchokes the other side, and then lets its flood write
+// until the other side cuts the connection, the flood has pushed limit
+// bytes, or the test ends. Its goroutines end with the test.
 type hostilePeer struct {
 	ln    net.Listener
 	b     *Bundle
 	flood func(*floodConn) error
 	limit int64
 
-	ctx    context.Context
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	nextID byte
-	active int           // connections whose flood has begun and not ended
-	done   []floodResult // connections whose flood ended
+	ctx     context.Context
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	nextID  byte
+	active  int           // connections whose flood has begun and not ended
+	holding int           // connections whose flood is done, held open
+	done    []floodResult // connections whose flood ended
 }
 
 // floodResult is what the flood of one connection achieved.
@@ -119,6 +120,20 @@ func startHostilePeer(t *testing.T, host string, b *Bundle, limit int64, flood f
 		}
 	})
 	return h
+}
+
+// dial connects the hostile peer to addr, from its own address, as many
+// peers would.
+func (h *hostilePeer) dial(t *testing.T, addr string) {
+	t.Helper()
+	local := *h.ln.Addr().(*net.TCPAddr)
+	local.Port = 0
+	d := net.Dialer{LocalAddr: &local}
+	conn, err := d.DialContext(h.ctx, "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.wg.Go(func() { h.serve(conn) })
 }
 
 // serve runs one connection, and records what its flood achieved.
@@ -180,6 +195,14 @@ func (h *hostilePeer) results(t *testing.T, timeout time.Duration) []floodResult
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// held returns the number of connections whose flood is done and which
+// the hostile peer holds open.
+func (h *hostilePeer) held() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.holding
 }
 
 // floodConn is one connection of a hostile peer: what it pushed, and what
@@ -282,6 +305,15 @@ func (fc *floodConn) write(b []byte) error {
 	return nil
 }
 
+// hold counts the connection as held open once its flood is done, and
+// waits until the other side closes it or the test ends.
+func (fc *floodConn) hold() error {
+	fc.h.mu.Lock()
+	fc.h.holding++
+	fc.h.mu.Unlock()
+	return fc.wait(func() bool { return false })
+}
+
 // garbage is what hostile peers send as data.
 var garbage = bytes.Repeat([]byte("hostile!"), 1<<17) // 1 MiB
 
@@ -353,4 +385,18 @@ func floodEndless(fc *floodConn) error {
 			return err
 		}
 	}
+}
+
+// floodPieceCounts claims, to a fetcher that does not know yet how many
+// pieces the bundle has, far more: a bitfield as long as a message may be
+// (524,280 pieces), then pieces 2^24 and 2^32-1; it holds the connection
+// open after.
+func floodPieceCounts(fc *floodConn) error {
+	msgs := wireMessage(msgBitfield, bytes.Repeat([]byte{0xff}, 1<<16-1))
+	msgs = append(msgs, wireMessage(msgHave, nil, 1<<24)...)
+	msgs = append(msgs, wireMessage(msgHave, nil, 1<<32-1)...)
+	if err := fc.push(msgs); err != nil {
+		return err
+	}
+	return fc.hold()
 }
