@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/RoaringBitmap/roaring"
 	g "github.com/anacrolix/generics"
 	"github.com/anacrolix/torrent"
 	"github.com/anacrolix/torrent/metainfo"
@@ -118,9 +119,12 @@ type peerKey struct {
 	id torrent.PeerID
 }
 
+// peerPieces is what a peer said it has. A set of piece numbers, not a
+// slice indexed by them: a peer may claim pieces far beyond the bundle's
+// (before the info is known, nothing bounds them), and the memory kept
+// must follow what it sent, not the numbers it named.
 type peerPieces struct {
-	have []bool
-	n    int
+	have roaring.Bitmap
 	all  bool
 
 	pc    *torrent.PeerConn
@@ -186,6 +190,17 @@ func NewClient(cfg Config) (*Client, error) {
 	// messages, and a publisher waiting for complete peers would not count
 	// it.
 	tc.DropMutuallyCompletePeers = false
+	// The torrent library's connection writer can miss a wake-up: it
+	// takes the signal it waits for (writeCond.Signaled in
+	// peer-conn-msg-writer.go) only after its last look at what to send
+	// has unlocked the client, so a wake-up in between (the retry timer
+	// of a rate-limited upload, PeerConn.setRetryUploadTimer; a new
+	// request to send) is lost, and the writer sleeps until its
+	// keep-alive timer. With the default minute, a fetch from a seeder
+	// with an UploadRate could stall that long, or to its end. A quarter
+	// of a second bounds each stall, for a 4-byte keep-alive as often on
+	// a connection idle but still of use.
+	tc.KeepAliveTimeout = 250 * time.Millisecond
 	tc.Slogger = log
 	tc.WebTransport = cfg.HTTPTransport
 	if cfg.UploadRate > 0 {
@@ -602,29 +617,26 @@ func (c *Client) onMessage(pc *torrent.PeerConn, msg *pp.Message) {
 	case pp.HaveAll:
 		p.all = true
 	case pp.HaveNone:
-		p.all, p.have, p.n = false, nil, 0
+		p.all = false
+		p.have.Clear()
 	case pp.Have:
-		i := int(msg.Index)
-		if i >= len(p.have) {
-			if i > 1<<24 {
-				return
-			}
-			p.have = append(p.have, make([]bool, i+1-len(p.have))...)
+		if known && int(msg.Index) >= n {
+			return // the torrent library drops the peer for it
 		}
-		if !p.have[i] {
-			p.have[i] = true
-			p.n++
-		}
+		p.have.Add(uint32(msg.Index))
 	case pp.Bitfield:
-		p.have = append([]bool(nil), msg.Bitfield...)
-		p.n = 0
-		for _, h := range p.have {
+		bits := msg.Bitfield
+		if known && len(bits) > n {
+			bits = bits[:n]
+		}
+		p.have.Clear()
+		for i, h := range bits {
 			if h {
-				p.n++
+				p.have.Add(uint32(i))
 			}
 		}
 	}
-	if p.all || known && n > 0 && p.n >= n && countTrue(p.have, n) == n {
+	if p.all || known && n > 0 && p.have.Rank(uint32(n-1)) == uint64(n) {
 		m := c.complete[k.ih]
 		if m == nil {
 			m = make(map[torrent.PeerID]bool)
@@ -636,16 +648,6 @@ func (c *Client) onMessage(pc *torrent.PeerConn, msg *pp.Message) {
 			defer c.capSeeds(k.ih)
 		}
 	}
-}
-
-func countTrue(b []bool, n int) int {
-	k := 0
-	for i := 0; i < n && i < len(b); i++ {
-		if b[i] {
-			k++
-		}
-	}
-	return k
 }
 
 func (c *Client) onPeerClosed(pc *torrent.PeerConn) {

@@ -196,6 +196,31 @@ func TestRateLimits(t *testing.T) {
 	}
 }
 
+// TestRateLimitedSeederNoStall: fetches from a seeder with an upload cap
+// end in about the time the cap allows. The torrent library's connection
+// writer can miss the wake-up of a capped upload's retry timer and then
+// sleep until its keep-alive timer, a minute by default: three fetches in
+// four of 32 MiB from a seeder capped at 128 MiB/s stalled so, and four
+// in a row almost always meet one. NewClient's keep-alive of a quarter
+// second bounds the stall.
+func TestRateLimitedSeederNoStall(t *testing.T) {
+	t.Parallel()
+	s, b := seeder(t, map[string]int64{"app": 32 << 20}, Config{UploadRate: 128 << 20})
+	for i := range 4 {
+		dir := t.TempDir()
+		l := newClient(t, Config{DataDir: dir})
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := l.Fetch(ctx, FetchRequest{Key: testKey(t), Release: b.Release(testTime), Peers: peersOf(s)})
+		cancel()
+		if err != nil {
+			t.Fatalf("fetch %d: %v after %v", i, err, time.Since(start))
+		}
+		l.Close()
+		os.RemoveAll(dir) // 32 MiB a round
+	}
+}
+
 // verifiedBytes reads a bundle's state file and returns how many bytes of
 // it are recorded as verified.
 func verifiedBytes(dataDir string, b *Bundle) (int64, error) {
