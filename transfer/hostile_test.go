@@ -25,8 +25,6 @@ const (
 	msgBitfield   = 5
 	msgRequest    = 6
 	msgPiece      = 7
-
-	blockSize = 16 << 10 // the block size every client asks for
 )
 
 var protocolName = []byte("\x13BitTorrent protocol")
