@@ -194,6 +194,16 @@ func (c *Client) seedFollow(ctx context.Context, tc *transfer.Client, f Follow, 
 	}
 }
 
+// Prune removes from the data folder, and stops serving, the bundles of
+// f's key and channel beyond the newest keep, and returns those removed.
+func (c *Client) Prune(f Follow, keep int) ([]*transfer.Bundle, error) {
+	tc, err := c.transfer()
+	if err != nil {
+		return nil, err
+	}
+	return c.prune(tc, f, keep)
+}
+
 // prune removes the bundles of a followed channel beyond the newest keep.
 func (c *Client) prune(tc *transfer.Client, f Follow, keep int) ([]*transfer.Bundle, error) {
 	root := transfer.BundlesDir(c.cfg.DataDir)

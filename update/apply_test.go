@@ -11,6 +11,7 @@ import (
 
 	"github.com/relay-sh/relay/record"
 	"github.com/relay-sh/relay/signer"
+	"github.com/relay-sh/relay/transfer"
 	"github.com/relay-sh/relay/update"
 )
 
@@ -110,6 +111,31 @@ func TestCheckApply(t *testing.T) {
 		t.Fatalf("apply with 1.0.0 put back: %+v, %v", r, err)
 	}
 	if b, _ := os.ReadFile(exe); string(b) != "app 2.0.0" {
+		t.Fatalf("executable holds %q", b)
+	}
+}
+
+// TestApplyKeepsOneBundle: the data folder is a cache; after each Apply
+// it holds the installed release's bundle only.
+func TestApplyKeepsOneBundle(t *testing.T) {
+	t.Parallel()
+	ctx := ctxFor(t, time.Minute)
+	key := newKey(t)
+	pub := publisher(t)
+	exe := writeFile(t, t.TempDir(), "app", "app 1.0.0", 0o755)
+	dataDir := t.TempDir()
+	for _, v := range []string{"2.0.0", "3.0.0"} {
+		p := publish(t, pub, key, v, writeFile(t, t.TempDir(), "app_"+runtime.GOOS+"_"+runtime.GOARCH, "app "+v, 0o755))
+		current := map[string]string{"2.0.0": "1.0.0", "3.0.0": "2.0.0"}[v]
+		if r, err := newUpdaterIn(t, dataDir, key.PublicKey(), current, exe, nil).Apply(ctx); err != nil || r == nil || r.Version.String() != v {
+			t.Fatalf("apply %s: %+v, %v", v, r, err)
+		}
+		ihs, err := transfer.ListBundles(transfer.BundlesDir(dataDir))
+		if err != nil || len(ihs) != 1 || ihs[0] != p.Bundle.Infohash {
+			t.Fatalf("after applying %s the data folder holds bundles %v (%v), want only %s", v, ihs, err, p.Bundle.Infohash)
+		}
+	}
+	if b, _ := os.ReadFile(exe); string(b) != "app 3.0.0" {
 		t.Fatalf("executable holds %q", b)
 	}
 }
