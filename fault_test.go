@@ -290,25 +290,10 @@ func TestSeederKeepsRecordAfterPublisherGone(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer seeder.Close()
-	sctx, stop := context.WithCancel(ctx)
-	events := make(chan Event, 256)
-	done := make(chan error, 1)
-	go func() {
-		// An hour between checks: only the restores wake the seeder.
-		done <- seeder.Seed(sctx, SeedOptions{Follow: []Follow{{Key: kept.PublicKey(), Channel: "stable"}},
-			Interval: time.Hour, Restore: restore, OnEvent: func(e Event) {
-				select {
-				case events <- e:
-				case <-sctx.Done():
-				}
-			}})
-	}()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	// An hour between checks: only the restores wake the seeder.
+	events, stop := startSeed(t, ctx, seeder, SeedOptions{Follow: []Follow{{Key: kept.PublicKey(), Channel: "stable"}},
+		Interval: time.Hour, Restore: restore})
+	defer stop()
 	// next returns the seeder's next event, or nil once until is closed.
 	next := func(until <-chan time.Time) *Event {
 		t.Helper()

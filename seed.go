@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/relay-sh/relay/record"
@@ -66,13 +67,16 @@ type SeedOptions struct {
 	// nobody serves does not hold up the others and the re-stores; zero
 	// means DefaultFetchTimeout.
 	FetchTimeout time.Duration
-	// OnEvent receives what the seeder does; nil drops it.
+	// OnEvent receives what the seeder does; nil drops it. It is called
+	// from one goroutine at a time, and Seed returns only after the last
+	// call has returned.
 	OnEvent func(Event)
 }
 
 // Seed serves every bundle in the data folder and follows keys until ctx
 // ends: it fetches and serves each new release of a followed channel
-// (verified as Fetch does), keeps the last Keep releases of each, stores
+// (verified as Fetch does; each channel on its own, so that a release
+// nobody serves delays no other), keeps the last Keep releases of each, stores
 // the latest packet of every followed key again every Restore, and, given
 // the publisher's key, signs its records again before they expire. It
 // returns nil when ctx is cancelled. Failures along the way are reported
@@ -90,8 +94,11 @@ func (c *Client) Seed(ctx context.Context, o SeedOptions) error {
 	if o.FetchTimeout <= 0 {
 		o.FetchTimeout = DefaultFetchTimeout
 	}
+	var emitMu sync.Mutex // OnEvent is called from one goroutine at a time
 	emit := func(e Event) {
 		if o.OnEvent != nil {
+			emitMu.Lock()
+			defer emitMu.Unlock()
 			e.Time = c.now()
 			o.OnEvent(e)
 		}
@@ -118,17 +125,31 @@ func (c *Client) Seed(ctx context.Context, o SeedOptions) error {
 			follow = append(follow, own)
 		}
 	}
+	// Each followed channel is checked on its own: a release nobody
+	// serves holds its channel's fetch for up to FetchTimeout, and must
+	// hold up neither the other channels nor the records' upkeep below.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, f := range follow {
+		if f.Channel == "" {
+			continue // the publisher's own key, not followed for releases
+		}
+		wg.Go(func() {
+			for {
+				fctx, cancel := context.WithTimeout(ctx, o.FetchTimeout)
+				c.seedFollow(fctx, tc, f, o.Keep, emit)
+				cancel()
+				if !sleepCtx(ctx, jitter(o.Interval)) {
+					return
+				}
+			}
+		})
+	}
+	// The records: signed again before they expire, and stored again
+	// every Restore.
 	latest := make(map[signer.PublicKey]*record.SignedPacket)
 	var nextRestore time.Time // the zero time: at once
 	for {
-		for _, f := range follow {
-			if f.Channel == "" {
-				continue // the publisher's own key, not followed for releases
-			}
-			fctx, cancel := context.WithTimeout(ctx, o.FetchTimeout)
-			c.seedFollow(fctx, tc, f, o.Keep, emit)
-			cancel()
-		}
 		if o.Key != nil {
 			c.resign(ctx, o.Key, emit)
 		}
@@ -138,15 +159,23 @@ func (c *Client) Seed(ctx context.Context, o SeedOptions) error {
 				c.restore(ctx, k, latest, emit)
 			}
 		}
-		// Wake for the next check or the next restore, whichever comes
-		// first: a restore is never put off to the check after it.
-		t := time.NewTimer(max(0, min(jitter(o.Interval), nextRestore.Sub(c.now()))))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		// Wake for the next re-sign check or the next restore, whichever
+		// comes first: a restore is never put off to the check after it.
+		if !sleepCtx(ctx, max(0, min(jitter(o.Interval), nextRestore.Sub(c.now())))) {
 			return nil
-		case <-t.C:
 		}
+	}
+}
+
+// sleepCtx waits d, and reports false if ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -85,10 +86,8 @@ func TestSeedResigns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sctx, stop := context.WithCancel(ctx)
+	events, stop := startSeed(t, ctx, pub, SeedOptions{Key: key, Interval: 200 * time.Millisecond})
 	defer stop()
-	events := make(chan Event, 64)
-	go pub.Seed(sctx, SeedOptions{Key: key, Interval: 200 * time.Millisecond, OnEvent: func(e Event) { events <- e }})
 	for e := range events {
 		if e.Kind == EventResigned {
 			if !e.Expires.After(p.Release.Expires) || e.Version.String() != "1.0.0" {
@@ -107,4 +106,87 @@ func TestSeedResigns(t *testing.T) {
 	if res.Release.Infohash != p.Release.Infohash || !res.Release.Expires.After(p.Release.Expires) || res.Stale {
 		t.Fatalf("after re-signing: %+v", res.Release)
 	}
+}
+
+// TestSeedChannelsIndependent: a followed release nobody serves (its
+// publisher left before anyone fetched it) holds up neither another
+// followed channel nor the records' restores, and the seeder still stops
+// at once.
+func TestSeedChannelsIndependent(t *testing.T) {
+	t.Parallel()
+	begin := time.Now()
+	n := newTestNet(t)
+	ctx := ctxFor(t, 2*time.Minute)
+	stuck, live := testKey(t, 11), testKey(t, 12)
+	// Read-only, as `relay publish` runs: once gone it is in no one's
+	// routing table to time out on.
+	gone := n.client(true)
+	if _, err := gone.Publish(ctx, PublishOptions{Key: stuck, Version: record.MustParseVersion("1.0.0"),
+		Sources: []transfer.Source{{Path: releaseDir(t, "1.0.0")}}}); err != nil {
+		t.Fatal(err)
+	}
+	gone.Close()
+	pub := n.client(false)
+	if _, err := pub.Publish(ctx, PublishOptions{Key: live, Version: record.MustParseVersion("2.0.0"),
+		Sources: []transfer.Source{{Path: releaseDir(t, "2.0.0")}}}); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Logf("%v: published", time.Since(begin).Round(time.Millisecond))
+	seeder := n.client(false)
+	events, stop := startSeed(t, ctx, seeder, SeedOptions{
+		// The stuck channel comes first, and its fetch may wait a minute.
+		Follow:   []Follow{{Key: stuck.PublicKey(), Channel: "stable"}, {Key: live.PublicKey(), Channel: "stable"}},
+		Interval: 200 * time.Millisecond, Restore: 300 * time.Millisecond, FetchTimeout: time.Minute,
+	})
+	deadline := time.After(20 * time.Second)
+	seeded, restored := false, 0
+	for !seeded || restored < 3 {
+		select {
+		case e := <-events:
+			t.Logf("%v: %s %s %s %v", time.Since(begin).Round(time.Millisecond), e.Kind, e.Follow, e.Version, e.Err)
+			switch {
+			case e.Kind == EventSeeding && e.Follow.Key == live.PublicKey():
+				seeded = true
+			case e.Kind == EventSeeding && e.Follow.Key == stuck.PublicKey():
+				t.Fatal("the release nobody serves was fetched")
+			case e.Kind == EventRestored && e.Follow.Key == stuck.PublicKey():
+				restored++
+			}
+		case <-deadline:
+			t.Fatalf("within 20 s: the live channel seeded %v, the stuck key restored %d times", seeded, restored)
+		}
+	}
+	stopped := time.Now()
+	stop()
+	if d := time.Since(stopped); d > 5*time.Second {
+		t.Errorf("the seeder took %v to stop", d)
+	}
+}
+
+// startSeed runs c.Seed with o and returns its events and a function that
+// stops it and waits for it to return (also called when the test ends); a
+// Seed that returns an error fails the test.
+func startSeed(t *testing.T, ctx context.Context, c *Client, o SeedOptions) (<-chan Event, func()) {
+	sctx, cancel := context.WithCancel(ctx)
+	events := make(chan Event, 256)
+	done := make(chan error, 1)
+	o.OnEvent = func(e Event) {
+		select {
+		case events <- e:
+		case <-sctx.Done():
+		}
+	}
+	go func() { done <- c.Seed(sctx, o) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return events, stop
 }

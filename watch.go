@@ -120,12 +120,8 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 		}
 		ev.Retry = wait
 		emit(ev)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleepCtx(ctx, wait) {
 			return nil
-		case <-t.C:
 		}
 	}
 }
