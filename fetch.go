@@ -8,6 +8,7 @@ import (
 	"runtime"
 
 	"github.com/relay-sh/relay/dht"
+	"github.com/relay-sh/relay/internal/faultpoint"
 	"github.com/relay-sh/relay/record"
 	"github.com/relay-sh/relay/signer"
 	"github.com/relay-sh/relay/transfer"
@@ -175,6 +176,7 @@ func (c *Client) Fetch(ctx context.Context, o FetchOptions) (*FetchResult, error
 		return res, err
 	}
 	res.Bundle, res.Files = f.Bundle, f.Files
+	faultpoint.Hit(faultpoint.InstallBefore)
 	if o.Out != "" {
 		res.Placed, err = placeFiles(f.Bundle.Dir, f.Files, o.Out)
 		if err != nil {
@@ -189,10 +191,12 @@ func (c *Client) Fetch(ctx context.Context, o FetchOptions) (*FetchResult, error
 	if res.UpToDate {
 		return res, nil
 	}
+	faultpoint.Hit(faultpoint.InstallState)
 	st.Accepted = record.Accept(p, r)
 	st.Infohash, st.Packet, st.Updated = r.Infohash, p, c.now().UTC()
 	if err := c.states.Save(st); err != nil {
 		return res, err
 	}
+	faultpoint.Hit(faultpoint.InstallSaved)
 	return res, nil
 }

@@ -11,6 +11,7 @@ import (
 	"runtime"
 
 	"github.com/relay-sh/relay/internal/atomicfile"
+	"github.com/relay-sh/relay/internal/faultpoint"
 	"github.com/relay-sh/relay/record"
 )
 
@@ -100,9 +101,13 @@ func ReplaceExecutable(target, src string, f record.File) error {
 		return fmt.Errorf("failed to install %s: %w", target, err)
 	}
 	defer p.Abort()
-	if err := copyVerified(p, filepath.Join(src, filepath.FromSlash(f.Path)), f); err != nil {
+	if err := copyVerified(faultpoint.Writer(faultpoint.InstallWrite, p), filepath.Join(src, filepath.FromSlash(f.Path)), f); err != nil {
 		return err
 	}
+	if err := p.Sync(); err != nil {
+		return fmt.Errorf("failed to install %s: %w", target, err)
+	}
+	faultpoint.Hit(faultpoint.InstallRename)
 	if runtime.GOOS == "windows" {
 		old := target + oldSuffix
 		os.Remove(old)
@@ -118,11 +123,21 @@ func ReplaceExecutable(target, src string, f record.File) error {
 	return p.Commit()
 }
 
-// CleanupReplaced removes what ReplaceExecutable left beside target: the
-// old executable moved aside on Windows, and temporary files of an install
-// that was interrupted. Call it when the program starts.
+// CleanupReplaced mends and removes what an interrupted or finished
+// ReplaceExecutable left beside target: temporary files of an install
+// that was interrupted, and the old executable moved aside on Windows,
+// which is put back if target is missing (the process was killed between
+// the two renames), so that target is again the whole old executable.
+// Call it when the program starts, before anything else installs over
+// target.
 func CleanupReplaced(target string) {
-	os.Remove(target + oldSuffix)
+	old := target + oldSuffix
+	if _, err := os.Lstat(target); errors.Is(err, fs.ErrNotExist) {
+		if os.Rename(old, target) == nil {
+			atomicfile.SyncDir(filepath.Dir(target))
+		}
+	}
+	os.Remove(old)
 	leftovers, _ := filepath.Glob(filepath.Join(filepath.Dir(target), atomicfile.TempPrefix+filepath.Base(target)+"-*"))
 	for _, l := range leftovers {
 		os.Remove(l)

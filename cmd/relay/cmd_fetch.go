@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/relay-sh/relay"
+	"github.com/relay-sh/relay/internal/faultpoint"
 	"github.com/relay-sh/relay/record"
 	"github.com/urfave/cli/v2"
 )
@@ -164,6 +165,10 @@ func watchCommand(e *env) *cli.Command {
 				if install, err = filepath.Abs(install); err != nil {
 					return err
 				}
+				// A run killed while installing left a temporary file
+				// beside install (or, on Windows, the old executable
+				// moved aside): mend that before anything else.
+				relay.CleanupReplaced(install)
 			}
 			o.Install = func(ctx context.Context, res *relay.FetchResult) error {
 				return e.handOver(ctx, res, o, install, execCmd)
@@ -203,6 +208,7 @@ func (e *env) handOver(ctx context.Context, res *relay.FetchResult, o relay.Fetc
 			return err
 		}
 	}
+	faultpoint.Hit(faultpoint.InstallExec)
 	if execCmd == "" {
 		return nil
 	}
