@@ -92,6 +92,29 @@ func TestReplaceExecutable(t *testing.T) {
 	assertNoTemp(t, dir)
 }
 
+// TestCleanupReplacedPutsBack checks what CleanupReplaced does with the
+// executable moved aside on Windows: removed beside a new executable, put
+// back where a kill between the two renames left none.
+func TestCleanupReplacedPutsBack(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "app")
+	os.WriteFile(target+oldSuffix, []byte("old"), 0o755)
+	os.WriteFile(filepath.Join(dir, ".relay-tmp-app-123"), []byte("new"), 0o755)
+	CleanupReplaced(target)
+	if got, err := os.ReadFile(target); err != nil || string(got) != "old" {
+		t.Fatalf("after a kill between the renames: %q, %v; want the old executable back", got, err)
+	}
+	assertNoTemp(t, dir)
+	os.WriteFile(target+oldSuffix, []byte("older"), 0o755)
+	CleanupReplaced(target)
+	if got, _ := os.ReadFile(target); string(got) != "old" {
+		t.Fatalf("the executable in place was replaced by the one moved aside: %q", got)
+	}
+	if _, err := os.Stat(target + oldSuffix); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the executable moved aside is still there: %v", err)
+	}
+}
+
 func assertNoTemp(t *testing.T, dir string) {
 	t.Helper()
 	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
