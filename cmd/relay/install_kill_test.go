@@ -204,10 +204,11 @@ func (k *killTest) start(t *testing.T, dir string, args ...string) {
 	})
 }
 
-// watchArgs are the arguments of every watch: install dir/app, and write
-// each handed-over version to dir/hooks.log.
+// watchArgs are the arguments of every watch: install dir/app, write each
+// handed-over version to dir/hooks.log, and log (-v) to stderr, which a
+// failure shows.
 func (k *killTest) watchArgs() []string {
-	return []string{"watch", k.pub, "--install", "app", "--interval", "1s", "--json",
+	return []string{"-v", "watch", k.pub, "--install", "app", "--interval", "1s", "--json",
 		"--exec", `echo "$RELEASE_VERSION" >> hooks.log`}
 }
 
@@ -254,6 +255,8 @@ func (k *killTest) watch(t *testing.T, dir string) *watcher {
 		<-w.read
 		if err := w.cmd.Wait(); err != nil {
 			k.top.Errorf("relay watch in %s, interrupted: %v\n%s", dir, err, w.stderr.Bytes())
+		} else if k.top.Failed() {
+			k.top.Logf("relay watch in %s printed on stderr:\n%s", dir, w.stderr.Bytes())
 		}
 	})
 	return w
