@@ -13,6 +13,8 @@ import (
 	"github.com/relay-sh/relay/internal/atomicfile"
 	"github.com/relay-sh/relay/internal/faultpoint"
 	"github.com/relay-sh/relay/record"
+	"github.com/relay-sh/relay/signer"
+	"github.com/relay-sh/relay/transfer"
 )
 
 // placeFiles copies files from the verified bundle folder src into out,
@@ -142,4 +144,38 @@ func CleanupReplaced(target string) {
 	for _, l := range leftovers {
 		os.Remove(l)
 	}
+}
+
+// InstalledIsAccepted reports whether the program at path is the release
+// this data folder accepted for key's channel: the accepted bundle's file
+// for this platform, compared by SHA-256. With nothing accepted, or a
+// state that cannot be read (Fetch reports that), it reports true: there
+// is nothing to install again. When the program differs, or the accepted
+// bundle is no longer here to compare with, it reports false: a watcher
+// given path then installs the accepted release again (FetchOptions.Again
+// on its first check), instead of taking it as installed because another
+// command once fetched it into this data folder.
+func (c *Client) InstalledIsAccepted(key signer.PublicKey, channel, path string) bool {
+	st, err := c.State(key, channel)
+	if err != nil || st.Infohash.IsZero() {
+		return true
+	}
+	b, err := transfer.OpenBundle(transfer.BundlesDir(c.cfg.DataDir), st.Infohash)
+	if err != nil {
+		return false
+	}
+	f, err := Executable(b.Manifest, runtime.GOOS, runtime.GOARCH)
+	if err != nil {
+		return false
+	}
+	r, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer r.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, r); err != nil {
+		return false
+	}
+	return record.Digest(h.Sum(nil)) == f.SHA256
 }

@@ -71,7 +71,8 @@ type WatchOptions struct {
 
 // Watch follows a key's channel until ctx ends: at every interval it runs
 // Fetch, which installs each new release that passes the whole
-// verification chain. Network failures are retried with a backoff that
+// verification chain. FetchOptions.Again applies to the first check that
+// succeeds: the accepted release is installed again once. Network failures are retried with a backoff that
 // starts at a few seconds and grows to the interval; verification
 // failures are reported and the watch goes on. It returns nil when ctx is
 // cancelled, and an error only for what retrying cannot mend (bad options,
@@ -93,10 +94,15 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		again := o.Again
+		if err == nil {
+			// Again holds until one check has installed the release again.
+			o.Again = false
+		}
 		wait := jitter(interval)
 		var ev Event
 		switch {
-		case err == nil && res.UpToDate:
+		case err == nil && res.UpToDate && !again:
 			failures = 0
 			ev = Event{Kind: EventChecked, Version: res.Release.Version, Result: res}
 		case err == nil:

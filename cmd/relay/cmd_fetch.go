@@ -178,6 +178,10 @@ func watchCommand(e *env) *cli.Command {
 				return interrupted(c, err)
 			}
 			defer cl.Close()
+			// What this data folder accepted may never have reached
+			// install (fetched by `relay fetch`, or watched without
+			// --install): then the first check installs it.
+			o.Again = install != "" && !cl.InstalledIsAccepted(o.Key, o.Channel, install)
 			progress, finish := e.progressBar("fetching")
 			o.Progress = progress
 			o.OnFound = func(r record.Release, prev record.Version) {

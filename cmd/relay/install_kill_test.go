@@ -127,6 +127,21 @@ func TestWatchInstallKilled(t *testing.T) {
 			checkHooks(t, dir, c.hooks[1])
 		})
 	}
+
+	// Not a kill: `relay fetch` accepted 2.0.0 into the data folder
+	// without installing it; a watcher given --install installs it rather
+	// than taking it as done.
+	t.Run("fetched, not installed", func(t *testing.T) {
+		t.Parallel()
+		dir := filepath.Join(k.work, "fetched")
+		copyState(t, v1, dir)
+		k.run(t, dir, "fetch", k.pub, "--out", "out", "--timeout", "60s")
+		k.checkState(t, dir, "2.0.0")
+		k.checkExe(t, dir, "1.0.0")
+		k.watch(t, dir).waitFor(t, "installed", "2.0.0")
+		k.checkExe(t, dir, "2.0.0")
+		k.checkState(t, dir, "2.0.0")
+	})
 }
 
 // killTest is the relay built with the relayfault tag, and what its runs
