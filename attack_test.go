@@ -55,6 +55,19 @@ func newVictim(t *testing.T, n *testNet, ctx context.Context, keyByte byte) *vic
 	return v
 }
 
+// moveTo reopens the user's data folder on the DHT node n, closing the
+// user's client first (one client per data folder).
+func (v *victim) moveTo(ctx context.Context, n *dht.Node) {
+	v.t.Helper()
+	v.user.Close()
+	c, err := Open(ctx, Config{DataDir: filepath.Dir(filepath.Dir(filepath.Dir(v.statePath()))), Network: n})
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	v.t.Cleanup(func() { c.Close() })
+	v.user = c
+}
+
 func (v *victim) statePath() string {
 	return v.user.states.path(v.key.PublicKey(), "stable")
 }
@@ -240,14 +253,7 @@ func TestAttacksRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { node.Close() })
-		// One client per data folder: the user's first one closes.
-		v.user.Close()
-		c, err := Open(ctx, Config{DataDir: filepath.Dir(filepath.Dir(filepath.Dir(v.statePath()))), Network: node})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		v.user = c
+		v.moveTo(ctx, node)
 		v.refused(ctx, record.ErrReplay, "older record than the one accepted")
 	})
 
@@ -320,15 +326,8 @@ func TestAttacksRefused(t *testing.T) {
 		if !slices.ContainsFunc(node.Server().Nodes(), func(ni krpc.NodeInfo) bool { return ni.ID == id }) {
 			t.Fatal("the forging node is not in the routing table")
 		}
-		// One client per data folder: the user's first one closes.
-		v.user.Close()
-		c, err := Open(ctx, Config{DataDir: filepath.Dir(filepath.Dir(filepath.Dir(v.statePath()))), Network: node})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		v.user = c
-		res, err := c.Fetch(ctx, FetchOptions{Key: v.key.PublicKey(), Out: v.out})
+		v.moveTo(ctx, node)
+		res, err := v.user.Fetch(ctx, FetchOptions{Key: v.key.PublicKey(), Out: v.out})
 		if err != nil || !res.UpToDate || res.Release.Version.String() != "1.0.0" {
 			t.Fatalf("fetch: %+v %v", res, err)
 		}

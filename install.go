@@ -148,13 +148,14 @@ func CleanupReplaced(target string) {
 
 // InstalledIsAccepted reports whether the program at path is the release
 // this data folder accepted for key's channel: the accepted bundle's file
-// for this platform, compared by SHA-256. With nothing accepted, or a
-// state that cannot be read (Fetch reports that), it reports true: there
-// is nothing to install again. When the program differs, or the accepted
-// bundle is no longer here to compare with, it reports false: a watcher
-// given path then installs the accepted release again (FetchOptions.Again
-// on its first check), instead of taking it as installed because another
-// command once fetched it into this data folder.
+// for this platform, compared as an install checks what it writes (size
+// and SHA-256, copyVerified). With nothing accepted, or a state that
+// cannot be read (Fetch reports that), it reports true: there is nothing
+// to install again. When the program differs, or the accepted bundle is no
+// longer here to compare with, it reports false: a watcher given path then
+// installs the accepted release again (FetchOptions.Again on its first
+// check), instead of taking it as installed because another command once
+// fetched it into this data folder.
 func (c *Client) InstalledIsAccepted(key signer.PublicKey, channel, path string) bool {
 	st, err := c.State(key, channel)
 	if err != nil || st.Infohash.IsZero() {
@@ -165,17 +166,5 @@ func (c *Client) InstalledIsAccepted(key signer.PublicKey, channel, path string)
 		return false
 	}
 	f, err := Executable(b.Manifest, runtime.GOOS, runtime.GOARCH)
-	if err != nil {
-		return false
-	}
-	r, err := os.Open(path)
-	if err != nil {
-		return false
-	}
-	defer r.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, r); err != nil {
-		return false
-	}
-	return record.Digest(h.Sum(nil)) == f.SHA256
+	return err == nil && copyVerified(io.Discard, path, f) == nil
 }

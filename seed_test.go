@@ -30,14 +30,8 @@ func TestSeedFollows(t *testing.T) {
 	publish("1.0.0")
 
 	seeder := n.client(false)
-	sctx, stop := context.WithCancel(ctx)
-	events := make(chan Event, 64)
-	done := make(chan error, 1)
-	go func() {
-		done <- seeder.Seed(sctx, SeedOptions{Follow: []Follow{{Key: key.PublicKey(), Channel: "stable"}},
-			Keep: 1, Interval: 200 * time.Millisecond, Restore: 200 * time.Millisecond,
-			OnEvent: func(e Event) { events <- e }})
-	}()
+	events, stop := startSeed(t, ctx, seeder, SeedOptions{Follow: []Follow{{Key: key.PublicKey(), Channel: "stable"}},
+		Keep: 1, Interval: 200 * time.Millisecond, Restore: 200 * time.Millisecond})
 	waitEvent := func(kind EventKind, version string) {
 		t.Helper()
 		for {
@@ -69,9 +63,6 @@ func TestSeedFollows(t *testing.T) {
 		t.Fatalf("fetched %s", res.Release.Version)
 	}
 	stop()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
 }
 
 // A seeder given the publisher's key signs its records again before they

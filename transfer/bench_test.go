@@ -147,13 +147,11 @@ func BenchmarkSwarm16(b *testing.B) {
 	rounds := int(envInt("RELAY_BENCH_SWARM_ROUNDS", 3))
 	var total time.Duration
 	var copies float64
-	var sent int64 // what the seeder had sent before this round
 	for i := 0; i < b.N; i++ {
 		var tooks []time.Duration
 		var ups []int64
 		for r := range rounds {
-			took, up := swarmRound(b, s, bundle, n, rate, src, sent)
-			sent += up
+			took, up := swarmRound(b, s, bundle, n, rate, src)
 			b.Logf("run %d.%d: all done in %v; seeder sent %.1f MB (%.2f copies)", i, r, took, float64(up)/1e6, float64(up)/F)
 			tooks, ups = append(tooks, took), append(ups, up)
 		}
@@ -174,9 +172,9 @@ func BenchmarkSwarm16(b *testing.B) {
 
 // swarmRound has n new leechers, each with its upload capped at rate,
 // fetch bundle at once from the seeder s and each other, and returns the
-// time until the last had it all and what s sent in the round (sent is
-// what it had sent before).
-func swarmRound(b *testing.B, s *Client, bundle *Bundle, n int, rate int64, tmp string, sent int64) (time.Duration, int64) {
+// time until the last had it all and what s sent in the round.
+func swarmRound(b *testing.B, s *Client, bundle *Bundle, n int, rate int64, tmp string) (time.Duration, int64) {
+	before, _ := s.Stats(bundle.Infohash)
 	var ls []*Client
 	for range n {
 		dir, err := os.MkdirTemp(tmp, "leecher-")
@@ -204,8 +202,8 @@ func swarmRound(b *testing.B, s *Client, bundle *Bundle, n int, rate int64, tmp 
 			b.Fatal(err)
 		}
 	}
-	st, _ := s.Stats(bundle.Infohash)
-	return took, st.Uploaded - sent
+	after, _ := s.Stats(bundle.Infohash)
+	return took, after.Uploaded - before.Uploaded
 }
 
 // newBenchClient is newClient with the library's logs silenced.

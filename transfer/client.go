@@ -119,6 +119,16 @@ type peerKey struct {
 	id torrent.PeerID
 }
 
+// keyOf names the peer of pc in its bundle; ok is false while pc has no
+// torrent yet.
+func keyOf(pc *torrent.PeerConn) (k peerKey, ok bool) {
+	t := pc.Torrent()
+	if t == nil {
+		return peerKey{}, false
+	}
+	return peerKey{record.Infohash(t.InfoHash()), pc.PeerID}, true
+}
+
 // peerPieces is what a peer said it has. A set of piece numbers, not a
 // slice indexed by them: a peer may claim pieces far beyond the bundle's
 // (before the info is known, nothing bounds them), and the memory kept
@@ -600,10 +610,10 @@ func (c *Client) onMessage(pc *torrent.PeerConn, msg *pp.Message) {
 	default:
 		return
 	}
-	if pc.Torrent() == nil {
+	k, ok := keyOf(pc)
+	if !ok {
 		return
 	}
-	k := peerKey{record.Infohash(pc.Torrent().InfoHash()), pc.PeerID}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n, known := c.numPcs[k.ih]
@@ -651,10 +661,10 @@ func (c *Client) onMessage(pc *torrent.PeerConn, msg *pp.Message) {
 }
 
 func (c *Client) onPeerClosed(pc *torrent.PeerConn) {
-	if pc.Torrent() == nil {
+	k, ok := keyOf(pc)
+	if !ok {
 		return
 	}
-	k := peerKey{record.Infohash(pc.Torrent().InfoHash()), pc.PeerID}
 	c.mu.Lock()
 	delete(c.peerBits, k)
 	c.capSeeds(k.ih)

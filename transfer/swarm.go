@@ -76,10 +76,10 @@ func (c *Client) capSeeds(ih record.Infohash) {
 // handshake (which carries its own request limit, "reqq") comes after the
 // message that showed it to be a seed.
 func (c *Client) onExtendedHandshake(pc *torrent.PeerConn, m *pp.ExtendedHandshakeMessage) {
-	if pc.Torrent() == nil || m.Reqq <= 0 {
+	k, ok := keyOf(pc)
+	if !ok || m.Reqq <= 0 {
 		return
 	}
-	k := peerKey{record.Infohash(pc.Torrent().InfoHash()), pc.PeerID}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if p := c.peerBits[k]; p != nil && p.limit != 0 {
@@ -93,10 +93,10 @@ func (c *Client) onExtendedHandshake(pc *torrent.PeerConn, m *pp.ExtendedHandsha
 // that time, between SeedRequests and the seed's own limit. It runs with
 // the torrent client locked.
 func (c *Client) onBlock(pc *torrent.PeerConn, n int) {
-	if pc.Torrent() == nil {
+	k, ok := keyOf(pc)
+	if !ok {
 		return
 	}
-	k := peerKey{record.Infohash(pc.Torrent().InfoHash()), pc.PeerID}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	p := c.peerBits[k]
