@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strings"
 
 	"golang.org/x/crypto/chacha20poly1305"
 	"golang.org/x/crypto/scrypt"
@@ -270,7 +269,10 @@ func syncDir(dir string) {
 	}
 }
 
-// IsSealed reports whether data is a sealed key file.
+// IsSealed reports whether data is a sealed key file: whether the block
+// ParseKeyFile would read is a sealed one. Text elsewhere in the file that
+// merely names a sealed block does not count.
 func IsSealed(data []byte) bool {
-	return strings.Contains(string(data), "BEGIN "+pemSealed)
+	block, _ := pem.Decode(data)
+	return block != nil && block.Type == pemSealed
 }

@@ -161,3 +161,29 @@ func mustMarshal(t *testing.T, k *PrivateKey) []byte {
 	}
 	return b
 }
+
+// TestIsSealedFollowsTheBlockRead: IsSealed answers for the block that
+// ParseKeyFile reads, not for text elsewhere in the file (found by
+// FuzzParseKeyFile: a plain key after a line naming a sealed block).
+func TestIsSealedFollowsTheBlockRead(t *testing.T) {
+	k := mustKey(t, 6)
+	plain, _ := MarshalKeyFile(k, nil, nil)
+	sealed, _ := MarshalKeyFile(k, []byte("pw"), bytes.NewReader(make([]byte, 64)))
+	for _, tc := range []struct {
+		name   string
+		data   []byte
+		sealed bool
+	}{
+		{"plain after a sealed block's name", append([]byte("-----BEGIN RELAY SEALED PRIVATE KEY-----\n"), plain...), false},
+		{"plain then sealed", append(append([]byte{}, plain...), sealed...), false},
+		{"sealed then plain", append(append([]byte{}, sealed...), plain...), true},
+	} {
+		if got := IsSealed(tc.data); got != tc.sealed {
+			t.Errorf("%s: IsSealed = %v, want %v", tc.name, got, tc.sealed)
+		}
+		_, err := ParseKeyFile(tc.data, nil)
+		if sealedErr := errors.Is(err, ErrSealed); sealedErr != tc.sealed {
+			t.Errorf("%s: ParseKeyFile without a passphrase: %v", tc.name, err)
+		}
+	}
+}
