@@ -42,6 +42,12 @@ const DefaultQueryTimeout = 2 * time.Second
 // Config.ItemLifetime is zero: two hours, as other Mainline DHT nodes do.
 const DefaultItemLifetime = 2 * time.Hour
 
+// DefaultMaxItems is the number of BEP 44 items a node holds for others
+// when Config.MaxItems is zero. An item is at most about 1.2 KB, so this
+// bounds the store near 12 MB; a node on a network of millions holds a
+// handful, and a private network's bootstrap node one per channel.
+const DefaultMaxItems = 10000
+
 // DefaultBootstrap returns the public Mainline DHT routers, as host:port.
 // Nothing in this package uses them unless a caller passes them in
 // Config.Bootstrap.
@@ -95,6 +101,11 @@ type Config struct {
 	// DefaultItemLifetime. Shorter is for tests; a network's items live as
 	// long as the lifetime of the nodes that hold them.
 	ItemLifetime time.Duration
+	// MaxItems is the most BEP 44 items the node holds for others; zero
+	// means DefaultMaxItems. When it is full, a new item takes the place
+	// of the one whose target is farthest from the node's ID, or is
+	// refused (KRPC error 202) when it is the farthest itself.
+	MaxItems int
 	// Logger receives the node's logs, anacrolix's at debug level; nil is
 	// silent.
 	Logger *slog.Logger

@@ -1,8 +1,11 @@
 package dht_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -111,6 +114,54 @@ func TestStoreKeepsItemPastLifetime(t *testing.T) {
 	for i, err := range errs {
 		if !errors.Is(err, dht.ErrNotFound) {
 			t.Errorf("node %s, a lifetime after the last store: %v, want ErrNotFound", nodes[i].Addr(), err)
+		}
+	}
+}
+
+// A node stores at most MaxItems items for others, and keeps those whose
+// targets are closest to its ID: here ten keys are published through a
+// network whose only storing node holds three, and exactly the three
+// closest can be resolved; publishes it had no room for fail, naming the
+// refusal.
+func TestNodeHoldsAtMostMaxItems(t *testing.T) {
+	ctx := ctxFor(t, 30*time.Second)
+	const max = 3
+	store, err := dht.New(ctx, dht.Config{Listen: "127.0.0.1:0", Bootstrapper: true, SendRate: 1000, MaxItems: max})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	client := func() *dht.Node {
+		n, err := dht.New(ctx, dht.Config{Listen: "127.0.0.1:0", Bootstrap: []string{store.Addr().String()}, ReadOnly: true, SendRate: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		return n
+	}
+	pub, reader := client(), client()
+
+	keys := make([]*signer.PrivateKey, 10)
+	for i := range keys {
+		keys[i] = newKey(t)
+		_, _, err := pub.Publish(ctx, keys[i], setRelease(keys[i].PublicKey(), release(t, "stable", "1.0.0")))
+		if err != nil && !strings.Contains(err.Error(), "refused") {
+			t.Fatalf("publish %d: %v, want stored or refused", i, err)
+		}
+	}
+	id := store.ID()
+	dist := func(k *signer.PrivateKey) []byte {
+		t := record.Target(k.PublicKey())
+		for i := range t {
+			t[i] ^= id[i]
+		}
+		return t[:]
+	}
+	slices.SortFunc(keys, func(a, b *signer.PrivateKey) int { return bytes.Compare(dist(a), dist(b)) })
+	for i, k := range keys {
+		_, _, err := reader.Resolve(ctx, k.PublicKey())
+		if found := err == nil; found != (i < max) {
+			t.Errorf("key %d by distance from the storing node: resolve: %v", i, err)
 		}
 	}
 }

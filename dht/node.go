@@ -123,7 +123,10 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	if lifetime <= 0 {
 		lifetime = DefaultItemLifetime
 	}
-	n.items = newItemStore(n.now, lifetime)
+	maxItems := cfg.MaxItems
+	if maxItems <= 0 {
+		maxItems = DefaultMaxItems
+	}
 	n.peers = newPeerStore(n.now)
 	sc := dht.ServerConfig{
 		NodeId:     keptID, // zero when none was kept: a random one
@@ -134,7 +137,6 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 			return n.bootstrap, nil
 		},
 		QueryResendDelay: func() time.Duration { return timeout },
-		Store:            n.items,
 		// anacrolix's wrapper around the store expires items too, by the
 		// time it stored them: the same lifetime. (Zero would expire
 		// every item at once.)
@@ -145,6 +147,11 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		// server in the process, at 25 packets a second.
 		SendLimiter: rate.NewLimiter(rate.Limit(sendRate), max(1, int(sendRate))),
 	}
+	// The ID is chosen here rather than by NewServer: the item store ranks
+	// items by their distance from it.
+	sc.InitNodeId()
+	n.items = newItemStore(n.now, lifetime, maxItems, sc.NodeId)
+	sc.Store = n.items
 	if !cfg.ReadOnly {
 		sc.PeerStore = n.peers
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -40,7 +41,15 @@ func nodeCommand(e *env) *cli.Command {
 		Description: "Runs a Mainline DHT node that introduces every node that contacts it to the others,\n" +
 			"so a private network forms from its one address: run one `relay node --listen ADDR`,\n" +
 			"and give everyone else `--bootstrap ADDR`. Prints its address, then runs until interrupted.",
+		Flags: []cli.Flag{&cli.IntFlag{
+			Name:  "max-items",
+			Usage: "the most BEP 44 records the node holds for others; when full it keeps those closest to its ID",
+			Value: dht.DefaultMaxItems,
+		}},
 		Action: func(c *cli.Context) error {
+			if c.Int("max-items") < 1 {
+				return usageError{errors.New("--max-items must be at least 1")}
+			}
 			listen := e.listen
 			if listen == "" {
 				listen = ":6881"
@@ -50,6 +59,7 @@ func nodeCommand(e *env) *cli.Command {
 				Bootstrap:    e.bootstrap, // none: a network of its own
 				Bootstrapper: true,
 				NodesFile:    filepath.Join(e.dataDir, "dht-nodes-bootstrap"),
+				MaxItems:     c.Int("max-items"),
 				Logger:       e.logger(),
 			})
 			if err != nil {
