@@ -36,12 +36,14 @@ func placeFiles(src string, files []record.File, out string) ([]string, error) {
 		if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
 			return nil, fmt.Errorf("failed to make folder for %s: %w", f.Path, err)
 		}
+		// A run killed while placing left its temporary file here.
+		atomicfile.RemoveLeftovers(target)
 		p, err := atomicfile.Create(target, fs.FileMode(f.Mode))
 		if err != nil {
 			return nil, fmt.Errorf("failed to place %s: %w", f.Path, err)
 		}
 		pending = append(pending, p)
-		if err := copyVerified(p, filepath.Join(src, filepath.FromSlash(f.Path)), f); err != nil {
+		if err := copyVerified(faultpoint.Writer(faultpoint.PlaceWrite, p), filepath.Join(src, filepath.FromSlash(f.Path)), f); err != nil {
 			return nil, err
 		}
 		placed = append(placed, target)
@@ -140,10 +142,7 @@ func CleanupReplaced(target string) {
 		}
 	}
 	os.Remove(old)
-	leftovers, _ := filepath.Glob(filepath.Join(filepath.Dir(target), atomicfile.TempPrefix+filepath.Base(target)+"-*"))
-	for _, l := range leftovers {
-		os.Remove(l)
-	}
+	atomicfile.RemoveLeftovers(target)
 }
 
 // InstalledIsAccepted reports whether the program at path is the release

@@ -101,32 +101,47 @@ func TestWatchInstallKilled(t *testing.T) {
 			dir := filepath.Join(k.work, c.point)
 			copyState(t, v1, dir)
 
-			stdout := k.watchKilled(t, dir, c.point)
+			stdout := k.runKilled(t, dir, c.point, k.watchArgs()...)
 			if strings.Contains(stdout, `"event":"installed"`) {
 				t.Errorf("the killed run reported an install:\n%s", stdout)
 			}
 			k.checkExe(t, dir, c.exe)
 			k.checkState(t, dir, c.state)
-			temps := tempFiles(t, dir)
-			switch {
-			case c.temp == nil && len(temps) > 0:
-				t.Errorf("the kill left temporary files %q", temps)
-			case c.temp != nil && len(temps) != 1:
-				t.Errorf("the kill left temporary files %q, want one", temps)
-			case c.temp != nil && !bytes.Equal(readFile(t, temps[0]), c.temp):
-				t.Errorf("the temporary file left has %d bytes, want the first %d of the new executable", len(readFile(t, temps[0])), len(c.temp))
-			}
+			checkTemp(t, dir, c.temp)
 			checkHooks(t, dir, c.hooks[0])
 
 			k.watch(t, dir).waitFor(t, c.next, "2.0.0")
 			k.checkExe(t, dir, "2.0.0")
 			k.checkState(t, dir, "2.0.0")
-			if temps := tempFiles(t, dir); len(temps) > 0 {
-				t.Errorf("the next run left temporary files %q", temps)
-			}
+			checkTemp(t, dir, nil)
 			checkHooks(t, dir, c.hooks[1])
 		})
 	}
+
+	// relay fetch --out killed while writing a file into the folder: the
+	// folder keeps its old file, beside a partial temporary file, and the
+	// next fetch places the new release and removes the leftover.
+	t.Run(faultpoint.PlaceWrite, func(t *testing.T) {
+		t.Parallel()
+		dir := filepath.Join(k.work, faultpoint.PlaceWrite)
+		copyState(t, v1, dir)
+		out := filepath.Join(dir, "out")
+		if err := os.MkdirAll(out, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(out, "app"), k.exes["1.0.0"], 0o755); err != nil {
+			t.Fatal(err)
+		}
+		fetch := []string{"-v", "fetch", k.pub, "--out", "out", "--timeout", "60s"}
+		k.runKilled(t, dir, faultpoint.PlaceWrite, fetch...)
+		k.checkExe(t, out, "1.0.0")
+		k.checkState(t, dir, "1.0.0")
+		checkTemp(t, out, k.exes["2.0.0"][:partialBytes])
+		k.run(t, dir, fetch...)
+		k.checkExe(t, out, "2.0.0")
+		k.checkState(t, dir, "2.0.0")
+		checkTemp(t, out, nil)
+	})
 
 	// Not a kill: `relay fetch` accepted 2.0.0 into the data folder
 	// without installing it; a watcher given --install installs it rather
@@ -301,30 +316,31 @@ func (w *watcher) waitFor(t *testing.T, event, version string) {
 	}
 }
 
-// watchKilled runs relay watch in dir with the fault point armed, checks
-// that it printed the point's marker and died of SIGKILL, and returns what
-// it printed on stdout.
-func (k *killTest) watchKilled(t *testing.T, dir, point string) string {
+// runKilled runs relay in dir with the fault point armed, checks that it
+// printed the point's marker and died of SIGKILL, and returns what it
+// printed on stdout.
+func (k *killTest) runKilled(t *testing.T, dir, point string, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := k.command(ctx, dir, k.watchArgs()...)
+	name := "relay " + strings.Join(args, " ")
+	cmd := k.command(ctx, dir, args...)
 	cmd.Env = append(cmd.Env, "RELAY_FAULTPOINT="+point, fmt.Sprintf("RELAY_FAULTPOINT_BYTES=%d", partialBytes))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	if ctx.Err() != nil {
-		t.Fatalf("relay watch did not reach %s within a minute:\n%s\n%s", point, stdout.Bytes(), stderr.Bytes())
+		t.Fatalf("%s did not reach %s within a minute:\n%s\n%s", name, point, stdout.Bytes(), stderr.Bytes())
 	}
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) {
-		t.Fatalf("relay watch with %s armed ended with %v, want a kill:\n%s", point, err, stderr.Bytes())
+		t.Fatalf("%s with %s armed ended with %v, want a kill:\n%s", name, point, err, stderr.Bytes())
 	}
 	if ws, ok := ee.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-		t.Fatalf("relay watch with %s armed ended with %v, want SIGKILL:\n%s", point, err, stderr.Bytes())
+		t.Fatalf("%s with %s armed ended with %v, want SIGKILL:\n%s", name, point, err, stderr.Bytes())
 	}
 	if !strings.Contains(stderr.String(), faultpoint.Marker(point)+"\n") {
-		t.Fatalf("relay watch was killed without reaching %s:\n%s", point, stderr.Bytes())
+		t.Fatalf("%s was killed without reaching %s:\n%s", name, point, stderr.Bytes())
 	}
 	return stdout.String()
 }
@@ -384,14 +400,22 @@ func copyState(t *testing.T, base, dir string) {
 	}
 }
 
-// tempFiles lists the temporary files of an install beside dir/app.
-func tempFiles(t *testing.T, dir string) []string {
+// checkTemp checks the temporary files of an install beside dir/app: one
+// holding exactly want, or none when want is nil.
+func checkTemp(t *testing.T, dir string, want []byte) {
 	t.Helper()
-	m, err := filepath.Glob(filepath.Join(dir, atomicfile.TempPrefix+"*"))
+	temps, err := filepath.Glob(filepath.Join(dir, atomicfile.TempPrefix+"*"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return m
+	switch {
+	case want == nil && len(temps) > 0:
+		t.Errorf("temporary files left: %q", temps)
+	case want != nil && len(temps) != 1:
+		t.Errorf("temporary files left: %q, want one", temps)
+	case want != nil && !bytes.Equal(readFile(t, temps[0]), want):
+		t.Errorf("the temporary file left has %d bytes, want the first %d of the new executable", len(readFile(t, temps[0])), len(want))
+	}
 }
 
 // checkHooks checks that --exec wrote the versions want (space-separated)

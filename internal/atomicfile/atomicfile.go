@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 )
 
 // File is a file being written in place of another. Write to it, then
@@ -89,6 +90,23 @@ func WriteFile(path string, data []byte, perm fs.FileMode) error {
 		return fmt.Errorf("failed to write %s: %w", path, err)
 	}
 	return f.Commit()
+}
+
+// RemoveLeftovers removes the temporary files that writes of target
+// interrupted by a crash left beside it. It is for a process that owns
+// target (relay's data folder lock, or a caller's): a write of target in
+// progress in another process would fail at its Commit. Errors are
+// ignored; a leftover that stays costs only disk space.
+func RemoveLeftovers(target string) {
+	prefix := TempPrefix + filepath.Base(target) + "-"
+	leftovers, _ := filepath.Glob(filepath.Join(filepath.Dir(target), prefix+"*"))
+	for _, l := range leftovers {
+		// os.CreateTemp puts digits where the pattern has its *: the
+		// temporary file of "app-x" also begins with prefix for "app".
+		if rest := strings.TrimPrefix(filepath.Base(l), prefix); rest != "" && strings.Trim(rest, "0123456789") == "" {
+			os.Remove(l)
+		}
+	}
 }
 
 // SyncDir syncs a folder so that a rename in it survives a crash. Errors

@@ -56,3 +56,39 @@ func TestWriteFileMissingFolder(t *testing.T) {
 		t.Fatal("wrote into a missing folder")
 	}
 }
+
+// RemoveLeftovers removes the temporary files of writes of its target
+// only: the target itself and other files' temporary files stay.
+func TestRemoveLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "app")
+	if err := WriteFile(p, []byte("whole"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mine, err := Create(p, 0o644) // a write killed before its Commit
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine.Close()
+	var others []*File
+	for _, name := range []string{"app2", "app-x", "app-1"} {
+		other, err := Create(filepath.Join(dir, name), 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer other.Abort()
+		others = append(others, other)
+	}
+	RemoveLeftovers(p)
+	if _, err := os.Stat(mine.Name()); !os.IsNotExist(err) {
+		t.Errorf("the target's leftover is still there: %v", err)
+	}
+	for _, other := range others {
+		if _, err := os.Stat(other.Name()); err != nil {
+			t.Errorf("another file's temporary file was removed: %v", err)
+		}
+	}
+	if b, err := os.ReadFile(p); err != nil || string(b) != "whole" {
+		t.Errorf("the target: %q, %v", b, err)
+	}
+}

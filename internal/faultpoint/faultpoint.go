@@ -45,4 +45,9 @@ const (
 	// InstallSaved: the new state is saved; the release is not reported
 	// yet. Leaves the new executable and the new state.
 	InstallSaved = "install-saved"
+	// PlaceWrite: in the middle of writing a file's temporary file in
+	// relay fetch's or watch's --out folder (Writer). Leaves the folder's
+	// old files and a partial temporary file, which the next placing
+	// removes.
+	PlaceWrite = "place-write"
 )
