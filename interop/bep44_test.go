@@ -15,9 +15,11 @@ import (
 	"github.com/relay-sh/relay/transfer"
 )
 
-// item is what bep44.js prints: a BEP 44 mutable item it read and verified,
-// or stored, with its DNS packet decoded by dns-packet.
+// item is what bep44.js and lt.py print: a BEP 44 mutable item they read
+// and verified, or stored, with its DNS packet decoded (by dns-packet in
+// bep44.js, by hand in lt.py); Key is the public key lt.py put derived.
 type item struct {
+	Key     string   `json:"key"`
 	Target  string   `json:"target"`
 	Seq     int64    `json:"seq"`
 	Sig     string   `json:"sig"`
