@@ -200,37 +200,36 @@ func TestRelayResolvesLibtorrentRecord(t *testing.T) {
 func TestLibtorrentFetchesFromRelay(t *testing.T) {
 	needLibtorrent(t)
 	t.Parallel()
-	for _, giveAddr := range []bool{true, false} {
-		name := map[bool]string{true: "address", false: "dht"}[giveAddr]
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			ln := localnet.ForTest(t, localnet.Config{Nodes: 16})
-			ctx := ctxFor(t, time.Minute)
-			p, seeder := relaySeeds(t, ctx, ln, newKey(t), releaseDir(t, 3<<20, 1234567, 10))
-			out := t.TempDir()
-			args := []string{"fetch", ln.Bootstrap.Addr().String(), p.Bundle.Magnet(), out}
-			if giveAddr {
-				a, err := seeder.PeerAddr()
-				if err != nil {
-					t.Fatal(err)
-				}
-				args = append(args, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), a.Port()).String())
-			}
-			start := time.Now()
-			var got struct {
-				Name string
-				Size int64
-			}
-			libtorrent(t, ctx, &got, args...)
-			t.Logf("libtorrent fetched %d bytes in %v", got.Size, time.Since(start))
-			if got.Name != p.Bundle.Name || got.Size != p.Bundle.Size {
-				t.Errorf("libtorrent fetched %q of %d bytes, relay seeds %q of %d", got.Name, got.Size, p.Bundle.Name, p.Bundle.Size)
-			}
-			// libtorrent puts the torrent's folder, named after it, in
-			// its save path.
-			sameTree(t, p.Bundle.Dir, filepath.Join(out, p.Bundle.Name))
-		})
+	t.Run("address", func(t *testing.T) { t.Parallel(); libtorrentFetchesFromRelay(t, true) })
+	t.Run("dht", func(t *testing.T) { t.Parallel(); libtorrentFetchesFromRelay(t, false) })
+}
+
+func libtorrentFetchesFromRelay(t *testing.T, giveAddr bool) {
+	ln := localnet.ForTest(t, localnet.Config{Nodes: 16})
+	ctx := ctxFor(t, time.Minute)
+	p, seeder := relaySeeds(t, ctx, ln, newKey(t), releaseDir(t, 3<<20, 1234567, 10))
+	out := t.TempDir()
+	args := []string{"fetch", ln.Bootstrap.Addr().String(), p.Bundle.Magnet(), out}
+	if giveAddr {
+		a, err := seeder.PeerAddr()
+		if err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), a.Port()).String())
 	}
+	start := time.Now()
+	var got struct {
+		Name string
+		Size int64
+	}
+	libtorrent(t, ctx, &got, args...)
+	t.Logf("libtorrent fetched %d bytes in %v", got.Size, time.Since(start))
+	if got.Name != p.Bundle.Name || got.Size != p.Bundle.Size {
+		t.Errorf("libtorrent fetched %q of %d bytes, relay seeds %q of %d", got.Name, got.Size, p.Bundle.Name, p.Bundle.Size)
+	}
+	// libtorrent puts the torrent's folder, named after it, in its save
+	// path.
+	sameTree(t, p.Bundle.Dir, filepath.Join(out, p.Bundle.Name))
 }
 
 // TestRelayFetchesFromLibtorrent: relay fetches and verifies a bundle that
