@@ -15,9 +15,11 @@ import (
 	"github.com/relay-sh/relay/transfer"
 )
 
-// item is what bep44.js prints: a BEP 44 mutable item it read and verified,
-// or stored, with its DNS packet decoded by dns-packet.
+// item is what bep44.js and lt.py print: a BEP 44 mutable item they read
+// and verified, or stored, with its DNS packet decoded (by dns-packet in
+// bep44.js, by hand in lt.py); Key is the public key lt.py put derived.
 type item struct {
+	Key     string   `json:"key"`
 	Target  string   `json:"target"`
 	Seq     int64    `json:"seq"`
 	Sig     string   `json:"sig"`
@@ -93,20 +95,27 @@ func TestBEP44ReadsRelayRecord(t *testing.T) {
 
 	var got item
 	node(t, ctx, &got, "get", net.Bootstrap.Addr().String(), hex.EncodeToString(key.PublicKey().Ed25519()))
-	target := p.Packet.Target()
+	sameItem(t, got, p.Packet)
+	checkRecord(t, got.Answers, key.PublicKey(), p.Release)
+}
+
+// sameItem fails t unless got, the item another implementation read, is
+// the signed packet p relay stored: its target, seq, signature and v.
+func sameItem(t *testing.T, got item, p *record.SignedPacket) {
+	t.Helper()
+	target := p.Target()
 	if got.Target != hex.EncodeToString(target[:]) {
 		t.Errorf("target %s, relay's %x", got.Target, target)
 	}
-	if got.Seq != p.Packet.Seq {
-		t.Errorf("seq %d, relay stored %d", got.Seq, p.Packet.Seq)
+	if got.Seq != p.Seq {
+		t.Errorf("seq %d, relay's %d", got.Seq, p.Seq)
 	}
-	if got.Sig != hex.EncodeToString(p.Packet.Sig[:]) {
-		t.Errorf("signature %s, relay's %x", got.Sig, p.Packet.Sig)
+	if got.Sig != hex.EncodeToString(p.Sig[:]) {
+		t.Errorf("signature %s, relay's %x", got.Sig, p.Sig)
 	}
-	if got.V != hex.EncodeToString(p.Packet.Packet) {
-		t.Errorf("packet\n %s\nrelay's\n %x", got.V, p.Packet.Packet)
+	if got.V != hex.EncodeToString(p.Packet) {
+		t.Errorf("packet\n %s\nrelay's\n %x", got.V, p.Packet)
 	}
-	checkRecord(t, got.Answers, key.PublicKey(), p.Release)
 }
 
 // TestRelayResolvesBEP44Record: relay resolves and reads a packet that the
@@ -117,14 +126,7 @@ func TestRelayResolvesBEP44Record(t *testing.T) {
 	net := localnet.ForTest(t, localnet.Config{Nodes: 16})
 	ctx := ctxFor(t, time.Minute)
 	key := newKey(t)
-	ih, _ := record.ParseInfohash("8731b8987462fcf7a9a103530cf7732af34165d1")
-	m, _ := record.ParseDigest("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
-	want := record.Release{
-		Channel: "beta", Version: record.MustParseVersion("2.0.0-rc.1"),
-		Infohash: ih, Manifest: m, Size: 31457901,
-		Expires:  time.Now().Add(24 * time.Hour).Truncate(time.Second),
-		WebSeeds: []string{"https://example.org/a/", "https://example.org/b/"},
-	}
+	want := betaRelease()
 	seq := time.Now().UnixMicro()
 	records, _ := json.Marshal([]map[string]any{
 		{"name": "beta._relay." + key.PublicKey().String(), "data": txt(want)},
@@ -145,7 +147,25 @@ func TestRelayResolvesBEP44Record(t *testing.T) {
 		t.Errorf("relay resolved seq %d packet %x, bittorrent-dht stored seq %d packet %s",
 			r.Packet.Seq, r.Packet.Packet, seq, put.V)
 	}
-	got := r.Release
+	sameRelease(t, r.Release, want)
+}
+
+// betaRelease is a release of channel beta with every field of the record
+// set, two web seeds, expiring in a day.
+func betaRelease() record.Release {
+	ih, _ := record.ParseInfohash("8731b8987462fcf7a9a103530cf7732af34165d1")
+	m, _ := record.ParseDigest("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
+	return record.Release{
+		Channel: "beta", Version: record.MustParseVersion("2.0.0-rc.1"),
+		Infohash: ih, Manifest: m, Size: 31457901,
+		Expires:  time.Now().Add(24 * time.Hour).Truncate(time.Second),
+		WebSeeds: []string{"https://example.org/a/", "https://example.org/b/"},
+	}
+}
+
+// sameRelease fails t unless relay read the release want as got.
+func sameRelease(t *testing.T, got, want record.Release) {
+	t.Helper()
 	if got.Channel != want.Channel || got.Version.Compare(want.Version) != 0 || got.Infohash != want.Infohash ||
 		got.Manifest != want.Manifest || got.Size != want.Size || !got.Expires.Equal(want.Expires) ||
 		!slices.Equal(got.WebSeeds, want.WebSeeds) {

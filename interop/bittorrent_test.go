@@ -14,6 +14,7 @@ import (
 	"github.com/relay-sh/relay"
 	"github.com/relay-sh/relay/dht/localnet"
 	"github.com/relay-sh/relay/record"
+	"github.com/relay-sh/relay/signer"
 	"github.com/relay-sh/relay/transfer"
 )
 
@@ -35,6 +36,35 @@ func freePort(t testing.TB) int {
 	}
 	t.Fatal("no free port")
 	return 0
+}
+
+// background starts cmd with its stderr, and its stdout unless set, in a
+// log file; kills it when the test ends; and logs the file's content then
+// if the test failed. name names cmd in the log.
+func background(t testing.TB, cmd *exec.Cmd, name string) {
+	t.Helper()
+	log, err := os.Create(filepath.Join(t.TempDir(), name+".log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cmd.Stdout == nil {
+		cmd.Stdout = log
+	}
+	cmd.Stderr = log
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+		log.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(log.Name())
+			t.Logf("%s output:\n%s", name, b)
+		}
+	})
 }
 
 // aria2 starts aria2c on 127.0.0.1 with its DHT joined through the local
@@ -68,29 +98,29 @@ func aria2(t testing.TB, ctx context.Context, ln *localnet.Net, dir string, wait
 		"--allow-overwrite=true",
 	}
 	cmd := exec.CommandContext(ctx, bin, append(base, args...)...)
-	log, err := os.Create(filepath.Join(t.TempDir(), "aria2.log"))
+	background(t, cmd, "aria2c")
+	if wait {
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("aria2c: %v", err)
+		}
+	}
+	return cmd, port
+}
+
+// relaySeeds publishes version 1.0.0 of the files in src under key with a
+// relay client on ln, which keeps seeding the bundle, and returns
+// what it published and the client.
+func relaySeeds(t *testing.T, ctx context.Context, ln *localnet.Net, key *signer.PrivateKey, src string) (*relay.Published, *relay.Client) {
+	t.Helper()
+	seeder := client(t, ln, false)
+	p, err := seeder.Publish(ctx, relay.PublishOptions{
+		Key: key, Version: record.MustParseVersion("1.0.0"),
+		Sources: []transfer.Source{{Path: src}},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stdout, cmd.Stderr = log, log
-	t.Cleanup(func() {
-		if cmd.Process != nil && cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(log.Name())
-			t.Logf("aria2c output:\n%s", b)
-		}
-	})
-	if wait {
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("aria2c: %v", err)
-		}
-	} else if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	return cmd, port
+	return p, seeder
 }
 
 // TestAria2FetchesFromRelay: aria2 downloads a bundle that relay seeds,
@@ -100,15 +130,7 @@ func TestAria2FetchesFromRelay(t *testing.T) {
 	t.Parallel() // mostly waits on aria2's DHT timers
 	ln := localnet.ForTest(t, localnet.Config{Nodes: 16})
 	ctx := ctxFor(t, 2*time.Minute)
-	src := releaseDir(t, 3<<20, 1234567, 10)
-	seeder := client(t, ln, false)
-	p, err := seeder.Publish(ctx, relay.PublishOptions{
-		Key: newKey(t), Version: record.MustParseVersion("1.0.0"),
-		Sources: []transfer.Source{{Path: src}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, _ := relaySeeds(t, ctx, ln, newKey(t), releaseDir(t, 3<<20, 1234567, 10))
 
 	out := t.TempDir()
 	start := time.Now()
@@ -124,25 +146,27 @@ func TestAria2FetchesFromRelay(t *testing.T) {
 func TestRelayFetchesFromAria2(t *testing.T) {
 	needAria2(t)
 	t.Parallel()
-	t.Run("address", func(t *testing.T) { t.Parallel(); relayFetchesFromAria2(t, true) })
-	t.Run("dht", func(t *testing.T) { t.Parallel(); relayFetchesFromAria2(t, false) })
+	seed := func(t *testing.T, ctx context.Context, ln *localnet.Net, dir, torrent string) int {
+		_, port := aria2(t, ctx, ln, dir, false, "--check-integrity=true", "--seed-ratio=0.0", torrent)
+		return port
+	}
+	t.Run("address", func(t *testing.T) { t.Parallel(); relayFetchesFrom(t, true, seed) })
+	t.Run("dht", func(t *testing.T) { t.Parallel(); relayFetchesFrom(t, false, seed) })
 }
 
-func relayFetchesFromAria2(t *testing.T, giveAddr bool) {
-	needAria2(t)
+// relayFetchesFrom publishes a bundle with relay, stops the publisher, has
+// seed start an independent client that seeds a copy of the bundle's files
+// (dir/<bundle name>) from the bundle's metainfo file torrent and return its
+// BitTorrent port on 127.0.0.1, then fetches the release with relay, given
+// that port when giveAddr is set, and checks the files.
+func relayFetchesFrom(t *testing.T, giveAddr bool,
+	seed func(t *testing.T, ctx context.Context, ln *localnet.Net, dir, torrent string) int) {
 	ln := localnet.ForTest(t, localnet.Config{Nodes: 16})
 	ctx := ctxFor(t, 2*time.Minute)
-	key := newKey(t)
 	src := releaseDir(t, 2<<20, 4321)
-	pub := client(t, ln, false)
-	p, err := pub.Publish(ctx, relay.PublishOptions{
-		Key: key, Version: record.MustParseVersion("1.0.0"),
-		Sources: []transfer.Source{{Path: src}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// aria2 seeds a copy of the bundle's files from the bundle's metainfo.
+	p, pub := relaySeeds(t, ctx, ln, newKey(t), src)
+	// The other client seeds a copy of the bundle's files from the
+	// bundle's metainfo.
 	seedDir := t.TempDir()
 	if err := os.CopyFS(filepath.Join(seedDir, p.Bundle.Name), os.DirFS(p.Bundle.Dir)); err != nil {
 		t.Fatal(err)
@@ -157,11 +181,11 @@ func relayFetchesFromAria2(t *testing.T, giveAddr bool) {
 		t.Fatal(err)
 	}
 	pub.Close()
-	_, port := aria2(t, ctx, ln, seedDir, false, "--check-integrity=true", "--seed-ratio=0.0", torrent)
+	port := seed(t, ctx, ln, seedDir, torrent)
 
 	fetcher := client(t, ln, true)
 	outDir := t.TempDir()
-	o := relay.FetchOptions{Key: key.PublicKey(), Out: outDir, AllPlatforms: true}
+	o := relay.FetchOptions{Key: p.Packet.Key, Out: outDir, AllPlatforms: true}
 	if giveAddr {
 		o.Peers = []netip.AddrPort{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))}
 	}
@@ -173,6 +197,6 @@ func relayFetchesFromAria2(t *testing.T, giveAddr bool) {
 	if res.Release.Infohash != p.Bundle.Infohash {
 		t.Fatalf("fetched %s, published %s", res.Release.Infohash, p.Bundle.Infohash)
 	}
-	t.Logf("relay fetched from aria2 in %v", time.Since(start))
+	t.Logf("relay fetched from port %d in %v", port, time.Since(start))
 	sameTree(t, src, outDir)
 }

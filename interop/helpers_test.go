@@ -49,14 +49,22 @@ func node(t testing.TB, ctx context.Context, v any, args ...string) {
 	t.Helper()
 	cmd := exec.CommandContext(ctx, "node", append([]string{filepath.Join(jsDir, "bep44.js")}, args...)...)
 	cmd.Dir = jsDir
+	runJSON(t, cmd, "node bep44.js "+args[0], v)
+}
+
+// runJSON runs cmd, a helper that prints one JSON object on stdout, and
+// decodes that object into v. name names cmd in failures, which carry what
+// it wrote to stderr.
+func runJSON(t testing.TB, cmd *exec.Cmd, name string, v any) {
+	t.Helper()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("node bep44.js %s: %v\n%s", args[0], err, stderr.Bytes())
+		t.Fatalf("%s: %v\n%s", name, err, stderr.Bytes())
 	}
 	if err := json.Unmarshal(out, v); err != nil {
-		t.Fatalf("node bep44.js %s printed %q: %v", args[0], out, err)
+		t.Fatalf("%s printed %q: %v", name, out, err)
 	}
 }
 
