@@ -93,7 +93,13 @@ type Config struct {
 	// own.
 	SendRate float64
 	// QueryTimeout is how long to wait for an answer before giving up on a
-	// node; zero means DefaultQueryTimeout.
+	// node; zero means DefaultQueryTimeout. Lookups (resolve, publish,
+	// peers, joining) give up sooner, after a wait set by the round trips
+	// of the answers so far, as TCP sets its retransmission timeout (RFC
+	// 6298): the mean plus four deviations, at least 500 ms, 1 s before
+	// any answer, never more than QueryTimeout. A node that is gone then
+	// costs a lookup half a second on a fast network instead of
+	// QueryTimeout.
 	QueryTimeout time.Duration
 	// ItemLifetime is how long the node keeps a BEP 44 item that another
 	// node stored on it, from the last time it was stored (a seeder storing

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/anacrolix/dht/v2"
 	k_nearest_nodes "github.com/anacrolix/dht/v2/k-nearest-nodes"
@@ -71,11 +72,17 @@ func (n *Node) lookup(ctx context.Context, l lookup) ([]closeNode, lookupStats, 
 		DoQuery: func(tctx context.Context, addr krpc.NodeAddr) traversal.QueryResult {
 			// The traversal's context ends when it stops; the caller's when
 			// the caller gives up. Either ends the query.
-			qctx, cancel := context.WithCancel(ctx)
+			// A node that has not answered within the wait n.rtt sets for
+			// now is left behind: the lookup goes on without it.
+			qctx, cancel := context.WithTimeout(ctx, n.rtt.wait(n.queryTimeout))
 			defer cancel()
 			defer context.AfterFunc(tctx, cancel)()
+			sent := time.Now()
 			res := n.srv.Query(qctx, dht.NewAddr(addr.UDP()), l.q, dht.QueryInput{MsgArgs: l.args})
 			r := res.Reply.R
+			if res.Err == nil && r != nil {
+				n.rtt.add(time.Since(sent))
+			}
 			mu.Lock()
 			st.queried++
 			st.messages += int(res.Writes)

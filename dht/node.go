@@ -39,6 +39,11 @@ type Node struct {
 	items  *itemStore
 	peers  *peerStore
 
+	// rtt is the round trip of the node's answered queries; a lookup gives
+	// up on a node after the wait it sets, at most queryTimeout.
+	rtt          rtt
+	queryTimeout time.Duration
+
 	// bootstrap holds the resolved Config.Bootstrap addresses.
 	bootstrap []dht.Addr
 
@@ -119,6 +124,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	if timeout <= 0 {
 		timeout = DefaultQueryTimeout
 	}
+	n.queryTimeout = timeout
 	lifetime := cfg.ItemLifetime
 	if lifetime <= 0 {
 		lifetime = DefaultItemLifetime
@@ -208,9 +214,12 @@ func (n *Node) join(ctx context.Context) error {
 	for _, a := range n.bootstrap {
 		wg.Go(func() {
 			// A node that answers enters the routing table.
+			sent := time.Now()
 			res := n.srv.Query(ctx, a, "ping", dht.QueryInput{})
 			if res.Err != nil {
 				n.log.Debug("bootstrap node did not answer", "addr", a, "err", res.Err)
+			} else {
+				n.rtt.add(time.Since(sent))
 			}
 		})
 	}

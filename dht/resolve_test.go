@@ -235,3 +235,107 @@ func TestNodesFileWarmStart(t *testing.T) {
 	}
 	third.Close()
 }
+
+// A lookup leaves a node that does not answer behind after a wait set by
+// the round trips of those that do (RFC 6298), not after QueryTimeout. Here
+// three silent nodes (UDP sockets nobody reads) are the closest to the key
+// in the routing tables of a publisher and of a resolver, with a
+// QueryTimeout of 10 s: both ask the silent nodes, and both finish in a
+// fraction of it, the record stored and found.
+func TestLookupLeavesSilentNodesBehind(t *testing.T) {
+	const queryTimeout = 10 * time.Second
+	ctx := ctxFor(t, time.Minute)
+	net := localnet.ForTest(t, localnet.Config{Nodes: 4, QueryTimeout: queryTimeout})
+	key := newKey(t)
+	target := record.Target(key.PublicKey())
+
+	var silent []*silentNode
+	for i := range 3 {
+		id := target
+		id[19] ^= byte(i + 1)
+		silent = append(silent, newSilentNode(t, id))
+	}
+	client := func() *dht.Node {
+		n, err := dht.New(ctx, net.Config(func(c *dht.Config) { c.ReadOnly = true }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		for _, s := range silent {
+			if err := n.Server().AddNode(s.info()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return n
+	}
+	asked := func(what string) {
+		t.Helper()
+		for i, s := range silent {
+			if !s.asked() {
+				t.Fatalf("%s did not ask silent node %d: the test proves nothing", what, i)
+			}
+		}
+	}
+
+	pub := client()
+	start := time.Now()
+	p, st, err := pub.Publish(ctx, key, setRelease(key.PublicKey(), release(t, "stable", "1.0.0")))
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	asked("the publish")
+	if took > queryTimeout/2 {
+		t.Errorf("the publish took %v with silent nodes in its table, QueryTimeout %v", took, queryTimeout)
+	}
+	t.Logf("publish: %v, stored on %d nodes", took.Round(time.Millisecond), st.Acked)
+
+	res := client()
+	start = time.Now()
+	got, _, err := res.Resolve(ctx, key.PublicKey())
+	took = time.Since(start)
+	if err != nil || got.Seq != p.Seq {
+		t.Fatalf("resolve: %v", err)
+	}
+	asked("the resolve")
+	if took > queryTimeout/2 {
+		t.Errorf("the resolve took %v with silent nodes in its table, QueryTimeout %v", took, queryTimeout)
+	}
+	t.Logf("resolve: %v", took.Round(time.Millisecond))
+}
+
+// silentNode is a DHT node that is gone: a UDP socket on 127.0.0.1 that
+// takes queries and never answers.
+type silentNode struct {
+	conn *net.UDPConn
+	id   krpc.ID
+}
+
+func newSilentNode(t *testing.T, id krpc.ID) *silentNode {
+	t.Helper()
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &silentNode{conn: conn, id: id}
+}
+
+func (s *silentNode) info() krpc.NodeInfo {
+	a := s.conn.LocalAddr().(*net.UDPAddr)
+	return krpc.NodeInfo{ID: s.id, Addr: krpc.NodeAddr{IP: a.IP.To4(), Port: a.Port}}
+}
+
+// asked reports whether a query has arrived since the last call, and
+// drains what has.
+func (s *silentNode) asked() bool {
+	got := false
+	buf := make([]byte, 2048)
+	for {
+		s.conn.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+		if _, _, err := s.conn.ReadFrom(buf); err != nil {
+			return got
+		}
+		got = true
+	}
+}
