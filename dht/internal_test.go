@@ -124,6 +124,67 @@ func TestPeerStoreBounded(t *testing.T) {
 	}
 }
 
+// One host (one IP) holds at most maxPortsPerHost peers of an infohash: a
+// host announcing more ports replaces its own oldest, and the other hosts'
+// peers stay.
+func TestPeerStoreHostShare(t *testing.T) {
+	now := time.Unix(1000, 0)
+	s := newPeerStore(func() time.Time { return now })
+	var ih peer_store.InfoHash
+	other := krpc.NodeAddr{IP: net.IPv4(10, 0, 0, 2), Port: 6881}
+	s.AddPeer(ih, other)
+	for port := 1; port <= 3*maxPortsPerHost; port++ {
+		now = now.Add(time.Millisecond)
+		s.AddPeer(ih, krpc.NodeAddr{IP: net.IPv4(10, 0, 0, 1), Port: port})
+	}
+	ofHost := 0
+	for ap := range s.m[ih] {
+		if ap.Addr() == netip.MustParseAddr("10.0.0.1") {
+			ofHost++
+			if ap.Port() <= 2*maxPortsPerHost {
+				t.Errorf("kept %v, not among the host's newest %d", ap, maxPortsPerHost)
+			}
+		}
+	}
+	if ofHost != maxPortsPerHost {
+		t.Errorf("the host holds %d peers, want %d", ofHost, maxPortsPerHost)
+	}
+	if _, ok := s.m[ih][addrPort(other.IP, other.Port)]; !ok {
+		t.Error("another host's peer was pushed out")
+	}
+	if s.total != maxPortsPerHost+1 {
+		t.Errorf("total %d, want %d", s.total, maxPortsPerHost+1)
+	}
+}
+
+// The store holds at most maxPeers peers in all: a new one is refused when
+// it is full, until peers expire.
+func TestPeerStoreTotalBounded(t *testing.T) {
+	now := time.Unix(1000, 0)
+	s := newPeerStore(func() time.Time { return now })
+	const perInfohash = 50
+	var ih peer_store.InfoHash
+	for i := range maxPeers / perInfohash {
+		ih[0], ih[1] = byte(i>>8), byte(i)
+		for j := range perInfohash {
+			s.AddPeer(ih, krpc.NodeAddr{IP: net.IPv4(10, 1, 0, byte(j)), Port: 6881})
+		}
+	}
+	if s.total != maxPeers {
+		t.Fatalf("total %d, want %d", s.total, maxPeers)
+	}
+	late := peer_store.InfoHash{0xff, 0xff}
+	s.AddPeer(late, krpc.NodeAddr{IP: net.IPv4(10, 2, 0, 1), Port: 6881})
+	if len(s.GetPeers(late)) != 0 || s.total != maxPeers {
+		t.Fatalf("a peer beyond maxPeers was taken: total %d", s.total)
+	}
+	now = now.Add(peerLifetime)
+	s.AddPeer(late, krpc.NodeAddr{IP: net.IPv4(10, 2, 0, 1), Port: 6881})
+	if len(s.GetPeers(late)) != 1 || s.total != 1 {
+		t.Fatalf("after the others expired: %d peers of the new infohash, total %d; want 1, 1", len(s.GetPeers(late)), s.total)
+	}
+}
+
 func TestBucket(t *testing.T) {
 	var self krpc.ID
 	self[0] = 0b1010_0000

@@ -114,9 +114,16 @@ func (n *Node) Peers(ctx context.Context, infohash record.Infohash) ([]netip.Add
 const (
 	// peerLifetime is how long an announced peer is kept.
 	peerLifetime = 30 * time.Minute
-	// maxPeersPerInfohash and maxInfohashes bound the store's memory.
+	// maxPeersPerInfohash, maxInfohashes and maxPeers bound the store's
+	// memory: about 100 bytes a peer, so 10 MB at most.
 	maxPeersPerInfohash = 1000
 	maxInfohashes       = 10000
+	maxPeers            = 100000
+	// maxPortsPerHost is the most peers of one infohash at one IP address
+	// (clients behind one NAT, or on one machine): a host that announces
+	// more ports replaces its own oldest, so that one host cannot push the
+	// other peers of a torrent out.
+	maxPortsPerHost = 64
 	// maxPeersReturned is how many peers a get_peers answer carries at
 	// most (8 bytes each in the reply).
 	maxPeersReturned = 100
@@ -126,9 +133,11 @@ const (
 // keys peers by IP alone, so on one host (127.0.0.1, or behind one NAT)
 // every announce replaces the last; this one keys them by IP and port.
 type peerStore struct {
-	now func() time.Time
-	mu  sync.Mutex
-	m   map[peer_store.InfoHash]map[netip.AddrPort]time.Time
+	now     func() time.Time
+	mu      sync.Mutex
+	m       map[peer_store.InfoHash]map[netip.AddrPort]time.Time
+	total   int       // peers in m, over every infohash
+	expired time.Time // when expireLocked last ran
 }
 
 var _ peer_store.Interface = (*peerStore)(nil)
@@ -146,29 +155,57 @@ func (s *peerStore) AddPeer(ih peer_store.InfoHash, na krpc.NodeAddr) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if _, ok := s.m[ih][ap]; ok {
+		s.m[ih][ap] = now
+		return
+	}
+	if len(s.m) >= maxInfohashes || s.total >= maxPeers {
+		// Full: forget the expired peers, at most once a minute (it is a
+		// walk over the whole store), and refuse the new one if that
+		// made no room.
+		if now.Sub(s.expired) >= time.Minute {
+			s.expireLocked(now)
+		}
+		if s.m[ih] == nil && len(s.m) >= maxInfohashes {
+			return
+		}
+	}
 	peers := s.m[ih]
 	if peers == nil {
-		if len(s.m) >= maxInfohashes {
-			s.expireLocked(now)
-			if len(s.m) >= maxInfohashes {
-				return
-			}
-		}
 		peers = make(map[netip.AddrPort]time.Time)
 		s.m[ih] = peers
 	}
-	if _, ok := peers[ap]; !ok && len(peers) >= maxPeersPerInfohash {
-		// Make room by dropping the peer announced longest ago.
-		var oldest netip.AddrPort
-		var at time.Time
-		for p, t := range peers {
-			if !oldest.IsValid() || t.Before(at) {
-				oldest, at = p, t
+	// Make room by dropping the peer of this infohash announced longest
+	// ago: the host's own when it has its share, else anyone's.
+	var oldest, oldestOfHost netip.AddrPort
+	var at, atOfHost time.Time
+	ofHost := 0
+	for p, t := range peers {
+		if !oldest.IsValid() || t.Before(at) {
+			oldest, at = p, t
+		}
+		if p.Addr() == ap.Addr() {
+			ofHost++
+			if !oldestOfHost.IsValid() || t.Before(atOfHost) {
+				oldestOfHost, atOfHost = p, t
 			}
 		}
+	}
+	switch {
+	case ofHost >= maxPortsPerHost:
+		delete(peers, oldestOfHost)
+		s.total--
+	case len(peers) >= maxPeersPerInfohash:
 		delete(peers, oldest)
+		s.total--
+	case s.total >= maxPeers:
+		if len(peers) == 0 {
+			delete(s.m, ih)
+		}
+		return
 	}
 	peers[ap] = now
+	s.total++
 }
 
 // GetPeers returns the peers of ih announced in the last peerLifetime,
@@ -186,6 +223,7 @@ func (s *peerStore) GetPeers(ih peer_store.InfoHash) []krpc.NodeAddr {
 			live = append(live, entry{ap, t})
 		} else {
 			delete(s.m[ih], ap)
+			s.total--
 		}
 	}
 	if len(s.m[ih]) == 0 {
@@ -203,10 +241,12 @@ func (s *peerStore) GetPeers(ih peer_store.InfoHash) []krpc.NodeAddr {
 }
 
 func (s *peerStore) expireLocked(now time.Time) {
+	s.expired = now
 	for ih, peers := range s.m {
 		for ap, t := range peers {
 			if now.Sub(t) >= peerLifetime {
 				delete(peers, ap)
+				s.total--
 			}
 		}
 		if len(peers) == 0 {
