@@ -1,0 +1,55 @@
+package dht
+
+import (
+	"sync"
+	"time"
+)
+
+// minLookupWait is the least a lookup waits for a node's answer, whatever
+// the round trips measured so far: on a loaded machine or a jittery path a
+// live node's answer can come a few hundred milliseconds after the usual,
+// and a lookup that gave up on live nodes would miss their items.
+const minLookupWait = 500 * time.Millisecond
+
+// initialLookupWait is the wait before any round trip is measured,
+// RFC 6298's initial retransmission timeout.
+const initialLookupWait = time.Second
+
+// rtt estimates the round trip of this node's queries, as TCP does (RFC
+// 6298): a smoothed mean and mean deviation of the answered queries' round
+// trips, over every node queried. A lookup waits for an answer at most the
+// mean plus four deviations: a node slower than that, the slow tail or a
+// node that is gone, is given up on so that the lookup goes on without it,
+// instead of holding the whole lookup for Config.QueryTimeout.
+type rtt struct {
+	mu     sync.Mutex
+	srtt   time.Duration
+	rttvar time.Duration
+	n      int
+}
+
+// add takes the round trip of one answered query.
+func (e *rtt) add(r time.Duration) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.n == 0 {
+		e.srtt, e.rttvar = r, r/2
+	} else {
+		e.rttvar = (3*e.rttvar + (e.srtt - r).Abs()) / 4
+		e.srtt = (7*e.srtt + r) / 8
+	}
+	e.n++
+}
+
+// wait returns how long a lookup waits for an answer: the estimate's
+// timeout, or initialLookupWait before any answer, held between
+// minLookupWait and limit (Config.QueryTimeout).
+func (e *rtt) wait(limit time.Duration) time.Duration {
+	e.mu.Lock()
+	d := initialLookupWait
+	if e.n > 0 {
+		d = e.srtt + 4*e.rttvar
+	}
+	e.mu.Unlock()
+	return min(max(d, minLookupWait), limit)
+}
