@@ -51,8 +51,12 @@ func TestEachNodeHasItsOwnSendLimiter(t *testing.T) {
 // A bootstrap node queries nobody, so nobody is "good" in its table and
 // it hands out nobody; pinging whoever queries it makes it introduce
 // joiners to each other. Here the second joiner learns the first from it.
-// (Its table maintainer, which starts a second after the first joiner
-// arrives, would query joiners too: the test is over by then.)
+// The ping is sent as the first joiner arrives, and answered a moment
+// later, possibly after that joiner's own join has returned: the test
+// waits for the answer (a good node in the bootstrap node's table) before
+// the second joiner comes, which took up to a few milliseconds under the
+// race detector. (Its table maintainer, which starts a second after the
+// first joiner arrives, would query joiners too: the test is over by then.)
 func TestBootstrapNodeIntroducesJoiners(t *testing.T) {
 	ctx := ctxFor(t, 20*time.Second)
 	b, err := dht.New(ctx, dht.Config{Listen: "127.0.0.1:0", Bootstrapper: true, SendRate: 1000, QueryTimeout: time.Second})
@@ -66,6 +70,11 @@ func TestBootstrapNodeIntroducesJoiners(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer first.Close()
+	for deadline := time.Now().Add(5 * time.Second); b.Server().Stats().GoodNodes == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the bootstrap node did not ping the first joiner, or got no answer, within 5 s")
+		}
+	}
 	second, err := dht.New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
