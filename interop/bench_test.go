@@ -221,8 +221,8 @@ func BenchmarkPublishVsBittorrentDHT(b *testing.B) {
 }
 
 func needNodeB(b *testing.B) {
-	if _, err := os.Stat(filepath.Join(jsDir, "node_modules", "bittorrent-dht")); err != nil {
-		b.Skipf("npm packages not installed: run npm ci in %s", jsDir)
+	if !jsInstalled() {
+		b.Skipf("npm packages %v not installed: run npm ci in %s", jsPackages, jsDir)
 	}
 }
 

@@ -22,15 +22,29 @@ var jsDir, _ = filepath.Abs(filepath.Join("testdata", "js"))
 
 var npmOnce sync.Once
 
+// jsPackages are the npm packages the Node helpers import, pinned by
+// testdata/js/package-lock.json.
+var jsPackages = []string{"bittorrent-dht", "dns-packet", "pkarr"}
+
+// jsInstalled says whether every one of jsPackages is in node_modules.
+func jsInstalled() bool {
+	for _, p := range jsPackages {
+		if _, err := os.Stat(filepath.Join(jsDir, "node_modules", p, "package.json")); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
 // needNode skips t unless node and the npm packages in testdata/js are
 // there; it runs npm ci once when they are not installed yet.
 func needNode(t *testing.T) {
 	t.Helper()
 	if _, err := exec.LookPath("node"); err != nil {
-		t.Skip("node is not installed: the BEP 44 and DNS interop tests need Node.js 18 or later and npm")
+		t.Skip("node is not installed: the BEP 44, pkarr and DNS interop tests need Node.js 18 or later and npm")
 	}
 	npmOnce.Do(func() {
-		if _, err := os.Stat(filepath.Join(jsDir, "node_modules", "bittorrent-dht")); err == nil {
+		if jsInstalled() {
 			return
 		}
 		cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
@@ -39,17 +53,24 @@ func needNode(t *testing.T) {
 			t.Logf("npm ci in %s: %v\n%s", jsDir, err, out)
 		}
 	})
-	if _, err := os.Stat(filepath.Join(jsDir, "node_modules", "bittorrent-dht")); err != nil {
-		t.Skipf("npm packages not installed in %s and npm ci failed: run npm ci there", jsDir)
+	if !jsInstalled() {
+		t.Skipf("npm packages %v not installed in %s and npm ci failed: run npm ci there", jsPackages, jsDir)
 	}
 }
 
 // node runs bep44.js with args and decodes the JSON it prints into v.
 func node(t testing.TB, ctx context.Context, v any, args ...string) {
 	t.Helper()
-	cmd := exec.CommandContext(ctx, "node", append([]string{filepath.Join(jsDir, "bep44.js")}, args...)...)
+	nodeScript(t, ctx, v, "bep44.js", args...)
+}
+
+// nodeScript runs the Node helper script in testdata/js with args and
+// decodes the JSON it prints into v.
+func nodeScript(t testing.TB, ctx context.Context, v any, script string, args ...string) {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, "node", append([]string{filepath.Join(jsDir, script)}, args...)...)
 	cmd.Dir = jsDir
-	runJSON(t, cmd, "node bep44.js "+args[0], v)
+	runJSON(t, cmd, "node "+script+" "+args[0], v)
 }
 
 // runJSON runs cmd, a helper that prints one JSON object on stdout, and

@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/relay-sh/relay"
 	"github.com/relay-sh/relay/dht/localnet"
 	"github.com/relay-sh/relay/record"
+	"github.com/relay-sh/relay/signer"
 	"github.com/relay-sh/relay/transfer"
 )
 
@@ -62,5 +65,123 @@ func TestPkarrPacketFormat(t *testing.T) {
 	// seq is the time of signing in microseconds.
 	if d := time.Since(time.UnixMicro(p.Seq)); d < 0 || d > time.Minute {
 		t.Errorf("seq %d is %v from now: not the signing time in microseconds", p.Seq, d)
+	}
+}
+
+// pkarrView is what pkarr.js prints: a signed packet pkarr's own code read
+// and verified (or signed and stored), with the TXT records it finds at each
+// name asked for.
+type pkarrView struct {
+	Key     string              `json:"key"`
+	Seq     int64               `json:"seq"`
+	Body    string              `json:"body"`
+	Nodes   int                 `json:"nodes"`
+	Records map[string][]answer `json:"records"`
+}
+
+// TestPkarrResolvesRelayRecord: pkarr's own implementation (npm pkarr)
+// resolves the packet relay stored for a key with two channels, verifies
+// it, writes the key as relay does, and finds each channel's record under
+// the names a pkarr user would ask for, relative or absolute; it reads
+// relay's pkarr relay body too.
+func TestPkarrResolvesRelayRecord(t *testing.T) {
+	needNode(t)
+	net := localnet.ForTest(t, localnet.Config{Nodes: 16})
+	ctx := ctxFor(t, time.Minute)
+	key := newKey(t)
+	pub := client(t, net, false)
+	stable, err := pub.Publish(ctx, relay.PublishOptions{
+		Key: key, Version: record.MustParseVersion("1.4.2"),
+		Sources: []transfer.Source{{Path: releaseDir(t, 100)}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	beta, err := pub.Publish(ctx, relay.PublishOptions{
+		Key: key, Channel: "beta", Version: record.MustParseVersion("2.0.0-rc.1"),
+		Sources:  []transfer.Source{{Path: releaseDir(t, 300)}},
+		WebSeeds: []string{"https://mirror.example/relay/"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := beta.Packet
+	stableName, betaName := "stable._relay", "beta._relay."+key.PublicKey().String()+"."
+
+	var got pkarrView
+	nodeScript(t, ctx, &got, "pkarr.js", "resolve", net.Bootstrap.Addr().String(), key.PublicKey().String(), stableName, betaName)
+	checkPkarrView(t, got, key.PublicKey(), p)
+	checkRecord(t, got.Records[stableName], key.PublicKey(), stable.Release)
+	checkRecord(t, got.Records[betaName], key.PublicKey(), beta.Release)
+	if got.Nodes == 0 {
+		t.Error("pkarr counted no node that served the packet")
+	}
+
+	var fromBody pkarrView
+	nodeScript(t, ctx, &fromBody, "pkarr.js", "body", key.PublicKey().String(), hex.EncodeToString(p.Body()), stableName)
+	checkPkarrView(t, fromBody, key.PublicKey(), p)
+	checkRecord(t, fromBody.Records[stableName], key.PublicKey(), stable.Release)
+}
+
+// checkPkarrView fails t unless pkarr read the signed packet p of key.
+func checkPkarrView(t *testing.T, got pkarrView, key signer.PublicKey, p *record.SignedPacket) {
+	t.Helper()
+	if got.Key != key.String() {
+		t.Errorf("pkarr writes the key %s, relay %s", got.Key, key)
+	}
+	if got.Seq != p.Seq {
+		t.Errorf("pkarr read seq %d, relay signed %d", got.Seq, p.Seq)
+	}
+	if got.Body != hex.EncodeToString(p.Body()) {
+		t.Errorf("pkarr's body\n %s\nrelay's\n %x", got.Body, p.Body())
+	}
+}
+
+// TestRelayResolvesPkarrRecord: relay resolves a release record that pkarr
+// signed and stored, written as a pkarr user writes names (relative to the
+// key); a release relay then publishes on another channel keeps pkarr's
+// other records, which pkarr still finds.
+func TestRelayResolvesPkarrRecord(t *testing.T) {
+	needNode(t)
+	net := localnet.ForTest(t, localnet.Config{Nodes: 16})
+	ctx := ctxFor(t, time.Minute)
+	key := newKey(t)
+	want := betaRelease()
+	records, _ := json.Marshal([]map[string]any{
+		{"name": "beta._relay", "data": txt(want)},
+		{"name": "_other", "data": []string{"not relay's"}},
+	})
+	var put pkarrView
+	nodeScript(t, ctx, &put, "pkarr.js", "publish", net.Bootstrap.Addr().String(), hex.EncodeToString(key.Seed()), string(records))
+	if put.Key != key.PublicKey().String() {
+		t.Fatalf("pkarr derived the key %s from the seed, relay %s", put.Key, key.PublicKey())
+	}
+	if put.Nodes == 0 {
+		t.Fatal("pkarr stored the packet on no node")
+	}
+
+	r, err := client(t, net, true).Resolve(ctx, key.PublicKey(), "beta")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Packet.Seq != put.Seq {
+		t.Errorf("relay resolved seq %d, pkarr signed %d", r.Packet.Seq, put.Seq)
+	}
+	sameRelease(t, r.Release, want)
+
+	stable, err := client(t, net, false).Publish(ctx, relay.PublishOptions{
+		Key: key, Version: record.MustParseVersion("1.0.0"),
+		Sources: []transfer.Source{{Path: releaseDir(t, 100)}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got pkarrView
+	nodeScript(t, ctx, &got, "pkarr.js", "resolve", net.Bootstrap.Addr().String(), key.PublicKey().String(), "stable._relay", "beta._relay", "_other")
+	checkPkarrView(t, got, key.PublicKey(), stable.Packet)
+	checkRecord(t, got.Records["stable._relay"], key.PublicKey(), stable.Release)
+	checkRecord(t, got.Records["beta._relay"], key.PublicKey(), want)
+	if o := got.Records["_other"]; len(o) != 1 || !slices.Equal(o[0].Data, []string{"not relay's"}) {
+		t.Errorf("pkarr's own record after relay published: %+v, want its one TXT string kept", o)
 	}
 }
