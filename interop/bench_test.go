@@ -18,8 +18,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -226,33 +224,6 @@ func needNodeB(b *testing.B) {
 	}
 }
 
-var relayBin struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-// buildRelay builds the relay command once, static as users get it.
-func buildRelay(b *testing.B) string {
-	relayBin.once.Do(func() {
-		dir, err := os.MkdirTemp("", "relay-bench")
-		if err != nil {
-			relayBin.err = err
-			return
-		}
-		relayBin.path = filepath.Join(dir, "relay")
-		cmd := exec.Command("go", "build", "-trimpath", "-o", relayBin.path, "../cmd/relay")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			relayBin.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if relayBin.err != nil {
-		b.Fatal(relayBin.err)
-	}
-	return relayBin.path
-}
-
 // memory returns a process's resident set now and at its peak, in bytes
 // (VmRSS and VmHWM of /proc/PID/status).
 func memory(pid int) (rss, peak int64, err error) {
@@ -276,34 +247,6 @@ func memory(pid int) (rss, peak int64, err error) {
 		}
 	}
 	return rss, peak, sc.Err()
-}
-
-// runRelay returns the relay command with the local network's bootstrap
-// node and dataDir, for the caller to start; it stops it with SIGINT when b
-// ends.
-func runRelay(b *testing.B, ln *localnet.Net, dataDir string, args ...string) *exec.Cmd {
-	cmd := exec.Command(buildRelay(b), args...)
-	cmd.Env = append(os.Environ(),
-		"RELAY_DATA_DIR="+dataDir,
-		"RELAY_BOOTSTRAP="+ln.Bootstrap.Addr().String(),
-		"RELAY_LISTEN=127.0.0.1:0")
-	b.Cleanup(func() {
-		if cmd.Process == nil {
-			return
-		}
-		start := time.Now()
-		defer func() { b.Logf("relay %s stopped %v after SIGINT", args[1], time.Since(start)) }()
-		cmd.Process.Signal(syscall.SIGINT)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	})
-	return cmd
 }
 
 // sample polls the process's memory for d and returns its resident set at

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -199,4 +200,49 @@ func relayFetchesFrom(t *testing.T, giveAddr bool,
 	}
 	t.Logf("relay fetched from port %d in %v", port, time.Since(start))
 	sameTree(t, src, outDir)
+}
+
+// TestAria2FetchesFromRelaySeed: the whole path with relay's processes. A
+// `relay seed` follows a key; `relay publish` returns once that seeder
+// holds the bundle and exits; aria2, given only the magnet link publish
+// printed and the local DHT, downloads the bundle from the seeder alone and
+// has the same bytes.
+func TestAria2FetchesFromRelaySeed(t *testing.T) {
+	needAria2(t)
+	t.Parallel()
+	ln := localnet.ForTest(t, localnet.Config{Nodes: 16})
+	ctx := ctxFor(t, 2*time.Minute)
+	work := t.TempDir()
+	keyFile := filepath.Join(work, "k.key")
+	init := runRelay(t, ln, filepath.Join(work, "pub"), "init", "--key", keyFile)
+	out, err := init.Output()
+	if err != nil {
+		t.Fatalf("relay init: %v", err)
+	}
+	pubKey := strings.TrimSpace(string(out))
+
+	seed := runRelay(t, ln, filepath.Join(work, "seeder"), "seed", "--follow", pubKey, "--interval", "300ms")
+	background(t, seed, "relay-seed")
+
+	src := releaseDir(t, 3<<20, 1234567, 10)
+	publish := runRelay(t, ln, filepath.Join(work, "pub"), "--json", "publish", "--key", keyFile, "--version", "1.0.0", "--timeout", "60s", src)
+	var published struct {
+		Magnet   string `json:"magnet"`
+		Complete int    `json:"peers_complete"`
+	}
+	runJSON(t, publish, "relay publish", &published)
+	if published.Complete < 1 {
+		t.Fatalf("relay publish returned with %d peers holding the bundle, want the seeder", published.Complete)
+	}
+
+	dl := t.TempDir()
+	aria2(t, ctx, ln, dl, true, "--seed-time=0", "--log=-", "--log-level=info", published.Magnet)
+	// The magnet link's dn= is the bundle's folder, which aria2 puts in --dir.
+	name := published.Magnet[strings.LastIndex(published.Magnet, "dn=")+3:]
+	got := filepath.Join(dl, name)
+	if _, err := os.Stat(filepath.Join(got, record.ManifestName)); err != nil {
+		t.Fatalf("aria2 downloaded no manifest: %v", err)
+	}
+	os.Remove(filepath.Join(got, record.ManifestName))
+	sameTree(t, src, got)
 }

@@ -5,10 +5,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -175,4 +177,70 @@ func sameTree(t *testing.T, want, got string) {
 		}
 		return nil
 	})
+}
+
+var relayBin struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}
+
+// buildRelay builds the relay command once, static as users get it.
+func buildRelay(b testing.TB) string {
+	relayBin.once.Do(func() {
+		dir, err := os.MkdirTemp("", "relay-interop")
+		if err != nil {
+			relayBin.err = err
+			return
+		}
+		relayBin.dir = dir
+		relayBin.path = filepath.Join(dir, "relay")
+		cmd := exec.Command("go", "build", "-o", relayBin.path, "../cmd/relay")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			relayBin.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if relayBin.err != nil {
+		b.Fatal(relayBin.err)
+	}
+	return relayBin.path
+}
+
+// TestMain removes the relay command buildRelay built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if relayBin.dir != "" {
+		os.RemoveAll(relayBin.dir)
+	}
+	os.Exit(code)
+}
+
+// runRelay returns the relay command with the local network's bootstrap
+// node and dataDir, for the caller to start; it stops it with SIGINT when b
+// ends.
+func runRelay(b testing.TB, ln *localnet.Net, dataDir string, args ...string) *exec.Cmd {
+	cmd := exec.Command(buildRelay(b), args...)
+	cmd.Env = append(os.Environ(),
+		"RELAY_DATA_DIR="+dataDir,
+		"RELAY_BOOTSTRAP="+ln.Bootstrap.Addr().String(),
+		"RELAY_LISTEN=127.0.0.1:0")
+	b.Cleanup(func() {
+		if cmd.Process == nil {
+			return
+		}
+		start := time.Now()
+		defer func() { b.Logf("relay %s stopped %v after SIGINT", args[1], time.Since(start)) }()
+		cmd.Process.Signal(syscall.SIGINT)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	return cmd
 }
