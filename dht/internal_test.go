@@ -1,16 +1,21 @@
 package dht
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"net/netip"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/anacrolix/dht/v2/krpc"
 	peer_store "github.com/anacrolix/dht/v2/peer-store"
+	"github.com/anacrolix/torrent/bencode"
+	"github.com/relay-sh/relay/record"
+	"github.com/relay-sh/relay/signer"
 )
 
 // Nodes list every IPv4 node again as ::ffff:a.b.c.d in their IPv6 list;
@@ -226,4 +231,74 @@ func TestLoneBootstrapNodeLeaksNothing(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// FuzzGetReply feeds whole KRPC datagrams, as a node on the network sends
+// them, through what a lookup does with an answer to get: the nodes it
+// names and the mutable item it holds. Nothing panics, every node kept is
+// one the socket can reach and is kept once, and an item is taken only when
+// it is the key's, whole and validly signed.
+func FuzzGetReply(f *testing.F) {
+	key, err := signer.NewPrivateKey(bytes.Repeat([]byte{7}, 32))
+	if err != nil {
+		f.Fatal(err)
+	}
+	p, err := record.Sign(key, 1700000000000000, []byte("a packet"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	seq := p.Seq
+	token := "tok"
+	reply := krpc.Msg{T: "aa", Y: "r", R: &krpc.Return{
+		ID: krpc.ID{1}, Token: &token,
+		Nodes: krpc.CompactIPv4NodeInfo{{ID: krpc.ID{2}, Addr: krpc.NodeAddr{IP: net.IPv4(127, 0, 0, 1).To4(), Port: 6881}}},
+		Bep44Return: krpc.Bep44Return{
+			V: bencode.Bytes(strconv.Itoa(len(p.Packet)) + ":" + string(p.Packet)),
+			K: key.PublicKey(), Sig: p.Sig, Seq: &seq,
+		},
+	}}
+	b, err := bencode.Marshal(reply)
+	if err != nil {
+		f.Fatal(err)
+	}
+	if _, err := itemPacket(key.PublicKey(), reply.R); err != nil {
+		f.Fatalf("the genuine answer is refused: %v", err)
+	}
+	f.Add(b)
+	f.Add([]byte("d1:rd2:id20:aaaaaaaaaaaaaaaaaaaa1:v3:abce1:t2:aa1:y1:re"))
+	f.Add([]byte("d1:rd2:id20:aaaaaaaaaaaaaaaaaaaa5:nodes26:bbbbbbbbbbbbbbbbbbbb\x7f\x00\x00\x01\x1a\xe1e1:t2:aa1:y1:re"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var m krpc.Msg
+		if bencode.Unmarshal(b, &m) != nil || m.R == nil {
+			return
+		}
+		for _, fam := range []family{{v4: true}, {v6: true}, {v4: true, v6: true}} {
+			type node struct {
+				id krpc.ID
+				ap netip.AddrPort
+			}
+			seen := map[node]bool{}
+			for _, ni := range usableNodes(m.R, fam, krpc.ID{1}) {
+				ap := addrPort(ni.Addr.IP, ni.Addr.Port)
+				if !fam.reaches(ap) || ni.ID == (krpc.ID{1}) {
+					t.Fatalf("kept node %v, which %+v cannot reach or is this node", ni, fam)
+				}
+				k := node{ni.ID, ap}
+				if seen[k] {
+					t.Fatalf("node %v kept twice", ni)
+				}
+				seen[k] = true
+			}
+		}
+		if m.R.V == nil {
+			return
+		}
+		got, err := itemPacket(key.PublicKey(), m.R)
+		if err != nil {
+			return
+		}
+		if got.Key != key.PublicKey() || got.Verify() != nil || len(got.Packet) > record.MaxPacketSize {
+			t.Fatalf("took an item that is not the key's valid packet: %+v", got)
+		}
+	})
 }
