@@ -51,6 +51,12 @@ def settings(bootstrap):
         "outgoing_interfaces": "127.0.0.1",
         "enable_dht": True,
         "dht_bootstrap_nodes": bootstrap,
+        # A torrent asks the DHT for peers, and announces itself, every
+        # dht_announce_interval (default 15 minutes): an ask made before
+        # the routing table reached the nodes that hold the peers finds
+        # none, and the fetch would wait the rest of the interval. On a
+        # private network of a few nodes, ask again every few seconds.
+        "dht_announce_interval": 3,
         # Every node here is 127.0.0.1. By default libtorrent's routing
         # table takes one node per IP, and a lookup ignores the nodes it
         # is told of on an IP (a /24) it already has.
@@ -257,6 +263,8 @@ def put(bootstrap, seed_hex, v_hex):
 def fetch(bootstrap, magnet, out, peer=None):
     deadline = time.monotonic() + DEADLINE
     ses = session(bootstrap)
+    if not peer:
+        bootstrapped(ses, deadline)
     atp = lt.parse_magnet_uri(magnet)
     atp.save_path = out
     h = ses.add_torrent(atp)
