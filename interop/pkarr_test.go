@@ -2,6 +2,7 @@ package interop
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -25,22 +26,7 @@ func TestPkarrPacketFormat(t *testing.T) {
 	net := localnet.ForTest(t, localnet.Config{Nodes: 8})
 	ctx := ctxFor(t, time.Minute)
 	key := newKey(t)
-	pub := client(t, net, false)
-	stable, err := pub.Publish(ctx, relay.PublishOptions{
-		Key: key, Version: record.MustParseVersion("1.4.2"),
-		Sources: []transfer.Source{{Path: releaseDir(t, 100, 200)}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	beta, err := pub.Publish(ctx, relay.PublishOptions{
-		Key: key, Channel: "beta", Version: record.MustParseVersion("2.0.0-rc.1"),
-		Sources:  []transfer.Source{{Path: releaseDir(t, 300)}},
-		WebSeeds: []string{"https://mirror.example/relay/", "http://127.0.0.1:8080/b/"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	stable, beta := publishTwoChannels(t, ctx, net, key)
 	p := beta.Packet
 	if len(p.Packet) > record.MaxPacketSize {
 		t.Errorf("packet of %d bytes, over %d", len(p.Packet), record.MaxPacketSize)
@@ -68,6 +54,30 @@ func TestPkarrPacketFormat(t *testing.T) {
 	}
 }
 
+// publishTwoChannels publishes stable 1.4.2 and beta 2.0.0-rc.1 (with two
+// web seeds) under key with a relay client on net; the beta one's packet
+// holds both records.
+func publishTwoChannels(t *testing.T, ctx context.Context, net *localnet.Net, key *signer.PrivateKey) (stable, beta *relay.Published) {
+	t.Helper()
+	pub := client(t, net, false)
+	stable, err := pub.Publish(ctx, relay.PublishOptions{
+		Key: key, Version: record.MustParseVersion("1.4.2"),
+		Sources: []transfer.Source{{Path: releaseDir(t, 100, 200)}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	beta, err = pub.Publish(ctx, relay.PublishOptions{
+		Key: key, Channel: "beta", Version: record.MustParseVersion("2.0.0-rc.1"),
+		Sources:  []transfer.Source{{Path: releaseDir(t, 300)}},
+		WebSeeds: []string{"https://mirror.example/relay/", "http://127.0.0.1:8080/b/"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stable, beta
+}
+
 // pkarrView is what pkarr.js prints: a signed packet pkarr's own code read
 // and verified (or signed and stored), with the TXT records it finds at each
 // name asked for.
@@ -89,22 +99,7 @@ func TestPkarrResolvesRelayRecord(t *testing.T) {
 	net := localnet.ForTest(t, localnet.Config{Nodes: 16})
 	ctx := ctxFor(t, time.Minute)
 	key := newKey(t)
-	pub := client(t, net, false)
-	stable, err := pub.Publish(ctx, relay.PublishOptions{
-		Key: key, Version: record.MustParseVersion("1.4.2"),
-		Sources: []transfer.Source{{Path: releaseDir(t, 100)}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	beta, err := pub.Publish(ctx, relay.PublishOptions{
-		Key: key, Channel: "beta", Version: record.MustParseVersion("2.0.0-rc.1"),
-		Sources:  []transfer.Source{{Path: releaseDir(t, 300)}},
-		WebSeeds: []string{"https://mirror.example/relay/"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	stable, beta := publishTwoChannels(t, ctx, net, key)
 	p := beta.Packet
 	stableName, betaName := "stable._relay", "beta._relay."+key.PublicKey().String()+"."
 
