@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -204,7 +205,8 @@ func mountSmall(t *testing.T, size int) string {
 }
 
 // A disk that fills during a fetch: the fetch fails saying so, nothing
-// is placed or accepted.
+// is placed or accepted; once there is room, the next fetch resumes from
+// what the failed one wrote.
 func TestFetchDiskFull(t *testing.T) {
 	disk := mountSmall(t, 1<<20)
 	n := newTestNet(t)
@@ -240,6 +242,25 @@ func TestFetchDiskFull(t *testing.T) {
 	}
 	if st, err := user.State(key.PublicKey(), "stable"); err != nil || st.Seq != 0 {
 		t.Errorf("state after the failed fetch: %+v %v", st, err)
+	}
+
+	// Room again: the next fetch completes, taking up what the failed one
+	// wrote instead of starting over, and places the whole file.
+	if out, err := exec.Command("mount", "-o", "remount,size=16m", disk).CombinedOutput(); err != nil {
+		t.Fatalf("remount %s larger: %v: %s", disk, err, out)
+	}
+	res, err := user.Fetch(ctx, FetchOptions{Key: key.PublicKey(), Out: out})
+	if err != nil {
+		t.Fatalf("fetch once there is room: %v", err)
+	}
+	got, err := os.ReadFile(filepath.Join(out, "app_"+runtime.GOOS+"_"+runtime.GOARCH))
+	if err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("placed %d bytes (%v), want the %d published", len(got), err, len(big))
+	}
+	st, _ := user.BundleStats(res.Release.Infohash)
+	t.Logf("second fetch: downloaded %d of %d bytes, hashed %d", st.Downloaded, st.Size, st.Hashed)
+	if st.Downloaded >= int64(len(big)) {
+		t.Errorf("the second fetch downloaded %d bytes, the whole file again: what the first one wrote was not used", st.Downloaded)
 	}
 }
 
