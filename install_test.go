@@ -150,3 +150,62 @@ func TestExecutable(t *testing.T) {
 		t.Fatalf("two candidates: %v", err)
 	}
 }
+
+// TestInstallDiskFull: the disk that holds the executable and the --out
+// folder is full. Replacing the executable and placing files fail saying
+// so, and leave the old executable and the old files whole, with no
+// temporary file behind.
+func TestInstallDiskFull(t *testing.T) {
+	disk := mountSmall(t, 256<<10)
+	src := t.TempDir()
+	target := filepath.Join(disk, "app")
+	if err := os.WriteFile(target, []byte("v1"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(disk, "out")
+	os.Mkdir(out, 0o755)
+	if err := os.WriteFile(filepath.Join(out, "README"), []byte("old readme"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// What is left of the disk goes to a filler file.
+	filler, err := os.Create(filepath.Join(disk, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for err == nil {
+		_, err = filler.Write(make([]byte, 4096))
+	}
+	filler.Close()
+	if !strings.Contains(err.Error(), "no space left on device") {
+		t.Fatalf("filling the disk: %v", err)
+	}
+
+	f := writeFile(t, filepath.Join(src, "app_linux_amd64"), strings.Repeat("v2 binary ", 1000))
+	f.Path = "app_linux_amd64"
+	err = ReplaceExecutable(target, src, f)
+	t.Logf("install: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "no space left on device") {
+		t.Fatalf("install onto a full disk: %v, want an error that says the disk is full", err)
+	}
+	if got, _ := os.ReadFile(target); string(got) != "v1" {
+		t.Errorf("the executable holds %q after the failed install, want the old v1", got)
+	}
+	if fi, err := os.Stat(target); err != nil || fi.Mode().Perm() != 0o750 {
+		t.Errorf("the executable's mode after the failed install: %v %v", fi, err)
+	}
+
+	readme := writeFile(t, filepath.Join(src, "README"), strings.Repeat("new readme ", 1000))
+	readme.Path, readme.Mode = "README", 0o644
+	_, err = placeFiles(src, []record.File{f, readme}, out)
+	t.Logf("place: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "no space left on device") {
+		t.Fatalf("placing files on a full disk: %v, want an error that says the disk is full", err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(out, "README")); string(got) != "old readme" {
+		t.Errorf("README holds %q after the failed placing, want the old one", got)
+	}
+	if _, err := os.Stat(filepath.Join(out, f.Path)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s placed although the set failed: %v", f.Path, err)
+	}
+	assertNoTemp(t, disk)
+}
