@@ -93,17 +93,3 @@ func newKey(t testing.TB) *signer.PrivateKey {
 	}
 	return k
 }
-
-// pick returns a node of the network other than those given.
-func pick(net *localnet.Net, not ...*dht.Node) *dht.Node {
-	for _, n := range net.Nodes {
-		ok := true
-		for _, x := range not {
-			ok = ok && n != x
-		}
-		if ok {
-			return n
-		}
-	}
-	panic("no node left to pick")
-}
