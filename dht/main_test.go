@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/relay-sh/relay/dht"
 	"github.com/relay-sh/relay/dht/localnet"
 	"github.com/relay-sh/relay/signer"
 )
