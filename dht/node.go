@@ -136,7 +136,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	n.peers = newPeerStore(n.now)
 	sc := dht.ServerConfig{
 		NodeId:     keptID, // zero when none was kept: a random one
-		Conn:       n.conn,
+		Conn:       utpRefuser{n.conn},
 		NoSecurity: true,
 		Passive:    cfg.ReadOnly,
 		StartingNodes: func() ([]dht.Addr, error) {

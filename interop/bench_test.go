@@ -348,15 +348,19 @@ func BenchmarkMemoryWatchIdle(b *testing.B) {
 	b.ReportMetric(float64(rss)/40e6, "x-target-40MB")
 }
 
-// BenchmarkFetchVsAria2: one relay seeder, one downloader, a bundle of one
-// big file (128 MiB; 1 GiB with RELAY_BENCH_BIG=1): relay's fetch (resolve,
-// metadata, download, verify) against sha256sum of the file, and against
-// aria2 downloading the same bundle from the same seeder, found through the
-// same DHT. aria2 waits seconds on its own DHT timers before it asks for
-// peers, so its figure is from its first connection to the seeder to the
-// end of its download (from its log); its whole run is reported too.
-func BenchmarkFetchVsAria2(b *testing.B) {
-	needAria2(b)
+// BenchmarkFetchVsClients: one relay seeder, one downloader, a bundle of
+// one big file (128 MiB; 1 GiB with RELAY_BENCH_BIG=1): relay's fetch
+// (resolve, metadata, download, verify) against sha256sum of the file, and
+// against two independent BitTorrent clients downloading the same bundle
+// from the same seeder. aria2 finds the seeder through the same DHT, and
+// waits seconds on its own DHT timers before it asks for peers, so its
+// figure is from its first connection to the seeder to the end of its
+// download (from its log); its whole run is reported too. libtorrent is
+// given the magnet link and the seeder's address, as relay is, and timed
+// over its whole run (lt.py fetch: the Python start, metadata, download
+// and every piece checked). Each client that is not installed is left out
+// and says so.
+func BenchmarkFetchVsClients(b *testing.B) {
 	size := int64(128 << 20)
 	if os.Getenv("RELAY_BENCH_BIG") != "" {
 		size = 1 << 30
@@ -409,23 +413,50 @@ func BenchmarkFetchVsAria2(b *testing.B) {
 	fetch := time.Since(start)
 	fetcher.Close()
 
-	torrent := filepath.Join(filepath.Dir(p.Bundle.Dir), p.Bundle.Name+".torrent")
-	logFile := filepath.Join(b.TempDir(), "aria2.log")
-	start = time.Now()
-	aria2(b, ctx, ln, b.TempDir(), true, "--seed-time=0", "--log="+logFile, "--log-level=info", torrent)
-	ariaWall := time.Since(start)
-	ariaTransfer, err := aria2Transfer(logFile)
-	if err != nil {
-		b.Fatal(err)
-	}
-
 	b.ReportMetric(float64(size)/fetch.Seconds()/1e6, "MB/s")
 	b.ReportMetric(fetch.Seconds(), "s/relay-fetch")
 	b.ReportMetric(sha.Seconds(), "s/sha256sum")
-	b.ReportMetric(ariaTransfer.Seconds(), "s/aria2-transfer")
-	b.ReportMetric(ariaWall.Seconds(), "s/aria2-run")
 	b.ReportMetric(fetch.Seconds()/sha.Seconds(), "x-sha256sum")
-	b.ReportMetric(fetch.Seconds()/ariaTransfer.Seconds(), "x-aria2")
+
+	if _, err := exec.LookPath("aria2c"); err != nil {
+		b.Log("aria2c is not installed (Debian: aria2): left out")
+	} else {
+		torrent := filepath.Join(filepath.Dir(p.Bundle.Dir), p.Bundle.Name+".torrent")
+		logFile := filepath.Join(b.TempDir(), "aria2.log")
+		dir := b.TempDir()
+		start = time.Now()
+		aria2(b, ctx, ln, dir, true, "--seed-time=0", "--log="+logFile, "--log-level=info", torrent)
+		ariaWall := time.Since(start)
+		ariaTransfer, err := aria2Transfer(logFile)
+		if err != nil {
+			b.Fatal(err)
+		}
+		os.RemoveAll(dir)
+		b.ReportMetric(ariaTransfer.Seconds(), "s/aria2-transfer")
+		b.ReportMetric(ariaWall.Seconds(), "s/aria2-run")
+		b.ReportMetric(fetch.Seconds()/ariaTransfer.Seconds(), "x-aria2")
+	}
+
+	if py, why := ltPython(); py == "" {
+		b.Logf("%s: left out", why)
+	} else {
+		var got struct {
+			Size     int64
+			Seconds  float64
+			Metadata float64 `json:"metadata_seconds"`
+		}
+		start = time.Now()
+		libtorrent(b, ctx, &got, "fetch", ln.Bootstrap.Addr().String(), p.Bundle.Magnet(), b.TempDir(),
+			netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), peer.Port()).String())
+		ltWall := time.Since(start)
+		if got.Size != p.Bundle.Size {
+			b.Fatalf("libtorrent fetched %d bytes, the bundle has %d", got.Size, p.Bundle.Size)
+		}
+		b.Logf("libtorrent: metadata after %.2f s, every piece after %.2f s, whole run %v", got.Metadata, got.Seconds, ltWall)
+		b.ReportMetric(got.Seconds, "s/libtorrent-fetch")
+		b.ReportMetric(ltWall.Seconds(), "s/libtorrent-run")
+		b.ReportMetric(fetch.Seconds()/got.Seconds, "x-libtorrent")
+	}
 }
 
 // aria2Transfer reads an aria2 log: the time from its first connection to

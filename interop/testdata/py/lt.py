@@ -16,7 +16,9 @@ stdout (hex for bytes); errors go to stderr with exit status 1.
       public key derived here from SEED, nodes how many nodes took the item.
   lt.py fetch HOST:PORT MAGNET DIR [PEER_HOST:PORT]
       downloads the torrent of MAGNET into DIR, finding peers in the DHT
-      (and at PEER if given), checks every piece, and prints {name, size}.
+      (and at PEER if given), checks every piece, and prints {name, size,
+      seconds, metadata_seconds}: the times from adding the magnet link to
+      having every piece, and to having the metadata.
   lt.py seed HOST:PORT TORRENT_FILE DIR
       checks DIR's files against TORRENT_FILE, then seeds them and
       announces itself in the DHT; prints {port} on one line once seeding
@@ -267,15 +269,21 @@ def fetch(bootstrap, magnet, out, peer=None):
         bootstrapped(ses, deadline)
     atp = lt.parse_magnet_uri(magnet)
     atp.save_path = out
+    added = time.monotonic()
     h = ses.add_torrent(atp)
     if peer:
         h.connect_peer(addr(peer))
     # libtorrent has a piece once it passed its hash check and was
     # written; torrent_finished_alert can come before the last writes.
+    metadata = None
     for _ in alerts(ses, deadline, "every piece"):
         ti = h.torrent_file()
+        if ti and metadata is None:
+            metadata = time.monotonic()
         if ti and h.status().num_pieces == ti.num_pieces():
-            return {"name": ti.name(), "size": ti.total_size()}
+            done = time.monotonic()
+            return {"name": ti.name(), "size": ti.total_size(),
+                    "seconds": done - added, "metadata_seconds": metadata - added}
 
 
 def seed(bootstrap, torrent, out):
