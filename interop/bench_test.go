@@ -356,10 +356,10 @@ func BenchmarkMemoryWatchIdle(b *testing.B) {
 // waits seconds on its own DHT timers before it asks for peers, so its
 // figure is from its first connection to the seeder to the end of its
 // download (from its log); its whole run is reported too. libtorrent is
-// given the magnet link and the seeder's address, as relay is, and timed
-// over its whole run (lt.py fetch: the Python start, metadata, download
-// and every piece checked). Each client that is not installed is left out
-// and says so.
+// given the magnet link and the seeder's address, as relay is; its figure
+// is from adding the magnet link to having every piece checked (lt.py
+// fetch), without the Python start, which its whole run adds. Each client
+// that is not installed is left out and says so.
 func BenchmarkFetchVsClients(b *testing.B) {
 	size := int64(128 << 20)
 	if os.Getenv("RELAY_BENCH_BIG") != "" {
