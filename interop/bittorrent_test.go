@@ -214,8 +214,7 @@ func TestAria2FetchesFromRelaySeed(t *testing.T) {
 	ctx := ctxFor(t, 2*time.Minute)
 	work := t.TempDir()
 	keyFile := filepath.Join(work, "k.key")
-	init := runRelay(t, ln, filepath.Join(work, "pub"), "init", "--key", keyFile)
-	out, err := init.Output()
+	out, err := runRelay(t, ln, filepath.Join(work, "pub"), "init", "--key", keyFile).Output()
 	if err != nil {
 		t.Fatalf("relay init: %v", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -218,20 +219,27 @@ func TestMain(m *testing.M) {
 }
 
 // runRelay returns the relay command with the local network's bootstrap
-// node and dataDir, for the caller to start; it stops it with SIGINT when b
-// ends.
+// node and dataDir, for the caller to start; when b ends, it stops it with
+// SIGINT if it is still running and nobody waited for it.
 func runRelay(b testing.TB, ln *localnet.Net, dataDir string, args ...string) *exec.Cmd {
 	cmd := exec.Command(buildRelay(b), args...)
 	cmd.Env = append(os.Environ(),
 		"RELAY_DATA_DIR="+dataDir,
 		"RELAY_BOOTSTRAP="+ln.Bootstrap.Addr().String(),
 		"RELAY_LISTEN=127.0.0.1:0")
+	name := "relay"
+	for _, a := range args {
+		if !strings.HasPrefix(a, "-") {
+			name += " " + a // the command, after any global flags
+			break
+		}
+	}
 	b.Cleanup(func() {
-		if cmd.Process == nil {
+		if cmd.Process == nil || cmd.ProcessState != nil {
 			return
 		}
 		start := time.Now()
-		defer func() { b.Logf("relay %s stopped %v after SIGINT", args[1], time.Since(start)) }()
+		defer func() { b.Logf("%s stopped %v after SIGINT", name, time.Since(start)) }()
 		cmd.Process.Signal(syscall.SIGINT)
 		done := make(chan struct{})
 		go func() { cmd.Wait(); close(done) }()
