@@ -6,9 +6,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -21,7 +23,9 @@ import (
 //	RELAY_BENCH_BIG=1 go test -run '^$' -bench . -benchtime 1x ./transfer/
 //
 // RELAY_BENCH_SIZE (MiB) changes the bundle size of BenchmarkFetch1GiB and
-// RELAY_BENCH_PIECE (KiB) its piece length.
+// RELAY_BENCH_PIECE (KiB) its piece length; RELAY_BENCH_CPUPROFILE names a
+// file for a CPU profile of its fetches alone (go test's -cpuprofile also
+// takes in making and hashing the bundle).
 func bigBench(b *testing.B) {
 	if os.Getenv("RELAY_BENCH_BIG") == "" {
 		b.Skip("set RELAY_BENCH_BIG=1 to run the big benchmarks")
@@ -52,6 +56,11 @@ func BenchmarkFetch1GiB(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// Every timed run starts with the disk's write-back done: the kernel
+	// writes dirty pages of the last run (or of making the bundle) in the
+	// background, up to 30 s later, taking CPU and disk from whatever runs
+	// then.
+	syscall.Sync()
 	start := time.Now()
 	if out, err := exec.Command("sha256sum", file).CombinedOutput(); err != nil {
 		b.Fatalf("sha256sum: %v: %s", err, out)
@@ -70,6 +79,8 @@ func BenchmarkFetch1GiB(b *testing.B) {
 			b.Fatal(err)
 		}
 		l := newBenchClient(b, Config{DataDir: dir})
+		syscall.Sync()
+		stopProfile := startProfile(b)
 		b.StartTimer()
 		start := time.Now()
 		var stages []string
@@ -89,6 +100,7 @@ func BenchmarkFetch1GiB(b *testing.B) {
 		took := time.Since(start)
 		total += took
 		b.StopTimer()
+		stopProfile()
 		b.Logf("stages: %v", stages)
 		l.Close()
 		os.RemoveAll(dir)
@@ -204,6 +216,28 @@ func swarmRound(b *testing.B, s *Client, bundle *Bundle, n int, rate int64, tmp 
 	}
 	after, _ := s.Stats(bundle.Infohash)
 	return took, after.Uploaded - before.Uploaded
+}
+
+// startProfile starts a CPU profile into the file RELAY_BENCH_CPUPROFILE
+// names, if it is set, and returns what stops it.
+func startProfile(b *testing.B) (stop func()) {
+	name := os.Getenv("RELAY_BENCH_CPUPROFILE")
+	if name == "" {
+		return func() {}
+	}
+	f, err := os.Create(name)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
 
 // newBenchClient is newClient with the library's logs silenced.

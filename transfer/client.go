@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -366,15 +365,16 @@ func (s *storageImpl) OpenTorrent(ctx context.Context, info *metainfo.Info, mih 
 	s.c.mu.Lock()
 	s.c.numPcs[ih] = info.NumPieces()
 	s.c.mu.Unlock()
-	g := &writeGuard{}
-	g.idle = sync.NewCond(&g.mu)
+	w := newWriteBehind(func(err error) {
+		s.c.refuse(ih, fmt.Errorf("failed to write the bundle: %w", err))
+	})
 	pieceFn := ti.Piece
 	ti.Piece = func(p metainfo.Piece) storage.PieceImpl {
-		return guardedPiece{PieceImpl: pieceFn(p), g: g, length: p.Length()}
+		return behindPiece{PieceImpl: pieceFn(p), w: w, index: p.Index(), length: p.Length()}
 	}
 	closeFn := ti.Close
 	ti.Close = func() error {
-		g.close()
+		w.close()
 		err := closeFn()
 		if serr := s.c.store.close(ih); serr != nil {
 			s.c.log.Warn("failed to save bundle state", "infohash", ih, "err", serr)
@@ -382,70 +382,6 @@ func (s *storageImpl) OpenTorrent(ctx context.Context, info *metainfo.Info, mih 
 		return err
 	}
 	return ti, nil
-}
-
-// writeGuard lets the state of a closed bundle be saved once the writes
-// in flight have landed: a chunk can still be arriving while its torrent
-// closes, and a write after the save would change the file's time and
-// make the next start hash the file again. Writes after the close are
-// dropped: their torrent is gone, and their pieces are recorded missing.
-type writeGuard struct {
-	mu     sync.Mutex
-	idle   *sync.Cond
-	n      int
-	closed bool
-}
-
-func (g *writeGuard) enter() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.closed {
-		return false
-	}
-	g.n++
-	return true
-}
-
-func (g *writeGuard) exit() {
-	g.mu.Lock()
-	g.n--
-	if g.n == 0 {
-		g.idle.Broadcast()
-	}
-	g.mu.Unlock()
-}
-
-func (g *writeGuard) close() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.closed = true
-	for g.n > 0 {
-		g.idle.Wait()
-	}
-}
-
-// guardedPiece is a piece of file storage whose writes go through a
-// writeGuard.
-type guardedPiece struct {
-	storage.PieceImpl
-	g      *writeGuard
-	length int64
-}
-
-func (p guardedPiece) WriteAt(b []byte, off int64) (int, error) {
-	if !p.g.enter() {
-		return len(b), nil
-	}
-	defer p.g.exit()
-	return p.PieceImpl.WriteAt(b, off)
-}
-
-// WriteTo passes on the file storage's efficient read of a whole piece.
-func (p guardedPiece) WriteTo(w io.Writer) (int64, error) {
-	if wt, ok := p.PieceImpl.(io.WriterTo); ok {
-		return wt.WriteTo(w)
-	}
-	return io.Copy(w, io.NewSectionReader(p.PieceImpl, 0, p.length))
 }
 
 // checkExpected checks a torrent's info against the record a Fetch holds.
