@@ -139,7 +139,7 @@ func BenchmarkResolveVsBittorrentDHT(b *testing.B) {
 	}
 	// A relay client's node, read-only as relay resolve runs it.
 	dn := client(b, net, true).Node()
-	var msgs int
+	var msgs, answered int
 	var took time.Duration
 	resolve := func() {
 		start := time.Now()
@@ -149,9 +149,10 @@ func BenchmarkResolveVsBittorrentDHT(b *testing.B) {
 		}
 		took += time.Since(start)
 		msgs += st.Messages
+		answered += st.Answered
 	}
 	resolve()
-	msgs, took = 0, 0
+	msgs, answered, took = 0, 0, 0
 	for range n {
 		// A node sends at most dht.DefaultSendRate packets a second, as
 		// the public DHT expects: a pause lets the limiter refill, so
@@ -161,13 +162,14 @@ func BenchmarkResolveVsBittorrentDHT(b *testing.B) {
 	}
 	relayMS := float64(took.Microseconds()) / 1000 / n
 
-	var js struct {
-		MS float64 `json:"ms"`
-	}
+	var js dhtOp
 	node(b, ctxFor(b, time.Minute), &js, "bench-get", net.Bootstrap.Addr().String(), hex.EncodeToString(key.PublicKey().Ed25519()), strconv.Itoa(n))
 	b.ReportMetric(relayMS, "ms/resolve")
 	b.ReportMetric(float64(msgs)/n, "msgs/resolve")
+	b.ReportMetric(float64(answered)/n, "answered/resolve")
 	b.ReportMetric(js.MS, "ms/bittorrent-dht-get")
+	b.ReportMetric(js.Msgs, "msgs/bittorrent-dht-get")
+	b.ReportMetric(js.Answered, "answered/bittorrent-dht-get")
 	b.ReportMetric(relayMS/js.MS, "x-bittorrent-dht")
 }
 
@@ -183,7 +185,7 @@ func BenchmarkPublishVsBittorrentDHT(b *testing.B) {
 	ctx := context.Background()
 	key, _ := signer.Generate(rand.Reader)
 	dn := client(b, net, true).Node()
-	var msgs, acked int
+	var msgs, answered, acked int
 	var took time.Duration
 	publish := func() {
 		start := time.Now()
@@ -195,10 +197,11 @@ func BenchmarkPublishVsBittorrentDHT(b *testing.B) {
 		}
 		took += time.Since(start)
 		msgs += st.Messages
+		answered += st.Answered
 		acked += st.Acked
 	}
 	publish()
-	msgs, acked, took = 0, 0, 0
+	msgs, answered, acked, took = 0, 0, 0, 0
 	for range n {
 		time.Sleep(250 * time.Millisecond) // let the send limiter refill (see above)
 		publish()
@@ -206,17 +209,27 @@ func BenchmarkPublishVsBittorrentDHT(b *testing.B) {
 	relayMS := float64(took.Microseconds()) / 1000 / n
 
 	other, _ := signer.Generate(rand.Reader)
-	var js struct {
-		MS    float64 `json:"ms"`
-		Nodes float64 `json:"nodes"`
-	}
+	var js dhtOp
 	node(b, ctxFor(b, time.Minute), &js, "bench-put", net.Bootstrap.Addr().String(), hex.EncodeToString(other.Seed()), strconv.Itoa(n))
 	b.ReportMetric(relayMS, "ms/publish")
 	b.ReportMetric(float64(msgs)/n, "msgs/publish")
+	b.ReportMetric(float64(answered)/n, "answered/publish")
 	b.ReportMetric(float64(acked)/n, "acked/publish")
 	b.ReportMetric(js.MS, "ms/bittorrent-dht-put")
+	b.ReportMetric(js.Msgs, "msgs/bittorrent-dht-put")
+	b.ReportMetric(js.Answered, "answered/bittorrent-dht-put")
 	b.ReportMetric(js.Nodes, "acked/bittorrent-dht-put")
 	b.ReportMetric(relayMS/js.MS, "x-bittorrent-dht")
+}
+
+// dhtOp is what bep44.js's bench-get and bench-put print: per operation,
+// its time, the queries sent, the distinct nodes that answered them, and
+// for a put the nodes that stored the item.
+type dhtOp struct {
+	MS       float64 `json:"ms"`
+	Msgs     float64 `json:"msgs"`
+	Answered float64 `json:"answered"`
+	Nodes    float64 `json:"nodes"`
 }
 
 func needNodeB(b *testing.B) {

@@ -13,10 +13,12 @@
 //   node bep44.js decode PACKET_HEX
 //       prints the answers of a DNS packet
 //   node bep44.js bench-get HOST:PORT PUBKEY_HEX N
-//       joins, then gets the item N times; prints {ms} per get
+//       joins, then gets the item N times; prints {ms, msgs, answered}
+//       per get: its time, the queries it sent and the nodes that answered
 //   node bep44.js bench-put HOST:PORT SEED_HEX N
 //       joins, then stores N items of 500 bytes, each with a higher seq;
-//       prints {ms} per put and {nodes}, the nodes that took each on average
+//       prints {ms, msgs, answered} per put and {nodes}, the nodes that
+//       took each on average
 import crypto from 'node:crypto'
 import DHT from 'bittorrent-dht'
 import bencode from 'bencode'
@@ -54,6 +56,28 @@ function answers (v) {
 function fail (msg) {
   process.stderr.write('bep44.js: ' + msg + '\n')
   process.exit(1)
+}
+
+// counter counts the queries a node sends and the distinct nodes that
+// answer them, by wrapping its KRPC socket's query.
+function counter (dht) {
+  const sock = dht._rpc.socket
+  const query = sock.query.bind(sock)
+  const c = { msgs: 0, answered: 0, seen: new Set() }
+  sock.query = (peer, q, cb) => {
+    c.msgs++
+    return query(peer, q, (err, ...rest) => {
+      const who = peer.host + ':' + peer.port
+      if (!err && !c.seen.has(who)) {
+        c.seen.add(who)
+        c.answered++
+      }
+      if (cb) cb(err, ...rest)
+    })
+  }
+  // A new operation counts its answering nodes afresh.
+  c.next = () => c.seen.clear()
+  return c
 }
 
 function open (bootstrap) {
@@ -122,10 +146,14 @@ if (cmd === 'decode') {
   }))
   try {
     await get() // warm the routing table, as relay's side is
+    const c = counter(dht)
     const start = process.hrtime.bigint()
-    for (let i = 0; i < n; i++) await get()
+    for (let i = 0; i < n; i++) {
+      c.next()
+      await get()
+    }
     const ms = Number(process.hrtime.bigint() - start) / 1e6 / n
-    console.log(JSON.stringify({ ms }))
+    console.log(JSON.stringify({ ms, msgs: c.msgs / n, answered: c.answered / n }))
   } catch (err) {
     fail(err.message)
   }
@@ -149,10 +177,14 @@ if (cmd === 'decode') {
   })
   try {
     await put()
+    const c = counter(dht)
     const start = process.hrtime.bigint()
-    for (let i = 0; i < n; i++) nodes += await put()
+    for (let i = 0; i < n; i++) {
+      c.next()
+      nodes += await put()
+    }
     const ms = Number(process.hrtime.bigint() - start) / 1e6 / n
-    console.log(JSON.stringify({ ms, nodes: nodes / n }))
+    console.log(JSON.stringify({ ms, nodes: nodes / n, msgs: c.msgs / n, answered: c.answered / n }))
   } catch (err) {
     fail(err.message)
   }
