@@ -104,6 +104,7 @@ type active struct {
 	semOnce  sync.Once
 	sem      chan struct{} // one Fetch of a bundle at a time
 	lastStat []fileStat    // for rechecks of a seeded bundle
+	share    [2]int        // the last fetch's share of its pieces: number, of (see shares)
 }
 
 // expectation is what a Fetch expects of a torrent's info before it is
@@ -194,6 +195,7 @@ func NewClient(cfg Config) (*Client, error) {
 	tc.DisableWebtorrent = true
 	tc.DisableUTP = !cfg.UTP
 	tc.Seed = true
+	tc.Bep20 = peerIDPrefix
 	// Keep connections between peers that both hold the whole bundle: a
 	// peer that drops them at once may never send its last "have"
 	// messages, and a publisher waiting for complete peers would not count

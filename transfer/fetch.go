@@ -220,6 +220,12 @@ type fetch struct {
 	exp     *expectation
 	start   time.Time
 
+	// prioMu serialises the changes of piece priorities by streamFile
+	// and shares; shared is set once shares apply, and streamFile then
+	// leaves priorities alone.
+	prioMu sync.Mutex
+	shared bool
+
 	stage      Stage
 	total      int64
 	files      []*torrent.File // the wanted files, relay.json first
@@ -400,6 +406,14 @@ func (f *fetch) fetch(ctx context.Context, wg *sync.WaitGroup) (*Fetched, error)
 	// Hash the files in torrent order, as they arrive.
 	slices.SortFunc(jobs, func(a, b job) int { return a.j - b.j })
 	f.report(true)
+	var files []int
+	for _, jb := range jobs {
+		files = append(files, jb.j)
+	}
+	sh := newShares(f, info, files)
+	shareCtx, stopShares := context.WithCancel(ctx)
+	defer stopShares()
+	wg.Go(func() { sh.run(shareCtx) })
 	done := make(chan error, 1)
 	wg.Add(1)
 	go func() {
@@ -543,9 +557,11 @@ func (f *fetch) streamFile(ctx context.Context, p string, info *metainfo.Info, j
 	for pos := int64(0); pos < size; {
 		piece := int((off + pos) / info.PieceLength)
 		if raised < min(end, piece+window) && f.a.t.Stats().ActivePeers <= 2 {
-			for ; raised < min(end, piece+window); raised++ {
+			f.prioMu.Lock()
+			for ; raised < min(end, piece+window) && !f.shared; raised++ {
 				f.a.t.Piece(raised).SetPriority(torrent.PiecePriorityHigh)
 			}
+			f.prioMu.Unlock()
 		}
 		if err := f.c.store.waitPiece(ctx, f.ih, piece); err != nil {
 			return err

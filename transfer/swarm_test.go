@@ -1,6 +1,7 @@
 package transfer
 
 import (
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -27,7 +28,8 @@ func seedCapped(c *Client, ih record.Infohash) (capped, known bool, queue int) {
 // swarm has three leechers fetch a bundle of size bytes at once from a
 // seeder capped at rate bytes a second, checks what they fetched, and
 // returns the seeder, the bundle and the longest queue a leecher allowed
-// the seeder; it fails if no leecher capped its queue.
+// the seeder; it fails if no leecher capped its queue, or if the leechers
+// did not split the pieces into a share each (see shares).
 func swarm(t *testing.T, size, rate int64) (*Client, *Bundle, int) {
 	s, b := seeder(t, map[string]int64{"app": size}, Config{UploadRate: rate})
 	var ls []*Client
@@ -61,9 +63,20 @@ func swarm(t *testing.T, size, rate int64) (*Client, *Bundle, int) {
 		}
 	}
 	queue := 0
+	var shares []int
 	for _, l := range ls {
 		_, _, q := seedCapped(l, b.Infohash)
 		queue = max(queue, q)
+		l.mu.Lock()
+		share := l.bundles[b.Infohash].share
+		l.mu.Unlock()
+		if share[1] != len(ls) {
+			t.Errorf("a leecher split the pieces %d ways, want %d (one per leecher)", share[1], len(ls))
+		}
+		shares = append(shares, share[0])
+	}
+	if slices.Sort(shares); !slices.Equal(shares, []int{0, 1, 2}) {
+		t.Errorf("the leechers took shares %v of the pieces, want one each: 0, 1 and 2", shares)
 	}
 	t.Logf("%d MiB from a %d MiB/s seeder: a leecher allowed it up to %d requests", size>>20, rate>>20, queue)
 	return s, b, queue
