@@ -3,6 +3,7 @@ package transfer
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -128,7 +129,14 @@ func BenchmarkFetch1GiB(b *testing.B) {
 // (Config.SeedRequests, -1 for none) compare other settings: 256 and -1
 // are relay's before the seed cap. The time is the median of
 // RELAY_BENCH_SWARM_ROUNDS rounds (default 3), each with new leechers.
-func BenchmarkSwarm16(b *testing.B) {
+func BenchmarkSwarm16(b *testing.B) { swarmBench(b, 0) }
+
+// BenchmarkSwarm16RTT50ms is BenchmarkSwarm16 with a round trip of 50 ms
+// between every two clients (delayLink): the bound, which leaves latency
+// out, is the same.
+func BenchmarkSwarm16RTT50ms(b *testing.B) { swarmBench(b, 50*time.Millisecond) }
+
+func swarmBench(b *testing.B, rtt time.Duration) {
 	bigBench(b)
 	const n = 16
 	size := envInt("RELAY_BENCH_SWARM_SIZE", 32) << 20
@@ -163,7 +171,7 @@ func BenchmarkSwarm16(b *testing.B) {
 		var tooks []time.Duration
 		var ups []int64
 		for r := range rounds {
-			took, up := swarmRound(b, s, bundle, n, rate, src)
+			took, up := swarmRound(b, s, bundle, n, rate, src, rtt)
 			b.Logf("run %d.%d: all done in %v; seeder sent %.1f MB (%.2f copies)", i, r, took, float64(up)/1e6, float64(up)/F)
 			tooks, ups = append(tooks, took), append(ups, up)
 		}
@@ -183,9 +191,10 @@ func BenchmarkSwarm16(b *testing.B) {
 }
 
 // swarmRound has n new leechers, each with its upload capped at rate,
-// fetch bundle at once from the seeder s and each other, and returns the
-// time until the last had it all and what s sent in the round.
-func swarmRound(b *testing.B, s *Client, bundle *Bundle, n int, rate int64, tmp string) (time.Duration, int64) {
+// fetch bundle at once from the seeder s and each other, with a round
+// trip of rtt between any two (none if zero), and returns the time until
+// the last had it all and what s sent in the round.
+func swarmRound(b *testing.B, s *Client, bundle *Bundle, n int, rate int64, tmp string, rtt time.Duration) (time.Duration, int64) {
 	before, _ := s.Stats(bundle.Infohash)
 	var ls []*Client
 	for range n {
@@ -198,13 +207,28 @@ func swarmRound(b *testing.B, s *Client, bundle *Bundle, n int, rate int64, tmp 
 		defer l.Close()
 		ls = append(ls, l)
 	}
-	peers := peersOf(append([]*Client{s}, ls...)...)
+	all := append([]*Client{s}, ls...)
+	peers := make([][]netip.AddrPort, n)
+	for j := range ls {
+		if rtt == 0 {
+			peers[j] = peersOf(all...)
+			continue
+		}
+		// Leecher j reaches every other client through a link of its
+		// own, from 127.0.2.j+1.
+		from := netip.AddrFrom4([4]byte{127, 0, 2, byte(j + 1)})
+		for _, c := range all {
+			if c != ls[j] {
+				peers[j] = append(peers[j], newDelayLink(b, c.Addr(), from, rtt/2).Addr())
+			}
+		}
+	}
 	start := time.Now()
 	var wg sync.WaitGroup
 	errs := make([]error, n)
 	for j, l := range ls {
 		wg.Go(func() {
-			_, errs[j] = l.Fetch(context.Background(), FetchRequest{Key: testKey(b), Release: bundle.Release(testTime), Peers: peers})
+			_, errs[j] = l.Fetch(context.Background(), FetchRequest{Key: testKey(b), Release: bundle.Release(testTime), Peers: peers[j]})
 		})
 	}
 	wg.Wait()

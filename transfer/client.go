@@ -114,19 +114,21 @@ type expectation struct {
 	refused chan error
 }
 
+// peerKey names a connection to a peer in a bundle. A connection, not a
+// peer ID: a second connection to the same peer, closed as a duplicate,
+// must not take what the first learnt with it.
 type peerKey struct {
 	ih record.Infohash
-	id torrent.PeerID
+	pc *torrent.PeerConn
 }
 
-// keyOf names the peer of pc in its bundle; ok is false while pc has no
-// torrent yet.
+// keyOf names pc in its bundle; ok is false while pc has no torrent yet.
 func keyOf(pc *torrent.PeerConn) (k peerKey, ok bool) {
 	t := pc.Torrent()
 	if t == nil {
 		return peerKey{}, false
 	}
-	return peerKey{record.Infohash(t.InfoHash()), pc.PeerID}, true
+	return peerKey{record.Infohash(t.InfoHash()), pc}, true
 }
 
 // peerPieces is what a peer said it has. A set of piece numbers, not a
@@ -137,7 +139,6 @@ type peerPieces struct {
 	have roaring.Bitmap
 	all  bool
 
-	pc    *torrent.PeerConn
 	seed  bool      // it has every piece
 	limit int       // its own request limit while capSeeds caps it, else 0
 	got   int64     // bytes of blocks it sent since since, while capped
@@ -201,6 +202,10 @@ func NewClient(cfg Config) (*Client, error) {
 	// messages, and a publisher waiting for complete peers would not count
 	// it.
 	tc.DropMutuallyCompletePeers = false
+	// One connection per peer: two peers that dial each other at once,
+	// or one reached at two addresses, would otherwise keep both, and
+	// split their requests and double their messages between them.
+	tc.DropDuplicatePeerIds = true
 	// The torrent library's connection writer can miss a wake-up: it
 	// takes the signal it waits for (writeCond.Signaled in
 	// peer-conn-msg-writer.go) only after its last look at what to send
@@ -557,7 +562,7 @@ func (c *Client) onMessage(pc *torrent.PeerConn, msg *pp.Message) {
 	n, known := c.numPcs[k.ih]
 	p := c.peerBits[k]
 	if p == nil {
-		p = &peerPieces{pc: pc}
+		p = &peerPieces{}
 		c.peerBits[k] = p
 		defer c.capSeeds(k.ih)
 	}
@@ -590,7 +595,7 @@ func (c *Client) onMessage(pc *torrent.PeerConn, msg *pp.Message) {
 			m = make(map[torrent.PeerID]bool)
 			c.complete[k.ih] = m
 		}
-		m[k.id] = true
+		m[pc.PeerID] = true
 		if !p.seed {
 			p.seed = true
 			defer c.capSeeds(k.ih)

@@ -62,16 +62,16 @@ func (c *Client) capSeeds(ih record.Infohash) {
 	}
 	capped := limit > 0 && fetchers >= 2
 	for k, p := range c.peerBits {
-		if k.ih != ih || !p.seed || p.pc == nil {
+		if k.ih != ih || !p.seed {
 			continue
 		}
 		switch {
 		case capped && p.limit == 0:
-			p.limit = max(1, p.pc.PeerMaxRequests)
-			p.pc.PeerMaxRequests = min(p.limit, limit)
-			p.got, p.since, p.queue = 0, time.Now(), max(p.queue, p.pc.PeerMaxRequests)
+			p.limit = max(1, k.pc.PeerMaxRequests)
+			k.pc.PeerMaxRequests = min(p.limit, limit)
+			p.got, p.since, p.queue = 0, time.Now(), max(p.queue, k.pc.PeerMaxRequests)
 		case !capped && p.limit != 0:
-			p.pc.PeerMaxRequests = p.limit
+			k.pc.PeerMaxRequests = p.limit
 			p.limit = 0
 		}
 	}
@@ -89,7 +89,7 @@ func (c *Client) onExtendedHandshake(pc *torrent.PeerConn, m *pp.ExtendedHandsha
 	defer c.mu.Unlock()
 	if p := c.peerBits[k]; p != nil && p.limit != 0 {
 		p.limit = m.Reqq
-		m.Reqq = min(m.Reqq, p.pc.PeerMaxRequests)
+		m.Reqq = min(m.Reqq, pc.PeerMaxRequests)
 	}
 }
 
@@ -112,8 +112,8 @@ func (c *Client) onBlock(pc *torrent.PeerConn, n int) {
 	now := time.Now()
 	if elapsed := now.Sub(p.since); elapsed >= seedQueueTime {
 		blocks := int(p.got * int64(seedQueueTime) / int64(elapsed) / blockSize)
-		p.pc.PeerMaxRequests = min(p.limit, max(c.seedRequests(), blocks))
-		p.got, p.since, p.queue = 0, now, max(p.queue, p.pc.PeerMaxRequests)
+		pc.PeerMaxRequests = min(p.limit, max(c.seedRequests(), blocks))
+		p.got, p.since, p.queue = 0, now, max(p.queue, pc.PeerMaxRequests)
 	}
 }
 
@@ -213,8 +213,8 @@ func (c *Client) relayFetchers(ih record.Infohash) (ids []torrent.PeerID, seed b
 		case k.ih != ih:
 		case p.seed:
 			seed = true
-		case strings.HasPrefix(string(k.id[:]), peerIDPrefix[:3]):
-			ids = append(ids, k.id)
+		case strings.HasPrefix(string(k.pc.PeerID[:]), peerIDPrefix[:3]):
+			ids = append(ids, k.pc.PeerID)
 		}
 	}
 	return ids, seed

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anacrolix/torrent"
+
 	"github.com/relay-sh/relay/record"
 )
 
@@ -140,5 +142,38 @@ func TestSeedRequestsNegativeNeverCaps(t *testing.T) {
 	checkFetched(t, b, res)
 	if capped, _, _ := seedCapped(l, b.Infohash); capped {
 		t.Error("SeedRequests -1: the seed was capped")
+	}
+}
+
+// TestOneConnectionPerPeer: a seeder and a leecher that dial each other
+// at once keep one connection between them, and the leecher still knows
+// the seeder holds every piece after the second connection is closed as
+// a duplicate (so its requests to a shared seed stay capped).
+func TestOneConnectionPerPeer(t *testing.T) {
+	t.Parallel()
+	s, b := seeder(t, map[string]int64{"app": 1 << 20}, Config{UploadRate: 1 << 20})
+	l := newClient(t, Config{})
+	s.mu.Lock()
+	st := s.bundles[b.Infohash].t
+	s.mu.Unlock()
+	done := make(chan error, 1)
+	go func() {
+		res, err := l.Fetch(fetchCtx(t, 60*time.Second), FetchRequest{Key: testKey(t), Release: b.Release(testTime), Peers: peersOf(s)})
+		if err == nil {
+			checkFetched(t, b, res)
+		}
+		done <- err
+	}()
+	s.addPeers(st, peersOf(l), torrent.PeerSourceDirect)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "one connection each way", func() bool {
+		ls, _ := l.Stats(b.Infohash)
+		ss, _ := s.Stats(b.Infohash)
+		return ls.Peers == 1 && ss.Peers == 1
+	})
+	if _, known, _ := seedCapped(l, b.Infohash); !known {
+		t.Error("the leecher forgot that the seeder holds the whole bundle")
 	}
 }
