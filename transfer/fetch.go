@@ -526,15 +526,22 @@ func createEmpty(p string, mf record.File) error {
 // streamAhead is how far ahead of the hash pieces are asked for first.
 const streamAhead = 32 << 20
 
+// filePieces returns where file j of info starts in the torrent's data,
+// and the pieces [first, end) that hold its data.
+func filePieces(info *metainfo.Info, j int) (off int64, first, end int) {
+	for _, fi := range info.Files[:j] {
+		off += fi.Length
+	}
+	pl := info.PieceLength
+	return off, int(off / pl), int((off + info.Files[j].Length + pl - 1) / pl)
+}
+
 // streamFile feeds fn the data of file j of the torrent, read from disk
 // at path p piece by piece as each piece is verified, in order: the file
 // is hashed while it streams in, without a second pass. It reads exactly
 // the file's length as the info states it.
 func (f *fetch) streamFile(ctx context.Context, p string, info *metainfo.Info, j int, fn func([]byte)) error {
-	var off int64
-	for _, fi := range info.Files[:j] {
-		off += fi.Length
-	}
+	off, first, end := filePieces(info, j)
 	size := info.Files[j].Length
 	if size == 0 {
 		return nil
@@ -548,7 +555,6 @@ func (f *fetch) streamFile(ctx context.Context, p string, info *metainfo.Info, j
 	buf := make([]byte, min(size, 1<<20))
 	// Ask for the pieces just ahead first, so that they arrive about in
 	// the order they are hashed and the hash ends soon after the last.
-	first, end := int(off/info.PieceLength), int((off+size+info.PieceLength-1)/info.PieceLength)
 	// Only from one or two sources, though: in a swarm, peers asking for
 	// pieces in the same order would have nothing to trade, and the
 	// random order the torrent client uses spreads pieces faster.

@@ -172,12 +172,8 @@ func newShares(f *fetch, info *metainfo.Info, files []int) *shares {
 	seen := make(map[int]bool)
 	var pieces []int
 	for _, j := range files {
-		var off int64
-		for _, fi := range info.Files[:j] {
-			off += fi.Length
-		}
-		end := off + info.Files[j].Length
-		for i := int(off / info.PieceLength); int64(i)*info.PieceLength < end; i++ {
+		_, first, end := filePieces(info, j)
+		for i := first; i < end; i++ {
 			if !seen[i] {
 				seen[i] = true
 				pieces = append(pieces, i)
