@@ -131,7 +131,7 @@ func keyOf(pc *torrent.PeerConn) (k peerKey, ok bool) {
 	return peerKey{record.Infohash(t.InfoHash()), pc}, true
 }
 
-// peerPieces is what a peer said it has. A set of piece numbers, not a
+// peerPieces is what a peer said it has, on one connection. A set of piece numbers, not a
 // slice indexed by them: a peer may claim pieces far beyond the bundle's
 // (before the info is known, nothing bounds them), and the memory kept
 // must follow what it sent, not the numbers it named.

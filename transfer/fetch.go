@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/anacrolix/torrent"
@@ -221,10 +222,10 @@ type fetch struct {
 	start   time.Time
 
 	// prioMu serialises the changes of piece priorities by streamFile
-	// and shares; shared is set once shares apply, and streamFile then
-	// leaves priorities alone.
+	// and shares; shared is set (with prioMu held) once shares apply,
+	// and streamFile then leaves priorities alone.
 	prioMu sync.Mutex
-	shared bool
+	shared atomic.Bool
 
 	stage      Stage
 	total      int64
@@ -562,9 +563,9 @@ func (f *fetch) streamFile(ctx context.Context, p string, info *metainfo.Info, j
 	raised := first
 	for pos := int64(0); pos < size; {
 		piece := int((off + pos) / info.PieceLength)
-		if raised < min(end, piece+window) && f.a.t.Stats().ActivePeers <= 2 {
+		if raised < min(end, piece+window) && !f.shared.Load() && f.a.t.Stats().ActivePeers <= 2 {
 			f.prioMu.Lock()
-			for ; raised < min(end, piece+window) && !f.shared; raised++ {
+			for ; raised < min(end, piece+window) && !f.shared.Load(); raised++ {
 				f.a.t.Piece(raised).SetPriority(torrent.PiecePriorityHigh)
 			}
 			f.prioMu.Unlock()

@@ -248,7 +248,8 @@ func (s *shares) plan() {
 	s.f.prioMu.Lock()
 	defer s.f.prioMu.Unlock()
 	first := !s.active
-	s.active, s.f.shared = true, true
+	s.active = true
+	s.f.shared.Store(true)
 	for j, i := range s.pieces {
 		mine := i%len(all) == rank
 		if mine == s.high[j] && !first || i < len(complete) && complete[i] {
