@@ -16,6 +16,7 @@ import (
 
 	"github.com/relay-sh/relay/dht"
 	"github.com/relay-sh/relay/dht/localnet"
+	"github.com/relay-sh/relay/internal/backoff"
 	"github.com/relay-sh/relay/record"
 	"github.com/relay-sh/relay/signer"
 	"github.com/relay-sh/relay/transfer"
@@ -53,9 +54,9 @@ func TestWatchSurvivesNetworkLoss(t *testing.T) {
 	}
 	publish("1.0.0")
 	out := t.TempDir()
-	// An interval above firstRetry, so that the backoff shows: errors are
-	// retried after firstRetry, then twice that, capped at the interval.
-	const interval = firstRetry * 8 / 5
+	// An interval above backoff.First, so that the backoff shows: errors are
+	// retried after backoff.First, then twice that, capped at the interval.
+	const interval = backoff.First * 8 / 5
 	events := make(chan Event, 64)
 	wctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -88,8 +89,8 @@ func TestWatchSurvivesNetworkLoss(t *testing.T) {
 			retries = append(retries, e.Retry)
 		}
 	}
-	if retries[0] != firstRetry || retries[1] != interval {
-		t.Errorf("retries %v: want %s then %s", retries, firstRetry, time.Duration(interval))
+	if retries[0] != backoff.First || retries[1] != interval {
+		t.Errorf("retries %v: want %s then %s", retries, backoff.First, time.Duration(interval))
 	}
 
 	// It comes back: new nodes at the same addresses, and a new release

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/relay-sh/relay/internal/backoff"
 	"github.com/relay-sh/relay/record"
 	"github.com/relay-sh/relay/signer"
 	"github.com/relay-sh/relay/transfer"
@@ -17,8 +18,12 @@ import (
 
 // Defaults of SeedOptions.
 const (
-	DefaultKeep    = 3
-	DefaultRestore = time.Hour
+	DefaultKeep = 3
+	// DefaultSeedInterval is SeedOptions.Interval's default: shorter than a
+	// watcher's, because a publisher waits for a seeder to hold its new
+	// release, and one check costs a DHT lookup.
+	DefaultSeedInterval = time.Minute
+	DefaultRestore      = time.Hour
 	// DefaultFetchTimeout is SeedOptions.FetchTimeout's default.
 	DefaultFetchTimeout = 20 * time.Minute
 )
@@ -56,7 +61,9 @@ type SeedOptions struct {
 	// means DefaultKeep.
 	Keep int
 	// Interval is the time between checks of followed keys; zero means
-	// DefaultInterval.
+	// DefaultSeedInterval. A check that fails (nothing published yet, the
+	// network away) is tried again sooner: after a few seconds, doubling
+	// up to Interval.
 	Interval time.Duration
 	// Restore is the time between stores of each followed key's latest
 	// packet, kept even when Interval is longer; zero means
@@ -86,7 +93,7 @@ func (c *Client) Seed(ctx context.Context, o SeedOptions) error {
 		o.Keep = DefaultKeep
 	}
 	if o.Interval <= 0 {
-		o.Interval = DefaultInterval
+		o.Interval = DefaultSeedInterval
 	}
 	if o.Restore <= 0 {
 		o.Restore = DefaultRestore
@@ -135,11 +142,22 @@ func (c *Client) Seed(ctx context.Context, o SeedOptions) error {
 			continue // the publisher's own key, not followed for releases
 		}
 		wg.Go(func() {
+			checks := backoff.Checks{Interval: o.Interval}
 			for {
 				fctx, cancel := context.WithTimeout(ctx, o.FetchTimeout)
-				c.seedFollow(fctx, tc, f, o.Keep, emit)
+				err := c.seedFollow(fctx, tc, f, o.Keep, emit)
 				cancel()
-				if !sleepCtx(ctx, jitter(o.Interval)) {
+				if ctx.Err() != nil {
+					return
+				}
+				wait := checks.Next(err != nil)
+				if errors.Is(err, context.DeadlineExceeded) {
+					err = fmt.Errorf("gave up after %s (the fetch timeout): %w", o.FetchTimeout, err)
+				}
+				if err != nil {
+					emit(Event{Kind: EventError, Follow: f, Err: err, Retry: wait})
+				}
+				if !sleepCtx(ctx, wait) {
 					return
 				}
 			}
@@ -161,7 +179,7 @@ func (c *Client) Seed(ctx context.Context, o SeedOptions) error {
 		}
 		// Wake for the next re-sign check or the next restore, whichever
 		// comes first: a restore is never put off to the check after it.
-		if !sleepCtx(ctx, max(0, min(jitter(o.Interval), nextRestore.Sub(c.now())))) {
+		if !sleepCtx(ctx, max(0, min(backoff.Jitter(o.Interval), nextRestore.Sub(c.now())))) {
 			return nil
 		}
 	}
@@ -190,37 +208,32 @@ func followedKeys(fs []Follow) []signer.PublicKey {
 }
 
 // seedFollow fetches a followed channel's new release, serves it, and
-// prunes the channel's old bundles.
-func (c *Client) seedFollow(ctx context.Context, tc *transfer.Client, f Follow, keep int, emit func(Event)) {
+// prunes the channel's old bundles. It reports refusals as events and
+// returns what failed, to be tried again sooner.
+func (c *Client) seedFollow(ctx context.Context, tc *transfer.Client, f Follow, keep int, emit func(Event)) error {
 	res, err := c.Fetch(ctx, FetchOptions{Key: f.Key, Channel: f.Channel, AllPlatforms: true})
 	switch {
-	case ctx.Err() != nil:
-		return
 	case err != nil && record.IsVerification(err):
 		emit(Event{Kind: EventRefused, Follow: f, Err: err})
-		return
+		return nil
 	case err != nil:
-		emit(Event{Kind: EventError, Follow: f, Err: err})
-		return
+		return err
 	case res.UpToDate:
 		// Make sure it is served (after a restart it already is).
 		if _, ok := tc.Stats(res.Release.Infohash); ok {
-			return
+			return nil
 		}
 	}
 	b, err := tc.Seed(ctx, res.Release.Infohash)
 	if err != nil {
-		emit(Event{Kind: EventError, Follow: f, Err: err})
-		return
+		return err
 	}
 	emit(Event{Kind: EventSeeding, Follow: f, Version: res.Release.Version, Bundle: b})
 	pruned, err := c.prune(tc, f, keep)
 	for _, p := range pruned {
 		emit(Event{Kind: EventPruned, Follow: f, Version: p.Manifest.Version, Bundle: p})
 	}
-	if err != nil {
-		emit(Event{Kind: EventError, Follow: f, Err: err})
-	}
+	return err
 }
 
 // Prune removes from the data folder, and stops serving, the bundles of

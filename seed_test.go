@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relay-sh/relay/internal/backoff"
 	"github.com/relay-sh/relay/record"
 	"github.com/relay-sh/relay/transfer"
 )
@@ -180,4 +181,48 @@ func startSeed(t *testing.T, ctx context.Context, c *Client, o SeedOptions) (<-c
 	}
 	t.Cleanup(stop)
 	return events, stop
+}
+
+// TestSeedBeforeFirstRelease: a seeder started before anything is
+// published retries soon (its interval here is an hour), so a publisher
+// waiting for it to hold the first release waits seconds, not the interval.
+func TestSeedBeforeFirstRelease(t *testing.T) {
+	t.Parallel()
+	n := newTestNet(t)
+	ctx := ctxFor(t, 2*time.Minute)
+	key := testKey(t, 13)
+	seeder := n.client(false)
+	events, stop := startSeed(t, ctx, seeder, SeedOptions{Follow: []Follow{{Key: key.PublicKey(), Channel: "stable"}},
+		Interval: time.Hour})
+	defer stop()
+	next := func() Event {
+		t.Helper()
+		select {
+		case e := <-events:
+			t.Logf("seed event %s %s %v (retry %s)", e.Kind, e.Version, e.Err, e.Retry)
+			return e
+		case <-ctx.Done():
+			t.Fatal("no seed event")
+			return Event{}
+		}
+	}
+	for e := next(); e.Kind != EventError || e.Follow.Channel != "stable"; e = next() {
+	}
+	// The first failed check is retried after backoff.First, not the hour.
+	begin := time.Now()
+	pub := n.client(false)
+	if _, err := pub.Publish(ctx, PublishOptions{Key: key, Version: record.MustParseVersion("1.0.0"),
+		Sources: []transfer.Source{{Path: releaseDir(t, "1.0.0")}}}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		e := next()
+		if e.Kind == EventError && e.Retry > 4*backoff.First {
+			t.Fatalf("a failed check waits %s", e.Retry)
+		}
+		if e.Kind == EventSeeding && e.Version.String() == "1.0.0" {
+			break
+		}
+	}
+	t.Logf("seeding the first release %s after it was published", time.Since(begin).Round(time.Millisecond))
 }

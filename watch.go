@@ -3,20 +3,15 @@ package relay
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
 	"time"
 
+	"github.com/relay-sh/relay/internal/backoff"
 	"github.com/relay-sh/relay/record"
 	"github.com/relay-sh/relay/transfer"
 )
 
 // Defaults of WatchOptions.
-const (
-	DefaultInterval = 10 * time.Minute
-	// firstRetry is the wait after the first failure to reach the network;
-	// each further failure doubles it, up to the interval.
-	firstRetry = 5 * time.Second
-)
+const DefaultInterval = 10 * time.Minute
 
 // EventKind says what a watch event reports.
 type EventKind string
@@ -88,7 +83,7 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 			o.OnEvent(e)
 		}
 	}
-	failures := 0
+	checks := backoff.Checks{Interval: interval}
 	for {
 		res, err := c.Fetch(ctx, o.FetchOptions)
 		if ctx.Err() != nil {
@@ -99,40 +94,29 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 			// Again holds until one check has installed the release again.
 			o.Again = false
 		}
-		wait := jitter(interval)
 		var ev Event
 		switch {
 		case err == nil && res.UpToDate && !again:
-			failures = 0
 			ev = Event{Kind: EventChecked, Version: res.Release.Version, Result: res}
 		case err == nil:
-			failures = 0
 			ev = Event{Kind: EventInstalled, Version: res.Release.Version, Result: res}
 		case errors.Is(err, ErrState) || errors.Is(err, errBadOptions):
 			return err
 		case errors.Is(err, record.ErrExpired):
-			failures = 0
 			ev = Event{Kind: EventStale, Err: err}
 		case record.IsVerification(err):
-			failures = 0
 			ev = Event{Kind: EventRefused, Err: err}
 		default:
-			failures++
-			wait = min(interval, firstRetry<<min(failures-1, 20))
 			ev = Event{Kind: EventError, Err: err}
 		}
 		if res != nil && ev.Version.IsZero() {
 			ev.Version = res.Release.Version
 		}
+		wait := checks.Next(ev.Kind == EventError)
 		ev.Retry = wait
 		emit(ev)
 		if !sleepCtx(ctx, wait) {
 			return nil
 		}
 	}
-}
-
-// jitter returns d moved by up to a tenth either way.
-func jitter(d time.Duration) time.Duration {
-	return d + time.Duration((rand.Float64()*0.2-0.1)*float64(d))
 }

@@ -3,10 +3,10 @@ package update
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
 	"time"
 
 	"github.com/relay-sh/relay/dht"
+	"github.com/relay-sh/relay/internal/backoff"
 	"github.com/relay-sh/relay/record"
 )
 
@@ -22,10 +22,6 @@ const (
 	// restarts: at once with Restart, or at its next start.
 	Install
 )
-
-// firstRetry is the wait after a check that could not reach the network;
-// each further failure doubles it, up to the interval.
-const firstRetry = 5 * time.Second
 
 // Run checks for a newer release at once and then every Config.Interval,
 // until it finds one (NotifyOnly) or installs one (Install), which it
@@ -47,10 +43,9 @@ func (u *Updater) Run(ctx context.Context, mode Mode) (*Release, error) {
 		m  record.Digest
 	}
 	failed := map[bundle]bool{}
-	failures := 0
+	checks := backoff.Checks{Interval: interval}
 	lastLogged := "" // a message not to repeat at every check
 	for {
-		wait := jitter(interval)
 		failure := "could not check for a new release"
 		rel, err := u.Check(ctx)
 		if err == nil && rel != nil {
@@ -75,18 +70,17 @@ func (u *Updater) Run(ctx context.Context, mode Mode) (*Release, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
+		failedCheck := false
 		switch {
 		case err == nil:
-			failures, lastLogged = 0, ""
+			lastLogged = ""
 		case errors.Is(err, dht.ErrNotFound) || errors.Is(err, record.ErrNoRelease):
 			// An answer, not a failure: checked again at the interval.
-			failures = 0
 			if lastLogged != "nothing published" {
 				u.log.Info("nothing published on this channel yet", "channel", u.cfg.Channel, "err", err)
 				lastLogged = "nothing published"
 			}
 		case refused(err):
-			failures = 0
 			if msg := err.Error(); msg != lastLogged {
 				u.log.Warn("refused a release", "err", err)
 				lastLogged = msg
@@ -94,8 +88,10 @@ func (u *Updater) Run(ctx context.Context, mode Mode) (*Release, error) {
 				u.log.Debug("refused a release", "err", err)
 			}
 		default:
-			failures++
-			wait = min(wait, firstRetry<<min(failures-1, 20))
+			failedCheck = true
+		}
+		wait := checks.Next(failedCheck)
+		if failedCheck {
 			u.log.Info(failure, "err", err, "retry", wait)
 		}
 		t := time.NewTimer(wait)
@@ -123,9 +119,4 @@ func failedBundle(err error) bool {
 		}
 	}
 	return false
-}
-
-// jitter returns d moved by up to a tenth either way.
-func jitter(d time.Duration) time.Duration {
-	return d + time.Duration((rand.Float64()*0.2-0.1)*float64(d))
 }

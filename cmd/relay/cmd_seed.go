@@ -26,7 +26,7 @@ func seedCommand(e *env) *cli.Command {
 			&cli.StringSliceFlag{Name: "follow", Usage: "`KEY[/CHANNEL]` to follow (repeatable; channel default stable)", EnvVars: []string{"RELAY_FOLLOW"}},
 			&cli.StringFlag{Name: "key", Usage: "the publisher's key `FILE`, to re-sign its records before they expire", EnvVars: []string{"RELAY_KEY"}},
 			&cli.IntFlag{Name: "keep", Value: relay.DefaultKeep, Usage: "releases to keep per followed channel, `K`"},
-			&cli.StringFlag{Name: "interval", Value: "10m", Usage: "time between checks of followed keys, `DURATION`"},
+			&cli.StringFlag{Name: "interval", Value: "1m", Usage: "time between checks of followed keys (sooner after a failed one), `DURATION`"},
 			&cli.StringFlag{Name: "restore", Value: "1h", Usage: "time between stores of each followed record, `DURATION`"},
 		},
 		Action: func(c *cli.Context) error {
@@ -132,6 +132,9 @@ func logEvent(log *slog.Logger, ev relay.Event) {
 	}
 	switch ev.Kind {
 	case relay.EventError:
+		if ev.Retry > 0 {
+			attrs = append(attrs, "retry", ev.Retry.Round(time.Second).String())
+		}
 		log.Warn("seed", append(attrs, "err", ev.Err)...)
 	case relay.EventRefused, relay.EventStale:
 		log.Error("seed", append(attrs, "err", ev.Err)...)

@@ -1,0 +1,37 @@
+// Package backoff times the checks of relay's long-running loops (watch,
+// seed, update): a jittered interval after a check that got an answer, and
+// after failures a wait that starts short and doubles up to the interval.
+package backoff
+
+import (
+	"math/rand/v2"
+	"time"
+)
+
+// First is the wait after the first failure in a row.
+const First = 5 * time.Second
+
+// Checks times a loop's checks. The zero value is not usable: set Interval.
+type Checks struct {
+	// Interval is the time between checks that succeed.
+	Interval time.Duration
+	failures int
+}
+
+// Next returns the wait before the next check, after one that failed or
+// not. A success waits Interval, jittered by up to a tenth either way so
+// that a fleet does not ask the network all at once; the n-th failure in a
+// row waits First·2ⁿ⁻¹, at most Interval.
+func (c *Checks) Next(failed bool) time.Duration {
+	if !failed {
+		c.failures = 0
+		return Jitter(c.Interval)
+	}
+	c.failures++
+	return min(c.Interval, First<<min(c.failures-1, 20))
+}
+
+// Jitter returns d moved by up to a tenth either way.
+func Jitter(d time.Duration) time.Duration {
+	return d + time.Duration((rand.Float64()*0.2-0.1)*float64(d))
+}
