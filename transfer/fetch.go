@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net/http"
 	"net/netip"
 	"os"
@@ -233,6 +234,9 @@ type fetch struct {
 	lastReport time.Time
 	lastBytes  int64
 	rate       float64
+
+	wsMu     sync.Mutex
+	wsFailed map[string]error // why a web seed gave nothing, by URL
 }
 
 // localInfo returns the info bytes of the bundle's metainfo if the data
@@ -279,8 +283,34 @@ func (f *fetch) run(ctx context.Context) (*Fetched, error) {
 	res, err := f.fetch(ctx, &wg)
 	if err != nil && ctx.Err() != nil {
 		err = context.Cause(ctx)
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("%w (%s)", err, f.sources())
+		}
 	}
 	return res, err
+}
+
+// sources says what the fetch got from where, for an error that ends it
+// before it completed.
+func (f *fetch) sources() string {
+	st := f.a.t.Stats()
+	parts := []string{fmt.Sprintf("got %d bytes; %d peers known, %d connected", st.BytesReadUsefulData.Int64(), st.TotalPeers, st.ActivePeers)}
+	f.wsMu.Lock()
+	defer f.wsMu.Unlock()
+	for _, u := range slices.Sorted(maps.Keys(f.wsFailed)) {
+		parts = append(parts, fmt.Sprintf("web seed %s: %v", u, f.wsFailed[u]))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// webSeedFailed notes why web seed u gave nothing.
+func (f *fetch) webSeedFailed(u string, err error) {
+	f.wsMu.Lock()
+	defer f.wsMu.Unlock()
+	if f.wsFailed == nil {
+		f.wsFailed = make(map[string]error)
+	}
+	f.wsFailed[u] = err
 }
 
 func (f *fetch) fetch(ctx context.Context, wg *sync.WaitGroup) (*Fetched, error) {
@@ -325,8 +355,8 @@ func (f *fetch) fetch(ctx context.Context, wg *sync.WaitGroup) (*Fetched, error)
 			return nil, err
 		}
 	}
-	if len(seeds) > 0 {
-		t.AddWebSeeds(seeds)
+	for _, ws := range seeds {
+		wg.Go(func() { f.addWebSeed(ctx, ws, info.Name) })
 	}
 	byPath := make(map[string]int, len(info.Files))
 	for j, fi := range info.Files {
@@ -628,6 +658,7 @@ func (f *fetch) infoFromWebSeeds(ctx context.Context, seeds []string) {
 			}
 			if err != nil {
 				f.c.log.Debug("no metainfo from web seed", "url", u, "err", err)
+				f.webSeedFailed(ws, fmt.Errorf("metainfo: %w", err))
 				continue
 			}
 			if err := f.a.t.SetInfoBytes(b); err != nil {
@@ -644,6 +675,61 @@ func (f *fetch) infoFromWebSeeds(ctx context.Context, seeds []string) {
 			wait = min(2*wait, time.Minute)
 		}
 	}
+}
+
+// addWebSeed gives the torrent web seed ws once it has answered a range
+// request for relay.json as BEP 19 needs. One that answers with the whole
+// file, or has no such file, is left out: the torrent library would ask it
+// again and again, taking the whole file each time.
+func (f *fetch) addWebSeed(ctx context.Context, ws, name string) {
+	u := ws + webseed.EscapePath([]string{name, record.ManifestName})
+	err := probeRanges(ctx, &http.Client{Transport: f.c.cfg.HTTPTransport}, u)
+	var refused refusedWebSeed
+	if errors.As(err, &refused) {
+		f.c.log.Warn("web seed left out", "url", ws, "err", err)
+		f.webSeedFailed(ws, err)
+		return
+	}
+	if err != nil {
+		// Not an answer (the server is away now): the library tries it.
+		f.c.log.Debug("web seed did not answer", "url", ws, "err", err)
+		f.webSeedFailed(ws, err)
+	}
+	if ctx.Err() == nil {
+		f.a.t.AddWebSeeds([]string{ws})
+	}
+}
+
+// refusedWebSeed is a web seed's answer that shows it cannot serve the
+// bundle.
+type refusedWebSeed struct{ msg string }
+
+func (e refusedWebSeed) Error() string { return e.msg }
+
+// probeRanges asks u for its first byte. It returns a refusedWebSeed if
+// the server answers with anything but that byte range.
+func probeRanges(ctx context.Context, hc *http.Client, u string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return refusedWebSeed{err.Error()}
+	}
+	req.Header.Set("Range", "bytes=0-0")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusPartialContent:
+		return nil
+	case resp.StatusCode == http.StatusOK:
+		return refusedWebSeed{"answers a byte range request with the whole file (200 OK, not 206): a BEP 19 web seed must serve ranges"}
+	case resp.StatusCode >= 500:
+		return fmt.Errorf("%s for %s", resp.Status, u)
+	}
+	return refusedWebSeed{fmt.Sprintf("%s for %s", resp.Status, u)}
 }
 
 func getInfo(ctx context.Context, hc *http.Client, u string, limit int64) ([]byte, error) {

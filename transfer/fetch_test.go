@@ -7,7 +7,9 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -337,6 +339,45 @@ func TestFetchWebSeed(t *testing.T) {
 	if len(res.Files) != 2 {
 		t.Fatalf("fetched %d files", len(res.Files))
 	}
+}
+
+// TestFetchWebSeedWithoutRanges: a web seed that answers range requests
+// with whole files (as python's http.server does) is left out after one
+// request for relay.json's first byte, and a fetch it alone could serve
+// ends at its deadline saying why; beside a good web seed, the fetch
+// completes from that one.
+func TestFetchWebSeedWithoutRanges(t *testing.T) {
+	t.Parallel()
+	dataDir := t.TempDir()
+	b := testBundle(t, dataDir, map[string]int64{"app_linux_amd64": 1 << 20})
+	files := http.FileServer(http.Dir(filepath.Join(BundlesDir(dataDir), b.Infohash.String())))
+	var dataRequests atomic.Int32
+	noRanges := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasSuffix(r.URL.Path, ".torrent") {
+			dataRequests.Add(1)
+		}
+		r.Header.Del("Range")
+		files.ServeHTTP(w, r)
+	}))
+	defer noRanges.Close()
+
+	l := newClient(t, Config{})
+	_, err := l.Fetch(fetchCtx(t, 3*time.Second), FetchRequest{Key: testKey(t), Release: b.Release(testTime, noRanges.URL)})
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "web seed "+noRanges.URL+"/: answers a byte range request with the whole file") {
+		t.Fatalf("fetch from a web seed without ranges: %v", err)
+	}
+	t.Log(err)
+	if n := dataRequests.Load(); n != 1 {
+		t.Errorf("the web seed without ranges got %d requests for data, want 1 (the probe)", n)
+	}
+
+	good := httptest.NewServer(files)
+	defer good.Close()
+	res, err := newClient(t, Config{}).Fetch(fetchCtx(t, 30*time.Second), FetchRequest{Key: testKey(t), Release: b.Release(testTime, noRanges.URL, good.URL)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFetched(t, b, res)
 }
 
 // TestFetchUTP: with uTP enabled besides TCP, a fetch still works.
