@@ -114,6 +114,10 @@ type expectation struct {
 	refused chan error
 }
 
+// MaxCompletePeers bounds Stats.CompletePeers, and the memory a bundle's
+// count of them takes.
+const MaxCompletePeers = 1000
+
 // peerKey names a connection to a peer in a bundle. A connection, not a
 // peer ID: a second connection to the same peer, closed as a duplicate,
 // must not take what the first learnt with it.
@@ -478,6 +482,7 @@ func (c *Client) drop(ih record.Infohash, a *active) {
 	}
 	delete(c.bundles, ih)
 	delete(c.numPcs, ih)
+	delete(c.complete, ih)
 	c.mu.Unlock()
 	a.cancel()
 	a.t.Drop()
@@ -505,7 +510,8 @@ type Stats struct {
 	Peers int
 	// CompletePeers is the number of distinct peers (by peer ID) seen
 	// holding the whole bundle since it was added to this client, whether
-	// or not they are still connected.
+	// or not they are still connected, counted up to MaxCompletePeers (a
+	// seeder serves many thousands over months).
 	CompletePeers int
 	// Uploaded and Downloaded count bundle data sent to and received from
 	// peers and web seeds since the bundle was added.
@@ -595,7 +601,9 @@ func (c *Client) onMessage(pc *torrent.PeerConn, msg *pp.Message) {
 			m = make(map[torrent.PeerID]bool)
 			c.complete[k.ih] = m
 		}
-		m[pc.PeerID] = true
+		if len(m) < MaxCompletePeers {
+			m[pc.PeerID] = true
+		}
 		if !p.seed {
 			p.seed = true
 			defer c.capSeeds(k.ih)
