@@ -130,15 +130,16 @@ func TestPeerStoreBounded(t *testing.T) {
 }
 
 // One host (one IP) holds at most maxPortsPerHost peers of an infohash: a
-// host announcing more ports replaces its own oldest, and the other hosts'
-// peers stay.
+// host announcing more ports replaces its newest, so its first ones and
+// the other hosts' peers stay.
 func TestPeerStoreHostShare(t *testing.T) {
 	now := time.Unix(1000, 0)
 	s := newPeerStore(func() time.Time { return now })
 	var ih peer_store.InfoHash
 	other := krpc.NodeAddr{IP: net.IPv4(10, 0, 0, 2), Port: 6881}
 	s.AddPeer(ih, other)
-	for port := 1; port <= 3*maxPortsPerHost; port++ {
+	last := 3 * maxPortsPerHost
+	for port := 1; port <= last; port++ {
 		now = now.Add(time.Millisecond)
 		s.AddPeer(ih, krpc.NodeAddr{IP: net.IPv4(10, 0, 0, 1), Port: port})
 	}
@@ -146,8 +147,8 @@ func TestPeerStoreHostShare(t *testing.T) {
 	for ap := range s.m[ih] {
 		if ap.Addr() == netip.MustParseAddr("10.0.0.1") {
 			ofHost++
-			if ap.Port() <= 2*maxPortsPerHost {
-				t.Errorf("kept %v, not among the host's newest %d", ap, maxPortsPerHost)
+			if p := int(ap.Port()); p >= maxPortsPerHost && p != last {
+				t.Errorf("kept %v, neither among the host's first %d nor its last", ap, maxPortsPerHost-1)
 			}
 		}
 	}
@@ -159,6 +160,53 @@ func TestPeerStoreHostShare(t *testing.T) {
 	}
 	if s.total != maxPortsPerHost+1 {
 		t.Errorf("total %d, want %d", s.total, maxPortsPerHost+1)
+	}
+}
+
+// A seeder that announces again every 15 minutes stays findable, first in
+// get_peers answers, while hundreds of fetches on the same host (one
+// machine, or one NAT) announce once each and exit; and in a torrent at
+// its bound, a peer that announced again outlives newer one-time peers.
+// Before, a host's 64 newest peers were kept and answered first, so 64
+// exited fetches hid a seeder on their machine until it announced again.
+func TestPeerStoreKeepsPeersThatAnnounceAgain(t *testing.T) {
+	now := time.Unix(1000, 0)
+	s := newPeerStore(func() time.Time { return now })
+	var ih peer_store.InfoHash
+	host := net.IPv4(127, 0, 0, 1)
+	seeder := krpc.NodeAddr{IP: host, Port: 7000}
+	s.AddPeer(ih, seeder)
+	for i := range 600 {
+		now = now.Add(3 * time.Second)
+		s.AddPeer(ih, krpc.NodeAddr{IP: host, Port: 10000 + i})
+		if i%300 == 150 {
+			s.AddPeer(ih, seeder) // every 15 minutes
+		}
+	}
+	got := s.GetPeers(ih)
+	if len(got) != maxPortsPerHost || got[0].Port != seeder.Port {
+		t.Fatalf("%d peers, first %v; want %d, the seeder (port %d) first", len(got), got[0], maxPortsPerHost, seeder.Port)
+	}
+
+	// A torrent at its bound, from distinct hosts: the peers that
+	// announced again stay, though they announced before the one-time ones.
+	s = newPeerStore(func() time.Time { return now })
+	for i := range 10 {
+		s.AddPeer(ih, krpc.NodeAddr{IP: net.IPv4(10, 9, 0, byte(i)), Port: 6881})
+		now = now.Add(time.Minute)
+		s.AddPeer(ih, krpc.NodeAddr{IP: net.IPv4(10, 9, 0, byte(i)), Port: 6881})
+	}
+	for i := range 2 * maxPeersPerInfohash {
+		now = now.Add(time.Millisecond)
+		s.AddPeer(ih, krpc.NodeAddr{IP: net.IPv4(10, 10, byte(i>>8), byte(i)), Port: 6881})
+	}
+	for i := range 10 {
+		if _, ok := s.m[ih][netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 9, 0, byte(i)}), 6881)]; !ok {
+			t.Fatalf("peer 10.9.0.%d, which announced again, was dropped", i)
+		}
+	}
+	if n := len(s.m[ih]); n != maxPeersPerInfohash {
+		t.Errorf("%d peers kept, want %d", n, maxPeersPerInfohash)
 	}
 }
 

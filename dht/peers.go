@@ -1,7 +1,6 @@
 package dht
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -120,9 +119,8 @@ const (
 	maxInfohashes       = 10000
 	maxPeers            = 100000
 	// maxPortsPerHost is the most peers of one infohash at one IP address
-	// (clients behind one NAT, or on one machine): a host that announces
-	// more ports replaces its own oldest, so that one host cannot push the
-	// other peers of a torrent out.
+	// (clients behind one NAT, or on one machine), so that one host cannot
+	// push the other peers of a torrent out.
 	maxPortsPerHost = 64
 	// maxPeersReturned is how many peers a get_peers answer carries at
 	// most (8 bytes each in the reply).
@@ -132,18 +130,31 @@ const (
 // peerStore is the BEP 5 peer store of a node. anacrolix's in-memory store
 // keys peers by IP alone, so on one host (127.0.0.1, or behind one NAT)
 // every announce replaces the last; this one keys them by IP and port.
+//
+// When it must drop a peer to take another, it keeps the peers that have
+// announced again (they stay, as a seeder does) over those that announced
+// once (often a fetch that has exited since). A host at its share replaces
+// its newest peer, so its established ones (a seeder, long-running
+// watchers) stay however many short-lived fetches it runs; a torrent at
+// its bound drops the peer that announced once, longest ago.
 type peerStore struct {
 	now     func() time.Time
 	mu      sync.Mutex
-	m       map[peer_store.InfoHash]map[netip.AddrPort]time.Time
+	m       map[peer_store.InfoHash]map[netip.AddrPort]announced
 	total   int       // peers in m, over every infohash
 	expired time.Time // when expireLocked last ran
 }
 
+// announced is when a peer first and last announced itself.
+type announced struct{ first, last time.Time }
+
+// again reports whether the peer announced more than once.
+func (a announced) again() bool { return a.last.After(a.first) }
+
 var _ peer_store.Interface = (*peerStore)(nil)
 
 func newPeerStore(now func() time.Time) *peerStore {
-	return &peerStore{now: now, m: make(map[peer_store.InfoHash]map[netip.AddrPort]time.Time)}
+	return &peerStore{now: now, m: make(map[peer_store.InfoHash]map[netip.AddrPort]announced)}
 }
 
 // AddPeer records that na serves ih.
@@ -155,8 +166,12 @@ func (s *peerStore) AddPeer(ih peer_store.InfoHash, na krpc.NodeAddr) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.m[ih][ap]; ok {
-		s.m[ih][ap] = now
+	if a, ok := s.m[ih][ap]; ok && now.Sub(a.last) < peerLifetime {
+		a.last = now
+		s.m[ih][ap] = a
+		return
+	} else if ok {
+		s.m[ih][ap] = announced{now, now} // expired: new again
 		return
 	}
 	if len(s.m) >= maxInfohashes || s.total >= maxPeers {
@@ -172,31 +187,30 @@ func (s *peerStore) AddPeer(ih peer_store.InfoHash, na krpc.NodeAddr) {
 	}
 	peers := s.m[ih]
 	if peers == nil {
-		peers = make(map[netip.AddrPort]time.Time)
+		peers = make(map[netip.AddrPort]announced)
 		s.m[ih] = peers
 	}
-	// Make room by dropping the peer of this infohash announced longest
-	// ago: the host's own when it has its share, else anyone's.
-	var oldest, oldestOfHost netip.AddrPort
-	var at, atOfHost time.Time
+	// The peer to drop to make room: the host's newest when it has its
+	// share, else the torrent's least likely to be there still.
+	var victim, hostNewest netip.AddrPort
 	ofHost := 0
-	for p, t := range peers {
-		if !oldest.IsValid() || t.Before(at) {
-			oldest, at = p, t
+	for p, a := range peers {
+		if !victim.IsValid() || lessLikely(a, peers[victim]) {
+			victim = p
 		}
 		if p.Addr() == ap.Addr() {
 			ofHost++
-			if !oldestOfHost.IsValid() || t.Before(atOfHost) {
-				oldestOfHost, atOfHost = p, t
+			if !hostNewest.IsValid() || a.first.After(peers[hostNewest].first) {
+				hostNewest = p
 			}
 		}
 	}
 	switch {
 	case ofHost >= maxPortsPerHost:
-		delete(peers, oldestOfHost)
+		delete(peers, hostNewest)
 		s.total--
 	case len(peers) >= maxPeersPerInfohash:
-		delete(peers, oldest)
+		delete(peers, victim)
 		s.total--
 	case s.total >= maxPeers:
 		if len(peers) == 0 {
@@ -204,23 +218,35 @@ func (s *peerStore) AddPeer(ih peer_store.InfoHash, na krpc.NodeAddr) {
 		}
 		return
 	}
-	peers[ap] = now
+	peers[ap] = announced{now, now}
 	s.total++
 }
 
+// lessLikely reports whether a peer announced as a is less likely to be
+// there still than one announced as b: it announced only once, or longer
+// ago.
+func lessLikely(a, b announced) bool {
+	if a.again() != b.again() {
+		return !a.again()
+	}
+	return a.last.Before(b.last)
+}
+
 // GetPeers returns the peers of ih announced in the last peerLifetime,
-// most recent first, at most maxPeersReturned.
+// at most maxPeersReturned, the most likely to be there first: those that
+// announced again, then the others, each by their last announce, newest
+// first.
 func (s *peerStore) GetPeers(ih peer_store.InfoHash) []krpc.NodeAddr {
 	now := s.now()
 	s.mu.Lock()
 	type entry struct {
 		ap netip.AddrPort
-		t  time.Time
+		a  announced
 	}
 	var live []entry
-	for ap, t := range s.m[ih] {
-		if now.Sub(t) < peerLifetime {
-			live = append(live, entry{ap, t})
+	for ap, a := range s.m[ih] {
+		if now.Sub(a.last) < peerLifetime {
+			live = append(live, entry{ap, a})
 		} else {
 			delete(s.m[ih], ap)
 			s.total--
@@ -230,8 +256,14 @@ func (s *peerStore) GetPeers(ih peer_store.InfoHash) []krpc.NodeAddr {
 		delete(s.m, ih)
 	}
 	s.mu.Unlock()
-	slices.SortFunc(live, func(a, b entry) int {
-		return cmp.Or(b.t.Compare(a.t), a.ap.Compare(b.ap))
+	slices.SortFunc(live, func(x, y entry) int {
+		switch {
+		case lessLikely(y.a, x.a):
+			return -1
+		case lessLikely(x.a, y.a):
+			return 1
+		}
+		return x.ap.Compare(y.ap)
 	})
 	out := make([]krpc.NodeAddr, 0, min(len(live), maxPeersReturned))
 	for _, e := range live[:min(len(live), maxPeersReturned)] {
@@ -243,8 +275,8 @@ func (s *peerStore) GetPeers(ih peer_store.InfoHash) []krpc.NodeAddr {
 func (s *peerStore) expireLocked(now time.Time) {
 	s.expired = now
 	for ih, peers := range s.m {
-		for ap, t := range peers {
-			if now.Sub(t) >= peerLifetime {
+		for ap, a := range peers {
+			if now.Sub(a.last) >= peerLifetime {
 				delete(peers, ap)
 				s.total--
 			}
