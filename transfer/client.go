@@ -114,6 +114,9 @@ type expectation struct {
 	refused chan error
 }
 
+// dialRate is how many peers a Client dials a second, at most.
+const dialRate = 100
+
 // MaxCompletePeers bounds Stats.CompletePeers, and the memory a bundle's
 // count of them takes.
 const MaxCompletePeers = 1000
@@ -210,6 +213,12 @@ func NewClient(cfg Config) (*Client, error) {
 	// or one reached at two addresses, would otherwise keep both, and
 	// split their requests and double their messages between them.
 	tc.DropDuplicatePeerIds = true
+	// The library dials 10 peers a second, in an order of its own (BEP
+	// 40), whatever order the DHT gave them in; a DHT answer holds up to
+	// 100 peers, many of them fetches that have exited, so a fetch could
+	// reach the one seeder among them only after seconds. 100 a second,
+	// still within the 25 half-open connections per bundle.
+	tc.DialRateLimiter = rate.NewLimiter(dialRate, dialRate)
 	// The torrent library's connection writer can miss a wake-up: it
 	// takes the signal it waits for (writeCond.Signaled in
 	// peer-conn-msg-writer.go) only after its last look at what to send
