@@ -30,6 +30,7 @@ import json
 import sys
 import threading
 import time
+import warnings
 
 import libtorrent as lt
 
@@ -110,6 +111,22 @@ def bootstrapped(ses, deadline):
 def addr(s):
     host, port = s.rsplit(":", 1)
     return host, int(port)
+
+
+def in_table(ses, node, deadline):
+    """Waits until the DHT node at address node is in libtorrent's routing
+    table: add_dht_node only pings it, and a lookup started before the
+    answer would not ask it."""
+    warnings.simplefilter("ignore", DeprecationWarning)  # dht_state, the one way to our node ID here
+    nid = lt.sha1_hash(ses.dht_state()[b"node-id"][0][:20])
+    want = addr(node)
+    ses.dht_live_nodes(nid)
+    for a in alerts(ses, deadline, "the node " + node + " in the routing table"):
+        if isinstance(a, lt.dht_live_nodes_alert):
+            if any(tuple(n["endpoint"]) == want for n in a.nodes):
+                return
+            time.sleep(0.1)
+            ses.dht_live_nodes(nid)
 
 
 # libtorrent's ed25519 (orlp/ed25519) takes a 64-byte secret key that is not
@@ -219,6 +236,8 @@ def get(bootstrap, pubkey_hex, node=None):
     if node:
         ses.add_dht_node(addr(node))
     bootstrapped(ses, deadline)
+    if node:
+        in_table(ses, node, deadline)
     ses.dht_get_mutable_item(k, b"")
     for a in alerts(ses, deadline, "the item"):
         # Alerts before the authoritative one report items as the lookup
