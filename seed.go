@@ -157,7 +157,7 @@ func (c *Client) Seed(ctx context.Context, o SeedOptions) error {
 				if err != nil {
 					emit(Event{Kind: EventError, Follow: f, Err: err, Retry: wait})
 				}
-				if !sleepCtx(ctx, wait) {
+				if !backoff.Sleep(ctx, wait) {
 					return
 				}
 			}
@@ -179,21 +179,9 @@ func (c *Client) Seed(ctx context.Context, o SeedOptions) error {
 		}
 		// Wake for the next re-sign check or the next restore, whichever
 		// comes first: a restore is never put off to the check after it.
-		if !sleepCtx(ctx, max(0, min(backoff.Jitter(o.Interval), nextRestore.Sub(c.now())))) {
+		if !backoff.Sleep(ctx, max(0, min(backoff.Jitter(o.Interval), nextRestore.Sub(c.now())))) {
 			return nil
 		}
-	}
-}
-
-// sleepCtx waits d, and reports false if ctx ended first.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 

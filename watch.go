@@ -115,7 +115,7 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 		wait := checks.Next(ev.Kind == EventError)
 		ev.Retry = wait
 		emit(ev)
-		if !sleepCtx(ctx, wait) {
+		if !backoff.Sleep(ctx, wait) {
 			return nil
 		}
 	}

@@ -642,7 +642,7 @@ func webSeeds(ws []string) []string {
 // of each web seed until one serves the right info, the torrent gets it
 // from peers, or ctx ends.
 func (f *fetch) infoFromWebSeeds(ctx context.Context, seeds []string) {
-	hc := &http.Client{Transport: f.c.cfg.HTTPTransport}
+	hc := f.c.webClient()
 	name := BundleName(f.req.Release.Channel, f.req.Release.Version)
 	limit := maxInfoSize(f.req.Release.Size) + 64<<10
 	wait := time.Second
@@ -683,7 +683,7 @@ func (f *fetch) infoFromWebSeeds(ctx context.Context, seeds []string) {
 // again and again, taking the whole file each time.
 func (f *fetch) addWebSeed(ctx context.Context, ws, name string) {
 	u := ws + webseed.EscapePath([]string{name, record.ManifestName})
-	err := probeRanges(ctx, &http.Client{Transport: f.c.cfg.HTTPTransport}, u)
+	err := probeRanges(ctx, f.c.webClient(), u)
 	var refused refusedWebSeed
 	if errors.As(err, &refused) {
 		f.c.log.Warn("web seed left out", "url", ws, "err", err)
@@ -698,6 +698,12 @@ func (f *fetch) addWebSeed(ctx context.Context, ws, name string) {
 	if ctx.Err() == nil {
 		f.a.t.AddWebSeeds([]string{ws})
 	}
+}
+
+// webClient makes relay's own requests to web seeds, through the
+// transport the torrent library's requests go through.
+func (c *Client) webClient() *http.Client {
+	return &http.Client{Transport: c.cfg.HTTPTransport}
 }
 
 // refusedWebSeed is a web seed's answer that shows it cannot serve the

@@ -3,7 +3,6 @@ package update
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/relay-sh/relay/dht"
 	"github.com/relay-sh/relay/internal/backoff"
@@ -94,12 +93,8 @@ func (u *Updater) Run(ctx context.Context, mode Mode) (*Release, error) {
 		if failedCheck {
 			u.log.Info(failure, "err", err, "retry", wait)
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, wait) {
 			return nil, ctx.Err()
-		case <-t.C:
 		}
 	}
 }

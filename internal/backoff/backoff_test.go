@@ -1,6 +1,7 @@
 package backoff
 
 import (
+	"context"
 	"testing"
 	"time"
 )
@@ -37,5 +38,20 @@ func TestJitter(t *testing.T) {
 		if d := Jitter(time.Second); d < 900*time.Millisecond || d > 1100*time.Millisecond {
 			t.Fatalf("Jitter(1s) = %s, want within a tenth", d)
 		}
+	}
+}
+
+func TestSleep(t *testing.T) {
+	if !Sleep(context.Background(), time.Millisecond) {
+		t.Error("Sleep of 1ms with a live context reported false")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	start := time.Now()
+	if Sleep(ctx, time.Hour) {
+		t.Error("Sleep with an ended context reported true")
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("Sleep with an ended context took %s", d)
 	}
 }
