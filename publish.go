@@ -16,6 +16,16 @@ import (
 // already published on the channel (PublishOptions.Force overrides).
 var ErrNotNewer = errors.New("version not above the published one")
 
+// ErrCurrentAhead is returned by Publish when the key's current record is
+// signed more than record.DefaultMaxFuture ahead of this machine's clock
+// (PublishOptions.AllowAhead overrides). A record's seq is the time it was
+// signed, and a new one must be above the current one: built on a record
+// from a machine whose clock ran a year ahead, every later record would be
+// dated a year ahead too, and watchers refuse such records. Nodes forget
+// the record ItemLifetime (2 h) after it was last stored; relay seed no
+// longer stores such a record again, so publishing works again then.
+var ErrCurrentAhead = errors.New("the current record is signed ahead of this clock")
+
 // DefaultExpires is how long a published record stays fresh when
 // PublishOptions.Expires is zero.
 const DefaultExpires = 30 * 24 * time.Hour
@@ -43,6 +53,11 @@ type PublishOptions struct {
 	// Force publishes even when the channel already has this version or a
 	// higher one.
 	Force bool
+	// AllowAhead builds on a current record signed ahead of this
+	// machine's clock instead of returning ErrCurrentAhead: for a machine
+	// whose own clock is behind. The new record is signed one above the
+	// current seq, so it is dated as far ahead as that one.
+	AllowAhead bool
 }
 
 // Published is what Publish did.
@@ -91,6 +106,9 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*Published, err
 	case err != nil:
 		return nil, err
 	default:
+		if err := checkAhead(cur, now, o); err != nil {
+			return nil, err
+		}
 		if prev, err = c.checkNewer(cur, channel, o); err != nil {
 			return nil, err
 		}
@@ -121,6 +139,9 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*Published, err
 	p, stats, err := c.node.Publish(ctx, o.Key, func(cur *record.SignedPacket) ([]byte, error) {
 		var old []byte
 		if cur != nil {
+			if err := checkAhead(cur, c.now(), o); err != nil {
+				return nil, err
+			}
 			if _, err := c.checkNewer(cur, channel, o); err != nil {
 				return nil, err
 			}
@@ -132,6 +153,30 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*Published, err
 		return nil, err
 	}
 	return &Published{Bundle: b, Release: r, Packet: p, Previous: prev, Stats: stats}, nil
+}
+
+// checkAhead returns ErrCurrentAhead when cur is signed more than
+// record.DefaultMaxFuture ahead of now and o does not allow it.
+func checkAhead(cur *record.SignedPacket, now time.Time, o PublishOptions) error {
+	if o.AllowAhead || !signedAhead(cur, now) {
+		return nil
+	}
+	return fmt.Errorf("%w: it was signed %s, %s ahead, and a record built on it would be as far ahead: watchers refuse records signed more than %s ahead of their clocks",
+		ErrCurrentAhead, cur.Time().UTC().Format(time.RFC3339), roughly(cur.Time().Sub(now)), record.DefaultMaxFuture)
+}
+
+// signedAhead reports whether p is signed more than
+// record.DefaultMaxFuture ahead of now: a record watchers refuse.
+func signedAhead(p *record.SignedPacket, now time.Time) bool {
+	return p.Time().Sub(now) > record.DefaultMaxFuture
+}
+
+// roughly writes a duration for people: days when it is more than two.
+func roughly(d time.Duration) string {
+	if d > 48*time.Hour {
+		return fmt.Sprintf("%d days", d/(24*time.Hour))
+	}
+	return d.Round(time.Minute).String()
 }
 
 // checkNewer returns the channel's release in cur, and ErrNotNewer if o's

@@ -268,18 +268,36 @@ func (c *Client) prune(tc *transfer.Client, f Follow, keep int) ([]*transfer.Bun
 
 // restore stores key's latest packet again: the one resolved now if the
 // network still has it, else the newest this seeder has seen or accepted.
+// A packet signed further ahead of this clock than watchers accept is
+// never stored again (it is said once a round): kept alive, it would keep
+// the publisher's next records dated as far ahead (ErrCurrentAhead).
 func (c *Client) restore(ctx context.Context, key signer.PublicKey, latest map[signer.PublicKey]*record.SignedPacket, emit func(Event)) {
 	f := Follow{Key: key}
-	best := latest[key]
-	if p, _, err := c.node.Resolve(ctx, key); err == nil && (best == nil || p.Seq > best.Seq) {
-		best = p
+	now := c.now()
+	var ahead, best *record.SignedPacket
+	consider := func(p *record.SignedPacket) {
+		switch {
+		case p == nil || best != nil && p.Seq <= best.Seq:
+		case signedAhead(p, now):
+			ahead = p
+		default:
+			best = p
+		}
+	}
+	consider(latest[key])
+	if p, _, err := c.node.Resolve(ctx, key); err == nil {
+		consider(p)
 	}
 	if states, err := c.states.List(); err == nil {
 		for _, st := range states {
-			if st.Key == key && st.Packet != nil && (best == nil || st.Packet.Seq > best.Seq) {
-				best = st.Packet
+			if st.Key == key {
+				consider(st.Packet)
 			}
 		}
+	}
+	if ahead != nil {
+		emit(Event{Kind: EventError, Follow: f, Err: fmt.Errorf("not storing the record of %s again: %w (signed %s, %s ahead)",
+			key, ErrCurrentAhead, ahead.Time().UTC().Format(time.RFC3339), roughly(ahead.Time().Sub(now)))})
 	}
 	if best == nil {
 		return
@@ -304,6 +322,9 @@ func (c *Client) resign(ctx context.Context, key *signer.PrivateKey, emit func(E
 		return // nothing to keep alive, or the network is away: next time
 	}
 	now := c.now()
+	if signedAhead(cur, now) {
+		return // restore says why it is left to expire
+	}
 	channels, err := record.Channels(pub, cur.Packet)
 	if err != nil {
 		return

@@ -56,6 +56,10 @@ type Node struct {
 	occupancy    atomic.Pointer[occupancy]
 	snapshotting atomic.Bool
 
+	// intros bounds the introductions of a bootstrap node (see
+	// introduce).
+	intros *rate.Limiter
+
 	mu       sync.Mutex // guards closed, pinged and the wg.Add calls
 	closed   bool
 	pinged   map[netip.AddrPort]time.Time
@@ -78,6 +82,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		log:    cfg.Logger,
 		now:    cfg.Now,
 		pinged: make(map[netip.AddrPort]time.Time),
+		intros: rate.NewLimiter(introRate, introBurst),
 	}
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
@@ -134,9 +139,10 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		maxItems = DefaultMaxItems
 	}
 	n.peers = newPeerStore(n.now)
+	g := newGuard(n.conn, sendRate)
 	sc := dht.ServerConfig{
 		NodeId:     keptID, // zero when none was kept: a random one
-		Conn:       utpRefuser{n.conn},
+		Conn:       g,
 		NoSecurity: true,
 		Passive:    cfg.ReadOnly,
 		StartingNodes: func() ([]dht.Addr, error) {
@@ -149,9 +155,11 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		Exp:         lifetime,
 		Logger:      anacrolixLogger(cfg.Logger),
 		DefaultWant: n.family.wants(),
-		// One limiter per node: dht.DefaultSendLimiter is shared by every
-		// server in the process, at 25 packets a second.
-		SendLimiter: rate.NewLimiter(rate.Limit(sendRate), max(1, int(sendRate))),
+		// The guard limits what the node sends, its queries and its
+		// answers each on a budget of its own; anacrolix's one limiter for
+		// both (dht.DefaultSendLimiter is even shared by every server in
+		// the process, at 25 packets a second) is not used.
+		SendLimiter: rate.NewLimiter(rate.Inf, 0),
 	}
 	// The ID is chosen here rather than by NewServer: the item store ranks
 	// items by their distance from it.
@@ -344,6 +352,9 @@ func (n *Node) onQuery(q *krpc.Msg, source net.Addr) bool {
 			q.A.InfoHash = n.answerFrom(q.A.Target)
 		}
 	}
+	if q.Q == "put" {
+		n.items.putFrom(netHost(udpAddrPort(source)))
+	}
 	if n.cfg.Bootstrapper && !q.ReadOnly && n.started.Load() {
 		n.introduce(source)
 	}
@@ -413,10 +424,19 @@ func (n *Node) refreshOccupancy() {
 	})
 }
 
+// introRate and introBurst bound the pings a bootstrap node sends to
+// introduce those who query it: a joiner is introduced within a second,
+// a flood of queries from distinct addresses gets a few pings a second.
+const introRate, introBurst = 20, 40
+
 // introduce pings the sender of a query to a bootstrap node, unless it was
-// pinged a moment ago. A node that answers a ping is "good", and only good
-// nodes are handed out; without this a bootstrap node, which queries
-// nobody, introduces joiners to nobody.
+// pinged a moment ago or the node's introductions are over their rate. A
+// node that answers a ping is "good", and only good nodes are handed out;
+// without this a bootstrap node, which queries nobody, introduces joiners
+// to nobody. Joiners not introduced now are later: they query again, and
+// the table maintainer pings those it holds. (4,200 queries from distinct
+// ports once made a bootstrap node queue 4,200 pings, which took its send
+// limit, the one its answers had too, for 40 s.)
 func (n *Node) introduce(source net.Addr) {
 	ap := udpAddrPort(source)
 	if !ap.IsValid() {
@@ -438,8 +458,13 @@ func (n *Node) introduce(source net.Addr) {
 			}
 		}
 		if len(n.pinged) >= 4096 {
-			return
+			// A flood of distinct senders: forget them all rather than
+			// stop introducing joiners for ten minutes.
+			clear(n.pinged)
 		}
+	}
+	if !n.intros.Allow() {
+		return
 	}
 	n.pinged[ap] = now
 	n.wg.Go(func() {

@@ -85,7 +85,13 @@ func (n *Node) Peers(ctx context.Context, infohash record.Infohash) ([]netip.Add
 		reply: func(_ netip.AddrPort, r *krpc.Return) {
 			mu.Lock()
 			defer mu.Unlock()
-			for _, p := range r.Values {
+			// A node names at most maxPeersReturned peers, and a lookup
+			// keeps at most maxPeersFound: a hostile node's answer full
+			// of made-up peers costs little.
+			for _, p := range r.Values[:min(len(r.Values), maxPeersReturned)] {
+				if len(peers) >= maxPeersFound {
+					break
+				}
 				if ap := addrPort(p.IP, p.Port); ap.IsValid() && !ap.Addr().IsUnspecified() {
 					peers[ap] = true
 				}
@@ -125,6 +131,8 @@ const (
 	// maxPeersReturned is how many peers a get_peers answer carries at
 	// most (8 bytes each in the reply).
 	maxPeersReturned = 100
+	// maxPeersFound is the most peers Peers returns.
+	maxPeersFound = 1000
 )
 
 // peerStore is the BEP 5 peer store of a node. anacrolix's in-memory store

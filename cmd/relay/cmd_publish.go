@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -35,6 +36,7 @@ func publishCommand(e *env) *cli.Command {
 			&cli.StringFlag{Name: "os", Usage: "the platform `OS` of every file (default: from each file's name)"},
 			&cli.StringFlag{Name: "arch", Usage: "the platform `ARCH` of every file, with --os"},
 			&cli.BoolFlag{Name: "force", Usage: "publish even if the channel has this version or a higher one"},
+			&cli.BoolFlag{Name: "allow-ahead", Usage: "build on a current record signed ahead of this clock (when this clock is behind); the new record is dated as far ahead"},
 			&cli.IntFlag{Name: "wait-for", Value: 1, Usage: "seed until `N` other peers hold the whole bundle"},
 			&cli.BoolFlag{Name: "no-wait", Usage: "return once the record is stored"},
 			&cli.StringFlag{Name: "timeout", Value: "1h", Usage: "give up waiting for peers after `DURATION`"},
@@ -104,6 +106,7 @@ func publishCommand(e *env) *cli.Command {
 			p, err := cl.Publish(c.Context, relay.PublishOptions{
 				Key: key, Channel: channel, Version: v, Notes: notes, Sources: sources,
 				Published: published, Expires: expires, WebSeeds: c.StringSlice("web-seed"), Force: c.Bool("force"),
+				AllowAhead: c.Bool("allow-ahead"),
 			})
 			if err != nil {
 				return withPublishHint(err)
@@ -182,6 +185,11 @@ func printPublished(w io.Writer, p publishJSON) {
 func withPublishHint(err error) error {
 	if isNotNewer(err) {
 		return withHint(err, "publish a higher version, or pass --force to publish this one anyway")
+	}
+	if errors.Is(err, relay.ErrCurrentAhead) {
+		return withHint(err, "check this machine's clock. If it is right, the record came from a machine whose clock ran ahead: "+
+			"DHT nodes forget it 2 h after it was last stored (relay seed no longer stores it again); publish then. "+
+			"If this clock is behind, --allow-ahead builds on the record")
 	}
 	return err
 }
