@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,11 +21,8 @@ import (
 
 // attacker is one UDP socket of the hostile client.
 type attacker struct {
-	t    testing.TB
 	conn *net.UDPConn
 	id   string
-	mu   sync.Mutex
-	got  map[string][]byte // answers by transaction ID
 }
 
 // listenOn opens a socket on ip (a loopback address), any port.
@@ -39,7 +35,7 @@ func listenOn(t testing.TB, ip string) *attacker {
 	t.Cleanup(func() { c.Close() })
 	id := make([]byte, 20)
 	rand.Read(id)
-	return &attacker{t: t, conn: c, id: string(id), got: make(map[string][]byte)}
+	return &attacker{conn: c, id: string(id)}
 }
 
 // hostIP returns the k-th of a test's own addresses, each in a /24 of its

@@ -113,10 +113,3 @@ func (b *buckets) sweep(now time.Time) {
 	}
 	b.swept = now
 }
-
-// len is the number of buckets in memory.
-func (b *buckets) len() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.m)
-}

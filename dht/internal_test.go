@@ -220,7 +220,7 @@ func TestPeerStoreTotalBounded(t *testing.T) {
 	for i := range maxPeers / perInfohash {
 		ih[0], ih[1] = byte(i>>8), byte(i)
 		for j := range perInfohash {
-			s.AddPeer(ih, krpc.NodeAddr{IP: net.IPv4(10, 1, 0, byte(j)), Port: 6881})
+			s.AddPeer(ih, krpc.NodeAddr{IP: net.IPv4(10, 1, byte(i%20), byte(j)), Port: 6881})
 		}
 	}
 	if s.total != maxPeers {
@@ -349,4 +349,50 @@ func FuzzGetReply(f *testing.F) {
 			t.Fatalf("took an item that is not the key's valid packet: %+v", got)
 		}
 	})
+}
+
+// One host holds at most maxPeersOfHost peers over every infohash: a host
+// announcing itself for ever more torrents does not fill the store for
+// the others.
+func TestPeerStoreHostTotal(t *testing.T) {
+	now := time.Unix(1000, 0)
+	s := newPeerStore(func() time.Time { return now })
+	var ih peer_store.InfoHash
+	for i := range 2 * maxPeersOfHost {
+		ih[0], ih[1] = byte(i>>8), byte(i)
+		s.AddPeer(ih, krpc.NodeAddr{IP: net.IPv4(203, 0, 113, 7), Port: 6881})
+	}
+	if s.total != maxPeersOfHost {
+		t.Fatalf("one host holds %d peers, want %d", s.total, maxPeersOfHost)
+	}
+	// Its neighbour in the /24 is the same host; another network is not.
+	s.AddPeer(ih, krpc.NodeAddr{IP: net.IPv4(203, 0, 113, 8), Port: 6881})
+	s.AddPeer(ih, krpc.NodeAddr{IP: net.IPv4(198, 51, 100, 1), Port: 6881})
+	if got := s.GetPeers(ih); len(got) != 1 || !got[0].IP.Equal(net.IPv4(198, 51, 100, 1)) {
+		t.Errorf("peers of the last infohash: %v, want only the other network's", got)
+	}
+}
+
+// The per-host buckets of the rate limits stay under their bound however
+// many hosts send: beyond it, new hosts share one bucket until idle ones
+// leave.
+func TestBucketsBounded(t *testing.T) {
+	now := time.Unix(1000, 0)
+	b := newBuckets(20, 50, 100)
+	for i := range 10000 {
+		ap := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, byte(i >> 8), byte(i), 1}), 6881)
+		b.allow(netHost(ap), 1, now)
+	}
+	if n := len(b.m); n > 100+1 {
+		t.Fatalf("%d buckets after 10,000 hosts, want at most 100 and the shared one", n)
+	}
+	// The shared bucket is spent: a new host waits, as one host would.
+	if b.allow(host{prefix: netip.MustParsePrefix("203.0.113.0/24")}, 1, now) {
+		t.Error("a new host got a token from the spent shared bucket")
+	}
+	// Once the others are idle (refilled), a new host has a bucket of its own.
+	now = now.Add(10 * time.Second)
+	if !b.allow(host{prefix: netip.MustParsePrefix("203.0.113.0/24")}, 50, now) {
+		t.Error("a new host, once the others were idle, got no full bucket")
+	}
 }
