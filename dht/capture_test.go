@@ -27,11 +27,13 @@ type ring struct {
 	nodes []*net.UDPConn
 	ids   []krpc.ID
 	item  krpc.Bep44Return
+	// extra are nodes every answer names besides the ring's own.
+	extra krpc.CompactIPv4NodeInfo
 	wg    sync.WaitGroup
 }
 
-func startRing(t *testing.T, ip string, target krpc.ID, count int, item krpc.Bep44Return) *ring {
-	r := &ring{item: item}
+func startRing(t *testing.T, ip string, target krpc.ID, count int, item krpc.Bep44Return, extra krpc.CompactIPv4NodeInfo) *ring {
+	r := &ring{item: item, extra: extra}
 	for i := range count {
 		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(ip), 0)))
 		if err != nil {
@@ -83,7 +85,7 @@ func (r *ring) serve(i int) {
 		case "find_node", "get_peers", "get":
 			tok := "tok"
 			ret.Token = &tok
-			ret.Nodes = r.others(i)
+			ret.Nodes = append(r.others(i), r.extra...)
 			if q.Q == "get" {
 				ret.Bep44Return = r.item
 			}
@@ -127,7 +129,7 @@ func TestNoCaptureByOneHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := startRing(t, "127.66.0.1", record.Target(pk), 8,
-		krpc.Bep44Return{V: bencodeString(old.Packet), K: pk, Sig: old.Sig, Seq: &old.Seq})
+		krpc.Bep44Return{V: bencodeString(old.Packet), K: pk, Sig: old.Sig, Seq: &old.Seq}, nil)
 	r.join(t, ln)
 
 	pub, err := ln.Add(ctx, func(c *dht.Config) { c.ReadOnly = true })
@@ -241,5 +243,41 @@ func TestItemStoreFairUnderFlood(t *testing.T) {
 	}
 	if _, _, err := reader.Resolve(ctx, second.PublicKey()); errors.Is(err, dht.ErrNotFound) {
 		t.Errorf("the second real record: %v", err)
+	}
+}
+
+// A node that answers every query with 140 made-up nodes next to the
+// target (nothing listens at their addresses, all on one address) once
+// made a lookup query, and wait for, every one of them. A lookup now takes
+// at most K nodes of an answer's list, one of each host.
+func TestLookupBoundedByHostileAnswers(t *testing.T) {
+	ln := localnet.ForTest(t, localnet.Config{Nodes: 8, Spread: true})
+	ctx := ctxFor(t, 2*time.Minute)
+	key := newKey(t)
+	pk := key.PublicKey()
+	if _, _, err := ln.Nodes[0].Publish(ctx, key, setRelease(pk, release(t, "stable", "1.0.0"))); err != nil {
+		t.Fatal(err)
+	}
+	target := record.Target(pk)
+	var made krpc.CompactIPv4NodeInfo
+	for i := range 140 {
+		id := target
+		id[18], id[19] = byte(i>>8)^0x80, byte(i)
+		made = append(made, krpc.NodeInfo{ID: id, Addr: krpc.NodeAddr{IP: net.IPv4(127, 71, 0, 1).To4(), Port: 20000 + i}})
+	}
+	r := startRing(t, "127.70.0.1", target, 1, krpc.Bep44Return{}, made)
+	r.join(t, ln)
+	reader, err := ln.Add(ctx, func(c *dht.Config) { c.ReadOnly = true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, st, err := reader.Resolve(ctx, pk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("resolve: %d nodes queried, %d answered, in %v", st.Queried, st.Answered, time.Since(start).Round(time.Millisecond))
+	if st.Queried > 40 {
+		t.Errorf("a resolve queried %d nodes, most of them made up by one hostile answer", st.Queried)
 	}
 }

@@ -11,11 +11,18 @@
 // are deduplicated (IPv4 nodes repeated as ::ffff:a.b.c.d), puts count
 // acknowledgements and refusals, BEP 44 cas is never sent, the peer store
 // keys peers by address and port, and short-lived processes run read-only
-// nodes. Two more were found here: anacrolix answers find_node and get
+// nodes. More were found here: anacrolix answers find_node and get
 // with the nodes closest to the zero ID, scanning from the target's bucket
 // outwards only (fixed in the query hook), and its table maintainer leaks
 // a goroutine a minute while the routing table is empty (it is started
-// only once the table is not).
+// only once the table is not), and it keeps state that grows with what
+// anyone sends (a count of every query method name, forever), so every
+// datagram passes the node's guard first (guard.go): bounded packets,
+// whole KRPC messages, known methods, rate limits per host.
+//
+// No host (an address, or a public /24 or /64: hosts.go) takes more than
+// one place in a lookup's closest set, more than its share of the item
+// store, or more than its rate of the node's answers.
 //
 // It never prints, never reads flags or the environment, never exits and
 // never contacts an address it was not given: the public routers are used
@@ -88,9 +95,13 @@ type Config struct {
 	// directory must exist. A file that does not parse is ignored (and
 	// logged).
 	NodesFile string
-	// SendRate is the most packets per second this node sends, queries and
-	// replies; zero means DefaultSendRate. Every node has a limiter of its
-	// own.
+	// SendRate is the most queries per second this node sends, and the
+	// most answers per second it sends, each on a budget of its own (so a
+	// bootstrap node's pings never take its answers' place); zero means
+	// DefaultSendRate. Every node has limiters of its own. Besides, a node
+	// takes at most 20 queries a second from one address and 40 from one
+	// network, and sends one address at most 32 KiB of answers a second
+	// (see guard.go and README's "What a DHT node promises").
 	SendRate float64
 	// QueryTimeout is how long to wait for an answer before giving up on a
 	// node; zero means DefaultQueryTimeout. Lookups (resolve, publish,
