@@ -2,6 +2,7 @@ package dht_test
 
 import (
 	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/sha1"
 	"errors"
 	"net"
@@ -29,11 +30,18 @@ type ring struct {
 	item  krpc.Bep44Return
 	// extra are nodes every answer names besides the ring's own.
 	extra krpc.CompactIPv4NodeInfo
+	// peers are the peers a get_peers answer names.
+	peers []krpc.NodeAddr
 	wg    sync.WaitGroup
 }
 
-func startRing(t *testing.T, ip string, target krpc.ID, count int, item krpc.Bep44Return, extra krpc.CompactIPv4NodeInfo) *ring {
-	r := &ring{item: item, extra: extra}
+// startRing starts count nodes on ip next to target; configure, if not
+// nil, sets what they answer before they start.
+func startRing(t *testing.T, ip string, target krpc.ID, count int, configure func(*ring)) *ring {
+	r := &ring{}
+	if configure != nil {
+		configure(r)
+	}
 	for i := range count {
 		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(ip), 0)))
 		if err != nil {
@@ -89,6 +97,9 @@ func (r *ring) serve(i int) {
 			if q.Q == "get" {
 				ret.Bep44Return = r.item
 			}
+			if q.Q == "get_peers" {
+				ret.Values = r.peers
+			}
 		}
 		if b, err := bencode.Marshal(krpc.Msg{T: q.T, Y: "r", R: &ret}); err == nil {
 			c.WriteToUDPAddrPort(b, from)
@@ -128,8 +139,9 @@ func TestNoCaptureByOneHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := startRing(t, "127.66.0.1", record.Target(pk), 8,
-		krpc.Bep44Return{V: bencodeString(old.Packet), K: pk, Sig: old.Sig, Seq: &old.Seq}, nil)
+	r := startRing(t, "127.66.0.1", record.Target(pk), 8, func(r *ring) {
+		r.item = krpc.Bep44Return{V: bencodeString(old.Packet), K: pk, Sig: old.Sig, Seq: &old.Seq}
+	})
 	r.join(t, ln)
 
 	pub, err := ln.Add(ctx, func(c *dht.Config) { c.ReadOnly = true })
@@ -265,7 +277,7 @@ func TestLookupBoundedByHostileAnswers(t *testing.T) {
 		id[18], id[19] = byte(i>>8)^0x80, byte(i)
 		made = append(made, krpc.NodeInfo{ID: id, Addr: krpc.NodeAddr{IP: net.IPv4(127, 71, 0, 1).To4(), Port: 20000 + i}})
 	}
-	r := startRing(t, "127.70.0.1", target, 1, krpc.Bep44Return{}, made)
+	r := startRing(t, "127.70.0.1", target, 1, func(r *ring) { r.extra = made })
 	r.join(t, ln)
 	reader, err := ln.Add(ctx, func(c *dht.Config) { c.ReadOnly = true })
 	if err != nil {
@@ -279,5 +291,32 @@ func TestLookupBoundedByHostileAnswers(t *testing.T) {
 	t.Logf("resolve: %d nodes queried, %d answered, in %v", st.Queried, st.Answered, time.Since(start).Round(time.Millisecond))
 	if st.Queried > 40 {
 		t.Errorf("a resolve queried %d nodes, most of them made up by one hostile answer", st.Queried)
+	}
+}
+
+// A node that answers get_peers with 300 made-up peers gets at most 100 of
+// them into what Peers returns.
+func TestPeersBoundedFromHostileAnswers(t *testing.T) {
+	ln := localnet.ForTest(t, localnet.Config{Nodes: 4, Spread: true})
+	ctx := ctxFor(t, time.Minute)
+	var ih record.Infohash
+	rand.Read(ih[:])
+	r := startRing(t, "127.72.0.1", krpc.ID(ih), 1, func(r *ring) {
+		for i := range 300 {
+			r.peers = append(r.peers, krpc.NodeAddr{IP: net.IPv4(198, 51, byte(i>>8), byte(i)).To4(), Port: 6881})
+		}
+	})
+	r.join(t, ln)
+	reader, err := ln.Add(ctx, func(c *dht.Config) { c.ReadOnly = true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	peers, err := reader.Peers(ctx, ih)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d peers found", len(peers))
+	if len(peers) > 100 {
+		t.Errorf("%d peers taken from one hostile answer, want at most 100", len(peers))
 	}
 }
