@@ -396,3 +396,35 @@ func TestBucketsBounded(t *testing.T) {
 		t.Error("a new host, once the others were idle, got no full bucket")
 	}
 }
+
+// What counts as one host: a public IPv4 /24, a public IPv6 /64, a
+// private, link-local or loopback address, a port of 127.0.0.1 or ::1.
+func TestHosts(t *testing.T) {
+	same := [][2]string{
+		{"203.0.113.7:1", "203.0.113.200:2"},
+		{"[2001:db8:1:2::1]:1", "[2001:db8:1:2:ffff::9]:2"},
+		{"[::ffff:203.0.113.7]:1", "203.0.113.9:1"},
+		{"10.1.2.3:1", "10.1.2.3:2"},
+		{"127.5.0.1:1", "127.5.0.1:2"},
+		{"127.0.0.1:7", "127.0.0.1:7"},
+	}
+	differ := [][2]string{
+		{"203.0.113.7:1", "203.0.114.7:1"},
+		{"[2001:db8:1:2::1]:1", "[2001:db8:1:3::1]:1"},
+		{"10.1.2.3:1", "10.1.2.4:1"},
+		{"192.168.1.2:1", "192.168.1.3:1"},
+		{"127.5.0.1:1", "127.5.0.2:1"},
+		{"127.0.0.1:7", "127.0.0.1:8"},
+		{"[::1]:7", "[::1]:8"},
+	}
+	for _, p := range same {
+		if a, b := netHost(netip.MustParseAddrPort(p[0])), netHost(netip.MustParseAddrPort(p[1])); a != b {
+			t.Errorf("%s and %s: hosts %v and %v, want one", p[0], p[1], a, b)
+		}
+	}
+	for _, p := range differ {
+		if a, b := netHost(netip.MustParseAddrPort(p[0])), netHost(netip.MustParseAddrPort(p[1])); a == b {
+			t.Errorf("%s and %s: one host %v, want two", p[0], p[1], a)
+		}
+	}
+}
