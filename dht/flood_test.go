@@ -246,3 +246,17 @@ func TestAnswersBoundedPerAddress(t *testing.T) {
 		t.Errorf("%d bytes sent to one address in %.1f s, want at most %d", bytes, took, limit)
 	}
 }
+
+// A read-only node (BEP 43) answers nobody, not even "method unknown".
+func TestReadOnlyNodeAnswersNobody(t *testing.T) {
+	b := startNode(t, "127.0.0.1", nil)
+	ro := startNode(t, "127.0.0.1", func(c *dht.Config) {
+		c.Bootstrapper, c.ReadOnly, c.Bootstrap = false, true, []string{b.Addr().String()}
+	})
+	a := listenOn(t, "127.40.0.1")
+	for _, method := range []string{"ping", "find_node", "no_such_method"} {
+		if m := a.ask(ro.Addr(), method, map[string]any{"target": a.id}, 500*time.Millisecond); m != nil {
+			t.Errorf("a read-only node answered %s: %+v", method, m)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package dht
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"time"
@@ -52,8 +53,9 @@ var knownQueries = map[string]bool{
 //
 //   - a uTP SYN is refused with a reset (see utp.go);
 //   - a datagram over maxPacket, one that is not a whole KRPC message, a
-//     query from a host over its query rate, and a query of a method the
-//     node does not serve (answered here) never reach the server;
+//     query to a read-only node, a query from a host over its query rate,
+//     and a query of a method the node does not serve (answered here)
+//     never reach the server;
 //   - answers to a host over its byte budget, and answers over the node's
 //     own rate, are dropped;
 //   - the node's own queries wait for their own rate, which answers do
@@ -61,16 +63,18 @@ var knownQueries = map[string]bool{
 //     bootstrap node sends to those who query it silence its answers).
 type guard struct {
 	net.PacketConn
-	queries *rate.Limiter // the node's own queries
-	answers *rate.Limiter // the node's answers, to everyone
+	readOnly bool
+	queries  *rate.Limiter // the node's own queries
+	answers  *rate.Limiter // the node's answers, to everyone
 
 	in, netIn   *buckets // queries received
 	out, netOut *buckets // answer bytes sent
 }
 
-func newGuard(c net.PacketConn, sendRate float64) *guard {
+func newGuard(c net.PacketConn, sendRate float64, readOnly bool) *guard {
 	return &guard{
 		PacketConn: c,
+		readOnly:   readOnly,
 		queries:    rate.NewLimiter(rate.Limit(sendRate), max(1, int(sendRate))),
 		answers:    rate.NewLimiter(rate.Limit(sendRate), max(1, int(sendRate))),
 		in:         newBuckets(queryRate, queryBurst, maxHosts),
@@ -109,10 +113,17 @@ func (g *guard) admit(p []byte, addr net.Addr) bool {
 		return false
 	}
 	var m krpc.Msg
-	if len(p) < 2 || p[0] != 'd' || bencode.Unmarshal(p, &m) != nil {
-		// Not KRPC, or not all of it (trailing bytes too): anacrolix would
-		// log some such packets whole through the standard logger.
+	if len(p) < 2 || p[0] != 'd' {
 		return false
+	}
+	if err := bencode.Unmarshal(p, &m); err != nil {
+		// Not KRPC, or not all of it: anacrolix would log some such
+		// packets whole through the standard logger. (A whole message
+		// with bytes after it is read, as anacrolix reads it.)
+		var trailing bencode.ErrUnusedTrailingBytes
+		if !errors.As(err, &trailing) {
+			return false
+		}
 	}
 	switch m.Y {
 	case "r", "e":
@@ -120,6 +131,10 @@ func (g *guard) admit(p []byte, addr net.Addr) bool {
 		return true
 	case "q":
 	default:
+		return false
+	}
+	if g.readOnly {
+		// A read-only node (BEP 43) answers nobody.
 		return false
 	}
 	if !g.allowQuery(ap) {

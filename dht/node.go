@@ -139,7 +139,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		maxItems = DefaultMaxItems
 	}
 	n.peers = newPeerStore(n.now)
-	g := newGuard(n.conn, sendRate)
+	g := newGuard(n.conn, sendRate, cfg.ReadOnly)
 	sc := dht.ServerConfig{
 		NodeId:     keptID, // zero when none was kept: a random one
 		Conn:       g,
