@@ -37,9 +37,11 @@ import (
 	"time"
 )
 
-// DefaultSendRate is the number of packets per second a node sends at most
-// when Config.SendRate is zero.
-const DefaultSendRate = 100
+// DefaultSendRate is the number of queries, and of answers, a node sends
+// a second at most when Config.SendRate is zero: two and a half times what
+// it takes from one network, so that a flood from one network leaves most
+// of its answers to others.
+const DefaultSendRate = 250
 
 // DefaultQueryTimeout is how long a node waits for an answer to a query
 // when Config.QueryTimeout is zero.
@@ -99,7 +101,7 @@ type Config struct {
 	// most answers per second it sends, each on a budget of its own (so a
 	// bootstrap node's pings never take its answers' place); zero means
 	// DefaultSendRate. Every node has limiters of its own. Besides, a node
-	// takes at most 20 queries a second from one address and 40 from one
+	// takes at most 50 queries a second from one address and 100 from one
 	// network, and sends one address at most 32 KiB of answers a second
 	// (see guard.go and README's "What a DHT node promises").
 	SendRate float64

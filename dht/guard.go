@@ -23,8 +23,8 @@ const (
 	// takes from one address; netQueryRate and netQueryBurst from one
 	// network (a /24 or a /64). Queries beyond are dropped unread, so
 	// they cost the node no state and no answer.
-	queryRate, queryBurst       = 20, 50
-	netQueryRate, netQueryBurst = 40, 100
+	queryRate, queryBurst       = 50, 200
+	netQueryRate, netQueryBurst = 100, 400
 	// answerBytes and answerBurst bound the bytes a second the node sends
 	// one address in answers, netAnswerBytes and netAnswerBurst one
 	// network: whoever forges a victim's source address gets at most
