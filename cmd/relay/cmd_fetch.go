@@ -88,6 +88,9 @@ func fetchCommand(e *env) *cli.Command {
 				return describeRefusal(res, err)
 			}
 			e.note("verified %s %s: signature, seq, version, expiry, manifest sha-256 and %d file(s)", res.Release.Channel, res.Release.Version, len(res.Files))
+			for _, b := range res.Pruned {
+				e.note("removed %s %s, superseded, from the data folder", b.Manifest.Channel, b.Manifest.Version)
+			}
 			return e.result(fetchJSON(res), func(w io.Writer) {
 				for _, p := range res.Placed {
 					fmt.Fprintln(w, p)
@@ -300,6 +303,8 @@ func (e *env) event(ev relay.Event) {
 		} else if ev.Result != nil && ev.Result.Bundle != nil {
 			line += ": " + ev.Result.Bundle.Dir
 		}
+	case relay.EventPruned:
+		line += " (its bundle removed from the data folder)"
 	case relay.EventRestored, relay.EventResigned:
 		line += fmt.Sprintf(" on %d DHT nodes", j.Stored)
 	}

@@ -34,6 +34,7 @@ func publishCommand(e *env) *cli.Command {
 			&cli.StringSliceFlag{Name: "web-seed", Usage: "HTTP(S) `URL` that serves the bundle's files (repeatable)"},
 			&cli.StringFlag{Name: "os", Usage: "the platform `OS` of every file (default: from each file's name)"},
 			&cli.StringFlag{Name: "arch", Usage: "the platform `ARCH` of every file, with --os"},
+			&cli.IntFlag{Name: "keep", Value: relay.DefaultPublishKeep, Usage: "releases of the channel to keep in the data folder, this one among them, `K`"},
 			&cli.BoolFlag{Name: "force", Usage: "publish even if the channel has this version or a higher one"},
 			&cli.IntFlag{Name: "wait-for", Value: 1, Usage: "seed until `N` other peers hold the whole bundle"},
 			&cli.BoolFlag{Name: "no-wait", Usage: "return once the record is stored"},
@@ -70,6 +71,9 @@ func publishCommand(e *env) *cli.Command {
 				}
 				notes = string(b)
 			}
+			if c.Int("keep") < 1 {
+				return usagef("--keep must be at least 1")
+			}
 			if c.IsSet("arch") && !c.IsSet("os") {
 				return usagef("--arch needs --os")
 			}
@@ -104,6 +108,7 @@ func publishCommand(e *env) *cli.Command {
 			p, err := cl.Publish(c.Context, relay.PublishOptions{
 				Key: key, Channel: channel, Version: v, Notes: notes, Sources: sources,
 				Published: published, Expires: expires, WebSeeds: c.StringSlice("web-seed"), Force: c.Bool("force"),
+				Keep: c.Int("keep"),
 			})
 			if err != nil {
 				return withPublishHint(err)
@@ -125,6 +130,9 @@ func publishCommand(e *env) *cli.Command {
 			}
 			if !e.json {
 				printPublished(e.stdout, out)
+			}
+			for _, b := range p.Pruned {
+				e.note("removed %s %s from the data folder (--keep %d)", b.Manifest.Channel, b.Manifest.Version, c.Int("keep"))
 			}
 			if !c.Bool("no-wait") && c.Int("wait-for") > 0 {
 				n := c.Int("wait-for")
