@@ -109,6 +109,16 @@ func publishCommand(e *env) *cli.Command {
 				Key: key, Channel: channel, Version: v, Notes: notes, Sources: sources,
 				Published: published, Expires: expires, WebSeeds: c.StringSlice("web-seed"), Force: c.Bool("force"),
 				Keep: c.Int("keep"),
+				OnStage: func(s relay.Stage, r record.Release) {
+					switch s {
+					case relay.StageResolving:
+						e.note("resolving %s/%s in the DHT", key.PublicKey(), channel)
+					case relay.StageBundling:
+						e.note("bundling %d path(s): copying and hashing the files", len(sources))
+					case relay.StageStoring:
+						e.note("signing the record of %s %s and storing it in the DHT", r.Channel, r.Version)
+					}
+				},
 			})
 			if err != nil {
 				return withPublishHint(err)
@@ -139,7 +149,9 @@ func publishCommand(e *env) *cli.Command {
 				e.note("seeding until %d other peer(s) hold the whole bundle (--no-wait to skip, --timeout %s)", n, timeout)
 				ctx, cancel := context.WithTimeout(c.Context, timeout)
 				defer cancel()
+				view := e.seedView(cl, p.Release.Infohash, n)
 				got, err := cl.WaitForPeers(ctx, p.Release.Infohash, n)
+				view.stop()
 				out.Complete = got
 				if err != nil {
 					if c.Context.Err() != nil {
