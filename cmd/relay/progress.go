@@ -46,6 +46,7 @@ type stageView struct {
 	rel   record.Release
 	since time.Time
 	bar   *progressbar.ProgressBar
+	line  bool // a live line is drawn (metadata)
 	last  transfer.Progress
 }
 
@@ -103,6 +104,12 @@ func (v *stageView) onProgress(p transfer.Progress) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.last = p
+	if v.tty && v.stage == relay.StageMetadata {
+		// Finding peers can take a while: say how long, and how many.
+		v.e.drawLine(fmt.Sprintf("looking for peers: %d connected, %.0f s", p.Peers, time.Since(v.since).Seconds()))
+		v.line = true
+		return
+	}
 	if !v.tty || p.Total == 0 || (v.stage != relay.StageDownloading && v.stage != relay.StageVerifying) {
 		return
 	}
@@ -126,8 +133,12 @@ func (v *stageView) onProgress(p transfer.Progress) {
 	v.bar.Set64(p.Done)
 }
 
-// clearBar erases the bar, if one is drawn. v.mu is held.
+// clearBar erases the bar or live line, if one is drawn. v.mu is held.
 func (v *stageView) clearBar() {
+	if v.line {
+		v.e.clearLine()
+		v.line = false
+	}
 	if v.bar != nil {
 		v.bar.Clear()
 		v.bar = nil
