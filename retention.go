@@ -109,10 +109,10 @@ const (
 	StatusCurrent BundleStatus = "current"
 	// StatusKept: among the newest releases of its channel a role keeps.
 	StatusKept BundleStatus = "kept"
-	// StatusOld: beyond what any role keeps; Prune removes it.
+	// StatusOld: beyond what any role keeps; PruneData removes it.
 	StatusOld BundleStatus = "old"
 	// StatusPartial: a download that has not got its manifest yet (or a
-	// folder relay cannot read); a fetch resumes it. Prune removes it
+	// folder relay cannot read); a fetch resumes it. PruneData removes it
 	// only when asked (PruneOptions.Partial).
 	StatusPartial BundleStatus = "partial"
 )
@@ -145,11 +145,11 @@ type StoredBundle struct {
 type DataUsage struct {
 	Bundles []StoredBundle
 	// Bytes is the space the whole data folder takes; Reclaimable what
-	// Prune with the same options would free.
+	// PruneData with the same options would free.
 	Bytes, Reclaimable int64
 }
 
-// PruneOptions says what Prune removes.
+// PruneOptions says what PruneData removes (and ListData marks).
 type PruneOptions struct {
 	// Keep overrides, when above zero, how many releases of every channel
 	// are kept. Zero keeps what each role recorded (publish and seed
