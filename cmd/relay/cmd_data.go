@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -149,10 +150,9 @@ func printData(w io.Writer, dir string, u *relay.DataUsage) {
 		if version == "" {
 			version = "-"
 		}
-		roles := "-"
-		if len(b.Roles) > 0 {
-			roles = fmt.Sprint(b.Roles)
-			roles = roles[1 : len(roles)-1]
+		roles := strings.Join(b.Roles, ",")
+		if roles == "" {
+			roles = "-"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", who, version, b.Status, roles, megabytes(b.Bytes), b.LastUsed.UTC().Format(time.RFC3339))
 	}
