@@ -2,11 +2,14 @@ package relay
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/relay-sh/relay/record"
+	"github.com/relay-sh/relay/signer"
 	"github.com/relay-sh/relay/transfer"
 )
 
@@ -111,5 +114,83 @@ func TestFetchStages(t *testing.T) {
 	}
 	if progress == 0 {
 		t.Error("Progress was not called beside OnStage")
+	}
+}
+
+// ListData and PruneData on bundles made in place: the accepted release is
+// kept even when newer ones fill the channel's keep, another channel and
+// another key are counted apart, a partial download stays unless asked,
+// and a dry run removes nothing.
+func TestPruneDataKeepsAccepted(t *testing.T) {
+	ctx := ctxFor(t, time.Minute)
+	data := t.TempDir()
+	a, b := testKey(t, 23), testKey(t, 24)
+	made := map[string]record.Infohash{}
+	mk := func(k *signer.PrivateKey, ch, v string) {
+		t.Helper()
+		bd, err := transfer.Make(ctx, transfer.MakeOptions{Dir: transfer.BundlesDir(data), Key: k.PublicKey(), Channel: ch,
+			Version: record.MustParseVersion(v), Sources: []transfer.Source{{Path: releaseDir(t, v)}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		made[k.PublicKey().String()[:4]+"/"+ch+"/"+v] = bd.Infohash
+	}
+	for _, v := range []string{"1.0.0", "1.1.0", "1.2.0", "1.3.0"} {
+		mk(a, "stable", v)
+	}
+	mk(a, "beta", "2.0.0-rc.1")
+	mk(b, "stable", "0.1.0")
+	mk(b, "stable", "0.2.0")
+	// a's stable accepted 1.1.0; 1.2.0 and 1.3.0 came later (not yet accepted).
+	st := newStateStore(data)
+	if err := st.Save(State{Key: a.PublicKey(), Channel: "stable", Infohash: made[a.PublicKey().String()[:4]+"/stable/1.1.0"]}); err != nil {
+		t.Fatal(err)
+	}
+	partial := filepath.Join(transfer.BundlesDir(data), "0123456789abcdef0123456789abcdef01234567")
+	if err := os.MkdirAll(partial, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(partial, "piece"), []byte("half"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	status := func(u *DataUsage) []string {
+		var out []string
+		for _, sb := range u.Bundles {
+			out = append(out, sb.Channel+" "+sb.Version.String()+" "+string(sb.Status))
+		}
+		slices.Sort(out)
+		return out
+	}
+	u, removed, err := PruneData(data, PruneOptions{DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"  partial", // sorted first: no channel, no version
+		"beta 2.0.0-rc.1 kept",
+		"stable 0.1.0 old", "stable 0.2.0 kept", // b's stable
+		"stable 1.0.0 old", "stable 1.1.0 current", "stable 1.2.0 old", "stable 1.3.0 kept",
+	}
+	if got := status(u); !slices.Equal(got, want) {
+		t.Fatalf("statuses\n%v, want\n%v", got, want)
+	}
+	if len(removed) != 3 || u.Reclaimable == 0 {
+		t.Fatalf("a dry run would remove %d bundles, %d bytes; want 3", len(removed), u.Reclaimable)
+	}
+	if got := versions(t, data); len(got) != 8 {
+		t.Fatalf("the dry run removed bundles: %v", got)
+	}
+	if _, removed, err = PruneData(data, PruneOptions{Partial: true}); err != nil || len(removed) != 4 {
+		t.Fatalf("prune removed %d bundles (%v), want 4", len(removed), err)
+	}
+	u, err = ListData(data, PruneOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := status(u), []string{"beta 2.0.0-rc.1 kept", "stable 0.2.0 kept", "stable 1.1.0 current", "stable 1.3.0 kept"}; !slices.Equal(got, want) {
+		t.Fatalf("after prune %v, want %v", got, want)
+	}
+	if _, err := os.Stat(partial); !os.IsNotExist(err) {
+		t.Fatalf("partial download still there: %v", err)
 	}
 }
