@@ -48,7 +48,8 @@ type FetchRequest struct {
 	// ProgressInterval, when the stage changes, and once at the end.
 	Progress func(Progress)
 	// ProgressInterval is the time between Progress calls; zero means
-	// half a second.
+	// a fifth of a second (a bar that moves during a fetch of a second or
+	// two).
 	ProgressInterval time.Duration
 }
 
@@ -333,7 +334,7 @@ func (f *fetch) fetch(ctx context.Context, wg *sync.WaitGroup) (*Fetched, error)
 			f.infoFromWebSeeds(ctx, seeds)
 		}()
 	}
-	tick := time.NewTicker(cmp.Or(f.req.ProgressInterval, 500*time.Millisecond))
+	tick := time.NewTicker(cmp.Or(f.req.ProgressInterval, 200*time.Millisecond))
 	defer tick.Stop()
 	f.report(true)
 	for t.Info() == nil {
