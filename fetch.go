@@ -206,15 +206,17 @@ func (c *Client) Fetch(ctx context.Context, o FetchOptions) (*FetchResult, error
 			return res, fmt.Errorf("install %s: %w", r.Version, err)
 		}
 	}
-	if !res.UpToDate {
-		faultpoint.Hit(faultpoint.InstallState)
-		st.Accepted = record.Accept(p, r)
-		st.Infohash, st.Packet, st.Updated = r.Infohash, p, c.now().UTC()
-		if err := c.states.Save(st); err != nil {
-			return res, err
-		}
-		faultpoint.Hit(faultpoint.InstallSaved)
+	if res.UpToDate {
+		stage.enter(StageDone)
+		return res, nil
 	}
+	faultpoint.Hit(faultpoint.InstallState)
+	st.Accepted = record.Accept(p, r)
+	st.Infohash, st.Packet, st.Updated = r.Infohash, p, c.now().UTC()
+	if err := c.states.Save(st); err != nil {
+		return res, err
+	}
+	faultpoint.Hit(faultpoint.InstallSaved)
 	// Only now, with the release accepted and installed, are the older
 	// ones of no use here. Failing to remove them fails nothing.
 	if res.Pruned, err = c.pruneChannel(tc, o.Key, channel, o.Keep); err != nil {
