@@ -39,6 +39,10 @@ type FetchOptions struct {
 	Peers []netip.AddrPort
 	// Progress receives the download's progress; nil drops it.
 	Progress func(transfer.Progress)
+	// OnStage is called as each stage of the fetch begins (Stage), with
+	// the release once it is known; nil drops it. It runs on the fetch's
+	// goroutine, like Progress: it must return quickly.
+	OnStage func(Stage, record.Release)
 	// OnFound is called when a new release passed the record checks,
 	// before its download starts; nil drops it.
 	OnFound func(r record.Release, previous record.Version)
@@ -55,6 +59,12 @@ type FetchOptions struct {
 	// nothing is fetched, placed, installed or saved, and OnFound is not
 	// called.
 	CheckOnly bool
+	// Keep is how many releases of the channel stay in the data folder
+	// once Fetch has accepted one: the newest, the accepted one always
+	// among them. Zero means 1, or as many as a seeder or publisher
+	// recorded for the channel in this data folder, if more. Older
+	// bundles of the channel are removed (FetchResult.Pruned).
+	Keep int
 	// Install, when set, is called with the verified release after its
 	// files are placed in Out and before the new state is saved: an error
 	// from it leaves the state unchanged, so the next Fetch tries again.
@@ -79,6 +89,9 @@ type FetchResult struct {
 	Bundle *transfer.Bundle
 	Files  []record.File
 	Placed []string
+	// Pruned are the channel's older bundles removed from the data folder
+	// after this release was accepted (FetchOptions.Keep).
+	Pruned []*transfer.Bundle
 }
 
 // Path returns where a fetched file is in the verified bundle.
@@ -121,6 +134,8 @@ func (c *Client) Fetch(ctx context.Context, o FetchOptions) (*FetchResult, error
 	if err != nil {
 		return nil, err
 	}
+	stage := newStages(o.OnStage)
+	stage.enter(StageResolving)
 	p, stats, err := c.node.Resolve(ctx, o.Key)
 	if err != nil {
 		return nil, err
@@ -139,6 +154,7 @@ func (c *Client) Fetch(ctx context.Context, o FetchOptions) (*FetchResult, error
 		return res, err
 	}
 	r := res.Release
+	stage.rel = r
 	if r.Version.Compare(floor.Version) == 0 {
 		if !floor.Manifest.IsZero() && r.Manifest != floor.Manifest {
 			return res, fmt.Errorf("%w: version %s was accepted with manifest %s, this record names %s: a release's content never changes under one version",
@@ -170,7 +186,7 @@ func (c *Client) Fetch(ctx context.Context, o FetchOptions) (*FetchResult, error
 		OS:       goos,
 		Arch:     goarch,
 		Peers:    o.Peers,
-		Progress: o.Progress,
+		Progress: stage.progress(o.Progress),
 	})
 	if err != nil {
 		return res, err
@@ -178,17 +194,20 @@ func (c *Client) Fetch(ctx context.Context, o FetchOptions) (*FetchResult, error
 	res.Bundle, res.Files = f.Bundle, f.Files
 	faultpoint.Hit(faultpoint.InstallBefore)
 	if o.Out != "" {
+		stage.enter(StagePlacing)
 		res.Placed, err = placeFiles(f.Bundle.Dir, f.Files, o.Out)
 		if err != nil {
 			return res, fmt.Errorf("failed to place files in %s: %w", o.Out, err)
 		}
 	}
 	if o.Install != nil {
+		stage.enter(StageInstalling)
 		if err := o.Install(ctx, res); err != nil {
 			return res, fmt.Errorf("install %s: %w", r.Version, err)
 		}
 	}
 	if res.UpToDate {
+		stage.enter(StageDone)
 		return res, nil
 	}
 	faultpoint.Hit(faultpoint.InstallState)
@@ -198,5 +217,11 @@ func (c *Client) Fetch(ctx context.Context, o FetchOptions) (*FetchResult, error
 		return res, err
 	}
 	faultpoint.Hit(faultpoint.InstallSaved)
+	// Only now, with the release accepted and installed, are the older
+	// ones of no use here. Failing to remove them fails nothing.
+	if res.Pruned, err = c.pruneChannel(tc, o.Key, channel, o.Keep); err != nil {
+		c.log.Warn("failed to remove old bundles", "channel", channel, "err", err)
+	}
+	stage.enter(StageDone)
 	return res, nil
 }

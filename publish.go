@@ -50,6 +50,14 @@ type PublishOptions struct {
 	Expires time.Duration
 	// WebSeeds are HTTP(S) URLs that serve the bundle's files (BEP 19).
 	WebSeeds []string
+	// Keep is how many releases of the channel stay in the data folder,
+	// this one among them; zero means DefaultPublishKeep. It is recorded
+	// there, so that a seeder or fetch on the same folder keeps as many.
+	Keep int
+	// OnStage is called as each stage begins (StageResolving,
+	// StageBundling, StageStoring), with the release once it is known;
+	// nil drops it.
+	OnStage func(Stage, record.Release)
 	// Force publishes even when the channel already has this version or a
 	// higher one.
 	Force bool
@@ -69,6 +77,9 @@ type Published struct {
 	Previous *record.Release
 	// Stats says how many DHT nodes stored the record.
 	Stats dht.PutStats
+	// Pruned are the channel's older bundles removed from the data folder
+	// (PublishOptions.Keep).
+	Pruned []*transfer.Bundle
 }
 
 // Publish makes the bundle in the data folder, starts seeding it, and
@@ -100,6 +111,8 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*Published, err
 	// Refuse early, before any bundle is made; Publish checks again
 	// against the packet it replaces.
 	var prev *record.Release
+	stage := newStages(o.OnStage)
+	stage.enter(StageResolving)
 	cur, _, err := c.node.Resolve(ctx, key)
 	switch {
 	case errors.Is(err, dht.ErrNotFound):
@@ -117,6 +130,7 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*Published, err
 	if err != nil {
 		return nil, err
 	}
+	stage.enter(StageBundling)
 	b, err := transfer.Make(ctx, transfer.MakeOptions{
 		Dir:       transfer.BundlesDir(c.cfg.DataDir),
 		Sources:   o.Sources,
@@ -136,6 +150,8 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*Published, err
 	if err := r.Validate(); err != nil {
 		return nil, err
 	}
+	stage.rel = r
+	stage.enter(StageStoring)
 	p, stats, err := c.node.Publish(ctx, o.Key, func(cur *record.SignedPacket) ([]byte, error) {
 		var old []byte
 		if cur != nil {
@@ -152,7 +168,19 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*Published, err
 	if err != nil {
 		return nil, err
 	}
-	return &Published{Bundle: b, Release: r, Packet: p, Previous: prev, Stats: stats}, nil
+	res := &Published{Bundle: b, Release: r, Packet: p, Previous: prev, Stats: stats}
+	// The record names the new bundle now: older ones beyond Keep go.
+	keep := o.Keep
+	if keep <= 0 {
+		keep = DefaultPublishKeep
+	}
+	if err := c.recordKeep(key, channel, RolePublish, keep); err != nil {
+		c.log.Warn("failed to record how many releases to keep", "err", err)
+	}
+	if res.Pruned, err = c.pruneChannel(tc, key, channel, keep); err != nil {
+		c.log.Warn("failed to remove old bundles", "channel", channel, "err", err)
+	}
+	return res, nil
 }
 
 // checkAhead returns ErrCurrentAhead when cur is signed more than

@@ -115,6 +115,11 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 		wait := checks.Next(ev.Kind == EventError)
 		ev.Retry = wait
 		emit(ev)
+		if err == nil {
+			for _, b := range res.Pruned {
+				emit(Event{Kind: EventPruned, Version: b.Manifest.Version, Bundle: b})
+			}
+		}
 		if !backoff.Sleep(ctx, wait) {
 			return nil
 		}

@@ -73,13 +73,13 @@ func fetchCommand(e *env) *cli.Command {
 				return err
 			}
 			defer cl.Close()
-			progress, finish := e.progressBar("fetching")
-			o.Progress = progress
+			view := e.stageView(o, false)
+			view.attach(&o)
 			o.OnFound = func(r record.Release, prev record.Version) {
-				e.note("found %s %s (signed by %s); fetching %d bytes", r.Channel, r.Version, o.Key, r.Size)
+				e.note("found %s %s (signed by %s)", r.Channel, r.Version, o.Key)
 			}
 			res, err := cl.Fetch(ctx, o)
-			finish()
+			view.finish()
 			if err != nil && ctx.Err() != nil && c.Context.Err() == nil {
 				return withHint(fmt.Errorf("timed out after %s: %w", timeout, err),
 					"no peer served the whole bundle in time: is a seeder (relay seed --follow KEY) running?")
@@ -88,6 +88,9 @@ func fetchCommand(e *env) *cli.Command {
 				return describeRefusal(res, err)
 			}
 			e.note("verified %s %s: signature, seq, version, expiry, manifest sha-256 and %d file(s)", res.Release.Channel, res.Release.Version, len(res.Files))
+			for _, b := range res.Pruned {
+				e.note("removed %s %s, superseded, from the data folder", b.Manifest.Channel, b.Manifest.Version)
+			}
 			return e.result(fetchJSON(res), func(w io.Writer) {
 				for _, p := range res.Placed {
 					fmt.Fprintln(w, p)
@@ -182,8 +185,8 @@ func watchCommand(e *env) *cli.Command {
 			// install (fetched by `relay fetch`, or watched without
 			// --install): then the first check installs it.
 			o.Again = install != "" && !cl.InstalledIsAccepted(o.Key, o.Channel, install)
-			progress, finish := e.progressBar("fetching")
-			o.Progress = progress
+			view := e.stageView(o, true)
+			view.attach(&o)
 			o.OnFound = func(r record.Release, prev record.Version) {
 				e.event(relay.Event{Time: time.Now(), Kind: relay.EventFound, Version: r.Version})
 			}
@@ -192,7 +195,7 @@ func watchCommand(e *env) *cli.Command {
 				FetchOptions: o,
 				Interval:     interval,
 				OnEvent: func(ev relay.Event) {
-					finish()
+					view.finish()
 					e.event(ev)
 				},
 			})
@@ -300,6 +303,8 @@ func (e *env) event(ev relay.Event) {
 		} else if ev.Result != nil && ev.Result.Bundle != nil {
 			line += ": " + ev.Result.Bundle.Dir
 		}
+	case relay.EventPruned:
+		line += " (its bundle removed from the data folder)"
 	case relay.EventRestored, relay.EventResigned:
 		line += fmt.Sprintf(" on %d DHT nodes", j.Stored)
 	}

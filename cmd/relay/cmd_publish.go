@@ -35,6 +35,7 @@ func publishCommand(e *env) *cli.Command {
 			&cli.StringSliceFlag{Name: "web-seed", Usage: "HTTP(S) `URL` that serves the bundle's files (repeatable)"},
 			&cli.StringFlag{Name: "os", Usage: "the platform `OS` of every file (default: from each file's name)"},
 			&cli.StringFlag{Name: "arch", Usage: "the platform `ARCH` of every file, with --os"},
+			&cli.IntFlag{Name: "keep", Value: relay.DefaultPublishKeep, Usage: "releases of the channel to keep in the data folder, this one among them, `K`"},
 			&cli.BoolFlag{Name: "force", Usage: "publish even if the channel has this version or a higher one"},
 			&cli.BoolFlag{Name: "allow-ahead", Usage: "build on a current record signed ahead of this clock (when this clock is behind); the new record is dated as far ahead"},
 			&cli.IntFlag{Name: "wait-for", Value: 1, Usage: "seed until `N` other peers hold the whole bundle"},
@@ -72,6 +73,9 @@ func publishCommand(e *env) *cli.Command {
 				}
 				notes = string(b)
 			}
+			if c.Int("keep") < 1 {
+				return usagef("--keep must be at least 1")
+			}
 			if c.IsSet("arch") && !c.IsSet("os") {
 				return usagef("--arch needs --os")
 			}
@@ -107,6 +111,17 @@ func publishCommand(e *env) *cli.Command {
 				Key: key, Channel: channel, Version: v, Notes: notes, Sources: sources,
 				Published: published, Expires: expires, WebSeeds: c.StringSlice("web-seed"), Force: c.Bool("force"),
 				AllowAhead: c.Bool("allow-ahead"),
+				Keep:       c.Int("keep"),
+				OnStage: func(s relay.Stage, r record.Release) {
+					switch s {
+					case relay.StageResolving:
+						e.note("resolving %s/%s in the DHT", key.PublicKey(), channel)
+					case relay.StageBundling:
+						e.note("bundling %d path(s): copying and hashing the files", len(sources))
+					case relay.StageStoring:
+						e.note("signing the record of %s %s and storing it in the DHT", r.Channel, r.Version)
+					}
+				},
 			})
 			if err != nil {
 				return withPublishHint(err)
@@ -129,12 +144,17 @@ func publishCommand(e *env) *cli.Command {
 			if !e.json {
 				printPublished(e.stdout, out)
 			}
+			for _, b := range p.Pruned {
+				e.note("removed %s %s from the data folder (--keep %d)", b.Manifest.Channel, b.Manifest.Version, c.Int("keep"))
+			}
 			if !c.Bool("no-wait") && c.Int("wait-for") > 0 {
 				n := c.Int("wait-for")
 				e.note("seeding until %d other peer(s) hold the whole bundle (--no-wait to skip, --timeout %s)", n, timeout)
 				ctx, cancel := context.WithTimeout(c.Context, timeout)
 				defer cancel()
+				view := e.seedView(cl, p.Release.Infohash, n)
 				got, err := cl.WaitForPeers(ctx, p.Release.Infohash, n)
+				view.stop()
 				out.Complete = got
 				if err != nil {
 					if c.Context.Err() != nil {

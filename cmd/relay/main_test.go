@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
@@ -24,6 +25,12 @@ func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir:                 "testdata/script",
 		RequireExplicitExec: true,
+		Condition: func(cond string) (bool, error) {
+			if cond == "pty" {
+				return ptySupported(), nil
+			}
+			return false, fmt.Errorf("unknown condition %q", cond)
+		},
 		Setup: func(e *testscript.Env) error {
 			e.Setenv("RELAY_DATA_DIR", e.WorkDir+"/data")
 			e.Setenv("XDG_CONFIG_HOME", e.WorkDir+"/config")
@@ -39,6 +46,7 @@ func TestScripts(t *testing.T) {
 			"store":     cmdStore,
 			"storebody": cmdStoreBody,
 			"waitfor":   cmdWaitFor,
+			"pty":       cmdPty,
 		},
 	})
 }
