@@ -44,6 +44,8 @@ type Node struct {
 	rtt          rtt
 	queryTimeout time.Duration
 
+	external externalVotes // see ExternalIP
+
 	// bootstrap holds the resolved Config.Bootstrap addresses.
 	bootstrap []dht.Addr
 
