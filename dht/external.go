@@ -19,11 +19,11 @@ type externalVotes struct {
 
 const maxExternalVotes = 16
 
-// add counts one answer's "ip".
-func (v *externalVotes) add(ip krpc.NodeAddr) {
+// add counts one answer's "ip"; it reports whether there was one.
+func (v *externalVotes) add(ip krpc.NodeAddr) bool {
 	ap := addrPort(ip.IP, ip.Port)
 	if !ap.IsValid() || ap.Addr().IsUnspecified() {
-		return
+		return false
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -31,6 +31,7 @@ func (v *externalVotes) add(ip krpc.NodeAddr) {
 		v.votes = make(map[netip.Addr]int)
 	}
 	v.votes[ap.Addr()]++
+	return true
 }
 
 // ExternalIP returns the IP address other nodes see this node's queries

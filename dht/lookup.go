@@ -93,7 +93,9 @@ func (n *Node) lookup(ctx context.Context, l lookup) ([]closeNode, lookupStats, 
 			if res.Err != nil || r == nil {
 				return traversal.QueryResult{}
 			}
-			n.external.add(res.Reply.IP)
+			if n.external.add(res.Reply.IP) {
+				n.checkReachable()
+			}
 			from := addrPort(addr.IP, addr.Port)
 			if l.reply != nil {
 				l.reply(from, r)
