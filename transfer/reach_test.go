@@ -19,23 +19,14 @@ func TestSeedDialsPeersFromDHT(t *testing.T) {
 	lnet := localnet.ForTest(t, localnet.Config{Nodes: 8})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	sn, err := lnet.Add(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sn.Close() })
-	s, b := seeder(t, map[string]int64{"app": 64 << 10}, Config{DHT: sn})
+	s, b := seeder(t, map[string]int64{"app": 64 << 10}, Config{DHT: addNode(ctx, t, lnet)})
 
 	l, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	pn, err := lnet.Add(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pn.Close() })
+	pn := addNode(ctx, t, lnet)
 	peer := l.Addr().(*net.TCPAddr).AddrPort()
 	if err := pn.Announce(ctx, b.Infohash, int(peer.Port())); err != nil {
 		t.Fatal(err)
