@@ -259,3 +259,14 @@ func (c *Client) BundleStats(ih record.Infohash) (transfer.Stats, bool) {
 	}
 	return tc.Stats(ih)
 }
+
+// BundlePeers says which peers of a bundle this client served knew and how
+// far it reached them (see transfer.Client.Reach): what a publisher that
+// waited in vain tells its user.
+func (c *Client) BundlePeers(ih record.Infohash) (peers []transfer.PeerReach, more int, ok bool) {
+	tc, err := c.transfer()
+	if err != nil {
+		return nil, 0, false
+	}
+	return tc.Reach(ih)
+}

@@ -116,6 +116,9 @@ func (n *Node) lookup(ctx context.Context, l lookup) ([]closeNode, lookupStats, 
 			if res.Err != nil || r == nil {
 				return traversal.QueryResult{}
 			}
+			if n.external.add(res.Reply.IP) {
+				n.checkReachable()
+			}
 			if l.reply != nil {
 				l.reply(from, r)
 			}

@@ -44,6 +44,13 @@ type Node struct {
 	rtt          rtt
 	queryTimeout time.Duration
 
+	external externalVotes // see ExternalIP
+	// local are the addresses the node is reached at directly; reachable
+	// is set once answers say it is reached at one of them (see roWriter).
+	local     map[netip.Addr]bool
+	reachable atomic.Bool
+	natLogged atomic.Bool
+
 	// bootstrap holds the resolved Config.Bootstrap addresses.
 	bootstrap []dht.Addr
 
@@ -120,6 +127,10 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.addr = udpAddrPort(n.conn.LocalAddr())
 	n.family = familyOf(n.conn.LocalAddr())
+	n.local = localAddrs(n.addr)
+	// A bootstrap node, and a read-only node, say what they are from the
+	// start; any other node is read-only until it knows it is reachable.
+	n.reachable.Store(cfg.Bootstrapper || cfg.ReadOnly)
 
 	sendRate := cfg.SendRate
 	if sendRate <= 0 {
@@ -142,7 +153,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	g := newGuard(n.conn, sendRate, cfg.ReadOnly)
 	sc := dht.ServerConfig{
 		NodeId:     keptID, // zero when none was kept: a random one
-		Conn:       g,
+		Conn:       roWriter{g, n},
 		NoSecurity: true,
 		Passive:    cfg.ReadOnly,
 		StartingNodes: func() ([]dht.Addr, error) {
@@ -224,6 +235,9 @@ func (n *Node) join(ctx context.Context) error {
 			// A node that answers enters the routing table.
 			sent := time.Now()
 			res := n.srv.Query(ctx, a, "ping", dht.QueryInput{})
+			if res.Err == nil && n.external.add(res.Reply.IP) {
+				n.checkReachable()
+			}
 			if res.Err != nil {
 				n.log.Debug("bootstrap node did not answer", "addr", a, "err", res.Err)
 			} else {
@@ -245,7 +259,7 @@ func (n *Node) join(ctx context.Context) error {
 		return fmt.Errorf("join the dht: %w (tried %d, bootstrap %q)", ErrNoNodes, st.queried, n.cfg.Bootstrap)
 	}
 	n.log.Info("joined the dht", "addr", n.addr, "nodes", n.srv.NumNodes(),
-		"answered", st.answered, "took", time.Since(start).Round(time.Millisecond))
+		"queried", st.queried, "answered", st.answered, "took", time.Since(start).Round(time.Millisecond))
 	if n.cfg.NodesFile != "" {
 		if err := n.saveNodes(); err != nil {
 			n.log.Warn("could not save the routing table", "err", err)

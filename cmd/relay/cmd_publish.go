@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/relay-sh/relay"
@@ -160,8 +161,10 @@ func publishCommand(e *env) *cli.Command {
 					if c.Context.Err() != nil {
 						return fmt.Errorf("interrupted while %d of %d peers held the bundle: the record is published; keep a seeder running (relay seed)", got, n)
 					}
-					return withHint(fmt.Errorf("timed out after %s: %d of %d peers held the whole bundle", timeout, got, n),
-						"the record is published; run `relay seed` somewhere so that users can fetch the bundle")
+					peers, more, _ := cl.BundlePeers(p.Release.Infohash)
+					summary, hint := describeReach(peers, more)
+					return withHint(fmt.Errorf("timed out after %s: %d of %d peers held the whole bundle; %s", timeout, got, n, summary),
+						"the record is published; %s", hint)
 				}
 				e.note("the whole bundle is held by %d other peer(s)", got)
 			}
@@ -200,6 +203,56 @@ func printPublished(w io.Writer, p publishJSON) {
 	fmt.Fprintf(w, "size      %d bytes in %d files and relay.json\n", p.Size, p.Files)
 	fmt.Fprintf(w, "expires   %s\n", p.Expires.Format(time.RFC3339))
 	fmt.Fprintf(w, "stored on %d DHT nodes\n", p.Stored)
+}
+
+// describeReach says which peers a publisher knew and whether it reached
+// them, and what to do about it: nobody came, or they came and no
+// connection could be made either way.
+func describeReach(peers []transfer.PeerReach, more int) (summary, hint string) {
+	var named, incoming, reached []string
+	for _, p := range peers {
+		if p.Incoming {
+			incoming = append(incoming, p.Addr.String())
+			continue
+		}
+		s := p.Addr.String() + " " + p.State.String()
+		if p.State == transfer.DialFailed && p.Err != nil {
+			s += " (" + p.Err.Error() + ")"
+		}
+		if p.State >= transfer.Dialed {
+			reached = append(reached, p.Addr.String())
+		}
+		if len(named) < 8 {
+			named = append(named, s)
+		} else {
+			more++
+		}
+	}
+	switch {
+	case len(named) == 0:
+		summary = "the DHT named no peer"
+	default:
+		summary = fmt.Sprintf("the DHT named %d peer(s): %s", len(named)+more, strings.Join(named, ", "))
+		if more > 0 {
+			summary += fmt.Sprintf(" and %d more", more)
+		}
+	}
+	if len(incoming) == 0 {
+		summary += "; no peer connected to this machine"
+	} else {
+		summary += fmt.Sprintf("; %d peer(s) connected to this machine: %s", len(incoming), strings.Join(incoming, ", "))
+	}
+	switch {
+	case len(named) == 0 && len(incoming) == 0:
+		hint = "nobody came: no peer announced the bundle; run `relay seed --follow KEY` on a machine that reaches the same DHT"
+	case len(reached) == 0 && len(incoming) == 0:
+		hint = "no path: peers came, but this machine could not connect to them and none connected to it; " +
+			"if both sides are behind NAT or a firewall, one of them needs an address the other can reach " +
+			"(a public server, or a forwarded --listen port)"
+	default:
+		hint = "peers connected but none held the whole bundle; keep `relay seed` running somewhere so that users can fetch it"
+	}
+	return summary, hint
 }
 
 func withPublishHint(err error) error {

@@ -217,21 +217,7 @@ func (k *killTest) start(t *testing.T, dir string, args ...string) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := k.command(context.Background(), dir, args...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		stop := time.AfterFunc(10*time.Second, func() { cmd.Process.Kill() })
-		defer stop.Stop()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("relay %s printed on stderr:\n%s", strings.Join(args, " "), stderr.Bytes())
-		}
-	})
+	startUntilCleanup(t, k.command(context.Background(), dir, args...), strings.Join(args, " "))
 }
 
 // watchArgs are the arguments of every watch: install dir/app, write each

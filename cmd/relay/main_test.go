@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
 )
@@ -146,4 +148,25 @@ func cmdJSONL(ts *testscript.TestScript, neg bool, args []string) {
 func mustJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+// startUntilCleanup starts cmd, a long-running relay, and stops it with
+// SIGINT (SIGKILL 10 s later) when t ends; what it printed on stderr is
+// shown, under label, if t failed.
+func startUntilCleanup(t testing.TB, cmd *exec.Cmd, label string) {
+	t.Helper()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		stop := time.AfterFunc(10*time.Second, func() { cmd.Process.Kill() })
+		defer stop.Stop()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("relay %s printed on stderr:\n%s", label, stderr.Bytes())
+		}
+	})
 }
