@@ -34,6 +34,11 @@ type Config struct {
 	// ReadOnly runs the DHT node read-only (BEP 43), for short-lived
 	// processes: others never wait on it after it exits.
 	ReadOnly bool
+	// Reachable says this machine accepts DHT queries and peers unasked
+	// at the address others see it at, even when that address is not its
+	// own (a forwarded port, a cloud machine's one-to-one NAT): see
+	// dht.Config.Reachable.
+	Reachable bool
 	// Logger receives logs; nil is silent.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -127,6 +132,7 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 			Listen:    cfg.Listen,
 			Bootstrap: bootstrap,
 			ReadOnly:  cfg.ReadOnly,
+			Reachable: cfg.Reachable,
 			NodesFile: nodesFile,
 			Logger:    cfg.Logger,
 			Now:       cfg.Now,

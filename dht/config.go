@@ -91,6 +91,14 @@ type Config struct {
 	// and a private network of any size forms from its one address.
 	// Incompatible with ReadOnly.
 	Bootstrapper bool
+	// Reachable says that other hosts can reach this node unasked at the
+	// address they see it at, even when that address is not one of its
+	// own: a forwarded port, or a cloud machine behind one-to-one NAT. A
+	// node that finds itself seen at another address otherwise takes it
+	// for NAT that lets in only answers, and says it is read-only (BEP 43)
+	// so that nobody keeps it in a routing table; Reachable keeps it a
+	// full node.
+	Reachable bool
 	// NodesFile, when set, keeps the routing table across runs: New reads
 	// it and joins through those nodes as well as Bootstrap, and Close (and
 	// a long-running node every few minutes) writes it, atomically. Its

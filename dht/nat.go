@@ -66,13 +66,13 @@ func localAddrs(listen netip.AddrPort) map[netip.Addr]bool {
 }
 
 // checkReachable sets whether the node is reachable: whether the address
-// most answers name is its own. It runs after each answer's vote.
+// most answers name is its own (any address, with Config.Reachable). It runs after each answer's vote.
 func (n *Node) checkReachable() {
 	ip := n.ExternalIP()
 	if !ip.IsValid() {
 		return
 	}
-	own := n.local[ip.Unmap()]
+	own := n.local[ip.Unmap()] || n.cfg.Reachable
 	if n.reachable.Swap(own) != own || !n.natLogged.Load() {
 		n.natLogged.Store(true)
 		if own {

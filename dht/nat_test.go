@@ -2,7 +2,9 @@ package dht
 
 import (
 	"bytes"
+	"log/slog"
 	"net"
+	"net/netip"
 	"testing"
 
 	"github.com/anacrolix/dht/v2/krpc"
@@ -69,5 +71,31 @@ func TestReadOnlyWriter(t *testing.T) {
 	n.reachable.Store(true)
 	if sent, got := send(put); !bytes.Equal(sent, got) {
 		t.Errorf("a reachable node's put changed on the way:\n got %q\nsent %q", got, sent)
+	}
+}
+
+// TestReachableOverride: a node seen at an address that is not its own
+// takes itself for one behind NAT and says it is read-only, unless it was
+// told it is reachable there (a forwarded port, one-to-one NAT).
+func TestReachableOverride(t *testing.T) {
+	seenAt := krpc.NodeAddr{IP: net.IPv4(203, 0, 113, 7), Port: 6881}
+	for _, reachable := range []bool{false, true} {
+		n := &Node{
+			cfg:   Config{Reachable: reachable},
+			log:   slog.New(slog.DiscardHandler),
+			local: map[netip.Addr]bool{netip.MustParseAddr("10.0.0.5"): true},
+		}
+		n.reachable.Store(reachable)
+		for range 3 {
+			if n.external.add(seenAt) {
+				n.checkReachable()
+			}
+		}
+		if got := n.ExternalIP(); got != netip.MustParseAddr("203.0.113.7") {
+			t.Fatalf("ExternalIP = %v", got)
+		}
+		if n.reachable.Load() != reachable {
+			t.Errorf("Reachable=%v: node reachable=%v after answers naming another address", reachable, n.reachable.Load())
+		}
 	}
 }

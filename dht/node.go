@@ -130,7 +130,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	n.local = localAddrs(n.addr)
 	// A bootstrap node, and a read-only node, say what they are from the
 	// start; any other node is read-only until it knows it is reachable.
-	n.reachable.Store(cfg.Bootstrapper || cfg.ReadOnly)
+	n.reachable.Store(cfg.Bootstrapper || cfg.ReadOnly || cfg.Reachable)
 
 	sendRate := cfg.SendRate
 	if sendRate <= 0 {
