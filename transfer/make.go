@@ -232,6 +232,10 @@ func collect(sources []Source) ([]entry, error) {
 			return fmt.Errorf("%s and %s would both be %q in the bundle", prev, src, rel)
 		}
 		from[rel] = src
+		if err := record.ValidPath(rel); err != nil {
+			// Bad input, not a failed verification: %v drops the sentinel.
+			return fmt.Errorf("%q cannot be released: %v", src, err)
+		}
 		mode := record.Mode(0o644)
 		if st.Mode().Perm()&0o111 != 0 {
 			mode = 0o755

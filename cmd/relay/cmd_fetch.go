@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -225,6 +226,13 @@ func (e *env) handOver(ctx context.Context, res *relay.FetchResult, o relay.Fetc
 			files = append(files, res.Path(f))
 		}
 	}
+	// The manifest refuses file names with control characters, so the
+	// newline-separated list is unambiguous; the JSON list is too,
+	// whatever the folder's own name holds.
+	list, err := json.Marshal(append([]string{}, files...))
+	if err != nil {
+		return err
+	}
 	cmd := shellCommand(ctx, execCmd)
 	cmd.Stdout, cmd.Stderr = e.stderr, e.stderr
 	cmd.Env = append(os.Environ(),
@@ -234,6 +242,7 @@ func (e *env) handOver(ctx context.Context, res *relay.FetchResult, o relay.Fetc
 		"RELEASE_PREVIOUS_VERSION="+res.Previous.String(),
 		"RELEASE_DIR="+dir,
 		"RELEASE_FILES="+strings.Join(files, "\n"),
+		"RELEASE_FILES_JSON="+string(list),
 	)
 	if install != "" {
 		cmd.Env = append(cmd.Env, "RELEASE_INSTALLED="+install)

@@ -31,14 +31,15 @@ func TestScripts(t *testing.T) {
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"mode":      cmdMode,
-			"jsonl":     cmdJSONL,
-			"exits":     cmdExits,
-			"nodes":     cmdNodes,
-			"setenv":    cmdSetenvStdout,
-			"store":     cmdStore,
-			"storebody": cmdStoreBody,
-			"waitfor":   cmdWaitFor,
+			"mode":           cmdMode,
+			"jsonl":          cmdJSONL,
+			"exits":          cmdExits,
+			"nodes":          cmdNodes,
+			"setenv":         cmdSetenvStdout,
+			"store":          cmdStore,
+			"storebody":      cmdStoreBody,
+			"waitfor":        cmdWaitFor,
+			"hostilerelease": cmdHostileRelease,
 		},
 	})
 }
