@@ -489,7 +489,7 @@ func (f *fetch) fetch(ctx context.Context, wg *sync.WaitGroup) (*Fetched, error)
 	}
 	for _, mf := range want {
 		p := filepath.Join(f.dir, info.Name, filepath.FromSlash(mf.Path))
-		if err := os.Chmod(p, fs.FileMode(mf.Mode)|0o400); err != nil {
+		if err := os.Chmod(p, fs.FileMode(mf.Mode)&^0o022|0o400); err != nil {
 			return nil, err
 		}
 	}
