@@ -143,7 +143,7 @@ func Make(ctx context.Context, o MakeOptions) (*Bundle, error) {
 	name := BundleName(channel, o.Version)
 	pieceLen := cmp.Or(o.PieceLength, ChoosePieceLength(total))
 
-	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("make bundle: %w", err)
 	}
 	tmp, err := os.MkdirTemp(o.Dir, ".make-")
