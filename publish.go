@@ -54,6 +54,9 @@ type Published struct {
 	Previous *record.Release
 	// Stats says how many DHT nodes stored the record.
 	Stats dht.PutStats
+	// LeftOut lists what the source folders held that was not bundled:
+	// relay private key files and relay data folders (transfer.MakeOptions).
+	LeftOut []transfer.LeftOut
 }
 
 // Publish makes the bundle in the data folder, starts seeding it, and
@@ -99,7 +102,9 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*Published, err
 	if err != nil {
 		return nil, err
 	}
+	var leftOut []transfer.LeftOut
 	b, err := transfer.Make(ctx, transfer.MakeOptions{
+		LeftOut:   func(l transfer.LeftOut) { leftOut = append(leftOut, l) },
 		Dir:       transfer.BundlesDir(c.cfg.DataDir),
 		Sources:   o.Sources,
 		Key:       key,
@@ -131,7 +136,7 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*Published, err
 	if err != nil {
 		return nil, err
 	}
-	return &Published{Bundle: b, Release: r, Packet: p, Previous: prev, Stats: stats}, nil
+	return &Published{Bundle: b, Release: r, Packet: p, Previous: prev, Stats: stats, LeftOut: leftOut}, nil
 }
 
 // checkNewer returns the channel's release in cur, and ErrNotNewer if o's
