@@ -26,7 +26,13 @@ type FetchOptions struct {
 	// Out is the folder the release's files are placed in, each atomically
 	// under its manifest path. Empty places nothing: the verified files
 	// stay in the bundle (a seeder, or an Install hook, uses them there).
+	// A file already in Out is replaced only if an earlier release of Key
+	// placed it there (this data folder records what each placed) or it
+	// already holds the release's content; otherwise nothing is placed and
+	// Fetch returns ErrWouldOverwrite.
 	Out string
+	// Overwrite lets the release's files replace any file in Out.
+	Overwrite bool
 	// OS and Arch select the files of one platform; empty means this
 	// program's (runtime.GOOS, runtime.GOARCH). AllPlatforms fetches every
 	// file instead.
@@ -178,9 +184,9 @@ func (c *Client) Fetch(ctx context.Context, o FetchOptions) (*FetchResult, error
 	res.Bundle, res.Files = f.Bundle, f.Files
 	faultpoint.Hit(faultpoint.InstallBefore)
 	if o.Out != "" {
-		res.Placed, err = placeFiles(f.Bundle.Dir, f.Files, o.Out)
+		res.Placed, err = c.place(o.Key, f.Bundle.Dir, f.Files, o.Out, o.Overwrite)
 		if err != nil {
-			return res, fmt.Errorf("failed to place files in %s: %w", o.Out, err)
+			return res, err
 		}
 	}
 	if o.Install != nil {

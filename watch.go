@@ -71,7 +71,7 @@ type WatchOptions struct {
 // starts at a few seconds and grows to the interval; verification
 // failures are reported and the watch goes on. It returns nil when ctx is
 // cancelled, and an error only for what retrying cannot mend (bad options,
-// unreadable state).
+// unreadable state, ErrWouldOverwrite: a user's own file in the way).
 func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 	interval := o.Interval
 	if interval <= 0 {
@@ -100,7 +100,7 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 			ev = Event{Kind: EventChecked, Version: res.Release.Version, Result: res}
 		case err == nil:
 			ev = Event{Kind: EventInstalled, Version: res.Release.Version, Result: res}
-		case errors.Is(err, ErrState) || errors.Is(err, errBadOptions):
+		case errors.Is(err, ErrState) || errors.Is(err, errBadOptions) || errors.Is(err, ErrWouldOverwrite):
 			return err
 		case errors.Is(err, record.ErrExpired):
 			ev = Event{Kind: EventStale, Err: err}

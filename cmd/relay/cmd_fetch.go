@@ -25,6 +25,7 @@ func followFlags() []cli.Flag {
 		channelFlag(),
 		&cli.BoolFlag{Name: "all-platforms", Usage: "fetch every file, not only this platform's"},
 		&cli.BoolFlag{Name: "allow-expired", Usage: "install a record past its expiry (otherwise refused)"},
+		&cli.BoolFlag{Name: "overwrite", Usage: "let a release replace files in --out that no earlier release of the key placed"},
 	}
 }
 
@@ -42,6 +43,7 @@ func fetchOptions(c *cli.Context) (relay.FetchOptions, error) {
 		Channel:      c.String("channel"),
 		AllPlatforms: c.Bool("all-platforms"),
 		AllowExpired: c.Bool("allow-expired"),
+		Overwrite:    c.Bool("overwrite"),
 	}, nil
 }
 
@@ -52,9 +54,11 @@ func fetchCommand(e *env) *cli.Command {
 		ArgsUsage: "KEY",
 		Description: "Resolves KEY's channel, runs the whole verification chain (signature, replay, rollback,\n" +
 			"expiry, manifest, every file's SHA-256), and places the files in --out, each under its final\n" +
-			"name only once it is whole and verified. Prints the paths it placed.",
+			"name only once it is whole and verified; it replaces a file there only if an earlier release\n" +
+			"of KEY placed it (--overwrite: any). Prints the paths it placed. Without --out the files stay\n" +
+			"in the data folder, and it prints their paths there.",
 		Flags: append(followFlags(),
-			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Value: ".", Usage: "folder to place the files in, `DIR`"},
+			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "folder to place the files in, `DIR` (default: they stay in the data folder)"},
 			&cli.StringFlag{Name: "timeout", Value: "10m", Usage: "give up after `DURATION`"},
 		),
 		Action: func(c *cli.Context) error {
@@ -86,11 +90,15 @@ func fetchCommand(e *env) *cli.Command {
 					"no peer served the whole bundle in time: is a seeder (relay seed --follow KEY) running?")
 			}
 			if err != nil {
-				return describeRefusal(res, err)
+				return withOverwriteHint(describeRefusal(res, err))
 			}
 			e.note("verified %s %s: signature, seq, version, expiry, manifest sha-256 and %d file(s)", res.Release.Channel, res.Release.Version, len(res.Files))
-			return e.result(fetchJSON(res), func(w io.Writer) {
-				for _, p := range res.Placed {
+			out := fetchJSON(res)
+			if o.Out == "" {
+				e.note("the files are in the data folder; --out DIR places them in DIR")
+			}
+			return e.result(out, func(w io.Writer) {
+				for _, p := range out.Files {
 					fmt.Fprintln(w, p)
 				}
 			})
@@ -105,6 +113,9 @@ type fetchedJSON struct {
 	Release  releaseJSON `json:"release"`
 	Bundle   string      `json:"bundle,omitempty"`
 	Placed   []string    `json:"placed"`
+	// Files are the paths of the release's files: in --out (Placed), or
+	// in the data folder without --out.
+	Files []string `json:"files"`
 }
 
 func fetchJSON(res *relay.FetchResult) fetchedJSON {
@@ -121,7 +132,21 @@ func fetchJSON(res *relay.FetchResult) fetchedJSON {
 	if out.Placed == nil {
 		out.Placed = []string{}
 	}
+	out.Files = out.Placed
+	if len(out.Files) == 0 && res.Bundle != nil {
+		for _, f := range res.Files {
+			out.Files = append(out.Files, res.Path(f))
+		}
+	}
 	return out
+}
+
+// withOverwriteHint says how to let a release replace a user's file.
+func withOverwriteHint(err error) error {
+	if errors.Is(err, relay.ErrWouldOverwrite) {
+		return withHint(err, "nothing was placed; move the file away, choose another --out, or pass --overwrite to replace it")
+	}
+	return err
 }
 
 // describeRefusal adds what was refused to a verification error.
@@ -189,7 +214,7 @@ func watchCommand(e *env) *cli.Command {
 				e.event(relay.Event{Time: time.Now(), Kind: relay.EventFound, Version: r.Version})
 			}
 			e.note("watching %s/%s every %s", o.Key, o.Channel, interval)
-			return cl.Watch(c.Context, relay.WatchOptions{
+			err = cl.Watch(c.Context, relay.WatchOptions{
 				FetchOptions: o,
 				Interval:     interval,
 				OnEvent: func(ev relay.Event) {
@@ -197,6 +222,7 @@ func watchCommand(e *env) *cli.Command {
 					e.event(ev)
 				},
 			})
+			return withOverwriteHint(err)
 		},
 	}
 }

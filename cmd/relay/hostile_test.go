@@ -24,7 +24,7 @@ import (
 // release that `relay publish` would never make, as a hostile or broken
 // publisher could: a bundle whose manifest lists the files NAME (Go
 // quoted strings are unquoted, so "x\n/etc/passwd" is a name with a
-// newline), each holding "NAME\n" and given the octal MODE, served by a web
+// newline), each holding "NAME VERSION\n" and given the octal MODE, served by a web
 // seed in this process (BEP 19, Go's file server), and a record for it
 // signed by KEYFILE and stored into the network at $BOOTSTRAP. The bundle
 // is consistent (its hashes match), so only relay's own checks of the
@@ -50,7 +50,7 @@ func cmdHostileRelease(ts *testscript.TestScript, neg bool, args []string) {
 			n, err = strconv.Unquote(n)
 			ts.Check(err)
 		}
-		data := []byte(n + "\n")
+		data := []byte(n + " " + args[1] + "\n")
 		p := filepath.Join(dir, filepath.FromSlash(n))
 		ts.Check(os.MkdirAll(filepath.Dir(p), 0o755))
 		ts.Check(os.WriteFile(p, data, 0o644))
