@@ -29,9 +29,12 @@ const (
 // package's lock, state and DHT files, and BundlesDir), each with a test
 // that it is relay's and not a user's file of the same name.
 var dataEntries = map[string]func(p string, d fs.DirEntry) bool{
-	"lock":                     isLockFile,
-	"state":                    hasEntry(func(n string) bool { _, err := signer.ParsePublicKey(n); return err == nil }),
-	"bundles":                  hasEntry(func(n string) bool { _, err := record.ParseInfohash(n); return err == nil || strings.HasPrefix(n, ".make-") }),
+	"lock":  isLockFile,
+	"state": hasEntry(func(n string) bool { _, err := signer.ParsePublicKey(n); return err == nil }),
+	"bundles": hasEntry(func(n string) bool {
+		_, err := record.ParseInfohash(n)
+		return err == nil || strings.HasPrefix(n, ".make-")
+	}),
 	"dht-nodes":                isFile,
 	"dht-nodes.self":           isFile,
 	"dht-nodes-bootstrap":      isFile,
