@@ -26,6 +26,7 @@ func followFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "all-platforms", Usage: "fetch every file, not only this platform's"},
 		&cli.BoolFlag{Name: "allow-expired", Usage: "install a record past its expiry (otherwise refused)"},
 		&cli.BoolFlag{Name: "overwrite", Usage: "let a release replace files in --out that no earlier release of the key placed"},
+		&cli.StringFlag{Name: "stall-timeout", Value: relay.DefaultStallTimeout.String(), Usage: "give up a download that made no progress for `DURATION` (not a deadline: a slow download goes on)"},
 	}
 }
 
@@ -38,12 +39,17 @@ func fetchOptions(c *cli.Context) (relay.FetchOptions, error) {
 	if err := record.ValidChannel(c.String("channel")); err != nil {
 		return relay.FetchOptions{}, usageError{fmt.Errorf("--channel: %w", err)}
 	}
+	stall, err := durationFlag(c, "stall-timeout")
+	if err != nil {
+		return relay.FetchOptions{}, err
+	}
 	return relay.FetchOptions{
 		Key:          key,
 		Channel:      c.String("channel"),
 		AllPlatforms: c.Bool("all-platforms"),
 		AllowExpired: c.Bool("allow-expired"),
 		Overwrite:    c.Bool("overwrite"),
+		StallTimeout: stall,
 	}, nil
 }
 
@@ -82,6 +88,9 @@ func fetchCommand(e *env) *cli.Command {
 			o.Progress = progress
 			o.OnFound = func(r record.Release, prev record.Version) {
 				e.note("found %s %s (signed by %s); fetching %d bytes", r.Channel, r.Version, o.Key, r.Size)
+			}
+			o.OnWaiting = func(w relay.Waiting) {
+				e.note("waiting %s", w)
 			}
 			res, err := cl.Fetch(ctx, o)
 			finish()
@@ -167,9 +176,11 @@ func watchCommand(e *env) *cli.Command {
 		ArgsUsage: "KEY",
 		Description: "Resolves KEY's channel every --interval (jittered; retried with backoff while the network\n" +
 			"fails) and, for each new release that passes the whole verification chain, places its files\n" +
-			"in --out, replaces the executable --install, and runs --exec with RELEASE_VERSION, RELEASE_DIR and\n" +
-			"RELEASE_FILES in its environment. Prints one line per event (--json: one JSON object per line).\n" +
-			"A release it already accepted is never fetched again, also after a restart.",
+			"in --out, replaces the executable --install, and runs --exec with RELEASE_VERSION, RELEASE_DIR,\n" +
+			"RELEASE_FILES and RELEASE_FILES_JSON in its environment. Prints one line per event (--json: one\n" +
+			"JSON object per line). A release it already accepted is never fetched again, also after a\n" +
+			"restart. A download that makes no progress for --stall-timeout is given up and tried again, and\n" +
+			"a newer release found meanwhile (the channel is resolved every --interval) takes its place.",
 		Flags: append(followFlags(),
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "folder to place each release's files in, `DIR` (default: they stay in the data folder)"},
 			&cli.StringFlag{Name: "interval", Value: "10m", Usage: "time between checks, `DURATION`"},
@@ -218,7 +229,9 @@ func watchCommand(e *env) *cli.Command {
 				FetchOptions: o,
 				Interval:     interval,
 				OnEvent: func(ev relay.Event) {
-					finish()
+					if ev.Kind != relay.EventWaiting { // the download goes on
+						finish()
+					}
 					e.event(ev)
 				},
 			})
@@ -300,6 +313,9 @@ func (e *env) event(ev relay.Event) {
 		Placed   []string  `json:"placed,omitempty"`
 		Infohash string    `json:"infohash,omitempty"`
 		Stored   int       `json:"dht_nodes_stored,omitempty"`
+		Waiting  string    `json:"waiting,omitempty"`
+		Known    *int      `json:"peers_known,omitempty"`
+		Peers    *int      `json:"peers_connected,omitempty"`
 	}
 	j := eventJSON{Time: ev.Time.UTC(), Event: string(ev.Kind), Version: ev.Version.String(), Stored: ev.Stored}
 	if !ev.Follow.Key.IsZero() {
@@ -316,6 +332,9 @@ func (e *env) event(ev relay.Event) {
 	}
 	if ev.Bundle != nil {
 		j.Infohash = ev.Bundle.Infohash.String()
+	}
+	if w := ev.Waiting; w != nil {
+		j.Waiting, j.Known, j.Peers = w.String(), &w.Known, &w.Connected
 	}
 	if e.json {
 		e.result(j, nil)
@@ -335,6 +354,8 @@ func (e *env) event(ev relay.Event) {
 		} else if ev.Result != nil && ev.Result.Bundle != nil {
 			line += ": " + ev.Result.Bundle.Dir
 		}
+	case relay.EventWaiting:
+		line += " " + j.Waiting
 	case relay.EventRestored, relay.EventResigned:
 		line += fmt.Sprintf(" on %d DHT nodes", j.Stored)
 	}

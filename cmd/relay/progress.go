@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/relay-sh/relay/transfer"
@@ -26,8 +27,11 @@ func (e *env) progressBar(what string) (update func(transfer.Progress), finish f
 	if !e.interactive() {
 		return nil, func() {}
 	}
+	var mu sync.Mutex // update runs in the download's goroutine, finish in others
 	var bar *progressbar.ProgressBar
 	update = func(p transfer.Progress) {
+		mu.Lock()
+		defer mu.Unlock()
 		if p.Total == 0 {
 			return
 		}
@@ -45,6 +49,8 @@ func (e *env) progressBar(what string) (update func(transfer.Progress), finish f
 		bar.Set64(p.Done)
 	}
 	return update, func() {
+		mu.Lock()
+		defer mu.Unlock()
 		if bar != nil {
 			bar.Finish()
 		}
