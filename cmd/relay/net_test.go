@@ -105,13 +105,7 @@ func storeRelease(ts *testscript.TestScript, k *signer.PrivateKey, r record.Rele
 	n, err := dht.New(ctx, dht.Config{Listen: "127.0.0.1:0", Bootstrap: []string{ts.Getenv("BOOTSTRAP")}, ReadOnly: true})
 	ts.Check(err)
 	defer n.Close()
-	_, st, err := n.Publish(ctx, k, func(cur *record.SignedPacket) ([]byte, error) {
-		var old []byte
-		if cur != nil {
-			old = cur.Packet
-		}
-		return record.SetRelease(k.PublicKey(), old, r)
-	})
+	_, st, err := n.Publish(ctx, k, record.ReleaseUpdate(k.PublicKey(), r))
 	ts.Check(err)
 	ts.Logf("stored %s %s on %d nodes", r.Channel, r.Version, st.Acked)
 }
