@@ -217,7 +217,7 @@ func (c *Client) fetchOnce(ctx context.Context, o FetchOptions) (*FetchResult, e
 	res.Bundle, res.Files = f.Bundle, f.Files
 	faultpoint.Hit(faultpoint.InstallBefore)
 	if o.Out != "" {
-		res.Placed, err = c.place(o.Key, f.Bundle.Dir, f.Files, o.Out, o.Overwrite)
+		res.Placed, err = c.place(o.Key, st.Infohash, f.Bundle.Dir, f.Files, o.Out, o.Overwrite)
 		if err != nil {
 			return res, err
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/relay-sh/relay/internal/atomicfile"
 	"github.com/relay-sh/relay/record"
 	"github.com/relay-sh/relay/signer"
+	"github.com/relay-sh/relay/transfer"
 )
 
 // ErrWouldOverwrite is returned when placing a release's files would
@@ -76,9 +77,11 @@ func (pf *placedFiles) add(dataDir, folder string, paths []string) error {
 
 // checkOverwrite returns ErrWouldOverwrite, naming the first such file,
 // if placing files in out would replace a file that is not recorded as
-// placed there by pf's key and does not already hold what the release
-// has (the same size and SHA-256: replacing it changes nothing).
-func (pf *placedFiles) checkOverwrite(out string, files []record.File) error {
+// placed there by pf's key, does not already hold what the release has
+// (the same size and SHA-256: replacing it changes nothing), and does not
+// hold what the previously accepted release prev (nil if unknown) has
+// under that path (placed by it before relay recorded what it placed).
+func (pf *placedFiles) checkOverwrite(out string, files []record.File, prev *record.Manifest) error {
 	for _, f := range files {
 		target := filepath.Join(out, filepath.FromSlash(f.Path))
 		if _, err := os.Lstat(target); errors.Is(err, fs.ErrNotExist) {
@@ -87,15 +90,21 @@ func (pf *placedFiles) checkOverwrite(out string, files []record.File) error {
 		if slices.Contains(pf.Folders[out], f.Path) || copyVerified(io.Discard, target, f) == nil {
 			continue
 		}
+		if prev != nil {
+			if i := slices.IndexFunc(prev.Files, func(p record.File) bool { return p.Path == f.Path }); i >= 0 && copyVerified(io.Discard, target, prev.Files[i]) == nil {
+				continue
+			}
+		}
 		return fmt.Errorf("%w: %s is there already and no earlier release of %s placed it", ErrWouldOverwrite, target, pf.Key)
 	}
 	return nil
 }
 
 // place puts files from the verified bundle folder src in out (placeFiles)
-// under the overwrite rule (checkOverwrite, unless overwrite is set), and
-// records them as placed by the key.
-func (c *Client) place(key signer.PublicKey, src string, files []record.File, out string, overwrite bool) ([]string, error) {
+// under the overwrite rule (checkOverwrite against the release accepted
+// before, prev, unless overwrite is set), and records them as placed by
+// the key.
+func (c *Client) place(key signer.PublicKey, prev record.Infohash, src string, files []record.File, out string, overwrite bool) ([]string, error) {
 	abs, err := filepath.Abs(out)
 	if err != nil {
 		return nil, err
@@ -105,7 +114,13 @@ func (c *Client) place(key signer.PublicKey, src string, files []record.File, ou
 		return nil, err
 	}
 	if !overwrite {
-		if err := pf.checkOverwrite(abs, files); err != nil {
+		var pm *record.Manifest
+		if !prev.IsZero() {
+			if b, err := transfer.OpenBundle(transfer.BundlesDir(c.cfg.DataDir), prev); err == nil {
+				pm = b.Manifest
+			}
+		}
+		if err := pf.checkOverwrite(abs, files, pm); err != nil {
 			return nil, err
 		}
 	}
