@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -98,17 +99,42 @@ func (c *Client) lockData() error {
 	return nil
 }
 
+// privateDir makes the data folder dir private to its owner: made with
+// mode 0700 if it is not there, tightened to it (and logged) if group or
+// others may enter or read it, as relay's data folders were before. What
+// it holds (which keys this machine follows, what it accepted, its lock
+// and routing table) is nobody else's business; relay makes everything in
+// it 0700 or 0600 too.
+func privateDir(dir string, log *slog.Logger) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if runtime.GOOS == "windows" || fi.Mode().Perm()&0o077 == 0 {
+		return nil
+	}
+	perm := fi.Mode().Perm() &^ 0o077
+	if err := os.Chmod(dir, perm); err != nil {
+		return fmt.Errorf("cannot make %s private to its owner: %w", dir, err)
+	}
+	log.Info("made the data folder private to its owner", "dir", dir, "was", fmt.Sprintf("%04o", fi.Mode().Perm()), "now", fmt.Sprintf("%04o", perm))
+	return nil
+}
+
 // Open starts a client: it checks the data folder and joins the DHT.
 func Open(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("no data folder")
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
-		return nil, fmt.Errorf("data folder: %w", err)
-	}
 	c := &Client{cfg: cfg, log: cfg.Logger, now: cfg.Now, states: newStateStore(cfg.DataDir)}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
+	}
+	if err := privateDir(cfg.DataDir, c.log); err != nil {
+		return nil, fmt.Errorf("data folder: %w", err)
 	}
 	if c.now == nil {
 		c.now = time.Now

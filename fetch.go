@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime"
+	"time"
 
 	"github.com/relay-sh/relay/dht"
 	"github.com/relay-sh/relay/internal/faultpoint"
@@ -26,7 +27,13 @@ type FetchOptions struct {
 	// Out is the folder the release's files are placed in, each atomically
 	// under its manifest path. Empty places nothing: the verified files
 	// stay in the bundle (a seeder, or an Install hook, uses them there).
+	// A file already in Out is replaced only if an earlier release of Key
+	// placed it there (this data folder records what each placed) or it
+	// already holds the release's content; otherwise nothing is placed and
+	// Fetch returns ErrWouldOverwrite.
 	Out string
+	// Overwrite lets the release's files replace any file in Out.
+	Overwrite bool
 	// OS and Arch select the files of one platform; empty means this
 	// program's (runtime.GOOS, runtime.GOARCH). AllPlatforms fetches every
 	// file instead.
@@ -43,6 +50,20 @@ type FetchOptions struct {
 	// the release once it is known; nil drops it. It runs on the fetch's
 	// goroutine, like Progress: it must return quickly.
 	OnStage func(Stage, record.Release)
+	// StallTimeout ends a download that made no progress (no new data, no
+	// next stage) for that long, with ErrStalled; zero means
+	// DefaultStallTimeout. It bounds each wait, not the whole download: a
+	// big bundle on a slow link goes on as long as data comes.
+	StallTimeout time.Duration
+	// Recheck, when positive, resolves the channel again at that interval
+	// while a release downloads: a newer release that passes the record
+	// checks ends that download, and Fetch fetches the newer one instead.
+	// Watch sets it to its interval.
+	Recheck time.Duration
+	// OnWaiting is called once a download has made no progress for a
+	// while (half of StallTimeout, at most 10 s), and again after each
+	// such spell, with what it waits for; nil drops it.
+	OnWaiting func(Waiting)
 	// OnFound is called when a new release passed the record checks,
 	// before its download starts; nil drops it.
 	OnFound func(r record.Release, previous record.Version)
@@ -119,7 +140,22 @@ func (r *FetchResult) Path(f record.File) string {
 // A failure at any step leaves Out and the saved state as they were and
 // says which check failed. A release already accepted is not fetched again
 // (UpToDate).
+//
+// A download never waits forever: one that makes no progress for
+// StallTimeout ends with ErrStalled, and with Recheck a newer release
+// found while one downloads takes its place (Fetch then fetches that one).
 func (c *Client) Fetch(ctx context.Context, o FetchOptions) (*FetchResult, error) {
+	for {
+		res, err := c.fetchOnce(ctx, o)
+		if !errors.Is(err, errSuperseded) {
+			return res, err
+		}
+		c.log.Info("fetching the newer release", "reason", err)
+	}
+}
+
+// fetchOnce is Fetch for the release the channel has now.
+func (c *Client) fetchOnce(ctx context.Context, o FetchOptions) (*FetchResult, error) {
 	channel := o.Channel
 	if channel == "" {
 		channel = transfer.DefaultChannel
@@ -145,11 +181,12 @@ func (c *Client) Fetch(ctx context.Context, o FetchOptions) (*FetchResult, error
 		floor.Version, floor.Manifest = o.Current, record.Digest{}
 	}
 	res := &FetchResult{Packet: p, Previous: floor.Version, Resolve: stats}
-	res.Release, err = record.Check(p, o.Key, channel, floor, record.Policy{
+	policy := record.Policy{
 		Now:          c.now(),
 		MaxFuture:    c.cfg.MaxFuture,
 		AllowExpired: o.AllowExpired,
-	})
+	}
+	res.Release, err = record.Check(p, o.Key, channel, floor, policy)
 	if err != nil {
 		return res, err
 	}
@@ -180,13 +217,15 @@ func (c *Client) Fetch(ctx context.Context, o FetchOptions) (*FetchResult, error
 	} else if goos == "" {
 		goos, goarch = runtime.GOOS, runtime.GOARCH
 	}
-	f, err := tc.Fetch(ctx, transfer.FetchRequest{
-		Key:      o.Key,
-		Release:  r,
-		OS:       goos,
-		Arch:     goarch,
-		Peers:    o.Peers,
-		Progress: stage.progress(o.Progress),
+	f, err := c.guardedFetch(ctx, o, r, floor, policy, func(ctx context.Context, progress func(transfer.Progress)) (*transfer.Fetched, error) {
+		return tc.Fetch(ctx, transfer.FetchRequest{
+			Key:      o.Key,
+			Release:  r,
+			OS:       goos,
+			Arch:     goarch,
+			Peers:    o.Peers,
+			Progress: stage.progress(progress),
+		})
 	})
 	if err != nil {
 		return res, err
@@ -195,9 +234,9 @@ func (c *Client) Fetch(ctx context.Context, o FetchOptions) (*FetchResult, error
 	faultpoint.Hit(faultpoint.InstallBefore)
 	if o.Out != "" {
 		stage.enter(StagePlacing)
-		res.Placed, err = placeFiles(f.Bundle.Dir, f.Files, o.Out)
+		res.Placed, err = c.place(o.Key, st.Infohash, f.Bundle.Dir, f.Files, o.Out, o.Overwrite)
 		if err != nil {
-			return res, fmt.Errorf("failed to place files in %s: %w", o.Out, err)
+			return res, err
 		}
 	}
 	if o.Install != nil {

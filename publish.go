@@ -80,6 +80,9 @@ type Published struct {
 	// Pruned are the channel's older bundles removed from the data folder
 	// (PublishOptions.Keep).
 	Pruned []*transfer.Bundle
+	// LeftOut lists what the source folders held that was not bundled:
+	// relay private key files and relay data folders (transfer.MakeOptions).
+	LeftOut []transfer.LeftOut
 }
 
 // Publish makes the bundle in the data folder, starts seeding it, and
@@ -131,7 +134,9 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*Published, err
 		return nil, err
 	}
 	stage.enter(StageBundling)
+	var leftOut []transfer.LeftOut
 	b, err := transfer.Make(ctx, transfer.MakeOptions{
+		LeftOut:   func(l transfer.LeftOut) { leftOut = append(leftOut, l) },
 		Dir:       transfer.BundlesDir(c.cfg.DataDir),
 		Sources:   o.Sources,
 		Key:       key,
@@ -168,7 +173,7 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*Published, err
 	if err != nil {
 		return nil, err
 	}
-	res := &Published{Bundle: b, Release: r, Packet: p, Previous: prev, Stats: stats}
+	res := &Published{Bundle: b, Release: r, Packet: p, Previous: prev, Stats: stats, LeftOut: leftOut}
 	// The record names the new bundle now: older ones beyond Keep go.
 	keep := o.Keep
 	if keep <= 0 {

@@ -566,7 +566,7 @@ func (n *Node) saveNodes() error {
 	if err != nil {
 		return fmt.Errorf("encode routing table: %w", err)
 	}
-	if err := atomicfile.WriteFile(n.cfg.NodesFile, b, 0o644); err != nil {
+	if err := atomicfile.WriteFile(n.cfg.NodesFile, b, 0o600); err != nil {
 		return fmt.Errorf("save routing table: %w", err)
 	}
 	return nil

@@ -295,5 +295,5 @@ func writeMetainfo(dir, name string, infoBytes []byte) error {
 	if err := (&metainfo.MetaInfo{InfoBytes: infoBytes}).Write(&buf); err != nil {
 		return fmt.Errorf("failed to encode metainfo: %w", err)
 	}
-	return atomicfile.WriteFile(filepath.Join(dir, name+".torrent"), buf.Bytes(), 0o644)
+	return atomicfile.WriteFile(filepath.Join(dir, name+".torrent"), buf.Bytes(), 0o600)
 }

@@ -180,7 +180,7 @@ func NewClient(cfg Config) (*Client, error) {
 
 		seedLookups: rate.NewLimiter(seedLookupRate, seedLookupBurst),
 	}
-	if err := os.MkdirAll(c.root, 0o755); err != nil {
+	if err := os.MkdirAll(c.root, 0o700); err != nil {
 		return nil, fmt.Errorf("transfer: %w", err)
 	}
 	host, port, err := c.listenAddr()
@@ -385,7 +385,7 @@ func (s *storageImpl) OpenTorrent(ctx context.Context, info *metainfo.Info, mih 
 		return storage.TorrentImpl{}, err
 	}
 	dir := filepath.Join(s.c.root, ih.String())
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return storage.TorrentImpl{}, err
 	}
 	if err := s.c.store.open(dir, ih, info); err != nil {

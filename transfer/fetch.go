@@ -96,8 +96,9 @@ type Progress struct {
 	// Rate is the rate bundle data arrives at, in bytes per second,
 	// averaged over the last seconds.
 	Rate float64
-	// Peers is the number of peers connected now.
-	Peers int
+	// Peers is the number of peers connected now, Known the number of
+	// peers known (connected, being dialled, or waiting to be).
+	Peers, Known int
 }
 
 // Fetched is the result of a fetch: the bundle's folder and manifest, and
@@ -498,7 +499,7 @@ func (f *fetch) fetch(ctx context.Context, wg *sync.WaitGroup) (*Fetched, error)
 	}
 	for _, mf := range want {
 		p := filepath.Join(f.dir, info.Name, filepath.FromSlash(mf.Path))
-		if err := os.Chmod(p, fs.FileMode(mf.Mode)|0o400); err != nil {
+		if err := os.Chmod(p, fs.FileMode(mf.Mode)&^0o022|0o400); err != nil {
 			return nil, err
 		}
 	}
@@ -537,7 +538,7 @@ func (f *fetch) report(now bool) {
 		}
 	}
 	f.lastReport, f.lastBytes = at, bytes
-	p := Progress{Infohash: f.ih, Stage: f.stage, Total: f.total, Rate: f.rate, Peers: st.ActivePeers}
+	p := Progress{Infohash: f.ih, Stage: f.stage, Total: f.total, Rate: f.rate, Peers: st.ActivePeers, Known: st.TotalPeers}
 	for _, tf := range f.files {
 		p.Done += tf.BytesCompleted()
 	}

@@ -127,6 +127,12 @@ func publishCommand(e *env) *cli.Command {
 			if err != nil {
 				return withPublishHint(err)
 			}
+			for _, l := range p.LeftOut {
+				// Also under --json: stderr is not the data.
+				if !e.quiet {
+					fmt.Fprintf(e.stderr, "relay: left out %q: %s\n", l.Path, l.Reason)
+				}
+			}
 			out := publishJSON{
 				Key:      key.PublicKey().String(),
 				Channel:  channel,
@@ -138,6 +144,10 @@ func publishCommand(e *env) *cli.Command {
 				Expires:  p.Release.Expires,
 				Stored:   p.Stats.Acked,
 				Files:    len(p.Bundle.Manifest.Files),
+				LeftOut:  p.LeftOut,
+			}
+			if out.LeftOut == nil {
+				out.LeftOut = []transfer.LeftOut{}
 			}
 			if p.Previous != nil {
 				out.Previous = p.Previous.Version.String()
@@ -189,6 +199,8 @@ type publishJSON struct {
 	Expires  time.Time `json:"expires"`
 	Stored   int       `json:"dht_nodes_stored"`
 	Complete int       `json:"peers_complete"`
+	// LeftOut is what the folders held that was not bundled.
+	LeftOut []transfer.LeftOut `json:"left_out"`
 }
 
 func printPublished(w io.Writer, p publishJSON) {

@@ -132,7 +132,8 @@ func TestWatchInstallKilled(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(out, "app"), k.exes["1.0.0"], 0o755); err != nil {
 			t.Fatal(err)
 		}
-		fetch := []string{"-v", "fetch", k.pub, "--out", "out", "--timeout", "60s"}
+		// The test put out/app there, not a release: --overwrite.
+		fetch := []string{"-v", "fetch", k.pub, "--out", "out", "--overwrite", "--timeout", "60s"}
 		k.runKilled(t, dir, faultpoint.PlaceWrite, fetch...)
 		k.checkExe(t, out, "1.0.0")
 		k.checkState(t, dir, "1.0.0")

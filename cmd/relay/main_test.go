@@ -40,15 +40,16 @@ func TestScripts(t *testing.T) {
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"mode":      cmdMode,
-			"jsonl":     cmdJSONL,
-			"exits":     cmdExits,
-			"nodes":     cmdNodes,
-			"setenv":    cmdSetenvStdout,
-			"store":     cmdStore,
-			"storebody": cmdStoreBody,
-			"waitfor":   cmdWaitFor,
-			"pty":       cmdPty,
+			"mode":           cmdMode,
+			"jsonl":          cmdJSONL,
+			"exits":          cmdExits,
+			"nodes":          cmdNodes,
+			"setenv":         cmdSetenvStdout,
+			"store":          cmdStore,
+			"storebody":      cmdStoreBody,
+			"waitfor":        cmdWaitFor,
+			"pty":            cmdPty,
+			"hostilerelease": cmdHostileRelease,
 		},
 	})
 }

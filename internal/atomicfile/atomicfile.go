@@ -11,9 +11,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 )
 
@@ -49,6 +51,29 @@ func Create(target string, perm fs.FileMode) (*File, error) {
 		}
 	}
 	return &File{File: f, target: target}, nil
+}
+
+// CreateMasked is Create for a file whose mode comes from elsewhere (a
+// release's manifest): perm is reduced by the process's umask, as for any
+// new file (the temporary file is made with perm, not changed to it
+// after), so that a user's umask holds for what relay writes for them.
+func CreateMasked(target string, perm fs.FileMode) (*File, error) {
+	dir, base := filepath.Split(target)
+	if dir == "" {
+		dir = "."
+	}
+	for range 100 {
+		name := filepath.Join(dir, TempPrefix+base+"-"+strconv.FormatUint(uint64(rand.Uint32()), 10))
+		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, perm)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &File{File: f, target: target}, nil
+	}
+	return nil, fmt.Errorf("failed to make a temporary file for %s: too many exist", target)
 }
 
 // Commit syncs and closes the file and renames it over its target.
