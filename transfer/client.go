@@ -66,6 +66,10 @@ type Config struct {
 	// fetching it too (see capSeeds). Zero means DefaultSeedRequests;
 	// negative means no cap beyond the torrent library's own.
 	SeedRequests int
+	// ConnsPerIP bounds the connections a Client accepts from one IP
+	// address at a time: those beyond it are closed before their
+	// handshake. Zero means DefaultConnsPerIP; negative, no bound.
+	ConnsPerIP int
 }
 
 // Client serves and fetches bundles. It is safe for concurrent use.
@@ -76,10 +80,13 @@ type Client struct {
 	cl    *torrent.Client
 	store *completion
 	port  int // the TCP port peers reach us on
+	tcp   *tcpListener
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	redials []stalled // closed by unstall, to dial again (background's own)
 
 	closeOnce sync.Once
 	closeErr  error
@@ -91,7 +98,9 @@ type Client struct {
 	peerBits map[peerKey]*peerPieces
 	complete map[record.Infohash]map[torrent.PeerID]bool
 	numPcs   map[record.Infohash]int
-	closed   bool
+	// reqLimits are the queues peers took without rejecting (see stall.go)
+	reqLimits map[record.Infohash]map[torrent.PeerID]int
+	closed    bool
 }
 
 // active is a bundle in the client.
@@ -151,6 +160,14 @@ type peerPieces struct {
 	got   int64     // bytes of blocks it sent since since, while capped
 	since time.Time // start of the window got counts
 	queue int       // the most requests capSeeds and onBlock allowed it
+
+	choked     bool      // it chokes us (see stall.go)
+	unchoked   time.Time // when it last unchoked us
+	lastBlock  time.Time // when it last sent a block
+	lastReject time.Time // when it last rejected a request
+	queued     int       // requests sent to it and not answered (nor cancelled)
+	peak       int       // the most queued since its last burst of rejects
+	took       int       // of those, how many it took before that burst
 }
 
 // NewClient starts a client listening for peers. Close it when done.
@@ -164,12 +181,13 @@ func NewClient(cfg Config) (*Client, error) {
 	}
 	c := &Client{
 		cfg: cfg, root: BundlesDir(cfg.DataDir), log: log,
-		store:    newCompletion(log),
-		bundles:  make(map[record.Infohash]*active),
-		expect:   make(map[record.Infohash]*expectation),
-		peerBits: make(map[peerKey]*peerPieces),
-		complete: make(map[record.Infohash]map[torrent.PeerID]bool),
-		numPcs:   make(map[record.Infohash]int),
+		store:     newCompletion(log),
+		bundles:   make(map[record.Infohash]*active),
+		expect:    make(map[record.Infohash]*expectation),
+		peerBits:  make(map[peerKey]*peerPieces),
+		complete:  make(map[record.Infohash]map[torrent.PeerID]bool),
+		numPcs:    make(map[record.Infohash]int),
+		reqLimits: make(map[record.Infohash]map[torrent.PeerID]int),
 	}
 	if err := os.MkdirAll(c.root, 0o755); err != nil {
 		return nil, fmt.Errorf("transfer: %w", err)
@@ -178,6 +196,15 @@ func NewClient(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	perIP := cfg.ConnsPerIP
+	if perIP == 0 {
+		perIP = DefaultConnsPerIP
+	}
+	c.tcp, err = listenTCP(host, port, max(0, perIP))
+	if err != nil {
+		return nil, fmt.Errorf("transfer: failed to listen for peers: %w", err)
+	}
+	port = c.tcp.Addr().(*net.TCPAddr).Port
 
 	tc := torrent.NewDefaultClientConfig()
 	tc.DataDir = c.root
@@ -191,7 +218,8 @@ func NewClient(cfg Config) (*Client, error) {
 		Logger:          log,
 	})}
 	tc.ListenHost = func(string) string { return host }
-	tc.ListenPort = port
+	tc.ListenPort = port // uTP's, when on
+	tc.DisableTCP = true // relay's own tcpListener
 	if ip, err := netip.ParseAddr(host); err == nil {
 		tc.DisableIPv6 = ip.Unmap().Is4()
 		tc.DisableIPv4 = !ip.Unmap().Is4()
@@ -241,13 +269,17 @@ func NewClient(cfg Config) (*Client, error) {
 	tc.Callbacks.ReadMessage = c.onMessage
 	tc.Callbacks.ReadExtendedHandshake = c.onExtendedHandshake
 	tc.Callbacks.PeerConnClosed = c.onPeerClosed
+	tc.Callbacks.SentRequest = append(tc.Callbacks.SentRequest, c.onSentRequest)
 
 	cl, err := torrent.NewClient(tc)
 	if err != nil {
+		c.tcp.Close()
 		return nil, fmt.Errorf("transfer: failed to start the torrent client: %w", err)
 	}
 	c.cl = cl
-	c.port = cl.LocalPort()
+	c.port = port
+	cl.AddDialer(tcpDialer())
+	cl.AddListener(c.tcp)
 	if d, ok := cfg.DHT.(dhtServerer); ok && cfg.DHT != nil {
 		if s := d.Server(); s != nil {
 			cl.AddDhtServer(torrent.AnacrolixDhtServerWrapper{Server: s})
@@ -321,15 +353,20 @@ func (c *Client) close() error {
 	c.wg.Wait()
 	errs := c.cl.Close() // drops every torrent, which saves its state
 	<-c.cl.Closed()
+	// Closed after the torrent client, whose accept loop, once the
+	// client is closed, ends at the listener's error.
+	errs = append(errs, c.tcp.Close())
 	return errors.Join(errs...)
 }
 
-// background saves changed bundle states every two seconds and rechecks
-// seeded bundles' files.
+// background saves changed bundle states every two seconds, rechecks
+// seeded bundles' files and restarts stalled connections (unstall).
 func (c *Client) background() {
 	defer c.wg.Done()
 	save := time.NewTicker(2 * time.Second)
 	defer save.Stop()
+	stall := time.NewTicker(stallTime / 4)
+	defer stall.Stop()
 	every := c.cfg.Recheck
 	if every == 0 {
 		every = time.Minute
@@ -348,6 +385,8 @@ func (c *Client) background() {
 			c.store.saveAll()
 		case <-recheck:
 			c.recheck(c.ctx)
+		case <-stall.C:
+			c.unstall()
 		}
 	}
 }
@@ -492,6 +531,7 @@ func (c *Client) drop(ih record.Infohash, a *active) {
 	delete(c.bundles, ih)
 	delete(c.numPcs, ih)
 	delete(c.complete, ih)
+	delete(c.reqLimits, ih)
 	c.mu.Unlock()
 	a.cancel()
 	a.t.Drop()
@@ -564,23 +604,19 @@ func (c *Client) onMessage(pc *torrent.PeerConn, msg *pp.Message) {
 	case pp.Piece:
 		c.onBlock(pc, len(msg.Piece))
 		return
+	case pp.Choke, pp.Unchoke, pp.Reject:
+		c.onFlow(pc, msg)
+		return
 	case pp.Have, pp.HaveAll, pp.HaveNone, pp.Bitfield:
 	default:
 		return
 	}
-	k, ok := keyOf(pc)
-	if !ok {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.withPeer(pc, func(k peerKey, p *peerPieces) { c.onPieces(k, p, pc, msg) })
+}
+
+// onPieces follows what a peer said it has; c.mu is held.
+func (c *Client) onPieces(k peerKey, p *peerPieces, pc *torrent.PeerConn, msg *pp.Message) {
 	n, known := c.numPcs[k.ih]
-	p := c.peerBits[k]
-	if p == nil {
-		p = &peerPieces{}
-		c.peerBits[k] = p
-		defer c.capSeeds(k.ih)
-	}
 	switch msg.Type {
 	case pp.HaveAll:
 		p.all = true
