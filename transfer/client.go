@@ -86,7 +86,8 @@ type Client struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	redials []stalled // closed by unstall, to dial again (background's own)
+	redials   []stalled              // closed by unstall, to dial again (background's own)
+	evictions chan *torrent.PeerConn // for evictor to close
 
 	closeOnce sync.Once
 	closeErr  error
@@ -161,13 +162,16 @@ type peerPieces struct {
 	since time.Time // start of the window got counts
 	queue int       // the most requests capSeeds and onBlock allowed it
 
-	choked     bool      // it chokes us (see stall.go)
-	unchoked   time.Time // when it last unchoked us
-	lastBlock  time.Time // when it last sent a block
-	lastReject time.Time // when it last rejected a request
-	queued     int       // requests sent to it and not answered (nor cancelled)
-	peak       int       // the most queued since its last burst of rejects
-	took       int       // of those, how many it took before that burst
+	choked     bool       // it chokes us (see stall.go)
+	unchoked   time.Time  // when it last unchoked us
+	lastBlock  time.Time  // when it last sent a block
+	added      time.Time  // when the connection joined the bundle
+	ip         netip.Addr // the peer's address
+	interested bool       // it is interested in what we have
+	lastReject time.Time  // when it last rejected a request
+	queued     int        // requests sent to it and not answered (nor cancelled)
+	peak       int        // the most queued since its last burst of rejects
+	took       int        // of those, how many it took before that burst
 }
 
 // NewClient starts a client listening for peers. Close it when done.
@@ -188,6 +192,7 @@ func NewClient(cfg Config) (*Client, error) {
 		complete:  make(map[record.Infohash]map[torrent.PeerID]bool),
 		numPcs:    make(map[record.Infohash]int),
 		reqLimits: make(map[record.Infohash]map[torrent.PeerID]int),
+		evictions: make(chan *torrent.PeerConn, 256),
 	}
 	if err := os.MkdirAll(c.root, 0o755); err != nil {
 		return nil, fmt.Errorf("transfer: %w", err)
@@ -270,6 +275,8 @@ func NewClient(cfg Config) (*Client, error) {
 	tc.Callbacks.ReadExtendedHandshake = c.onExtendedHandshake
 	tc.Callbacks.PeerConnClosed = c.onPeerClosed
 	tc.Callbacks.SentRequest = append(tc.Callbacks.SentRequest, c.onSentRequest)
+	tc.Callbacks.PeerConnAdded = append(tc.Callbacks.PeerConnAdded, c.onConnAdded)
+	tc.EstablishedConnsPerTorrent = bundleConns
 
 	cl, err := torrent.NewClient(tc)
 	if err != nil {
@@ -286,8 +293,9 @@ func NewClient(cfg Config) (*Client, error) {
 		}
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	c.wg.Add(1)
+	c.wg.Add(2)
 	go c.background()
+	go c.evictor()
 	return c, nil
 }
 
@@ -360,7 +368,8 @@ func (c *Client) close() error {
 }
 
 // background saves changed bundle states every two seconds, rechecks
-// seeded bundles' files and restarts stalled connections (unstall).
+// seeded bundles' files, restarts stalled connections (unstall) and
+// closes idle ones where room is short (sweep).
 func (c *Client) background() {
 	defer c.wg.Done()
 	save := time.NewTicker(2 * time.Second)
@@ -387,6 +396,7 @@ func (c *Client) background() {
 			c.recheck(c.ctx)
 		case <-stall.C:
 			c.unstall()
+			c.sweep()
 		}
 	}
 }
@@ -606,6 +616,9 @@ func (c *Client) onMessage(pc *torrent.PeerConn, msg *pp.Message) {
 		return
 	case pp.Choke, pp.Unchoke, pp.Reject:
 		c.onFlow(pc, msg)
+		return
+	case pp.Interested, pp.NotInterested:
+		c.withPeer(pc, func(_ peerKey, p *peerPieces) { p.onInterest(msg.Type) })
 		return
 	case pp.Have, pp.HaveAll, pp.HaveNone, pp.Bitfield:
 	default:
