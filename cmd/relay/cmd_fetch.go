@@ -14,6 +14,7 @@ import (
 
 	"github.com/relay-sh/relay"
 	"github.com/relay-sh/relay/internal/faultpoint"
+	"github.com/relay-sh/relay/internal/untrusted"
 	"github.com/relay-sh/relay/record"
 	"github.com/urfave/cli/v2"
 )
@@ -304,7 +305,7 @@ func (e *env) event(ev relay.Event) {
 		line += fmt.Sprintf(" on %d DHT nodes", j.Stored)
 	}
 	if j.Error != "" {
-		line += ": " + j.Error
+		line += ": " + untrusted.Escape(j.Error)
 	}
 	if ev.Kind == relay.EventError && j.Retry != "" {
 		line += " (retrying in " + j.Retry + ")"
