@@ -15,6 +15,7 @@ import (
 
 	"github.com/anacrolix/dht/v2"
 	"github.com/anacrolix/dht/v2/krpc"
+	"github.com/anacrolix/utp"
 	"golang.org/x/time/rate"
 
 	"github.com/relay-sh/relay/internal/atomicfile"
@@ -33,6 +34,7 @@ type Node struct {
 	log    *slog.Logger
 	now    func() time.Time
 	conn   net.PacketConn
+	utp    *utp.Socket // on conn; the DHT server reads what is not uTP
 	srv    *dht.Server
 	addr   netip.AddrPort
 	family family
@@ -115,6 +117,11 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.addr = udpAddrPort(n.conn.LocalAddr())
 	n.family = familyOf(n.conn.LocalAddr())
+	n.utp, err = utp.NewSocketFromPacketConn(n.conn)
+	if err != nil {
+		n.conn.Close()
+		return nil, fmt.Errorf("listen for utp: %w", err)
+	}
 
 	sendRate := cfg.SendRate
 	if sendRate <= 0 {
@@ -136,7 +143,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	n.peers = newPeerStore(n.now)
 	sc := dht.ServerConfig{
 		NodeId:     keptID, // zero when none was kept: a random one
-		Conn:       utpRefuser{n.conn},
+		Conn:       dhtConn{n.utp},
 		NoSecurity: true,
 		Passive:    cfg.ReadOnly,
 		StartingNodes: func() ([]dht.Addr, error) {
@@ -166,6 +173,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	n.srv, err = dht.NewServer(&sc)
 	if err != nil {
 		n.cancel()
+		n.utp.CloseNow()
 		n.conn.Close()
 		return nil, fmt.Errorf("start dht server: %w", err)
 	}
@@ -473,8 +481,11 @@ func (n *Node) Close() error {
 		}
 		n.cancel()
 		n.srv.Close()
-		// The server closes its socket in a goroutine of its own; close it
-		// here too so that the port is free when Close returns.
+		// The server "closes" its socket in a goroutine of its own (see
+		// dhtConn); close it here, so that the port is free when Close
+		// returns: the uTP socket closes the UDP one.
+		n.utp.SetReadDeadline(time.Unix(1, 0))
+		n.utp.CloseNow()
 		n.conn.Close()
 		n.wg.Wait()
 	})

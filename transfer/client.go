@@ -79,8 +79,8 @@ type Client struct {
 	log   *slog.Logger
 	cl    *torrent.Client
 	store *completion
-	port  int // the TCP port peers reach us on
-	tcp   *tcpListener
+	port  int          // the TCP port peers reach us on
+	tcp   net.Listener // relay's TCP socket (see peerListener)
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
@@ -205,7 +205,7 @@ func NewClient(cfg Config) (*Client, error) {
 	if perIP == 0 {
 		perIP = DefaultConnsPerIP
 	}
-	c.tcp, err = listenTCP(host, port, max(0, perIP))
+	c.tcp, err = listenTCP(host, port)
 	if err != nil {
 		return nil, fmt.Errorf("transfer: failed to listen for peers: %w", err)
 	}
@@ -285,14 +285,22 @@ func NewClient(cfg Config) (*Client, error) {
 	}
 	c.cl = cl
 	c.port = port
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	cl.AddDialer(tcpDialer())
-	cl.AddListener(c.tcp)
+	cl.AddListener(newPeerListener(c.tcp, max(0, perIP), c.ctx.Done()))
+	// uTP (BEP 29) on the DHT node's socket, from peers that dial it:
+	// most clients try uTP first (webtorrent took TCP only after 22 s of
+	// uTP attempts). relay dials TCP only: steadier, faster.
+	if d, ok := cfg.DHT.(utpNode); ok && cfg.DHT != nil && !cfg.UTP {
+		if l := d.UTP(); l != nil {
+			cl.AddListener(newPeerListener(l, max(0, perIP), c.ctx.Done()))
+		}
+	}
 	if d, ok := cfg.DHT.(dhtServerer); ok && cfg.DHT != nil {
 		if s := d.Server(); s != nil {
 			cl.AddDhtServer(torrent.AnacrolixDhtServerWrapper{Server: s})
 		}
 	}
-	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.wg.Add(2)
 	go c.background()
 	go c.evictor()

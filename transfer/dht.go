@@ -2,6 +2,7 @@ package transfer
 
 import (
 	"context"
+	"net"
 	"net/netip"
 	"time"
 
@@ -30,6 +31,13 @@ type dhtServerer interface {
 
 type dhtAddrer interface {
 	Addr() netip.AddrPort
+}
+
+// utpNode is a DHT node that takes uTP connections on its socket (as
+// *dht.Node does): peers learn the port from the DHT, and most dial uTP
+// first.
+type utpNode interface {
+	UTP() net.Listener
 }
 
 // Announce timing. A fetch looks for peers again soon (1 s, doubling to

@@ -14,24 +14,28 @@ import (
 // accepts at once, by default (see Config.ConnsPerIP).
 const DefaultConnsPerIP = 16
 
-// tcpListener is the TCP socket peers connect to. relay listens itself,
-// not the torrent library, so that it bounds the connections of each IP
-// address before any handshake: one host that opened hundreds of idle
-// connections to a seeder took every one of its places (the library keeps
-// 50 a bundle, and makes room only by closing connections older than a
-// minute), and no fetch could get one.
-type tcpListener struct {
-	net.Listener
-	max int // connections per IP address; 0 is no bound
+// peerListener is a socket peers connect to (relay's TCP one, the DHT
+// node's uTP one), as the torrent library accepts from it. It bounds the
+// connections of each IP address before any handshake: one host that
+// opened hundreds of idle connections to a seeder took every one of its
+// places (the library keeps 50 a bundle, and makes room only by closing
+// connections older than a minute), and no fetch could get one.
+type peerListener struct {
+	inner torrent.Listener
+	max   int             // connections per IP address; 0 is no bound
+	done  <-chan struct{} // closed when the client closes
 
 	mu    sync.Mutex
 	perIP map[netip.Addr]int
 }
 
+func newPeerListener(inner torrent.Listener, perIP int, done <-chan struct{}) *peerListener {
+	return &peerListener{inner: inner, max: perIP, done: done, perIP: make(map[netip.Addr]int)}
+}
+
 // listenTCP listens on host:port ("" is every interface; an IPv4 host
-// IPv4 only, an IPv6 host IPv6 only), accepting at most perIP connections
-// from one address at a time (0: no bound).
-func listenTCP(host string, port, perIP int) (*tcpListener, error) {
+// IPv4 only, an IPv6 host IPv6 only).
+func listenTCP(host string, port int) (net.Listener, error) {
 	network := "tcp"
 	if ip, err := netip.ParseAddr(host); err == nil {
 		if ip.Unmap().Is4() {
@@ -42,19 +46,22 @@ func listenTCP(host string, port, perIP int) (*tcpListener, error) {
 	}
 	// BitTorrent connections keep themselves alive.
 	lc := net.ListenConfig{KeepAlive: -1}
-	l, err := lc.Listen(context.Background(), network, net.JoinHostPort(host, strconv.Itoa(port)))
-	if err != nil {
-		return nil, err
-	}
-	return &tcpListener{Listener: l, max: perIP, perIP: make(map[netip.Addr]int)}, nil
+	return lc.Listen(context.Background(), network, net.JoinHostPort(host, strconv.Itoa(port)))
 }
 
+// Addr returns the socket's address.
+func (l *peerListener) Addr() net.Addr { return l.inner.Addr() }
+
 // Accept returns the next connection from an address that holds fewer
-// than the bound; those beyond it are closed at once.
-func (l *tcpListener) Accept() (net.Conn, error) {
+// than the bound; those beyond it are closed at once. Once the socket
+// fails (it was closed), it waits for the client to close before it
+// returns the error: the torrent library accepts again at once after an
+// error while it runs.
+func (l *peerListener) Accept() (net.Conn, error) {
 	for {
-		conn, err := l.Listener.Accept()
+		conn, err := l.inner.Accept()
 		if err != nil {
+			<-l.done
 			return nil, err
 		}
 		ip := remoteIP(conn)
@@ -72,25 +79,19 @@ func (l *tcpListener) Accept() (net.Conn, error) {
 	}
 }
 
-// conns returns the number of connections from ip open now.
-func (l *tcpListener) conns(ip netip.Addr) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.perIP[ip]
-}
-
 func remoteIP(conn net.Conn) netip.Addr {
-	if ta, ok := conn.RemoteAddr().(*net.TCPAddr); ok {
-		return ta.AddrPort().Addr().Unmap()
+	ap, err := netip.ParseAddrPort(conn.RemoteAddr().String())
+	if err != nil {
+		return netip.Addr{}
 	}
-	return netip.Addr{}
+	return ap.Addr().Unmap()
 }
 
 // countedConn is an accepted connection, counted against its address
 // until it is closed.
 type countedConn struct {
 	net.Conn
-	l    *tcpListener
+	l    *peerListener
 	ip   netip.Addr
 	once sync.Once
 }
