@@ -42,10 +42,13 @@ type Config struct {
 	// only from FetchRequest.Peers, web seeds and peer exchange. The Client
 	// never closes it.
 	DHT DHT
-	// UTP enables uTP (BitTorrent over UDP) besides TCP, on a UDP port of
-	// the same number as Listen's, which must then not be the DHT's. Off
-	// by default: TCP is faster and steadier (uTP ran at 1 to 7 MB/s on
-	// loopback, where TCP runs at hundreds).
+	// UTP enables the torrent library's uTP (BitTorrent over UDP),
+	// dialling and accepting, besides TCP, on a UDP port of the same
+	// number as Listen's, which must then not be the DHT's. Off by
+	// default: TCP is faster and steadier (uTP ran at 1 to 7 MB/s on
+	// loopback, where TCP runs at hundreds). With it off, a DHT that
+	// takes uTP connections on its own socket (dht.Node.UTP) has them
+	// accepted: most clients dial uTP first.
 	UTP bool
 	// UploadRate and DownloadRate cap the client's transfer of bundle data,
 	// in bytes per second, over all bundles and peers. Zero is no cap.
@@ -165,6 +168,7 @@ type peerPieces struct {
 	choked     bool       // it chokes us (see stall.go)
 	unchoked   time.Time  // when it last unchoked us
 	lastBlock  time.Time  // when it last sent a block
+	told       bool       // it said what it has (have, bitfield...)
 	added      time.Time  // when the connection joined the bundle
 	ip         netip.Addr // the peer's address
 	interested bool       // it is interested in what we have
@@ -638,6 +642,7 @@ func (c *Client) onMessage(pc *torrent.PeerConn, msg *pp.Message) {
 // onPieces follows what a peer said it has; c.mu is held.
 func (c *Client) onPieces(k peerKey, p *peerPieces, pc *torrent.PeerConn, msg *pp.Message) {
 	n, known := c.numPcs[k.ih]
+	p.told = true
 	switch msg.Type {
 	case pp.HaveAll:
 		p.all = true

@@ -56,7 +56,7 @@ func (c *Client) capSeeds(ih record.Infohash) {
 	limit := c.seedRequests()
 	fetchers := 0
 	for k, p := range c.peerBits {
-		if k.ih == ih && !p.seed {
+		if k.ih == ih && p.told && !p.seed {
 			fetchers++
 		}
 	}
@@ -212,7 +212,7 @@ func (c *Client) relayFetchers(ih record.Infohash) (ids []torrent.PeerID, seed b
 	defer c.mu.Unlock()
 	for k, p := range c.peerBits {
 		switch {
-		case k.ih != ih:
+		case k.ih != ih || !p.told:
 		case p.seed:
 			seed = true
 		case strings.HasPrefix(string(k.pc.PeerID[:]), peerIDPrefix[:3]):
