@@ -51,7 +51,7 @@ var knownQueries = map[string]bool{
 // guard is the node's UDP socket as anacrolix's server sees it. Every
 // datagram passes it before the server reads or sends it:
 //
-//   - a uTP SYN is refused with a reset (see utp.go);
+//   - uTP (see utp.go) never reaches it: the uTP socket beneath takes it;
 //   - a datagram over maxPacket, one that is not a whole KRPC message, a
 //     query to a read-only node, a query from a host over its query rate,
 //     and a query of a method the node does not serve (answered here)
@@ -102,14 +102,6 @@ func (g *guard) ReadFrom(b []byte) (int, net.Addr, error) {
 func (g *guard) admit(p []byte, addr net.Addr) bool {
 	ap := udpAddrPort(addr)
 	if !ap.IsValid() || ap.Port() == 0 || len(p) > maxPacket {
-		return false
-	}
-	if isUTPSyn(p) {
-		// A reset that is lost costs the peer its connect timeout, as
-		// before: nothing to do about a failed write.
-		if g.allowQuery(ap) {
-			g.WriteTo(utpResetFor(p), addr)
-		}
 		return false
 	}
 	var m krpc.Msg

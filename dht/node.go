@@ -15,6 +15,7 @@ import (
 
 	"github.com/anacrolix/dht/v2"
 	"github.com/anacrolix/dht/v2/krpc"
+	"github.com/anacrolix/utp"
 	"golang.org/x/time/rate"
 
 	"github.com/relay-sh/relay/internal/atomicfile"
@@ -33,6 +34,7 @@ type Node struct {
 	log    *slog.Logger
 	now    func() time.Time
 	conn   net.PacketConn
+	utp    *utp.Socket // on conn; the DHT server reads what is not uTP
 	srv    *dht.Server
 	addr   netip.AddrPort
 	family family
@@ -131,6 +133,11 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	// A bootstrap node, and a read-only node, say what they are from the
 	// start; any other node is read-only until it knows it is reachable.
 	n.reachable.Store(cfg.Bootstrapper || cfg.ReadOnly || cfg.Reachable)
+	n.utp, err = utp.NewSocketFromPacketConn(n.conn)
+	if err != nil {
+		n.conn.Close()
+		return nil, fmt.Errorf("listen for utp: %w", err)
+	}
 
 	sendRate := cfg.SendRate
 	if sendRate <= 0 {
@@ -150,7 +157,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		maxItems = DefaultMaxItems
 	}
 	n.peers = newPeerStore(n.now)
-	g := newGuard(n.conn, sendRate, cfg.ReadOnly)
+	g := newGuard(dhtConn{n.utp}, sendRate, cfg.ReadOnly)
 	sc := dht.ServerConfig{
 		NodeId:     keptID, // zero when none was kept: a random one
 		Conn:       roWriter{g, n},
@@ -185,6 +192,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	n.srv, err = dht.NewServer(&sc)
 	if err != nil {
 		n.cancel()
+		n.utp.CloseNow()
 		n.conn.Close()
 		return nil, fmt.Errorf("start dht server: %w", err)
 	}
@@ -512,8 +520,11 @@ func (n *Node) Close() error {
 		}
 		n.cancel()
 		n.srv.Close()
-		// The server closes its socket in a goroutine of its own; close it
-		// here too so that the port is free when Close returns.
+		// The server "closes" its socket in a goroutine of its own (see
+		// dhtConn); close it here, so that the port is free when Close
+		// returns: the uTP socket closes the UDP one.
+		n.utp.SetReadDeadline(time.Unix(1, 0))
+		n.utp.CloseNow()
 		n.conn.Close()
 		n.wg.Wait()
 	})

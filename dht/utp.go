@@ -1,37 +1,29 @@
 package dht
 
-// uTP (BEP 29) packet types and version, in the first byte of its header.
-const (
-	utpVersion = 1
-	utpSyn     = 4
-	utpReset   = 3
-	// utpHeaderLen is the size of a uTP header without extensions.
-	utpHeaderLen = 20
+import (
+	"net"
+	"time"
+
+	"github.com/anacrolix/utp"
 )
 
-// relay speaks BitTorrent over TCP only, on the port number of its DHT
-// socket, and most BitTorrent clients (libtorrent and those built on it,
-// Transmission) try uTP first on the port a peer announced, then TCP once
-// uTP fails. Unanswered, a uTP connection attempt fails only after the
-// client's connect timeout (libtorrent's utp_connect_timeout: 3 s), so every
-// such client waited seconds before it reached a relay seeder. The node's
-// socket (guard) answers each uTP SYN with an ST_RESET, as a host with no
-// uTP listener should, so those clients go over to TCP at once; every
-// other datagram goes on to the DHT server. A KRPC message is a bencoded
-// dictionary, whose first byte is 'd', never a uTP header's.
-//
-// isUTPSyn reports whether datagram p is a uTP SYN.
-func isUTPSyn(p []byte) bool {
-	return len(p) >= utpHeaderLen && p[0] == utpSyn<<4|utpVersion
+// UTP returns the listener for uTP (BEP 29) connections on the node's UDP
+// socket: BitTorrent peers learn relay's port number from the DHT and
+// most (libtorrent, Transmission, webtorrent) try uTP first on it. A
+// datagram that is not uTP goes to the DHT server (a KRPC message is a
+// bencoded dictionary, whose first byte 'd' is never a uTP header's).
+// Connections nobody accepts wait in a small backlog, then are reset.
+// Closing the node closes it.
+func (n *Node) UTP() net.Listener {
+	return n.utp
 }
 
-// utpResetFor returns the ST_RESET that refuses the connection a SYN
-// opens: sent on the SYN's connection_id, which the connecting side
-// receives on, acknowledging its seq_nr.
-func utpResetFor(syn []byte) []byte {
-	r := make([]byte, utpHeaderLen)
-	r[0] = utpReset<<4 | utpVersion
-	copy(r[2:4], syn[2:4])     // connection_id
-	copy(r[18:20], syn[16:18]) // ack_nr: the SYN's seq_nr
-	return r
+// dhtConn is the uTP socket as the DHT server reads and writes it. Its
+// Close only ends the server's reads (the uTP socket's ReadFrom returns on
+// nothing else): Node.Close closes the socket, and the uTP connections
+// on it, itself.
+type dhtConn struct{ *utp.Socket }
+
+func (c dhtConn) Close() error {
+	return c.Socket.SetReadDeadline(time.Unix(1, 0))
 }

@@ -2,57 +2,70 @@ package dht_test
 
 import (
 	"bytes"
-	"encoding/binary"
-	"net"
+	"io"
 	"testing"
 	"time"
+
+	"github.com/anacrolix/utp"
 )
 
-// TestNodeRefusesUTP: a BitTorrent client that tries uTP on the port a
-// relay peer announced reaches the DHT node's socket. It gets an ST_RESET
-// for the connection its SYN opened, at once, so it goes over to TCP
-// without waiting out its connect timeout; and the node goes on answering
-// DHT queries on that socket.
-func TestNodeRefusesUTP(t *testing.T) {
+// TestNodeSpeaksUTP: a BitTorrent client that tries uTP on the port a
+// relay peer announced reaches the DHT node's socket, and gets a uTP
+// connection that carries data both ways (relay's transfer package takes
+// them from Node.UTP); the node goes on answering DHT queries on that
+// socket.
+func TestNodeSpeaksUTP(t *testing.T) {
 	node := sharedNet(t).Nodes[3]
-	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(node.Addr()))
+	accepted := make(chan []byte, 1)
+	go func() {
+		conn, err := node.UTP().Accept()
+		if err != nil {
+			accepted <- nil
+			return
+		}
+		defer conn.Close()
+		b := make([]byte, 5)
+		io.ReadFull(conn, b)
+		conn.Write([]byte("pong!"))
+		accepted <- b
+	}()
+	s, err := utp.NewSocket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-
-	// A SYN as libtorrent sends it: type 4, version 1, the connection_id
-	// it will receive on, its seq_nr.
-	syn := make([]byte, 20)
-	syn[0] = 4<<4 | 1
-	binary.BigEndian.PutUint16(syn[2:], 0xbeef)
-	binary.BigEndian.PutUint32(syn[4:], 123456)
-	binary.BigEndian.PutUint32(syn[12:], 1<<20)
-	binary.BigEndian.PutUint16(syn[16:], 0x1234)
-	if _, err := c.Write(syn); err != nil {
+	defer s.CloseNow()
+	conn, err := s.Dial(node.Addr().String())
+	if err != nil {
+		t.Fatalf("no uTP connection to the node's socket: %v", err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := conn.Write([]byte("ping!")); err != nil {
 		t.Fatal(err)
 	}
-	reply := make([]byte, 1500)
-	n, err := c.Read(reply)
-	if err != nil {
-		t.Fatalf("no answer to a uTP SYN: %v", err)
+	got := make([]byte, 5)
+	if _, err := io.ReadFull(conn, got); err != nil || string(got) != "pong!" {
+		t.Fatalf("read %q, %v over uTP; want pong!", got, err)
 	}
-	reply = reply[:n]
-	if n != 20 || reply[0] != 3<<4|1 {
-		t.Fatalf("answer to a uTP SYN: % x, want a 20-byte ST_RESET", reply)
-	}
-	if id, ack := binary.BigEndian.Uint16(reply[2:]), binary.BigEndian.Uint16(reply[18:]); id != 0xbeef || ack != 0x1234 {
-		t.Errorf("reset on connection %#x acknowledging %#x, want the SYN's %#x and %#x", id, ack, 0xbeef, 0x1234)
+	if b := <-accepted; string(b) != "ping!" {
+		t.Fatalf("the node's side read %q", b)
 	}
 
+	// DHT queries on the same socket still get answers.
+	c, err := utp.NewSocket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
 	ping := []byte("d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe")
-	if _, err := c.Write(ping); err != nil {
+	if _, err := c.WriteTo(ping, udp(node)); err != nil {
 		t.Fatal(err)
 	}
-	n, err = c.Read(reply[:cap(reply)])
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	reply := make([]byte, 1500)
+	n, _, err := c.ReadFrom(reply)
 	if err != nil {
-		t.Fatalf("no answer to a ping after the SYN: %v", err)
+		t.Fatalf("no answer to a ping after the uTP connection: %v", err)
 	}
 	if got := reply[:n]; !bytes.Contains(got, []byte("1:y1:r")) || !bytes.Contains(got, []byte("1:t2:aa")) {
 		t.Errorf("answer to a ping: %q, want a KRPC response", got)

@@ -159,12 +159,16 @@ func TestRelayFetchesFromAria2(t *testing.T) {
 // seed start an independent client that seeds a copy of the bundle's files
 // (dir/<bundle name>) from the bundle's metainfo file torrent and return its
 // BitTorrent port on 127.0.0.1, then fetches the release with relay, given
-// that port when giveAddr is set, and checks the files.
+// that port when giveAddr is set, and checks the files. The bundle holds
+// files of the given sizes; none given, 2 MiB and 4321 bytes.
 func relayFetchesFrom(t *testing.T, giveAddr bool,
-	seed func(t *testing.T, ctx context.Context, ln *localnet.Net, dir, torrent string) int) {
+	seed func(t *testing.T, ctx context.Context, ln *localnet.Net, dir, torrent string) int, sizes ...int) {
 	ln := localnet.ForTest(t, localnet.Config{Nodes: 16})
 	ctx := ctxFor(t, 2*time.Minute)
-	src := releaseDir(t, 2<<20, 4321)
+	if len(sizes) == 0 {
+		sizes = []int{2 << 20, 4321}
+	}
+	src := releaseDir(t, sizes...)
 	p, pub := relaySeeds(t, ctx, ln, newKey(t), src)
 	// The other client seeds a copy of the bundle's files from the
 	// bundle's metainfo.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -32,11 +33,17 @@ var jsPackages = []string{"bittorrent-dht", "dns-packet", "pkarr"}
 // jsInstalled says whether every one of jsPackages is in node_modules.
 func jsInstalled() bool {
 	for _, p := range jsPackages {
-		if _, err := os.Stat(filepath.Join(jsDir, "node_modules", p, "package.json")); err != nil {
+		if !jsPackage(p) {
 			return false
 		}
 	}
 	return true
+}
+
+// jsPackage says whether npm package p is in node_modules.
+func jsPackage(p string) bool {
+	_, err := os.Stat(filepath.Join(jsDir, "node_modules", p, "package.json"))
+	return err == nil
 }
 
 // needNode skips t unless node and the npm packages in testdata/js are
@@ -50,7 +57,7 @@ func needNode(t *testing.T) {
 		if jsInstalled() {
 			return
 		}
-		cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
+		cmd := exec.Command("npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund")
 		cmd.Dir = jsDir
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Logf("npm ci in %s: %v\n%s", jsDir, err, out)
@@ -71,7 +78,15 @@ func node(t testing.TB, ctx context.Context, v any, args ...string) {
 // decodes the JSON it prints into v.
 func nodeScript(t testing.TB, ctx context.Context, v any, script string, args ...string) {
 	t.Helper()
-	cmd := exec.CommandContext(ctx, "node", append([]string{filepath.Join(jsDir, script)}, args...)...)
+	nodeScriptArgs(t, ctx, v, nil, script, args...)
+}
+
+// nodeScriptArgs is nodeScript with node's own arguments before the
+// script.
+func nodeScriptArgs(t testing.TB, ctx context.Context, v any, nodeArgs []string, script string, args ...string) {
+	t.Helper()
+	all := append(append(slices.Clone(nodeArgs), filepath.Join(jsDir, script)), args...)
+	cmd := exec.CommandContext(ctx, "node", all...)
 	cmd.Dir = jsDir
 	runJSON(t, cmd, "node "+script+" "+args[0], v)
 }

@@ -42,10 +42,13 @@ type Config struct {
 	// only from FetchRequest.Peers, web seeds and peer exchange. The Client
 	// never closes it.
 	DHT DHT
-	// UTP enables uTP (BitTorrent over UDP) besides TCP, on a UDP port of
-	// the same number as Listen's, which must then not be the DHT's. Off
-	// by default: TCP is faster and steadier (uTP ran at 1 to 7 MB/s on
-	// loopback, where TCP runs at hundreds).
+	// UTP enables the torrent library's uTP (BitTorrent over UDP),
+	// dialling and accepting, besides TCP, on a UDP port of the same
+	// number as Listen's, which must then not be the DHT's. Off by
+	// default: TCP is faster and steadier (uTP ran at 1 to 7 MB/s on
+	// loopback, where TCP runs at hundreds). With it off, a DHT that
+	// takes uTP connections on its own socket (dht.Node.UTP) has them
+	// accepted: most clients dial uTP first.
 	UTP bool
 	// UploadRate and DownloadRate cap the client's transfer of bundle data,
 	// in bytes per second, over all bundles and peers. Zero is no cap.
@@ -66,6 +69,10 @@ type Config struct {
 	// fetching it too (see capSeeds). Zero means DefaultSeedRequests;
 	// negative means no cap beyond the torrent library's own.
 	SeedRequests int
+	// ConnsPerIP bounds the connections a Client accepts from one IP
+	// address at a time: those beyond it are closed before their
+	// handshake. Zero means DefaultConnsPerIP; negative, no bound.
+	ConnsPerIP int
 }
 
 // Client serves and fetches bundles. It is safe for concurrent use.
@@ -75,11 +82,15 @@ type Client struct {
 	log   *slog.Logger
 	cl    *torrent.Client
 	store *completion
-	port  int // the TCP port peers reach us on
+	port  int          // the TCP port peers reach us on
+	tcp   net.Listener // relay's TCP socket (see peerListener)
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	redials   []stalled              // closed by unstall, to dial again (background's own)
+	evictions chan *torrent.PeerConn // for evictor to close
 
 	closeOnce sync.Once
 	closeErr  error
@@ -92,7 +103,9 @@ type Client struct {
 	complete map[record.Infohash]map[torrent.PeerID]bool
 	numPcs   map[record.Infohash]int
 	dials    dialNotes
-	closed   bool
+	// reqLimits are the queues peers took without rejecting (see stall.go)
+	reqLimits map[record.Infohash]map[torrent.PeerID]int
+	closed    bool
 
 	seedLookups *rate.Limiter // the DHT lookups of seeded bundles (see seedLookupWait)
 }
@@ -158,6 +171,18 @@ type peerPieces struct {
 	got   int64     // bytes of blocks it sent since since, while capped
 	since time.Time // start of the window got counts
 	queue int       // the most requests capSeeds and onBlock allowed it
+
+	choked     bool       // it chokes us (see stall.go)
+	unchoked   time.Time  // when it last unchoked us
+	lastBlock  time.Time  // when it last sent a block
+	told       bool       // it said what it has (have, bitfield...)
+	added      time.Time  // when the connection joined the bundle
+	ip         netip.Addr // the peer's address
+	interested bool       // it is interested in what we have
+	lastReject time.Time  // when it last rejected a request
+	queued     int        // requests sent to it and not answered (nor cancelled)
+	peak       int        // the most queued since its last burst of rejects
+	took       int        // of those, how many it took before that burst
 }
 
 // NewClient starts a client listening for peers. Close it when done.
@@ -171,12 +196,14 @@ func NewClient(cfg Config) (*Client, error) {
 	}
 	c := &Client{
 		cfg: cfg, root: BundlesDir(cfg.DataDir), log: log,
-		store:    newCompletion(log),
-		bundles:  make(map[record.Infohash]*active),
-		expect:   make(map[record.Infohash]*expectation),
-		peerBits: make(map[peerKey]*peerPieces),
-		complete: make(map[record.Infohash]map[torrent.PeerID]bool),
-		numPcs:   make(map[record.Infohash]int),
+		store:     newCompletion(log),
+		bundles:   make(map[record.Infohash]*active),
+		expect:    make(map[record.Infohash]*expectation),
+		peerBits:  make(map[peerKey]*peerPieces),
+		complete:  make(map[record.Infohash]map[torrent.PeerID]bool),
+		numPcs:    make(map[record.Infohash]int),
+		reqLimits: make(map[record.Infohash]map[torrent.PeerID]int),
+		evictions: make(chan *torrent.PeerConn, 256),
 
 		seedLookups: rate.NewLimiter(seedLookupRate, seedLookupBurst),
 	}
@@ -187,6 +214,15 @@ func NewClient(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	perIP := cfg.ConnsPerIP
+	if perIP == 0 {
+		perIP = DefaultConnsPerIP
+	}
+	c.tcp, err = listenTCP(host, port)
+	if err != nil {
+		return nil, fmt.Errorf("transfer: failed to listen for peers: %w", err)
+	}
+	port = c.tcp.Addr().(*net.TCPAddr).Port
 
 	tc := torrent.NewDefaultClientConfig()
 	tc.DataDir = c.root
@@ -200,7 +236,8 @@ func NewClient(cfg Config) (*Client, error) {
 		Logger:          log,
 	})}
 	tc.ListenHost = func(string) string { return host }
-	tc.ListenPort = port
+	tc.ListenPort = port // uTP's, when on
+	tc.DisableTCP = true // relay's own tcpListener
 	if ip, err := netip.ParseAddr(host); err == nil {
 		tc.DisableIPv6 = ip.Unmap().Is4()
 		tc.DisableIPv4 = !ip.Unmap().Is4()
@@ -250,26 +287,40 @@ func NewClient(cfg Config) (*Client, error) {
 	tc.Callbacks.ReadMessage = c.onMessage
 	tc.Callbacks.ReadExtendedHandshake = c.onExtendedHandshake
 	tc.Callbacks.PeerConnClosed = c.onPeerClosed
-	tc.Callbacks.PeerConnAdded = append(tc.Callbacks.PeerConnAdded, c.onConnAdded)
-	// The Client dials through its own wrappers of the listening sockets
+	tc.Callbacks.SentRequest = append(tc.Callbacks.SentRequest, c.onSentRequest)
+	tc.Callbacks.PeerConnAdded = append(tc.Callbacks.PeerConnAdded, c.onConnAdded, c.onConnReached)
+	tc.EstablishedConnsPerTorrent = bundleConns
+	// The Client dials through its own dialers, which note each dial
 	// (noteDials), to say later which peers it could not reach and why.
 	tc.DialForPeerConns = false
 
 	cl, err := torrent.NewClient(tc)
 	if err != nil {
+		c.tcp.Close()
 		return nil, fmt.Errorf("transfer: failed to start the torrent client: %w", err)
 	}
 	c.cl = cl
-	c.port = cl.LocalPort()
-	c.noteDials()
+	c.port = port
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.noteDials() // the library's own sockets (uTP, with cfg.UTP)
+	cl.AddDialer(notingDialer{Dialer: tcpDialer(), c: c})
+	cl.AddListener(newPeerListener(c.tcp, max(0, perIP), c.ctx.Done()))
+	// uTP (BEP 29) on the DHT node's socket, from peers that dial it:
+	// most clients try uTP first (webtorrent took TCP only after 22 s of
+	// uTP attempts). relay dials TCP only: steadier, faster.
+	if d, ok := cfg.DHT.(utpNode); ok && cfg.DHT != nil && !cfg.UTP {
+		if l := d.UTP(); l != nil {
+			cl.AddListener(newPeerListener(l, max(0, perIP), c.ctx.Done()))
+		}
+	}
 	if d, ok := cfg.DHT.(dhtServerer); ok && cfg.DHT != nil {
 		if s := d.Server(); s != nil {
 			cl.AddDhtServer(torrent.AnacrolixDhtServerWrapper{Server: s})
 		}
 	}
-	c.ctx, c.cancel = context.WithCancel(context.Background())
-	c.wg.Add(1)
+	c.wg.Add(2)
 	go c.background()
+	go c.evictor()
 	return c, nil
 }
 
@@ -335,15 +386,21 @@ func (c *Client) close() error {
 	c.wg.Wait()
 	errs := c.cl.Close() // drops every torrent, which saves its state
 	<-c.cl.Closed()
+	// Closed after the torrent client, whose accept loop, once the
+	// client is closed, ends at the listener's error.
+	errs = append(errs, c.tcp.Close())
 	return errors.Join(errs...)
 }
 
-// background saves changed bundle states every two seconds and rechecks
-// seeded bundles' files.
+// background saves changed bundle states every two seconds, rechecks
+// seeded bundles' files, restarts stalled connections (unstall) and
+// closes idle ones where room is short (sweep).
 func (c *Client) background() {
 	defer c.wg.Done()
 	save := time.NewTicker(2 * time.Second)
 	defer save.Stop()
+	stall := time.NewTicker(stallTime / 4)
+	defer stall.Stop()
 	every := c.cfg.Recheck
 	if every == 0 {
 		every = time.Minute
@@ -362,6 +419,9 @@ func (c *Client) background() {
 			c.store.saveAll()
 		case <-recheck:
 			c.recheck(c.ctx)
+		case <-stall.C:
+			c.unstall()
+			c.sweep()
 		}
 	}
 }
@@ -506,6 +566,7 @@ func (c *Client) drop(ih record.Infohash, a *active) {
 	delete(c.bundles, ih)
 	delete(c.numPcs, ih)
 	delete(c.complete, ih)
+	delete(c.reqLimits, ih)
 	c.mu.Unlock()
 	a.cancel()
 	a.t.Drop()
@@ -578,23 +639,23 @@ func (c *Client) onMessage(pc *torrent.PeerConn, msg *pp.Message) {
 	case pp.Piece:
 		c.onBlock(pc, len(msg.Piece))
 		return
+	case pp.Choke, pp.Unchoke, pp.Reject:
+		c.onFlow(pc, msg)
+		return
+	case pp.Interested, pp.NotInterested:
+		c.withPeer(pc, func(_ peerKey, p *peerPieces) { p.onInterest(msg.Type) })
+		return
 	case pp.Have, pp.HaveAll, pp.HaveNone, pp.Bitfield:
 	default:
 		return
 	}
-	k, ok := keyOf(pc)
-	if !ok {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.withPeer(pc, func(k peerKey, p *peerPieces) { c.onPieces(k, p, pc, msg) })
+}
+
+// onPieces follows what a peer said it has; c.mu is held.
+func (c *Client) onPieces(k peerKey, p *peerPieces, pc *torrent.PeerConn, msg *pp.Message) {
 	n, known := c.numPcs[k.ih]
-	p := c.peerBits[k]
-	if p == nil {
-		p = &peerPieces{}
-		c.peerBits[k] = p
-		defer c.capSeeds(k.ih)
-	}
+	p.told = true
 	switch msg.Type {
 	case pp.HaveAll:
 		p.all = true

@@ -2,6 +2,7 @@ package transfer
 
 import (
 	"context"
+	"net"
 	"net/netip"
 	"time"
 
@@ -37,6 +38,13 @@ type dhtAddrer interface {
 
 type dhtExternaler interface {
 	ExternalIP() netip.Addr
+}
+
+// utpNode is a DHT node that takes uTP connections on its socket (as
+// *dht.Node does): peers learn the port from the DHT, and most dial uTP
+// first.
+type utpNode interface {
+	UTP() net.Listener
 }
 
 // Announce timing. A fetch looks for peers again soon (1 s, doubling to

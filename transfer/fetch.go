@@ -24,6 +24,7 @@ import (
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/anacrolix/torrent/webseed"
 
+	"github.com/relay-sh/relay/internal/untrusted"
 	"github.com/relay-sh/relay/record"
 	"github.com/relay-sh/relay/signer"
 )
@@ -305,7 +306,7 @@ func (f *fetch) sources() string {
 	f.wsMu.Lock()
 	defer f.wsMu.Unlock()
 	for _, u := range slices.Sorted(maps.Keys(f.wsFailed)) {
-		parts = append(parts, fmt.Sprintf("web seed %s: %v", u, f.wsFailed[u]))
+		parts = append(parts, fmt.Sprintf("web seed %s: %v", untrusted.String(u), f.wsFailed[u]))
 	}
 	return strings.Join(parts, "; ")
 }
@@ -744,9 +745,9 @@ func probeRanges(ctx context.Context, hc *http.Client, u string) error {
 	case resp.StatusCode == http.StatusOK:
 		return refusedWebSeed{"answers a byte range request with the whole file (200 OK, not 206): a BEP 19 web seed must serve ranges"}
 	case resp.StatusCode >= 500:
-		return fmt.Errorf("%s for %s", resp.Status, u)
+		return fmt.Errorf("%s for %s", untrusted.String(resp.Status), untrusted.String(u))
 	}
-	return refusedWebSeed{fmt.Sprintf("%s for %s", resp.Status, u)}
+	return refusedWebSeed{fmt.Sprintf("%s for %s", untrusted.String(resp.Status), untrusted.String(u))}
 }
 
 func getInfo(ctx context.Context, hc *http.Client, u string, limit int64) ([]byte, error) {
@@ -760,7 +761,7 @@ func getInfo(ctx context.Context, hc *http.Client, u string, limit int64) ([]byt
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s", resp.Status)
+		return nil, fmt.Errorf("%s", untrusted.String(resp.Status))
 	}
 	mi, err := metainfo.Load(io.LimitReader(resp.Body, limit))
 	if err != nil {

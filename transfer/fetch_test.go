@@ -1,8 +1,10 @@
 package transfer
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +16,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/relay-sh/relay/record"
 )
@@ -429,4 +432,56 @@ func TestFetchUTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkFetched(t, b, res)
+}
+
+// TestFetchWebSeedStatusEscaped: a web seed whose status line holds
+// terminal escape sequences and a carriage return (that would print a
+// fake "verified" line over relay's error) gets into the fetch's error
+// escaped: the error holds no control character. Before, the status line
+// went into the error as it came.
+func TestFetchWebSeedStatusEscaped(t *testing.T) {
+	t.Parallel()
+	dataDir := t.TempDir()
+	b := testBundle(t, dataDir, map[string]int64{"app": 1 << 20})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				conn.SetDeadline(time.Now().Add(5 * time.Second))
+				br := bufio.NewReader(conn)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if line == "\r\n" {
+						break
+					}
+				}
+				io.WriteString(conn, "HTTP/1.1 404 \x1b[1A\x1b[2K\rrelay: verified stable 9.9.9\x1b[8m\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+			}()
+		}
+	}()
+	ws := "http://" + ln.Addr().String()
+	_, err = newClient(t, Config{}).Fetch(fetchCtx(t, 3*time.Second), FetchRequest{Key: testKey(t), Release: b.Release(testTime, ws)})
+	if err == nil {
+		t.Fatal("fetch from a hostile web seed alone succeeded")
+	}
+	msg := err.Error()
+	t.Log(msg)
+	if strings.ContainsFunc(msg, func(r rune) bool { return r != ' ' && !unicode.IsPrint(r) }) {
+		t.Fatalf("the error holds control characters: %q", msg)
+	}
+	if !strings.Contains(msg, `404 \x1b[1A\x1b[2K\rrelay: verified`) {
+		t.Fatalf("the error does not show the web seed's status, escaped: %q", msg)
+	}
 }

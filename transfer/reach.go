@@ -153,9 +153,9 @@ func (a *active) noteReach(r PeerReach) {
 	a.reach[r.Addr] = r
 }
 
-// onConnAdded notes a BitTorrent connection to a bundle's peer. It runs
+// onConnReached notes a BitTorrent connection to a bundle's peer. It runs
 // with the torrent client locked.
-func (c *Client) onConnAdded(pc *torrent.PeerConn) {
+func (c *Client) onConnReached(pc *torrent.PeerConn) {
 	k, ok := keyOf(pc)
 	if !ok {
 		return

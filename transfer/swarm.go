@@ -56,7 +56,7 @@ func (c *Client) capSeeds(ih record.Infohash) {
 	limit := c.seedRequests()
 	fetchers := 0
 	for k, p := range c.peerBits {
-		if k.ih == ih && !p.seed {
+		if k.ih == ih && p.told && !p.seed {
 			fetchers++
 		}
 	}
@@ -77,9 +77,11 @@ func (c *Client) capSeeds(ih record.Infohash) {
 	}
 }
 
-// onExtendedHandshake keeps a cap capSeeds set when a peer's extended
-// handshake (which carries its own request limit, "reqq") comes after the
-// message that showed it to be a seed.
+// onExtendedHandshake sets the queue kept at a peer from its extended
+// handshake, which carries its own request limit ("reqq"): one below it
+// (queueLimit), and no more than the peer took before (learnLimit). And
+// it keeps a cap capSeeds set when the handshake comes after the message
+// that showed the peer to be a seed.
 func (c *Client) onExtendedHandshake(pc *torrent.PeerConn, m *pp.ExtendedHandshakeMessage) {
 	k, ok := keyOf(pc)
 	if !ok || m.Reqq <= 0 {
@@ -87,6 +89,10 @@ func (c *Client) onExtendedHandshake(pc *torrent.PeerConn, m *pp.ExtendedHandsha
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	m.Reqq = queueLimit(m.Reqq)
+	if n := c.learntLimit(k.ih, pc.PeerID); n > 0 {
+		m.Reqq = min(m.Reqq, n)
+	}
 	if p := c.peerBits[k]; p != nil && p.limit != 0 {
 		p.limit = m.Reqq
 		m.Reqq = min(m.Reqq, pc.PeerMaxRequests)
@@ -98,18 +104,18 @@ func (c *Client) onExtendedHandshake(pc *torrent.PeerConn, m *pp.ExtendedHandsha
 // that time, between SeedRequests and the seed's own limit. It runs with
 // the torrent client locked.
 func (c *Client) onBlock(pc *torrent.PeerConn, n int) {
-	k, ok := keyOf(pc)
-	if !ok {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	p := c.peerBits[k]
-	if p == nil || p.limit == 0 {
+	c.withPeer(pc, func(_ peerKey, p *peerPieces) { c.block(pc, p, n) })
+}
+
+// block is onBlock with c.mu held.
+func (c *Client) block(pc *torrent.PeerConn, p *peerPieces, n int) {
+	now := time.Now()
+	p.lastBlock = now
+	p.queued = max(0, p.queued-1)
+	if p.limit == 0 {
 		return
 	}
 	p.got += int64(n)
-	now := time.Now()
 	if elapsed := now.Sub(p.since); elapsed >= seedQueueTime {
 		blocks := int(p.got * int64(seedQueueTime) / int64(elapsed) / blockSize)
 		pc.PeerMaxRequests = min(p.limit, max(c.seedRequests(), blocks))
@@ -206,7 +212,7 @@ func (c *Client) relayFetchers(ih record.Infohash) (ids []torrent.PeerID, seed b
 	defer c.mu.Unlock()
 	for k, p := range c.peerBits {
 		switch {
-		case k.ih != ih:
+		case k.ih != ih || !p.told:
 		case p.seed:
 			seed = true
 		case strings.HasPrefix(string(k.pc.PeerID[:]), peerIDPrefix[:3]):

@@ -15,6 +15,7 @@ import (
 
 	"github.com/relay-sh/relay"
 	"github.com/relay-sh/relay/internal/faultpoint"
+	"github.com/relay-sh/relay/internal/untrusted"
 	"github.com/relay-sh/relay/record"
 	"github.com/urfave/cli/v2"
 )
@@ -365,7 +366,7 @@ func (e *env) event(ev relay.Event) {
 		line += fmt.Sprintf(" on %d DHT nodes", j.Stored)
 	}
 	if j.Error != "" {
-		line += ": " + j.Error
+		line += ": " + untrusted.Escape(j.Error)
 	}
 	if ev.Kind == relay.EventError && j.Retry != "" {
 		line += " (retrying in " + j.Retry + ")"

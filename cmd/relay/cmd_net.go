@@ -10,6 +10,7 @@ import (
 
 	"github.com/relay-sh/relay"
 	"github.com/relay-sh/relay/dht"
+	"github.com/relay-sh/relay/internal/untrusted"
 	"github.com/relay-sh/relay/record"
 	"github.com/urfave/cli/v2"
 )
@@ -129,7 +130,7 @@ func resolveCommand(e *env) *cli.Command {
 				fmt.Fprintf(w, "size      %d\n", r.Size)
 				fmt.Fprintf(w, "expires   %s%s\n", r.Expires.Format(time.RFC3339), map[bool]string{true: " (expired)"}[res.Stale])
 				for _, ws := range r.WebSeeds {
-					fmt.Fprintf(w, "web seed  %s\n", ws)
+					fmt.Fprintf(w, "web seed  %s\n", untrusted.Escape(ws))
 				}
 				fmt.Fprintf(w, "signed    %s (seq %d)\n", res.Packet.Time().Format(time.RFC3339Nano), res.Packet.Seq)
 				fmt.Fprintf(w, "held by   %d of %d nodes that answered\n", res.Stats.Held, res.Stats.Answered)

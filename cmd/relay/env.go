@@ -12,6 +12,8 @@ import (
 
 	alog "github.com/anacrolix/log"
 	"github.com/urfave/cli/v2"
+
+	"github.com/relay-sh/relay/internal/untrusted"
 )
 
 // env is what every command shares: the streams and the global flags.
@@ -126,7 +128,7 @@ func (e *env) note(format string, args ...any) {
 	if e.quiet || e.json {
 		return
 	}
-	fmt.Fprintf(e.stderr, "relay: "+format+"\n", args...)
+	fmt.Fprintf(e.stderr, "relay: %s\n", untrusted.Escape(fmt.Sprintf(format, args...)))
 }
 
 // defaultDataDir is relay's folder under the user's data directory:

@@ -9,6 +9,7 @@ import (
 
 	"github.com/relay-sh/relay"
 	"github.com/relay-sh/relay/dht"
+	"github.com/relay-sh/relay/internal/untrusted"
 	"github.com/relay-sh/relay/record"
 	"github.com/relay-sh/relay/signer"
 )
@@ -71,9 +72,11 @@ func report(stderr io.Writer, err error) int {
 	if strings.HasPrefix(msg, "flag provided but not defined: ") {
 		msg = "unknown flag -" + strings.TrimPrefix(msg, "flag provided but not defined: ")
 	}
-	fmt.Fprintf(stderr, "relay: error: %s\n", msg)
+	// The last line of defence: whatever a peer, a web seed or a
+	// manifest put in the error, the terminal gets no control character.
+	fmt.Fprintf(stderr, "relay: error: %s\n", untrusted.Escape(msg))
 	if h := hintFor(err); h != "" {
-		fmt.Fprintf(stderr, "relay: hint: %s\n", h)
+		fmt.Fprintf(stderr, "relay: hint: %s\n", untrusted.Escape(h))
 	}
 	return exitCode(err)
 }

@@ -1,0 +1,35 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"unicode"
+)
+
+// TestReportEscapes: whatever control characters an error holds (a web
+// seed's status line, a peer's string that some path did not escape),
+// relay's error printer writes one line of printable characters, with
+// the escapes shown: the terminal never gets a sequence that moves the
+// cursor or clears a line, and no second line can be forged.
+func TestReportEscapes(t *testing.T) {
+	err := fmt.Errorf("fetch: %w", errors.New("web seed: 404 \x1b[1A\x1b[2K\rrelay: verified stable 9.9.9\u202e\x07"))
+	var buf bytes.Buffer
+	if code := report(&buf, err); code != exitError {
+		t.Errorf("exit code %d, want %d", code, exitError)
+	}
+	out := buf.String()
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(lines) != 1 {
+		t.Fatalf("%d lines, want 1: %q", len(lines), out)
+	}
+	if strings.ContainsFunc(lines[0], func(r rune) bool { return r != ' ' && !unicode.IsPrint(r) }) {
+		t.Fatalf("control characters reach the terminal: %q", out)
+	}
+	want := `relay: error: fetch: web seed: 404 \x1b[1A\x1b[2K\rrelay: verified stable 9.9.9\u202e\a`
+	if lines[0] != want {
+		t.Fatalf("got  %s\nwant %s", lines[0], want)
+	}
+}

@@ -1,0 +1,117 @@
+package transfer
+
+import (
+	"context"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/relay-sh/relay/record"
+)
+
+// connFlooder opens idle connections to a peer: each completes the
+// BitTorrent handshake for a bundle and then says nothing, reading and
+// dropping what it is sent. Every period it closes them all and opens
+// them again, so that none of them grows old; one the other side refused
+// or closed is opened again then too. Its goroutines end with the
+// test.
+type connFlooder struct {
+	ctx    context.Context
+	wg     sync.WaitGroup
+	opened atomic.Int64 // connections whose handshake was answered
+}
+
+// startConnFlood opens n connections from each of the local addresses
+// hosts to addr, for ih, again every period.
+func startConnFlood(t *testing.T, addr string, ih record.Infohash, hosts []string, n int, period time.Duration) *connFlooder {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &connFlooder{ctx: ctx}
+	t.Cleanup(func() {
+		cancel()
+		f.wg.Wait()
+	})
+	for _, h := range hosts {
+		for i := range n {
+			f.wg.Go(func() { f.conn(h, addr, ih, i, period) })
+		}
+	}
+	return f
+}
+
+// conn keeps one idle connection from host open, made again every period.
+func (f *connFlooder) conn(host, addr string, ih record.Infohash, i int, period time.Duration) {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(host)}}
+	for f.ctx.Err() == nil {
+		ctx, cancel := context.WithTimeout(f.ctx, period)
+		func() {
+			conn, err := d.DialContext(ctx, "tcp", addr)
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			stop := context.AfterFunc(ctx, func() { conn.Close() })
+			defer stop()
+			id := [20]byte{'-', 'F', 'L', '0', '0', '0', '1', '-', 18: byte(i >> 8), 19: byte(i)}
+			copy(id[8:18], host)
+			conn.SetDeadline(time.Now().Add(5 * time.Second))
+			if wireHandshake(conn, ih, id) != nil {
+				return
+			}
+			conn.SetDeadline(time.Time{})
+			f.opened.Add(1)
+			io.Copy(io.Discard, conn)
+		}()
+		// A connection refused or closed is opened again at the next
+		// period.
+		<-ctx.Done()
+		cancel()
+	}
+}
+
+// TestFetchWhileHostsFloodSeeder: hosts that hold hundreds of idle,
+// handshaken connections open to a seeder, opening them again every few
+// seconds, do not keep fetches from it. One host with 200 connections
+// (the attack), then four hosts with 60 each: more than the
+// seeder's 50 places a bundle, so the per-address bound alone would not
+// leave one free. Before, no fetch got a place at the seeder. Each fetch's
+// time is logged beside the time of the same fetch with no flood.
+func TestFetchWhileHostsFloodSeeder(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		hosts []string
+		n     int
+	}{
+		{"one host", []string{"127.0.0.9"}, 200},
+		{"four hosts", []string{"127.0.0.10", "127.0.0.11", "127.0.0.12", "127.0.0.13"}, 60},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, b := seeder(t, map[string]int64{"app": 16 << 20}, Config{})
+			fetchOnce := func() time.Duration {
+				t.Helper()
+				l := newClient(t, Config{})
+				start := time.Now()
+				res, err := l.Fetch(fetchCtx(t, 60*time.Second), FetchRequest{Key: testKey(t), Release: b.Release(testTime), Peers: peersOf(s)})
+				if err != nil {
+					st, _ := s.Stats(b.Infohash)
+					t.Fatalf("%v (the seeder has %d peers)", err, st.Peers)
+				}
+				checkFetched(t, b, res)
+				l.Close()
+				return time.Since(start)
+			}
+			normal := fetchOnce()
+			f := startConnFlood(t, s.Addr().String(), b.Infohash, tc.hosts, tc.n, 5*time.Second)
+			waitFor(t, 20*time.Second, "the flood's connections", func() bool { return f.opened.Load() >= int64(len(tc.hosts)) })
+			time.Sleep(time.Second) // the flood holds what it can
+			for i := range 3 {
+				d := fetchOnce()
+				st, _ := s.Stats(b.Infohash)
+				t.Logf("fetch %d under the flood: %v (with no flood: %v); the seeder holds %d peers, the flood opened %d connections so far", i+1, d.Round(time.Millisecond), normal.Round(time.Millisecond), st.Peers, f.opened.Load())
+			}
+		})
+	}
+}
