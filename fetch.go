@@ -55,6 +55,16 @@ type FetchOptions struct {
 	// nothing is fetched, placed, installed or saved, and OnFound is not
 	// called.
 	CheckOnly bool
+	// Move hands the fetched files over to Out by renaming them out of
+	// the bundle in the data folder, not by copying them, for a caller
+	// that does not serve the bundle once Fetch returns (relay fetch):
+	// the bundle stops being served first. Only files that arrived in
+	// this fetch are moved, and only from a bundle this client does not
+	// seed; a file the data folder held whole before (a seeder's), or that
+	// cannot be moved (Out on another file system), is copied. What stays of the bundle is its manifest and metainfo;
+	// fetching the release again downloads the moved files again. Ignored
+	// without Out, and with Install (which reads the files in the bundle).
+	Move bool
 	// Install, when set, is called with the verified release after its
 	// files are placed in Out and before the new state is saved: an error
 	// from it leaves the state unchanged, so the next Fetch tries again.
@@ -178,7 +188,11 @@ func (c *Client) Fetch(ctx context.Context, o FetchOptions) (*FetchResult, error
 	res.Bundle, res.Files = f.Bundle, f.Files
 	faultpoint.Hit(faultpoint.InstallBefore)
 	if o.Out != "" {
-		res.Placed, err = placeFiles(f.Bundle.Dir, f.Files, o.Out)
+		pl := placement{hashed: f.Hashed}
+		if o.Move && o.Install == nil && len(f.Arrived) > 0 && tc.Unload(r.Infohash) {
+			pl.move = f.Arrived
+		}
+		res.Placed, err = placeFiles(f.Bundle.Dir, f.Files, o.Out, pl)
 		if err != nil {
 			return res, fmt.Errorf("failed to place files in %s: %w", o.Out, err)
 		}
