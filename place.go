@@ -2,6 +2,7 @@ package relay
 
 import (
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 
@@ -61,7 +62,7 @@ func (pl placement) start(target, src string, f record.File) (*atomicfile.File, 
 
 // copyFile copies the file at src, which must have f's size, to w,
 // through the kernel where it can (diskio.Copy).
-func copyFile(w interface{ Write([]byte) (int, error) }, src string, f record.File) error {
+func copyFile(w io.Writer, src string, f record.File) error {
 	r, err := os.Open(src)
 	if err != nil {
 		return fmt.Errorf("failed to read %s: %w", f.Path, err)
