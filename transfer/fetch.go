@@ -612,8 +612,9 @@ func filePieces(info *metainfo.Info, j int) (off int64, first, end int) {
 // streamFile feeds fn the data of file j of the torrent, read from disk
 // at path p piece by piece as each piece is verified, in order: the file
 // is hashed while it streams in, without a second pass. It reads exactly
-// the file's length as the info states it. It starts the write-back of
-// each piece it has read, so that the sync of the file when it is placed
+// the file's length as the info states it. It asks for the write-back of
+// each piece it has read to start (diskio.Writeback, which never makes it
+// wait for the disk), so that the sync of the file when it is placed
 // (relay fetch --out moves it) finds it written, instead of writing the
 // whole file then.
 func (f *fetch) streamFile(ctx context.Context, p string, info *metainfo.Info, j int, fn func([]byte)) error {
@@ -623,9 +624,11 @@ func (f *fetch) streamFile(ctx context.Context, p string, info *metainfo.Info, j
 		return nil
 	}
 	var file *os.File
+	var wb *diskio.Writeback
 	defer func() {
 		if file != nil {
 			file.Close()
+			wb.Close()
 		}
 	}()
 	buf := make([]byte, min(size, 1<<20))
@@ -653,6 +656,7 @@ func (f *fetch) streamFile(ctx context.Context, p string, info *metainfo.Info, j
 			if file, err = os.Open(p); err != nil {
 				return err
 			}
+			wb = diskio.NewWriteback(p)
 		}
 		end := min(size, int64(piece+1)*info.PieceLength-off)
 		begin := pos
@@ -664,7 +668,7 @@ func (f *fetch) streamFile(ctx context.Context, p string, info *metainfo.Info, j
 			fn(buf[:n])
 			pos += int64(n)
 		}
-		diskio.StartWriteback(file.Fd(), begin, pos-begin)
+		wb.Hint(begin, pos-begin)
 	}
 	return nil
 }

@@ -56,3 +56,24 @@ func TestCopy(t *testing.T) {
 		t.Fatalf("copy of more than the source holds: %d %v", n, err)
 	}
 }
+
+// TestWriteback: hints never wait, however many come; Close ends the
+// goroutine; a nil Writeback (a file that could not be opened) does
+// nothing.
+func TestWriteback(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(p, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w := NewWriteback(p)
+	if w == nil {
+		t.Fatal("no Writeback for an existing file")
+	}
+	for i := range 1000 {
+		w.Hint(int64(i%16)<<16, 1<<16)
+	}
+	w.Close()
+	var none *Writeback = NewWriteback(filepath.Join(t.TempDir(), "missing"))
+	none.Hint(0, 1)
+	none.Close()
+}
