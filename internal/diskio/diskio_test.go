@@ -73,7 +73,7 @@ func TestWriteback(t *testing.T) {
 		w.Hint(int64(i%16)<<16, 1<<16)
 	}
 	w.Close()
-	var none *Writeback = NewWriteback(filepath.Join(t.TempDir(), "missing"))
+	none := NewWriteback(filepath.Join(t.TempDir(), "missing"))
 	none.Hint(0, 1)
 	none.Close()
 }
