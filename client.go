@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -34,6 +35,11 @@ type Config struct {
 	// ReadOnly runs the DHT node read-only (BEP 43), for short-lived
 	// processes: others never wait on it after it exits.
 	ReadOnly bool
+	// Reachable says this machine accepts DHT queries and peers unasked
+	// at the address others see it at, even when that address is not its
+	// own (a forwarded port, a cloud machine's one-to-one NAT): see
+	// dht.Config.Reachable.
+	Reachable bool
 	// Logger receives logs; nil is silent.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -93,17 +99,42 @@ func (c *Client) lockData() error {
 	return nil
 }
 
+// privateDir makes the data folder dir private to its owner: made with
+// mode 0700 if it is not there, tightened to it (and logged) if group or
+// others may enter or read it, as relay's data folders were before. What
+// it holds (which keys this machine follows, what it accepted, its lock
+// and routing table) is nobody else's business; relay makes everything in
+// it 0700 or 0600 too.
+func privateDir(dir string, log *slog.Logger) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if runtime.GOOS == "windows" || fi.Mode().Perm()&0o077 == 0 {
+		return nil
+	}
+	perm := fi.Mode().Perm() &^ 0o077
+	if err := os.Chmod(dir, perm); err != nil {
+		return fmt.Errorf("cannot make %s private to its owner: %w", dir, err)
+	}
+	log.Info("made the data folder private to its owner", "dir", dir, "was", fmt.Sprintf("%04o", fi.Mode().Perm()), "now", fmt.Sprintf("%04o", perm))
+	return nil
+}
+
 // Open starts a client: it checks the data folder and joins the DHT.
 func Open(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("no data folder")
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
-		return nil, fmt.Errorf("data folder: %w", err)
-	}
 	c := &Client{cfg: cfg, log: cfg.Logger, now: cfg.Now, states: newStateStore(cfg.DataDir)}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
+	}
+	if err := privateDir(cfg.DataDir, c.log); err != nil {
+		return nil, fmt.Errorf("data folder: %w", err)
 	}
 	if c.now == nil {
 		c.now = time.Now
@@ -127,6 +158,7 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 			Listen:    cfg.Listen,
 			Bootstrap: bootstrap,
 			ReadOnly:  cfg.ReadOnly,
+			Reachable: cfg.Reachable,
 			NodesFile: nodesFile,
 			Logger:    cfg.Logger,
 			Now:       cfg.Now,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime"
+	"time"
 
 	"github.com/relay-sh/relay/dht"
 	"github.com/relay-sh/relay/internal/faultpoint"
@@ -26,7 +27,13 @@ type FetchOptions struct {
 	// Out is the folder the release's files are placed in, each atomically
 	// under its manifest path. Empty places nothing: the verified files
 	// stay in the bundle (a seeder, or an Install hook, uses them there).
+	// A file already in Out is replaced only if an earlier release of Key
+	// placed it there (this data folder records what each placed) or it
+	// already holds the release's content; otherwise nothing is placed and
+	// Fetch returns ErrWouldOverwrite.
 	Out string
+	// Overwrite lets the release's files replace any file in Out.
+	Overwrite bool
 	// OS and Arch select the files of one platform; empty means this
 	// program's (runtime.GOOS, runtime.GOARCH). AllPlatforms fetches every
 	// file instead.
@@ -39,6 +46,24 @@ type FetchOptions struct {
 	Peers []netip.AddrPort
 	// Progress receives the download's progress; nil drops it.
 	Progress func(transfer.Progress)
+	// OnStage is called as each stage of the fetch begins (Stage), with
+	// the release once it is known; nil drops it. It runs on the fetch's
+	// goroutine, like Progress: it must return quickly.
+	OnStage func(Stage, record.Release)
+	// StallTimeout ends a download that made no progress (no new data, no
+	// next stage) for that long, with ErrStalled; zero means
+	// DefaultStallTimeout. It bounds each wait, not the whole download: a
+	// big bundle on a slow link goes on as long as data comes.
+	StallTimeout time.Duration
+	// Recheck, when positive, resolves the channel again at that interval
+	// while a release downloads: a newer release that passes the record
+	// checks ends that download, and Fetch fetches the newer one instead.
+	// Watch sets it to its interval.
+	Recheck time.Duration
+	// OnWaiting is called once a download has made no progress for a
+	// while (half of StallTimeout, at most 10 s), and again after each
+	// such spell, with what it waits for; nil drops it.
+	OnWaiting func(Waiting)
 	// OnFound is called when a new release passed the record checks,
 	// before its download starts; nil drops it.
 	OnFound func(r record.Release, previous record.Version)
@@ -61,10 +86,16 @@ type FetchOptions struct {
 	// the bundle stops being served first. Only files that arrived in
 	// this fetch are moved, and only from a bundle this client does not
 	// seed; a file the data folder held whole before (a seeder's), or that
-	// cannot be moved (Out on another file system), is copied. What stays of the bundle is its manifest and metainfo;
-	// fetching the release again downloads the moved files again. Ignored
+	// cannot be moved (Out on another file system), is copied. What stays of the bundle
+	// is its manifest and metainfo;	// fetching the release again downloads the moved files again. Ignored
 	// without Out, and with Install (which reads the files in the bundle).
 	Move bool
+	// Keep is how many releases of the channel stay in the data folder
+	// once Fetch has accepted one: the newest, the accepted one always
+	// among them. Zero means 1, or as many as a seeder or publisher
+	// recorded for the channel in this data folder, if more. Older
+	// bundles of the channel are removed (FetchResult.Pruned).
+	Keep int
 	// Install, when set, is called with the verified release after its
 	// files are placed in Out and before the new state is saved: an error
 	// from it leaves the state unchanged, so the next Fetch tries again.
@@ -89,6 +120,9 @@ type FetchResult struct {
 	Bundle *transfer.Bundle
 	Files  []record.File
 	Placed []string
+	// Pruned are the channel's older bundles removed from the data folder
+	// after this release was accepted (FetchOptions.Keep).
+	Pruned []*transfer.Bundle
 }
 
 // Path returns where a fetched file is in the verified bundle.
@@ -116,7 +150,22 @@ func (r *FetchResult) Path(f record.File) string {
 // A failure at any step leaves Out and the saved state as they were and
 // says which check failed. A release already accepted is not fetched again
 // (UpToDate).
+//
+// A download never waits forever: one that makes no progress for
+// StallTimeout ends with ErrStalled, and with Recheck a newer release
+// found while one downloads takes its place (Fetch then fetches that one).
 func (c *Client) Fetch(ctx context.Context, o FetchOptions) (*FetchResult, error) {
+	for {
+		res, err := c.fetchOnce(ctx, o)
+		if !errors.Is(err, errSuperseded) {
+			return res, err
+		}
+		c.log.Info("fetching the newer release", "reason", err)
+	}
+}
+
+// fetchOnce is Fetch for the release the channel has now.
+func (c *Client) fetchOnce(ctx context.Context, o FetchOptions) (*FetchResult, error) {
 	channel := o.Channel
 	if channel == "" {
 		channel = transfer.DefaultChannel
@@ -131,6 +180,8 @@ func (c *Client) Fetch(ctx context.Context, o FetchOptions) (*FetchResult, error
 	if err != nil {
 		return nil, err
 	}
+	stage := newStages(o.OnStage)
+	stage.enter(StageResolving)
 	p, stats, err := c.node.Resolve(ctx, o.Key)
 	if err != nil {
 		return nil, err
@@ -140,15 +191,17 @@ func (c *Client) Fetch(ctx context.Context, o FetchOptions) (*FetchResult, error
 		floor.Version, floor.Manifest = o.Current, record.Digest{}
 	}
 	res := &FetchResult{Packet: p, Previous: floor.Version, Resolve: stats}
-	res.Release, err = record.Check(p, o.Key, channel, floor, record.Policy{
+	policy := record.Policy{
 		Now:          c.now(),
 		MaxFuture:    c.cfg.MaxFuture,
 		AllowExpired: o.AllowExpired,
-	})
+	}
+	res.Release, err = record.Check(p, o.Key, channel, floor, policy)
 	if err != nil {
 		return res, err
 	}
 	r := res.Release
+	stage.rel = r
 	if r.Version.Compare(floor.Version) == 0 {
 		if !floor.Manifest.IsZero() && r.Manifest != floor.Manifest {
 			return res, fmt.Errorf("%w: version %s was accepted with manifest %s, this record names %s: a release's content never changes under one version",
@@ -174,13 +227,15 @@ func (c *Client) Fetch(ctx context.Context, o FetchOptions) (*FetchResult, error
 	} else if goos == "" {
 		goos, goarch = runtime.GOOS, runtime.GOARCH
 	}
-	f, err := tc.Fetch(ctx, transfer.FetchRequest{
-		Key:      o.Key,
-		Release:  r,
-		OS:       goos,
-		Arch:     goarch,
-		Peers:    o.Peers,
-		Progress: o.Progress,
+	f, err := c.guardedFetch(ctx, o, r, floor, policy, func(ctx context.Context, progress func(transfer.Progress)) (*transfer.Fetched, error) {
+		return tc.Fetch(ctx, transfer.FetchRequest{
+			Key:      o.Key,
+			Release:  r,
+			OS:       goos,
+			Arch:     goarch,
+			Peers:    o.Peers,
+			Progress: stage.progress(progress),
+		})
 	})
 	if err != nil {
 		return res, err
@@ -192,17 +247,20 @@ func (c *Client) Fetch(ctx context.Context, o FetchOptions) (*FetchResult, error
 		if o.Move && o.Install == nil && len(f.Arrived) > 0 && tc.Unload(r.Infohash) {
 			pl.move = f.Arrived
 		}
-		res.Placed, err = placeFiles(f.Bundle.Dir, f.Files, o.Out, pl)
+		stage.enter(StagePlacing)
+		res.Placed, err = c.place(o.Key, st.Infohash, f.Bundle.Dir, f.Files, o.Out, o.Overwrite, pl)
 		if err != nil {
-			return res, fmt.Errorf("failed to place files in %s: %w", o.Out, err)
+			return res, err
 		}
 	}
 	if o.Install != nil {
+		stage.enter(StageInstalling)
 		if err := o.Install(ctx, res); err != nil {
 			return res, fmt.Errorf("install %s: %w", r.Version, err)
 		}
 	}
 	if res.UpToDate {
+		stage.enter(StageDone)
 		return res, nil
 	}
 	faultpoint.Hit(faultpoint.InstallState)
@@ -212,5 +270,11 @@ func (c *Client) Fetch(ctx context.Context, o FetchOptions) (*FetchResult, error
 		return res, err
 	}
 	faultpoint.Hit(faultpoint.InstallSaved)
+	// Only now, with the release accepted and installed, are the older
+	// ones of no use here. Failing to remove them fails nothing.
+	if res.Pruned, err = c.pruneChannel(tc, o.Key, channel, o.Keep); err != nil {
+		c.log.Warn("failed to remove old bundles", "channel", channel, "err", err)
+	}
+	stage.enter(StageDone)
 	return res, nil
 }

@@ -18,7 +18,8 @@ import (
 )
 
 // placeFiles places files from the verified bundle folder src into out,
-// each under its manifest path with its manifest mode. A file this
+// each under its manifest path with its manifest mode (without group or
+// other write permission, reduced by the umask: safeMode). A file this
 // process hashed as it came in (pl.hashed) is moved or copied as pl says,
 // without being hashed again; any other file is hashed again as it is
 // copied, so what lands in out is exactly what the manifest names even if
@@ -79,6 +80,15 @@ func copyVerified(w io.Writer, src string, f record.File) error {
 	return nil
 }
 
+// safeMode returns the mode a file placed or installed from a manifest is
+// created with, before the umask reduces it further: the manifest's mode
+// without write permission for group or others, whatever the manifest
+// says (a publisher decides what a file holds, not who on this machine may
+// change it).
+func safeMode(m record.Mode) fs.FileMode {
+	return fs.FileMode(m) &^ 0o022
+}
+
 // oldSuffix names the running executable moved aside on Windows, removed
 // by CleanupReplaced at the next start.
 const oldSuffix = ".relay-old"
@@ -86,21 +96,22 @@ const oldSuffix = ".relay-old"
 // ReplaceExecutable replaces the file at target with the bundle file f
 // from the verified bundle folder src, atomically: the new file is written
 // in target's own folder, hashed while it is written, synced, given the
-// old file's mode (or f's mode if there is no old file), and renamed over
+// old file's mode (or, if there is no old file, f's mode without write
+// permission for group or others, reduced by the umask), and renamed over
 // target. On Windows, where a running executable cannot be replaced, the
 // old file is first renamed aside to target+".relay-old"; CleanupReplaced
 // removes it later. On any error target is left as it was.
 func ReplaceExecutable(target, src string, f record.File) error {
-	mode := fs.FileMode(f.Mode)
+	create := func() (*atomicfile.File, error) { return atomicfile.CreateMasked(target, safeMode(f.Mode)) }
 	if fi, err := os.Stat(target); err == nil {
 		if !fi.Mode().IsRegular() {
 			return fmt.Errorf("cannot install over %s: not a regular file", target)
 		}
-		mode = fi.Mode().Perm()
+		create = func() (*atomicfile.File, error) { return atomicfile.Create(target, fi.Mode().Perm()) }
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("cannot install over %s: %w", target, err)
 	}
-	p, err := atomicfile.Create(target, mode)
+	p, err := create()
 	if err != nil {
 		return fmt.Errorf("failed to install %s: %w", target, err)
 	}

@@ -3,7 +3,6 @@ package relay
 import (
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 
 	"github.com/relay-sh/relay/internal/atomicfile"
@@ -37,15 +36,15 @@ type placement struct {
 // if pl.move has it, else shared or copied in the kernel
 // (diskio.Copy); any other is copied and hashed (copyVerified).
 func (pl placement) start(target, src string, f record.File) (*atomicfile.File, error) {
-	mode := fs.FileMode(f.Mode)
+	mode := safeMode(f.Mode)
 	if pl.hashed[f.Path] && pl.move[f.Path] {
 		if p, err := atomicfile.Adopt(target, src, mode); err == nil {
 			return p, nil
 		}
 	}
-	p, err := atomicfile.Create(target, mode)
+	p, err := atomicfile.CreateMasked(target, mode)
 	if err != nil {
-		return nil, fmt.Errorf("failed to place %s: %w", f.Path, err)
+		return nil, err
 	}
 	w := faultpoint.Writer(faultpoint.PlaceWrite, p)
 	if pl.hashed[f.Path] {

@@ -16,6 +16,16 @@ import (
 // already published on the channel (PublishOptions.Force overrides).
 var ErrNotNewer = errors.New("version not above the published one")
 
+// ErrCurrentAhead is returned by Publish when the key's current record is
+// signed more than record.DefaultMaxFuture ahead of this machine's clock
+// (PublishOptions.AllowAhead overrides). A record's seq is the time it was
+// signed, and a new one must be above the current one: built on a record
+// from a machine whose clock ran a year ahead, every later record would be
+// dated a year ahead too, and watchers refuse such records. Nodes forget
+// the record ItemLifetime (2 h) after it was last stored; relay seed no
+// longer stores such a record again, so publishing works again then.
+var ErrCurrentAhead = errors.New("the current record is signed ahead of this clock")
+
 // DefaultExpires is how long a published record stays fresh when
 // PublishOptions.Expires is zero.
 const DefaultExpires = 30 * 24 * time.Hour
@@ -40,9 +50,22 @@ type PublishOptions struct {
 	Expires time.Duration
 	// WebSeeds are HTTP(S) URLs that serve the bundle's files (BEP 19).
 	WebSeeds []string
+	// Keep is how many releases of the channel stay in the data folder,
+	// this one among them; zero means DefaultPublishKeep. It is recorded
+	// there, so that a seeder or fetch on the same folder keeps as many.
+	Keep int
+	// OnStage is called as each stage begins (StageResolving,
+	// StageBundling, StageStoring), with the release once it is known;
+	// nil drops it.
+	OnStage func(Stage, record.Release)
 	// Force publishes even when the channel already has this version or a
 	// higher one.
 	Force bool
+	// AllowAhead builds on a current record signed ahead of this
+	// machine's clock instead of returning ErrCurrentAhead: for a machine
+	// whose own clock is behind. The new record is signed one above the
+	// current seq, so it is dated as far ahead as that one.
+	AllowAhead bool
 }
 
 // Published is what Publish did.
@@ -54,6 +77,12 @@ type Published struct {
 	Previous *record.Release
 	// Stats says how many DHT nodes stored the record.
 	Stats dht.PutStats
+	// Pruned are the channel's older bundles removed from the data folder
+	// (PublishOptions.Keep).
+	Pruned []*transfer.Bundle
+	// LeftOut lists what the source folders held that was not bundled:
+	// relay private key files and relay data folders (transfer.MakeOptions).
+	LeftOut []transfer.LeftOut
 }
 
 // Publish makes the bundle in the data folder, starts seeding it, and
@@ -85,12 +114,17 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*Published, err
 	// Refuse early, before any bundle is made; Publish checks again
 	// against the packet it replaces.
 	var prev *record.Release
+	stage := newStages(o.OnStage)
+	stage.enter(StageResolving)
 	cur, _, err := c.node.Resolve(ctx, key)
 	switch {
 	case errors.Is(err, dht.ErrNotFound):
 	case err != nil:
 		return nil, err
 	default:
+		if err := checkAhead(cur, now, o); err != nil {
+			return nil, err
+		}
 		if prev, err = c.checkNewer(cur, channel, o); err != nil {
 			return nil, err
 		}
@@ -99,7 +133,10 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*Published, err
 	if err != nil {
 		return nil, err
 	}
+	stage.enter(StageBundling)
+	var leftOut []transfer.LeftOut
 	b, err := transfer.Make(ctx, transfer.MakeOptions{
+		LeftOut:   func(l transfer.LeftOut) { leftOut = append(leftOut, l) },
 		Dir:       transfer.BundlesDir(c.cfg.DataDir),
 		Sources:   o.Sources,
 		Key:       key,
@@ -118,9 +155,14 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*Published, err
 	if err := r.Validate(); err != nil {
 		return nil, err
 	}
+	stage.rel = r
+	stage.enter(StageStoring)
 	p, stats, err := c.node.Publish(ctx, o.Key, func(cur *record.SignedPacket) ([]byte, error) {
 		var old []byte
 		if cur != nil {
+			if err := checkAhead(cur, c.now(), o); err != nil {
+				return nil, err
+			}
 			if _, err := c.checkNewer(cur, channel, o); err != nil {
 				return nil, err
 			}
@@ -131,7 +173,43 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*Published, err
 	if err != nil {
 		return nil, err
 	}
-	return &Published{Bundle: b, Release: r, Packet: p, Previous: prev, Stats: stats}, nil
+	res := &Published{Bundle: b, Release: r, Packet: p, Previous: prev, Stats: stats, LeftOut: leftOut}
+	// The record names the new bundle now: older ones beyond Keep go.
+	keep := o.Keep
+	if keep <= 0 {
+		keep = DefaultPublishKeep
+	}
+	if err := c.recordKeep(key, channel, RolePublish, keep); err != nil {
+		c.log.Warn("failed to record how many releases to keep", "err", err)
+	}
+	if res.Pruned, err = c.pruneChannel(tc, key, channel, keep); err != nil {
+		c.log.Warn("failed to remove old bundles", "channel", channel, "err", err)
+	}
+	return res, nil
+}
+
+// checkAhead returns ErrCurrentAhead when cur is signed more than
+// record.DefaultMaxFuture ahead of now and o does not allow it.
+func checkAhead(cur *record.SignedPacket, now time.Time, o PublishOptions) error {
+	if o.AllowAhead || !signedAhead(cur, now) {
+		return nil
+	}
+	return fmt.Errorf("%w: it was signed %s, %s ahead, and a record built on it would be as far ahead: watchers refuse records signed more than %s ahead of their clocks",
+		ErrCurrentAhead, cur.Time().UTC().Format(time.RFC3339), roughly(cur.Time().Sub(now)), record.DefaultMaxFuture)
+}
+
+// signedAhead reports whether p is signed more than
+// record.DefaultMaxFuture ahead of now: a record watchers refuse.
+func signedAhead(p *record.SignedPacket, now time.Time) bool {
+	return p.Time().Sub(now) > record.DefaultMaxFuture
+}
+
+// roughly writes a duration for people: days when it is more than two.
+func roughly(d time.Duration) string {
+	if d > 48*time.Hour {
+		return fmt.Sprintf("%d days", d/(24*time.Hour))
+	}
+	return d.Round(time.Minute).String()
 }
 
 // checkNewer returns the channel's release in cur, and ErrNotNewer if o's
@@ -185,4 +263,15 @@ func (c *Client) BundleStats(ih record.Infohash) (transfer.Stats, bool) {
 		return transfer.Stats{}, false
 	}
 	return tc.Stats(ih)
+}
+
+// BundlePeers says which peers of a bundle this client served knew and how
+// far it reached them (see transfer.Client.Reach): what a publisher that
+// waited in vain tells its user.
+func (c *Client) BundlePeers(ih record.Infohash) (peers []transfer.PeerReach, more int, ok bool) {
+	tc, err := c.transfer()
+	if err != nil {
+		return nil, 0, false
+	}
+	return tc.Reach(ih)
 }

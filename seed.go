@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -141,6 +139,10 @@ func (c *Client) Seed(ctx context.Context, o SeedOptions) error {
 		if f.Channel == "" {
 			continue // the publisher's own key, not followed for releases
 		}
+		// A fetch or prune in this data folder later keeps as many.
+		if err := c.recordKeep(f.Key, f.Channel, RoleSeed, o.Keep); err != nil {
+			emit(Event{Kind: EventError, Follow: f, Err: err})
+		}
 		wg.Go(func() {
 			checks := backoff.Checks{Interval: o.Interval}
 			for {
@@ -199,7 +201,11 @@ func followedKeys(fs []Follow) []signer.PublicKey {
 // prunes the channel's old bundles. It reports refusals as events and
 // returns what failed, to be tried again sooner.
 func (c *Client) seedFollow(ctx context.Context, tc *transfer.Client, f Follow, keep int, emit func(Event)) error {
-	res, err := c.Fetch(ctx, FetchOptions{Key: f.Key, Channel: f.Channel, AllPlatforms: true})
+	res, err := c.Fetch(ctx, FetchOptions{Key: f.Key, Channel: f.Channel, AllPlatforms: true, Keep: keep})
+	var fetchPruned []*transfer.Bundle
+	if res != nil {
+		fetchPruned = res.Pruned
+	}
 	switch {
 	case err != nil && record.IsVerification(err):
 		emit(Event{Kind: EventRefused, Follow: f, Err: err})
@@ -218,7 +224,7 @@ func (c *Client) seedFollow(ctx context.Context, tc *transfer.Client, f Follow, 
 	}
 	emit(Event{Kind: EventSeeding, Follow: f, Version: res.Release.Version, Bundle: b})
 	pruned, err := c.prune(tc, f, keep)
-	for _, p := range pruned {
+	for _, p := range append(fetchPruned, pruned...) {
 		emit(Event{Kind: EventPruned, Follow: f, Version: p.Manifest.Version, Bundle: p})
 	}
 	return err
@@ -236,50 +242,41 @@ func (c *Client) Prune(f Follow, keep int) ([]*transfer.Bundle, error) {
 
 // prune removes the bundles of a followed channel beyond the newest keep.
 func (c *Client) prune(tc *transfer.Client, f Follow, keep int) ([]*transfer.Bundle, error) {
-	root := transfer.BundlesDir(c.cfg.DataDir)
-	ihs, err := transfer.ListBundles(root)
-	if err != nil {
-		return nil, err
-	}
-	var mine []*transfer.Bundle
-	for _, ih := range ihs {
-		b, err := transfer.OpenBundle(root, ih)
-		if err != nil || b.Manifest.Key != f.Key || b.Manifest.Channel != f.Channel {
-			continue
-		}
-		mine = append(mine, b)
-	}
-	if len(mine) <= keep {
-		return nil, nil
-	}
-	slices.SortFunc(mine, func(a, b *transfer.Bundle) int { return b.Manifest.Version.Compare(a.Manifest.Version) })
-	var pruned []*transfer.Bundle
-	var errs []error
-	for _, b := range mine[keep:] {
-		tc.Drop(b.Infohash)
-		if err := os.RemoveAll(filepath.Join(root, b.Infohash.String())); err != nil {
-			errs = append(errs, fmt.Errorf("failed to remove bundle %s: %w", b.Infohash, err))
-			continue
-		}
-		pruned = append(pruned, b)
-	}
-	return pruned, errors.Join(errs...)
+	return c.pruneChannel(tc, f.Key, f.Channel, keep)
 }
 
 // restore stores key's latest packet again: the one resolved now if the
 // network still has it, else the newest this seeder has seen or accepted.
+// A packet signed further ahead of this clock than watchers accept is
+// never stored again (it is said once a round): kept alive, it would keep
+// the publisher's next records dated as far ahead (ErrCurrentAhead).
 func (c *Client) restore(ctx context.Context, key signer.PublicKey, latest map[signer.PublicKey]*record.SignedPacket, emit func(Event)) {
 	f := Follow{Key: key}
-	best := latest[key]
-	if p, _, err := c.node.Resolve(ctx, key); err == nil && (best == nil || p.Seq > best.Seq) {
-		best = p
+	now := c.now()
+	var ahead, best *record.SignedPacket
+	consider := func(p *record.SignedPacket) {
+		switch {
+		case p == nil || best != nil && p.Seq <= best.Seq:
+		case signedAhead(p, now):
+			ahead = p
+		default:
+			best = p
+		}
+	}
+	consider(latest[key])
+	if p, _, err := c.node.Resolve(ctx, key); err == nil {
+		consider(p)
 	}
 	if states, err := c.states.List(); err == nil {
 		for _, st := range states {
-			if st.Key == key && st.Packet != nil && (best == nil || st.Packet.Seq > best.Seq) {
-				best = st.Packet
+			if st.Key == key {
+				consider(st.Packet)
 			}
 		}
+	}
+	if ahead != nil {
+		emit(Event{Kind: EventError, Follow: f, Err: fmt.Errorf("not storing the record of %s again: %w (signed %s, %s ahead)",
+			key, ErrCurrentAhead, ahead.Time().UTC().Format(time.RFC3339), roughly(ahead.Time().Sub(now)))})
 	}
 	if best == nil {
 		return
@@ -304,6 +301,9 @@ func (c *Client) resign(ctx context.Context, key *signer.PrivateKey, emit func(E
 		return // nothing to keep alive, or the network is away: next time
 	}
 	now := c.now()
+	if signedAhead(cur, now) {
+		return // restore says why it is left to expire
+	}
 	channels, err := record.Channels(pub, cur.Packet)
 	if err != nil {
 		return

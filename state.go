@@ -117,10 +117,10 @@ func (s stateStore) Save(st State) error {
 		return err
 	}
 	p := s.path(st.Key, st.Channel)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return fmt.Errorf("failed to save state: %w", err)
 	}
-	if err := atomicfile.WriteFile(p, append(data, '\n'), 0o644); err != nil {
+	if err := atomicfile.WriteFile(p, append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("failed to save state: %w", err)
 	}
 	return nil

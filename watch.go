@@ -22,6 +22,10 @@ const (
 	EventChecked EventKind = "up-to-date"
 	// EventFound: a new release passed the record checks; fetching it.
 	EventFound EventKind = "found"
+	// EventWaiting: a download has made no progress for a while;
+	// Event.Waiting says what it waits for. It goes on until
+	// FetchOptions.StallTimeout, or a newer release takes its place.
+	EventWaiting EventKind = "waiting"
 	// EventInstalled: a new release was fetched, verified and installed.
 	EventInstalled EventKind = "installed"
 	// EventRefused: a record, manifest or file failed verification; nothing
@@ -44,6 +48,8 @@ type Event struct {
 	Err error
 	// Retry is how long until the next check.
 	Retry time.Duration
+	// Waiting is set for EventWaiting.
+	Waiting *Waiting
 	// Follow, Bundle, Stored and Expires are set by Seed's events: the
 	// followed key and channel, the bundle served or pruned, how many DHT
 	// nodes stored a record, a re-signed record's new expiry.
@@ -68,10 +74,13 @@ type WatchOptions struct {
 // Fetch, which installs each new release that passes the whole
 // verification chain. FetchOptions.Again applies to the first check that
 // succeeds: the accepted release is installed again once. Network failures are retried with a backoff that
-// starts at a few seconds and grows to the interval; verification
+// starts at a few seconds and grows to the interval (a download that
+// stalls, ErrStalled, is one); while a release downloads, the channel is
+// resolved again every interval, and a newer release takes its place;
+// verification
 // failures are reported and the watch goes on. It returns nil when ctx is
 // cancelled, and an error only for what retrying cannot mend (bad options,
-// unreadable state).
+// unreadable state, ErrWouldOverwrite: a user's own file in the way).
 func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 	interval := o.Interval
 	if interval <= 0 {
@@ -83,10 +92,22 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 			o.OnEvent(e)
 		}
 	}
+	if o.Recheck <= 0 {
+		o.Recheck = interval
+	}
+	onWaiting := o.OnWaiting
+	o.OnWaiting = func(w Waiting) {
+		if onWaiting != nil {
+			onWaiting(w)
+		}
+		emit(Event{Kind: EventWaiting, Version: w.Release.Version, Waiting: &w})
+	}
 	checks := backoff.Checks{Interval: interval}
 	for {
 		res, err := c.Fetch(ctx, o.FetchOptions)
-		if ctx.Err() != nil {
+		if ctx.Err() != nil && err != nil {
+			// Interrupted. A fetch that finished before it saw the
+			// interruption installed its release: that is still said.
 			return nil
 		}
 		again := o.Again
@@ -100,7 +121,7 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 			ev = Event{Kind: EventChecked, Version: res.Release.Version, Result: res}
 		case err == nil:
 			ev = Event{Kind: EventInstalled, Version: res.Release.Version, Result: res}
-		case errors.Is(err, ErrState) || errors.Is(err, errBadOptions):
+		case errors.Is(err, ErrState) || errors.Is(err, errBadOptions) || errors.Is(err, ErrWouldOverwrite):
 			return err
 		case errors.Is(err, record.ErrExpired):
 			ev = Event{Kind: EventStale, Err: err}
@@ -115,6 +136,11 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 		wait := checks.Next(ev.Kind == EventError)
 		ev.Retry = wait
 		emit(ev)
+		if err == nil {
+			for _, b := range res.Pruned {
+				emit(Event{Kind: EventPruned, Version: b.Manifest.Version, Bundle: b})
+			}
+		}
 		if !backoff.Sleep(ctx, wait) {
 			return nil
 		}

@@ -78,12 +78,18 @@ func (f family) reaches(ap netip.AddrPort) bool {
 // this node can reach, each once. Nodes list every IPv4 node a second time
 // as ::ffff:a.b.c.d in their IPv6 list; counted twice, one node would take
 // two of the k closest places and a put would reach half as many nodes.
+//
+// It keeps at most K nodes of each list and one node of each host (see
+// netHost), as an honest answer holds: a hostile node's answer of 150
+// made-up nodes next to the target, on one address, made a lookup query
+// (and wait for) every one of them.
 func usableNodes(r *krpc.Return, f family, self krpc.ID) []krpc.NodeInfo {
 	type key struct {
 		id krpc.ID
 		ap netip.AddrPort
 	}
 	seen := make(map[key]bool, len(r.Nodes)+len(r.Nodes6))
+	hosts := make(map[host]bool)
 	var out []krpc.NodeInfo
 	add := func(ni krpc.NodeInfo) {
 		ap := addrPort(ni.Addr.IP, ni.Addr.Port)
@@ -92,12 +98,15 @@ func usableNodes(r *krpc.Return, f family, self krpc.ID) []krpc.NodeInfo {
 			return
 		}
 		seen[k] = true
-		out = append(out, krpc.NodeInfo{ID: ni.ID, Addr: nodeAddr(ap)})
+		if h := netHost(ap); !hosts[h] {
+			hosts[h] = true
+			out = append(out, krpc.NodeInfo{ID: ni.ID, Addr: nodeAddr(ap)})
+		}
 	}
-	for _, ni := range r.Nodes {
+	for _, ni := range r.Nodes[:min(len(r.Nodes), K)] {
 		add(ni)
 	}
-	for _, ni := range r.Nodes6 {
+	for _, ni := range r.Nodes6[:min(len(r.Nodes6), K)] {
 		add(ni)
 	}
 	return out

@@ -22,10 +22,11 @@ type ResolveStats struct {
 	Queried int
 	// Answered is the number of nodes that answered.
 	Answered int
-	// Held is the number of nodes that returned the packet returned.
+	// Held is the number of distinct hosts whose nodes returned the
+	// packet returned.
 	Held int
-	// Older is the number of nodes that returned a valid packet with a
-	// lower seq.
+	// Older is the number of distinct hosts whose nodes returned a valid
+	// packet with a lower seq.
 	Older int
 	// Invalid is the number of nodes that returned a packet that fails
 	// verification (bad signature, wrong key, malformed, too large).
@@ -38,8 +39,11 @@ type ResolveStats struct {
 type PutStats struct {
 	// Queried and Answered count the nodes of the read before the put.
 	Queried, Answered int
-	// Acked is the number of distinct nodes that acknowledged the put:
-	// they hold the packet now.
+	// Acked is the number of distinct hosts (an address, or a public
+	// IPv4 /24 or IPv6 /64: see README) that acknowledged the put: they
+	// hold the packet now, unless they lie. Nodes of one host count once,
+	// and a lookup's closest set holds one node of each host, so however
+	// many node IDs one host runs, it makes one of Acked.
 	Acked int
 	// Refused is the number of nodes that answered the put with an error.
 	Refused int
@@ -102,13 +106,15 @@ func (n *Node) get(ctx context.Context, key signer.PublicKey) (found, error) {
 			f.best = p
 		}
 	}
-	for _, p := range seen {
+	held, older := make(map[host]bool), make(map[host]bool)
+	for from, p := range seen {
 		if p.Seq == f.best.Seq && p.Sig == f.best.Sig {
-			f.stats.Held++
+			held[netHost(from)] = true
 		} else if p.Seq < f.best.Seq {
-			f.stats.Older++
+			older[netHost(from)] = true
 		}
 	}
+	f.stats.Held, f.stats.Older = len(held), len(older)
 	return f, nil
 }
 
@@ -259,7 +265,7 @@ func (n *Node) put(ctx context.Context, p *record.SignedPacket, closest []closeN
 	var (
 		mu       sync.Mutex
 		wg       sync.WaitGroup
-		acked    = make(map[netip.AddrPort]bool)
+		acked    = make(map[host]bool)
 		refusals = make(map[int]int) // by KRPC error code
 		failed   int
 		sent     = make(map[netip.AddrPort]bool)
@@ -290,7 +296,7 @@ func (n *Node) put(ctx context.Context, p *record.SignedPacket, closest []closeN
 				st.Refused++
 				n.log.Debug("put refused", "node", c.addr, "key", p.Key, "err", res.Reply.E)
 			case res.Reply.R != nil:
-				acked[c.addr] = true
+				acked[netHost(c.addr)] = true
 			default:
 				failed++
 			}

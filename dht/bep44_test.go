@@ -29,13 +29,7 @@ func release(t testing.TB, channel, v string) record.Release {
 // setRelease is the update a publisher makes: r replaces its channel's
 // record and keeps every other.
 func setRelease(key signer.PublicKey, r record.Release) func(*record.SignedPacket) ([]byte, error) {
-	return func(cur *record.SignedPacket) ([]byte, error) {
-		var old []byte
-		if cur != nil {
-			old = cur.Packet
-		}
-		return record.SetRelease(key, old, r)
-	}
+	return record.ReleaseUpdate(key, r)
 }
 
 func TestPublishResolve(t *testing.T) {

@@ -11,11 +11,18 @@
 // are deduplicated (IPv4 nodes repeated as ::ffff:a.b.c.d), puts count
 // acknowledgements and refusals, BEP 44 cas is never sent, the peer store
 // keys peers by address and port, and short-lived processes run read-only
-// nodes. Two more were found here: anacrolix answers find_node and get
+// nodes. More were found here: anacrolix answers find_node and get
 // with the nodes closest to the zero ID, scanning from the target's bucket
 // outwards only (fixed in the query hook), and its table maintainer leaks
 // a goroutine a minute while the routing table is empty (it is started
-// only once the table is not).
+// only once the table is not), and it keeps state that grows with what
+// anyone sends (a count of every query method name, forever), so every
+// datagram passes the node's guard first (guard.go): bounded packets,
+// whole KRPC messages, known methods, rate limits per host.
+//
+// No host (an address, or a public /24 or /64: hosts.go) takes more than
+// one place in a lookup's closest set, more than its share of the item
+// store, or more than its rate of the node's answers.
 //
 // It never prints, never reads flags or the environment, never exits and
 // never contacts an address it was not given: the public routers are used
@@ -30,9 +37,11 @@ import (
 	"time"
 )
 
-// DefaultSendRate is the number of packets per second a node sends at most
-// when Config.SendRate is zero.
-const DefaultSendRate = 100
+// DefaultSendRate is the number of queries, and of answers, a node sends
+// a second at most when Config.SendRate is zero: two and a half times what
+// it takes from one network, so that a flood from one network leaves most
+// of its answers to others.
+const DefaultSendRate = 250
 
 // DefaultQueryTimeout is how long a node waits for an answer to a query
 // when Config.QueryTimeout is zero.
@@ -82,15 +91,27 @@ type Config struct {
 	// and a private network of any size forms from its one address.
 	// Incompatible with ReadOnly.
 	Bootstrapper bool
+	// Reachable says that other hosts can reach this node unasked at the
+	// address they see it at, even when that address is not one of its
+	// own: a forwarded port, or a cloud machine behind one-to-one NAT. A
+	// node that finds itself seen at another address otherwise takes it
+	// for NAT that lets in only answers, and says it is read-only (BEP 43)
+	// so that nobody keeps it in a routing table; Reachable keeps it a
+	// full node.
+	Reachable bool
 	// NodesFile, when set, keeps the routing table across runs: New reads
 	// it and joins through those nodes as well as Bootstrap, and Close (and
 	// a long-running node every few minutes) writes it, atomically. Its
 	// directory must exist. A file that does not parse is ignored (and
 	// logged).
 	NodesFile string
-	// SendRate is the most packets per second this node sends, queries and
-	// replies; zero means DefaultSendRate. Every node has a limiter of its
-	// own.
+	// SendRate is the most queries per second this node sends, and the
+	// most answers per second it sends, each on a budget of its own (so a
+	// bootstrap node's pings never take its answers' place); zero means
+	// DefaultSendRate. Every node has limiters of its own. Besides, a node
+	// takes at most 50 queries a second from one address and 100 from one
+	// network, and sends one address at most 32 KiB of answers a second
+	// (see guard.go and README's "What a DHT node promises").
 	SendRate float64
 	// QueryTimeout is how long to wait for an answer before giving up on a
 	// node; zero means DefaultQueryTimeout. Lookups (resolve, publish,

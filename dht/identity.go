@@ -53,7 +53,7 @@ func saveIdentity(nodesFile string, id krpc.ID, addr netip.AddrPort) error {
 	if err != nil {
 		return err
 	}
-	return atomicfile.WriteFile(identityFile(nodesFile), b, 0o644)
+	return atomicfile.WriteFile(identityFile(nodesFile), b, 0o600)
 }
 
 // listenAgain listens on the port a node kept when listen asks for any

@@ -220,7 +220,7 @@ func TestPeerStoreTotalBounded(t *testing.T) {
 	for i := range maxPeers / perInfohash {
 		ih[0], ih[1] = byte(i>>8), byte(i)
 		for j := range perInfohash {
-			s.AddPeer(ih, krpc.NodeAddr{IP: net.IPv4(10, 1, 0, byte(j)), Port: 6881})
+			s.AddPeer(ih, krpc.NodeAddr{IP: net.IPv4(10, 1, byte(i%20), byte(j)), Port: 6881})
 		}
 	}
 	if s.total != maxPeers {
@@ -349,4 +349,82 @@ func FuzzGetReply(f *testing.F) {
 			t.Fatalf("took an item that is not the key's valid packet: %+v", got)
 		}
 	})
+}
+
+// One host holds at most maxPeersOfHost peers over every infohash: a host
+// announcing itself for ever more torrents does not fill the store for
+// the others.
+func TestPeerStoreHostTotal(t *testing.T) {
+	now := time.Unix(1000, 0)
+	s := newPeerStore(func() time.Time { return now })
+	var ih peer_store.InfoHash
+	for i := range 2 * maxPeersOfHost {
+		ih[0], ih[1] = byte(i>>8), byte(i)
+		s.AddPeer(ih, krpc.NodeAddr{IP: net.IPv4(203, 0, 113, 7), Port: 6881})
+	}
+	if s.total != maxPeersOfHost {
+		t.Fatalf("one host holds %d peers, want %d", s.total, maxPeersOfHost)
+	}
+	// Its neighbour in the /24 is the same host; another network is not.
+	s.AddPeer(ih, krpc.NodeAddr{IP: net.IPv4(203, 0, 113, 8), Port: 6881})
+	s.AddPeer(ih, krpc.NodeAddr{IP: net.IPv4(198, 51, 100, 1), Port: 6881})
+	if got := s.GetPeers(ih); len(got) != 1 || !got[0].IP.Equal(net.IPv4(198, 51, 100, 1)) {
+		t.Errorf("peers of the last infohash: %v, want only the other network's", got)
+	}
+}
+
+// The per-host buckets of the rate limits stay under their bound however
+// many hosts send: beyond it, new hosts share one bucket until idle ones
+// leave.
+func TestBucketsBounded(t *testing.T) {
+	now := time.Unix(1000, 0)
+	b := newBuckets(20, 50, 100)
+	for i := range 10000 {
+		ap := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, byte(i >> 8), byte(i), 1}), 6881)
+		b.allow(netHost(ap), 1, now)
+	}
+	if n := len(b.m); n > 100+1 {
+		t.Fatalf("%d buckets after 10,000 hosts, want at most 100 and the shared one", n)
+	}
+	// The shared bucket is spent: a new host waits, as one host would.
+	if b.allow(host{prefix: netip.MustParsePrefix("203.0.113.0/24")}, 1, now) {
+		t.Error("a new host got a token from the spent shared bucket")
+	}
+	// Once the others are idle (refilled), a new host has a bucket of its own.
+	now = now.Add(10 * time.Second)
+	if !b.allow(host{prefix: netip.MustParsePrefix("203.0.113.0/24")}, 50, now) {
+		t.Error("a new host, once the others were idle, got no full bucket")
+	}
+}
+
+// What counts as one host: a public IPv4 /24, a public IPv6 /64, a
+// private, link-local or loopback address, a port of 127.0.0.1 or ::1.
+func TestHosts(t *testing.T) {
+	same := [][2]string{
+		{"203.0.113.7:1", "203.0.113.200:2"},
+		{"[2001:db8:1:2::1]:1", "[2001:db8:1:2:ffff::9]:2"},
+		{"[::ffff:203.0.113.7]:1", "203.0.113.9:1"},
+		{"10.1.2.3:1", "10.1.2.3:2"},
+		{"127.5.0.1:1", "127.5.0.1:2"},
+		{"127.0.0.1:7", "127.0.0.1:7"},
+	}
+	differ := [][2]string{
+		{"203.0.113.7:1", "203.0.114.7:1"},
+		{"[2001:db8:1:2::1]:1", "[2001:db8:1:3::1]:1"},
+		{"10.1.2.3:1", "10.1.2.4:1"},
+		{"192.168.1.2:1", "192.168.1.3:1"},
+		{"127.5.0.1:1", "127.5.0.2:1"},
+		{"127.0.0.1:7", "127.0.0.1:8"},
+		{"[::1]:7", "[::1]:8"},
+	}
+	for _, p := range same {
+		if a, b := netHost(netip.MustParseAddrPort(p[0])), netHost(netip.MustParseAddrPort(p[1])); a != b {
+			t.Errorf("%s and %s: hosts %v and %v, want one", p[0], p[1], a, b)
+		}
+	}
+	for _, p := range differ {
+		if a, b := netHost(netip.MustParseAddrPort(p[0])), netHost(netip.MustParseAddrPort(p[1])); a == b {
+			t.Errorf("%s and %s: one host %v, want two", p[0], p[1], a)
+		}
+	}
 }

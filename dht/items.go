@@ -21,30 +21,40 @@ import (
 // memory once a lifetime.
 //
 // Anyone may store an item on a node (a put needs only a token, which a
-// get hands out), so the number is capped. When the store is full, the
-// items a node is responsible for win: those whose target is closest to
-// its own ID, as Kademlia stores each item on the k nodes closest to it. A
-// new item closer than the farthest one held takes its place; one farther
-// than all of them is refused with a KRPC error, which the putter counts as
-// a refusal and goes on to the other nodes. Items put by whoever floods a
-// node with far targets are the ones that go.
+// get hands out), so the number is capped, and shared fairly among the
+// hosts that store (netHost of a put's source: an address, or a public
+// /24 or /64). Each item belongs to the host that stored it first. When the
+// store is full, a new item takes the place of the farthest item (from
+// the node's ID, as Kademlia stores each item on the k nodes closest to
+// it) of the host that holds the most; when that is its own host, only an
+// item closer than that host's farthest gets in, and a farther one is
+// refused with a KRPC error, which the putter counts as a refusal. So a
+// flood from one host, however its keys were ground, displaces only that
+// host's own items, and a host's items are displaced only by hosts that
+// hold fewer. (10,500 puts from one address with targets ground near the
+// node's ID once evicted the one real record.)
 type itemStore struct {
 	now      func() time.Time
 	lifetime time.Duration
 	max      int
 	self     krpc.ID
 
-	mu    sync.Mutex
-	items map[bep44.Target]*storedItem
-	far   farthest // the same items, farthest from self first
-	swept time.Time
+	mu     sync.Mutex
+	items  map[bep44.Target]*storedItem
+	owners map[host]*farthest // each host's items, farthest from self first
+	swept  time.Time
+	// from is the host of the put being served: anacrolix calls Put under
+	// its server's lock right after the query hook (Node.onQuery) that
+	// sets it.
+	from host
 }
 
 type storedItem struct {
 	item   *bep44.Item
 	stored time.Time
 	dist   krpc.ID // target XOR self
-	index  int     // in far
+	owner  host
+	index  int // in owners[owner]
 }
 
 // errStoreFull is the answer to a put that the store has no room for:
@@ -60,20 +70,30 @@ func newItemStore(now func() time.Time, lifetime time.Duration, max int, self kr
 		max:      max,
 		self:     self,
 		items:    make(map[bep44.Target]*storedItem),
+		owners:   make(map[host]*farthest),
 		swept:    now(),
 	}
+}
+
+// putFrom says that the next Put is from h.
+func (s *itemStore) putFrom(h host) {
+	s.mu.Lock()
+	s.from = h
+	s.mu.Unlock()
 }
 
 // Put stores i, or stores it again: its lifetime starts now.
 // (bep44.Wrapper.Put checks it first: a valid signature, and a seq above
 // the stored item's or the same item again.) A new target when the store
-// is full takes the place of the farthest item, or is refused when it is
-// the farthest itself.
+// is full takes the place of another item or is refused, as itemStore
+// says.
 func (s *itemStore) Put(i *bep44.Item) error {
 	t := i.Target()
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	from := s.from
+	s.from = host{}
 	if e, ok := s.items[t]; ok {
 		e.item, e.stored = i, now
 		return nil
@@ -86,15 +106,45 @@ func (s *itemStore) Put(i *bep44.Item) error {
 	}
 	d := distance(t, s.self)
 	if len(s.items) >= s.max {
-		if len(s.far) == 0 || !closer(d, s.far[0].dist) {
+		victim := s.victim(from)
+		if victim == nil || victim.owner == from && !closer(d, victim.dist) {
 			return errStoreFull
 		}
-		s.remove(s.far[0])
+		s.remove(victim)
 	}
-	e := &storedItem{item: i, stored: now, dist: d}
+	e := &storedItem{item: i, stored: now, dist: d, owner: from}
 	s.items[t] = e
-	heap.Push(&s.far, e)
+	h := s.owners[from]
+	if h == nil {
+		h = new(farthest)
+		s.owners[from] = h
+	}
+	heap.Push(h, e)
 	return nil
+}
+
+// victim returns the item a new one from host from would replace in a
+// full store: the farthest item of the host holding the most (from's own
+// when from holds as many), of the farthest such host's when several do.
+func (s *itemStore) victim(from host) *storedItem {
+	most := 0
+	if h := s.owners[from]; h != nil {
+		most = h.Len()
+	}
+	var v *storedItem
+	if most > 0 {
+		v = (*s.owners[from])[0]
+	}
+	for o, h := range s.owners {
+		switch e := (*h)[0]; {
+		case o == from:
+		case h.Len() > most:
+			most, v = h.Len(), e
+		case h.Len() == most && v != nil && v.owner != from && closer(v.dist, e.dist):
+			v = e
+		}
+	}
+	return v
 }
 
 // Get returns the item stored under t, or bep44.ErrItemNotFound when there
@@ -142,7 +192,11 @@ func (s *itemStore) sweep(now time.Time) {
 
 func (s *itemStore) remove(e *storedItem) {
 	delete(s.items, e.item.Target())
-	heap.Remove(&s.far, e.index)
+	h := s.owners[e.owner]
+	heap.Remove(h, e.index)
+	if h.Len() == 0 {
+		delete(s.owners, e.owner)
+	}
 }
 
 func (s *itemStore) expired(e *storedItem, now time.Time) bool {

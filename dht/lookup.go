@@ -47,14 +47,29 @@ type lookupStats struct {
 	messages int // packets sent, resends included
 }
 
-// run walks the DHT towards l.target until no closer node is left to ask
-// (or ctx ends) and returns the k closest nodes that answered, closest
-// first.
+// lookup walks the DHT towards l.target until no closer node is left to
+// ask (or ctx ends) and returns the k closest nodes that answered, closest
+// first, at most one of each host (netHost: an address, or a public /24 or
+// /64).
+//
+// Kademlia trusts that node IDs are spread at random; anyone can pick
+// IDs next to a target and run as many nodes with them as it has ports.
+// Eight of them on one address took every place of the closest set, so
+// a publish stored only on them and a resolver asked only them. Here the
+// first node of a host to answer takes its one place; the others of that
+// host are not asked (or, asked already, do not count).
 func (n *Node) lookup(ctx context.Context, l lookup) ([]closeNode, lookupStats, error) {
 	var (
-		mu sync.Mutex
-		st lookupStats
+		mu    sync.Mutex
+		st    lookupStats
+		hosts = make(map[host]bool) // hosts with a node that answered
 	)
+	// taken reports whether a node of ap's host has answered.
+	taken := func(ap netip.AddrPort) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return hosts[netHost(ap)]
+	}
 	if n.ctx.Err() != nil {
 		return nil, st, ErrClosed
 	}
@@ -70,6 +85,10 @@ func (n *Node) lookup(ctx context.Context, l lookup) ([]closeNode, lookupStats, 
 		Alpha:  alpha,
 		K:      l.k,
 		DoQuery: func(tctx context.Context, addr krpc.NodeAddr) traversal.QueryResult {
+			from := addrPort(addr.IP, addr.Port)
+			if taken(from) {
+				return traversal.QueryResult{}
+			}
 			// The traversal's context ends when it stops; the caller's when
 			// the caller gives up. Either ends the query.
 			// A node that has not answered within the wait n.rtt sets for
@@ -86,21 +105,30 @@ func (n *Node) lookup(ctx context.Context, l lookup) ([]closeNode, lookupStats, 
 			mu.Lock()
 			st.queried++
 			st.messages += int(res.Writes)
+			first := false
 			if r != nil {
 				st.answered++
+				h := netHost(from)
+				first = !hosts[h]
+				hosts[h] = true
 			}
 			mu.Unlock()
 			if res.Err != nil || r == nil {
 				return traversal.QueryResult{}
 			}
-			from := addrPort(addr.IP, addr.Port)
+			if n.external.add(res.Reply.IP) {
+				n.checkReachable()
+			}
 			if l.reply != nil {
 				l.reply(from, r)
 			}
-			out := traversal.QueryResult{
-				ResponseFrom: &krpc.NodeInfo{ID: r.ID, Addr: nodeAddr(from)},
-				Nodes:        usableNodes(r, n.family, self),
+			out := traversal.QueryResult{Nodes: usableNodes(r, n.family, self)}
+			if !first {
+				// Its host has a place already: what it knows still
+				// counts, it does not.
+				return out
 			}
+			out.ResponseFrom = &krpc.NodeInfo{ID: r.ID, Addr: nodeAddr(from)}
 			if r.Token != nil {
 				out.ClosestData = *r.Token
 			}

@@ -44,6 +44,13 @@ type Node struct {
 	rtt          rtt
 	queryTimeout time.Duration
 
+	external externalVotes // see ExternalIP
+	// local are the addresses the node is reached at directly; reachable
+	// is set once answers say it is reached at one of them (see roWriter).
+	local     map[netip.Addr]bool
+	reachable atomic.Bool
+	natLogged atomic.Bool
+
 	// bootstrap holds the resolved Config.Bootstrap addresses.
 	bootstrap []dht.Addr
 
@@ -55,6 +62,10 @@ type Node struct {
 	started      atomic.Bool
 	occupancy    atomic.Pointer[occupancy]
 	snapshotting atomic.Bool
+
+	// intros bounds the introductions of a bootstrap node (see
+	// introduce).
+	intros *rate.Limiter
 
 	mu       sync.Mutex // guards closed, pinged and the wg.Add calls
 	closed   bool
@@ -78,6 +89,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		log:    cfg.Logger,
 		now:    cfg.Now,
 		pinged: make(map[netip.AddrPort]time.Time),
+		intros: rate.NewLimiter(introRate, introBurst),
 	}
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
@@ -115,6 +127,10 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.addr = udpAddrPort(n.conn.LocalAddr())
 	n.family = familyOf(n.conn.LocalAddr())
+	n.local = localAddrs(n.addr)
+	// A bootstrap node, and a read-only node, say what they are from the
+	// start; any other node is read-only until it knows it is reachable.
+	n.reachable.Store(cfg.Bootstrapper || cfg.ReadOnly || cfg.Reachable)
 
 	sendRate := cfg.SendRate
 	if sendRate <= 0 {
@@ -134,9 +150,10 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		maxItems = DefaultMaxItems
 	}
 	n.peers = newPeerStore(n.now)
+	g := newGuard(n.conn, sendRate, cfg.ReadOnly)
 	sc := dht.ServerConfig{
 		NodeId:     keptID, // zero when none was kept: a random one
-		Conn:       utpRefuser{n.conn},
+		Conn:       roWriter{g, n},
 		NoSecurity: true,
 		Passive:    cfg.ReadOnly,
 		StartingNodes: func() ([]dht.Addr, error) {
@@ -149,9 +166,11 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		Exp:         lifetime,
 		Logger:      anacrolixLogger(cfg.Logger),
 		DefaultWant: n.family.wants(),
-		// One limiter per node: dht.DefaultSendLimiter is shared by every
-		// server in the process, at 25 packets a second.
-		SendLimiter: rate.NewLimiter(rate.Limit(sendRate), max(1, int(sendRate))),
+		// The guard limits what the node sends, its queries and its
+		// answers each on a budget of its own; anacrolix's one limiter for
+		// both (dht.DefaultSendLimiter is even shared by every server in
+		// the process, at 25 packets a second) is not used.
+		SendLimiter: rate.NewLimiter(rate.Inf, 0),
 	}
 	// The ID is chosen here rather than by NewServer: the item store ranks
 	// items by their distance from it.
@@ -216,6 +235,9 @@ func (n *Node) join(ctx context.Context) error {
 			// A node that answers enters the routing table.
 			sent := time.Now()
 			res := n.srv.Query(ctx, a, "ping", dht.QueryInput{})
+			if res.Err == nil && n.external.add(res.Reply.IP) {
+				n.checkReachable()
+			}
 			if res.Err != nil {
 				n.log.Debug("bootstrap node did not answer", "addr", a, "err", res.Err)
 			} else {
@@ -237,7 +259,7 @@ func (n *Node) join(ctx context.Context) error {
 		return fmt.Errorf("join the dht: %w (tried %d, bootstrap %q)", ErrNoNodes, st.queried, n.cfg.Bootstrap)
 	}
 	n.log.Info("joined the dht", "addr", n.addr, "nodes", n.srv.NumNodes(),
-		"answered", st.answered, "took", time.Since(start).Round(time.Millisecond))
+		"queried", st.queried, "answered", st.answered, "took", time.Since(start).Round(time.Millisecond))
 	if n.cfg.NodesFile != "" {
 		if err := n.saveNodes(); err != nil {
 			n.log.Warn("could not save the routing table", "err", err)
@@ -344,6 +366,9 @@ func (n *Node) onQuery(q *krpc.Msg, source net.Addr) bool {
 			q.A.InfoHash = n.answerFrom(q.A.Target)
 		}
 	}
+	if q.Q == "put" {
+		n.items.putFrom(netHost(udpAddrPort(source)))
+	}
 	if n.cfg.Bootstrapper && !q.ReadOnly && n.started.Load() {
 		n.introduce(source)
 	}
@@ -413,10 +438,19 @@ func (n *Node) refreshOccupancy() {
 	})
 }
 
+// introRate and introBurst bound the pings a bootstrap node sends to
+// introduce those who query it: a joiner is introduced within a second,
+// a flood of queries from distinct addresses gets a few pings a second.
+const introRate, introBurst = 20, 40
+
 // introduce pings the sender of a query to a bootstrap node, unless it was
-// pinged a moment ago. A node that answers a ping is "good", and only good
-// nodes are handed out; without this a bootstrap node, which queries
-// nobody, introduces joiners to nobody.
+// pinged a moment ago or the node's introductions are over their rate. A
+// node that answers a ping is "good", and only good nodes are handed out;
+// without this a bootstrap node, which queries nobody, introduces joiners
+// to nobody. Joiners not introduced now are later: they query again, and
+// the table maintainer pings those it holds. (4,200 queries from distinct
+// ports once made a bootstrap node queue 4,200 pings, which took its send
+// limit, the one its answers had too, for 40 s.)
 func (n *Node) introduce(source net.Addr) {
 	ap := udpAddrPort(source)
 	if !ap.IsValid() {
@@ -438,8 +472,13 @@ func (n *Node) introduce(source net.Addr) {
 			}
 		}
 		if len(n.pinged) >= 4096 {
-			return
+			// A flood of distinct senders: forget them all rather than
+			// stop introducing joiners for ten minutes.
+			clear(n.pinged)
 		}
+	}
+	if !n.intros.Allow() {
+		return
 	}
 	n.pinged[ap] = now
 	n.wg.Go(func() {
@@ -527,7 +566,7 @@ func (n *Node) saveNodes() error {
 	if err != nil {
 		return fmt.Errorf("encode routing table: %w", err)
 	}
-	if err := atomicfile.WriteFile(n.cfg.NodesFile, b, 0o644); err != nil {
+	if err := atomicfile.WriteFile(n.cfg.NodesFile, b, 0o600); err != nil {
 		return fmt.Errorf("save routing table: %w", err)
 	}
 	return nil

@@ -85,7 +85,13 @@ func (n *Node) Peers(ctx context.Context, infohash record.Infohash) ([]netip.Add
 		reply: func(_ netip.AddrPort, r *krpc.Return) {
 			mu.Lock()
 			defer mu.Unlock()
-			for _, p := range r.Values {
+			// A node names at most maxPeersReturned peers, and a lookup
+			// keeps at most maxPeersFound: a hostile node's answer full
+			// of made-up peers costs little.
+			for _, p := range r.Values[:min(len(r.Values), maxPeersReturned)] {
+				if len(peers) >= maxPeersFound {
+					break
+				}
 				if ap := addrPort(p.IP, p.Port); ap.IsValid() && !ap.Addr().IsUnspecified() {
 					peers[ap] = true
 				}
@@ -125,6 +131,12 @@ const (
 	// maxPeersReturned is how many peers a get_peers answer carries at
 	// most (8 bytes each in the reply).
 	maxPeersReturned = 100
+	// maxPeersOfHost is the most peers of one host (netHost), over every
+	// infohash: filling the store takes maxInfohashes/maxPeersOfHost
+	// networks.
+	maxPeersOfHost = 1000
+	// maxPeersFound is the most peers Peers returns.
+	maxPeersFound = 1000
 )
 
 // peerStore is the BEP 5 peer store of a node. anacrolix's in-memory store
@@ -141,8 +153,9 @@ type peerStore struct {
 	now     func() time.Time
 	mu      sync.Mutex
 	m       map[peer_store.InfoHash]map[netip.AddrPort]announced
-	total   int       // peers in m, over every infohash
-	expired time.Time // when expireLocked last ran
+	total   int          // peers in m, over every infohash
+	hosts   map[host]int // peers in m by host (netHost)
+	expired time.Time    // when expireLocked last ran
 }
 
 // announced is when a peer first and last announced itself.
@@ -154,7 +167,7 @@ func (a announced) again() bool { return a.last.After(a.first) }
 var _ peer_store.Interface = (*peerStore)(nil)
 
 func newPeerStore(now func() time.Time) *peerStore {
-	return &peerStore{now: now, m: make(map[peer_store.InfoHash]map[netip.AddrPort]announced)}
+	return &peerStore{now: now, m: make(map[peer_store.InfoHash]map[netip.AddrPort]announced), hosts: make(map[host]int)}
 }
 
 // AddPeer records that na serves ih.
@@ -172,6 +185,11 @@ func (s *peerStore) AddPeer(ih peer_store.InfoHash, na krpc.NodeAddr) {
 		return
 	} else if ok {
 		s.m[ih][ap] = announced{now, now} // expired: new again
+		return
+	}
+	if s.hosts[netHost(ap)] >= maxPeersOfHost {
+		// One host serves this many torrents at most, here: more are a
+		// flood, which would fill the store for everyone.
 		return
 	}
 	if len(s.m) >= maxInfohashes || s.total >= maxPeers {
@@ -207,11 +225,9 @@ func (s *peerStore) AddPeer(ih peer_store.InfoHash, na krpc.NodeAddr) {
 	}
 	switch {
 	case ofHost >= maxPortsPerHost:
-		delete(peers, hostNewest)
-		s.total--
+		s.drop(peers, hostNewest)
 	case len(peers) >= maxPeersPerInfohash:
-		delete(peers, victim)
-		s.total--
+		s.drop(peers, victim)
 	case s.total >= maxPeers:
 		if len(peers) == 0 {
 			delete(s.m, ih)
@@ -220,6 +236,17 @@ func (s *peerStore) AddPeer(ih peer_store.InfoHash, na krpc.NodeAddr) {
 	}
 	peers[ap] = announced{now, now}
 	s.total++
+	s.hosts[netHost(ap)]++
+}
+
+// drop forgets peer ap of peers, one infohash's peers.
+func (s *peerStore) drop(peers map[netip.AddrPort]announced, ap netip.AddrPort) {
+	delete(peers, ap)
+	s.total--
+	h := netHost(ap)
+	if s.hosts[h]--; s.hosts[h] <= 0 {
+		delete(s.hosts, h)
+	}
 }
 
 // lessLikely reports whether a peer announced as a is less likely to be
@@ -248,8 +275,7 @@ func (s *peerStore) GetPeers(ih peer_store.InfoHash) []krpc.NodeAddr {
 		if now.Sub(a.last) < peerLifetime {
 			live = append(live, entry{ap, a})
 		} else {
-			delete(s.m[ih], ap)
-			s.total--
+			s.drop(s.m[ih], ap)
 		}
 	}
 	if len(s.m[ih]) == 0 {
@@ -277,8 +303,7 @@ func (s *peerStore) expireLocked(now time.Time) {
 	for ih, peers := range s.m {
 		for ap, a := range peers {
 			if now.Sub(a.last) >= peerLifetime {
-				delete(peers, ap)
-				s.total--
+				s.drop(peers, ap)
 			}
 		}
 		if len(peers) == 0 {

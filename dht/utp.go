@@ -1,7 +1,5 @@
 package dht
 
-import "net"
-
 // uTP (BEP 29) packet types and version, in the first byte of its header.
 const (
 	utpVersion = 1
@@ -11,34 +9,18 @@ const (
 	utpHeaderLen = 20
 )
 
-// utpRefuser is the node's UDP socket as the DHT server reads it. relay
-// speaks BitTorrent over TCP only, on the port number of its DHT socket,
-// and most BitTorrent clients (libtorrent and those built on it,
+// relay speaks BitTorrent over TCP only, on the port number of its DHT
+// socket, and most BitTorrent clients (libtorrent and those built on it,
 // Transmission) try uTP first on the port a peer announced, then TCP once
 // uTP fails. Unanswered, a uTP connection attempt fails only after the
 // client's connect timeout (libtorrent's utp_connect_timeout: 3 s), so every
-// such client waited seconds before it reached a relay seeder. utpRefuser
-// answers each uTP SYN with an ST_RESET, as a host with no uTP listener
-// should, so those clients go over to TCP at once; every other datagram
-// goes to the DHT server as it came. A KRPC message is a bencoded
+// such client waited seconds before it reached a relay seeder. The node's
+// socket (guard) answers each uTP SYN with an ST_RESET, as a host with no
+// uTP listener should, so those clients go over to TCP at once; every
+// other datagram goes on to the DHT server. A KRPC message is a bencoded
 // dictionary, whose first byte is 'd', never a uTP header's.
-type utpRefuser struct {
-	net.PacketConn
-}
-
-// ReadFrom reads the next datagram that is not a uTP SYN.
-func (c utpRefuser) ReadFrom(b []byte) (int, net.Addr, error) {
-	for {
-		n, addr, err := c.PacketConn.ReadFrom(b)
-		if err != nil || !isUTPSyn(b[:n]) {
-			return n, addr, err
-		}
-		// A reset that is lost costs the peer its connect timeout, as
-		// before: nothing to do about a failed write.
-		c.PacketConn.WriteTo(utpResetFor(b[:n]), addr)
-	}
-}
-
+//
+// isUTPSyn reports whether datagram p is a uTP SYN.
 func isUTPSyn(p []byte) bool {
 	return len(p) >= utpHeaderLen && p[0] == utpSyn<<4|utpVersion
 }

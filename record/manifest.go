@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/relay-sh/relay/signer"
 )
@@ -99,7 +101,7 @@ func (m *Manifest) Validate() error {
 	}
 	seen := make(map[string]bool, len(m.Files))
 	for _, f := range m.Files {
-		if err := validPath(f.Path); err != nil {
+		if err := ValidPath(f.Path); err != nil {
 			return err
 		}
 		if seen[f.Path] {
@@ -129,7 +131,11 @@ func (m *Manifest) Validate() error {
 	return nil
 }
 
-func validPath(p string) error {
+// ValidPath reports whether p may name a file in a bundle: a clean,
+// relative, slash-separated path, not relay.json or .relay*, in UTF-8 with
+// no control, line-separator or bidirectional formatting character (what
+// a terminal or a hook's list of files could misread).
+func ValidPath(p string) error {
 	bad := p == "" || p != path.Clean(p) || path.IsAbs(p) || p == ManifestName ||
 		p == ".." || strings.HasPrefix(p, "../") || strings.ContainsAny(p, "\\\x00") ||
 		strings.HasPrefix(p, ".relay") // reserved for relay's own bookkeeping
@@ -143,7 +149,25 @@ func validPath(p string) error {
 	if bad {
 		return fmt.Errorf("%w: file path %q is not a clean relative path", ErrMalformed, clip(p))
 	}
+	if !utf8.ValidString(p) {
+		return fmt.Errorf("%w: file path %q is not UTF-8", ErrMalformed, clip(p))
+	}
+	for _, r := range p {
+		if unsafeRune(r) {
+			return fmt.Errorf("%w: file path %q holds the control character %U", ErrMalformed, clip(p), r)
+		}
+	}
 	return nil
+}
+
+// unsafeRune reports whether r may not appear in a file path: a control
+// character (C0, DEL, C1: a newline would split a hook's list of files,
+// an escape sequence would rewrite a terminal), a line or paragraph
+// separator, or a bidirectional formatting character (which shows a name
+// in another order than it is).
+func unsafeRune(r rune) bool {
+	return unicode.IsControl(r) || r == '\u2028' || r == '\u2029' ||
+		r >= '\u202a' && r <= '\u202e' || r >= '\u2066' && r <= '\u2069' || r == '\u200e' || r == '\u200f'
 }
 
 // Encode validates m and returns its canonical encoding: files sorted by

@@ -65,6 +65,19 @@ func BuildPacket(answers []dns.RR) ([]byte, error) {
 	return b, nil
 }
 
+// ReleaseUpdate returns the update a publisher makes to the key's current
+// signed packet cur (nil for none), as dht.Node.Publish takes it: the
+// packet with r's channel record replaced by r (SetRelease).
+func ReleaseUpdate(key signer.PublicKey, r Release) func(cur *SignedPacket) ([]byte, error) {
+	return func(cur *SignedPacket) ([]byte, error) {
+		var old []byte
+		if cur != nil {
+			old = cur.Packet
+		}
+		return SetRelease(key, old, r)
+	}
+}
+
 // SetRelease returns a new DNS packet: old (nil for none) with r's channel
 // record replaced by r, every other record (other channels, other
 // applications') kept as it was.

@@ -276,3 +276,31 @@ func IsSealed(data []byte) bool {
 	block, _ := pem.Decode(data)
 	return block != nil && block.Type == pemSealed
 }
+
+// MaxKeyFileSize is the size below which LooksLikeKeyFile looks at a file:
+// every key file relay writes or reads is far smaller.
+const MaxKeyFileSize = 64 << 10
+
+// LooksLikeKeyFile reports whether data holds a private key in a form
+// ParseKeyFile reads, whatever the file is named: a PEM block of relay's
+// (plain or sealed) anywhere in it, or only a 64-hex-character seed
+// (pkarr's form). A file of exactly 32 raw bytes, which ParseKeyFile also
+// takes as a seed, is not recognised: too many other files have that size.
+// A publisher uses it never to release a key by mistake.
+func LooksLikeKeyFile(data []byte) bool {
+	if t := bytes.TrimSpace(data); len(t) == 2*ed25519.SeedSize {
+		if _, err := hex.DecodeString(string(t)); err == nil {
+			return true
+		}
+	}
+	for rest := data; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			return false
+		}
+		if block.Type == pemPlain || block.Type == pemSealed {
+			return true
+		}
+	}
+}

@@ -2,6 +2,7 @@ package signer
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"io/fs"
@@ -184,6 +185,34 @@ func TestIsSealedFollowsTheBlockRead(t *testing.T) {
 		_, err := ParseKeyFile(tc.data, nil)
 		if sealedErr := errors.Is(err, ErrSealed); sealedErr != tc.sealed {
 			t.Errorf("%s: ParseKeyFile without a passphrase: %v", tc.name, err)
+		}
+	}
+}
+
+func TestLooksLikeKeyFile(t *testing.T) {
+	k, err := Generate(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := MarshalKeyFile(k, nil, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]struct {
+		data []byte
+		want bool
+	}{
+		"plain":             {plain, true},
+		"inside other text": {append([]byte("# config\nkey:\n"), plain...), true},
+		"hex seed":          {[]byte(strings.Repeat("0f", 32) + "\n"), true},
+		"sealed":            {[]byte("-----BEGIN RELAY SEALED PRIVATE KEY-----\nKDF: x\n\nAAAA\n-----END RELAY SEALED PRIVATE KEY-----\n"), true},
+		"other pem":         {[]byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), false},
+		"text":              {[]byte("hello"), false},
+		"hex of a sha-1":    {[]byte(strings.Repeat("0f", 20)), false},
+		"32 raw bytes":      {make([]byte, 32), false},
+	} {
+		if got := LooksLikeKeyFile(c.data); got != c.want {
+			t.Errorf("%s: %v, want %v", name, got, c.want)
 		}
 	}
 }

@@ -117,6 +117,20 @@ func OpenBundle(root string, ih record.Infohash) (*Bundle, error) {
 // ListBundles returns the infohashes of the bundles under root
 // (BundlesDir): every folder named by an infohash that holds a metainfo.
 func ListBundles(root string) ([]record.Infohash, error) {
+	ihs, err := BundleDirs(root)
+	var out []record.Infohash
+	for _, ih := range ihs {
+		if _, err := findMetainfo(filepath.Join(root, ih.String())); err == nil {
+			out = append(out, ih)
+		}
+	}
+	return out, err
+}
+
+// BundleDirs returns the infohashes of the folders under root
+// (BundlesDir), whole bundles or not (a download that has not got its
+// metainfo yet).
+func BundleDirs(root string) ([]record.Infohash, error) {
 	entries, err := os.ReadDir(root)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -127,10 +141,7 @@ func ListBundles(root string) ([]record.Infohash, error) {
 	var out []record.Infohash
 	for _, e := range entries {
 		ih, err := record.ParseInfohash(e.Name())
-		if err != nil || !e.IsDir() || ih.String() != e.Name() {
-			continue
-		}
-		if _, err := findMetainfo(filepath.Join(root, e.Name())); err == nil {
+		if err == nil && e.IsDir() && ih.String() == e.Name() {
 			out = append(out, ih)
 		}
 	}
@@ -284,5 +295,5 @@ func writeMetainfo(dir, name string, infoBytes []byte) error {
 	if err := (&metainfo.MetaInfo{InfoBytes: infoBytes}).Write(&buf); err != nil {
 		return fmt.Errorf("failed to encode metainfo: %w", err)
 	}
-	return atomicfile.WriteFile(filepath.Join(dir, name+".torrent"), buf.Bytes(), 0o644)
+	return atomicfile.WriteFile(filepath.Join(dir, name+".torrent"), buf.Bytes(), 0o600)
 }

@@ -91,7 +91,10 @@ type Client struct {
 	peerBits map[peerKey]*peerPieces
 	complete map[record.Infohash]map[torrent.PeerID]bool
 	numPcs   map[record.Infohash]int
+	dials    dialNotes
 	closed   bool
+
+	seedLookups *rate.Limiter // the DHT lookups of seeded bundles (see seedLookupWait)
 }
 
 // active is a bundle in the client.
@@ -105,6 +108,10 @@ type active struct {
 	sem      chan struct{} // one Fetch of a bundle at a time
 	lastStat []fileStat    // for rechecks of a seeded bundle
 	share    [2]int        // the last fetch's share of its pieces: number, of (see shares)
+
+	seedSince time.Time                    // when it was first seeded
+	reach     map[netip.AddrPort]PeerReach // its peers and how far they were reached (see Reach)
+	reachMore int                          // peers left out of reach
 }
 
 // expectation is what a Fetch expects of a torrent's info before it is
@@ -170,8 +177,10 @@ func NewClient(cfg Config) (*Client, error) {
 		peerBits: make(map[peerKey]*peerPieces),
 		complete: make(map[record.Infohash]map[torrent.PeerID]bool),
 		numPcs:   make(map[record.Infohash]int),
+
+		seedLookups: rate.NewLimiter(seedLookupRate, seedLookupBurst),
 	}
-	if err := os.MkdirAll(c.root, 0o755); err != nil {
+	if err := os.MkdirAll(c.root, 0o700); err != nil {
 		return nil, fmt.Errorf("transfer: %w", err)
 	}
 	host, port, err := c.listenAddr()
@@ -241,6 +250,10 @@ func NewClient(cfg Config) (*Client, error) {
 	tc.Callbacks.ReadMessage = c.onMessage
 	tc.Callbacks.ReadExtendedHandshake = c.onExtendedHandshake
 	tc.Callbacks.PeerConnClosed = c.onPeerClosed
+	tc.Callbacks.PeerConnAdded = append(tc.Callbacks.PeerConnAdded, c.onConnAdded)
+	// The Client dials through its own wrappers of the listening sockets
+	// (noteDials), to say later which peers it could not reach and why.
+	tc.DialForPeerConns = false
 
 	cl, err := torrent.NewClient(tc)
 	if err != nil {
@@ -248,6 +261,7 @@ func NewClient(cfg Config) (*Client, error) {
 	}
 	c.cl = cl
 	c.port = cl.LocalPort()
+	c.noteDials()
 	if d, ok := cfg.DHT.(dhtServerer); ok && cfg.DHT != nil {
 		if s := d.Server(); s != nil {
 			cl.AddDhtServer(torrent.AnacrolixDhtServerWrapper{Server: s})
@@ -371,7 +385,7 @@ func (s *storageImpl) OpenTorrent(ctx context.Context, info *metainfo.Info, mih 
 		return storage.TorrentImpl{}, err
 	}
 	dir := filepath.Join(s.c.root, ih.String())
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return storage.TorrentImpl{}, err
 	}
 	if err := s.c.store.open(dir, ih, info); err != nil {

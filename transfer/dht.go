@@ -15,8 +15,11 @@ import (
 // *dht.Node of relay's package dht is one. If the value also has a method
 // Server() *github.com/anacrolix/dht/v2.Server, the torrent client is
 // given that server too, to tell peers its DHT port and add theirs to the
-// routing table; and if it has Addr() netip.AddrPort, Config.Listen
-// defaults to its port number.
+// routing table; if it has Addr() netip.AddrPort, Config.Listen
+// defaults to its port number; and if it has ExternalIP() netip.Addr (the
+// address other nodes see it at: behind NAT, the NAT's), the peers the DHT
+// names at that address and the client's port are this client, and are
+// not dialled.
 type DHT interface {
 	// Announce tells the DHT that this host serves ih on TCP port port.
 	Announce(ctx context.Context, ih record.Infohash, port int) error
@@ -32,6 +35,10 @@ type dhtAddrer interface {
 	Addr() netip.AddrPort
 }
 
+type dhtExternaler interface {
+	ExternalIP() netip.Addr
+}
+
 // Announce timing. A fetch looks for peers again soon (1 s, doubling to
 // 30 s) while it runs; a seeded bundle is announced again every 15
 // minutes, well within the 30 minutes DHT nodes keep a peer.
@@ -43,18 +50,19 @@ const (
 	dhtCallTimeout = 30 * time.Second
 )
 
-// announce announces a bundle in the DHT with the client's TCP port and,
-// while a fetch of it runs, looks up its peers and hands them to the
-// torrent, until ctx ends.
+// announce announces a bundle in the DHT with the client's TCP port and
+// looks up its peers and hands them to the torrent, which dials them:
+// often while a fetch of it runs, and on the schedule of seedLookupWait
+// while it is seeded, until ctx ends.
 func (c *Client) announce(ctx context.Context, ih record.Infohash, a *active) {
 	backoff := fetchLookupMin
 	var announced time.Time
 	for {
 		c.mu.Lock()
-		fetching := a.fetches > 0
+		fetching, seeding, since := a.fetches > 0, a.seeding, a.seedSince
 		c.mu.Unlock()
 		var err error
-		if fetching {
+		if fetching || seeding && c.seedLookups.Wait(ctx) == nil {
 			var peers []netip.AddrPort
 			cctx, cancel := context.WithTimeout(ctx, dhtCallTimeout)
 			peers, err = c.cfg.DHT.Peers(cctx, ih)
@@ -86,6 +94,9 @@ func (c *Client) announce(ctx context.Context, ih record.Infohash, a *active) {
 		case fetching:
 			wait = backoff
 			backoff = min(2*backoff, fetchLookupMax)
+		case seeding:
+			wait = seedLookupWait(time.Since(since))
+			backoff = fetchLookupMin
 		default:
 			wait = seedAnnounce
 			backoff = fetchLookupMin
@@ -103,12 +114,16 @@ func (c *Client) announce(ctx context.Context, ih record.Infohash, a *active) {
 	}
 }
 
-// addPeers gives peer addresses to a torrent, leaving out this client's.
+// addPeers gives peer addresses to a bundle's torrent, leaving out this
+// client's, and remembers them for Reach.
 func (c *Client) addPeers(t *torrent.Torrent, peers []netip.AddrPort, source torrent.PeerSource) {
-	self := c.Addr()
+	self, external := c.Addr(), netip.AddrPort{}
+	if d, ok := c.cfg.DHT.(dhtExternaler); ok && c.cfg.DHT != nil {
+		external = netip.AddrPortFrom(d.ExternalIP(), self.Port())
+	}
 	var ps []torrent.PeerInfo
 	for _, p := range peers {
-		if !p.IsValid() || p.Port() == 0 || p == self {
+		if !p.IsValid() || p.Port() == 0 || p == self || p == external {
 			continue
 		}
 		ps = append(ps, torrent.PeerInfo{
@@ -118,6 +133,11 @@ func (c *Client) addPeers(t *torrent.Torrent, peers []netip.AddrPort, source tor
 		})
 	}
 	if len(ps) > 0 {
+		c.mu.Lock()
+		if a := c.bundles[record.Infohash(t.InfoHash())]; a != nil && a.t == t {
+			a.notePeers(ps)
+		}
+		c.mu.Unlock()
 		t.AddPeers(ps)
 	}
 }

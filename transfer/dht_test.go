@@ -17,14 +17,7 @@ func TestFetchDHT(t *testing.T) {
 	net := localnet.ForTest(t, localnet.Config{Nodes: 8})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	node := func() *dht.Node {
-		n, err := net.Add(ctx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		return n
-	}
+	node := func() *dht.Node { return addNode(ctx, t, net) }
 	sn := node()
 	s, b := seeder(t, map[string]int64{"app": 2 << 20}, Config{DHT: sn})
 	if s.Addr().Port() != sn.Addr().Port() {
@@ -36,4 +29,15 @@ func TestFetchDHT(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkFetched(t, b, res)
+}
+
+// addNode adds a node to a local DHT network, closed when t ends.
+func addNode(ctx context.Context, t testing.TB, net *localnet.Net) *dht.Node {
+	t.Helper()
+	n, err := net.Add(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
 }

@@ -39,6 +39,9 @@ func TestFetchOneSeeder(t *testing.T) {
 		Progress: func(p Progress) {
 			mu.Lock()
 			defer mu.Unlock()
+			if p.Checked < last.Checked || p.Checked > p.Total {
+				t.Errorf("progress %+v after %+v: Checked went back or past Total", p, last)
+			}
 			last = p
 			calls++
 		},
@@ -62,7 +65,7 @@ func TestFetchOneSeeder(t *testing.T) {
 	if string(res.Bundle.ManifestBytes) != string(b.ManifestBytes) {
 		t.Error("manifest differs")
 	}
-	if last.Stage != StageDone || last.Done != last.Total || last.Total != b.Size {
+	if last.Stage != StageDone || last.Done != last.Total || last.Checked != last.Total || last.Total != b.Size {
 		t.Errorf("last progress %+v, want done with %d bytes", last, b.Size)
 	}
 	t.Logf("%d progress calls", calls)

@@ -48,6 +48,10 @@ type MakeOptions struct {
 	Published time.Time
 	// Notes are the release notes recorded in the manifest.
 	Notes string
+	// LeftOut, if not nil, is called for each file or folder under a
+	// source folder that Make does not bundle: relay private key files
+	// and relay data folders' own entries (see collect).
+	LeftOut func(LeftOut)
 	// PieceLength is the torrent's piece length, a power of two of at
 	// least 16 KiB; zero chooses one from the bundle's size (64 KiB up to
 	// 16 MiB, 256 KiB up to 64 MiB, then 1 MiB or more so that there are
@@ -124,7 +128,11 @@ func Make(ctx context.Context, o MakeOptions) (*Bundle, error) {
 	if o.PieceLength != 0 && (o.PieceLength < 16<<10 || o.PieceLength&(o.PieceLength-1) != 0) {
 		return nil, fmt.Errorf("make bundle: piece length %d is not a power of two of at least 16 KiB", o.PieceLength)
 	}
-	entries, err := collect(o.Sources)
+	leftOut := o.LeftOut
+	if leftOut == nil {
+		leftOut = func(LeftOut) {}
+	}
+	entries, err := collect(o.Sources, leftOut)
 	if err != nil {
 		return nil, fmt.Errorf("make bundle: %w", err)
 	}
@@ -143,7 +151,7 @@ func Make(ctx context.Context, o MakeOptions) (*Bundle, error) {
 	name := BundleName(channel, o.Version)
 	pieceLen := cmp.Or(o.PieceLength, ChoosePieceLength(total))
 
-	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("make bundle: %w", err)
 	}
 	tmp, err := os.MkdirTemp(o.Dir, ".make-")
@@ -221,7 +229,14 @@ func Make(ctx context.Context, o MakeOptions) (*Bundle, error) {
 
 // collect lists the files of the sources, with their bundle paths, sizes,
 // modes and platforms, in torrent order.
-func collect(sources []Source) ([]entry, error) {
+//
+// It leaves out, and passes to leftOut, every file under a source folder
+// that holds a relay private key (whatever its name) and relay's own
+// entries of every data folder there (its lock, state, DHT files and
+// bundles): a publisher who runs `relay publish .` where its key or data
+// folder is must not release them. A key file named as a source is an
+// error.
+func collect(sources []Source, leftOut func(LeftOut)) ([]entry, error) {
 	if len(sources) == 0 {
 		return nil, errors.New("no files to bundle")
 	}
@@ -232,6 +247,10 @@ func collect(sources []Source) ([]entry, error) {
 			return fmt.Errorf("%s and %s would both be %q in the bundle", prev, src, rel)
 		}
 		from[rel] = src
+		if err := record.ValidPath(rel); err != nil {
+			// Bad input, not a failed verification: %v drops the sentinel.
+			return fmt.Errorf("%q cannot be released: %v", src, err)
+		}
 		mode := record.Mode(0o644)
 		if st.Mode().Perm()&0o111 != 0 {
 			mode = 0o755
@@ -254,13 +273,29 @@ func collect(sources []Source) ([]entry, error) {
 		}
 		switch {
 		case st.Mode().IsRegular():
+			if key, err := isKeyFile(s.Path); err != nil || key {
+				return nil, cmp.Or(err, fmt.Errorf("%q is %s: relay never publishes one", s.Path, reasonKey))
+			}
 			if err := add(s.Path, filepath.Base(s.Path), st, s); err != nil {
 				return nil, err
 			}
 		case st.IsDir():
+			// relay's own entries of each data folder met on the way.
+			own := make(map[string]map[string]bool)
 			err := filepath.WalkDir(s.Path, func(p string, d fs.DirEntry, err error) error {
-				if err != nil || d.IsDir() {
+				if err != nil {
 					return err
+				}
+				if own[filepath.Dir(p)][d.Name()] && p != s.Path {
+					leftOut(LeftOut{Path: p, Reason: reasonDataFile})
+					if d.IsDir() {
+						return fs.SkipDir
+					}
+					return nil
+				}
+				if d.IsDir() {
+					own[p] = dataFolderEntries(p)
+					return nil
 				}
 				st, err := os.Stat(p) // follows a link to a file
 				if err != nil {
@@ -268,6 +303,12 @@ func collect(sources []Source) ([]entry, error) {
 				}
 				if !st.Mode().IsRegular() {
 					return fmt.Errorf("%s is not a regular file", p)
+				}
+				if key, err := isKeyFile(p); err != nil || key {
+					if key {
+						leftOut(LeftOut{Path: p, Reason: reasonKey})
+					}
+					return err
 				}
 				rel, err := filepath.Rel(s.Path, p)
 				if err != nil {

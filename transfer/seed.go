@@ -37,6 +37,9 @@ func (c *Client) Seed(ctx context.Context, ih record.Infohash) (*Bundle, error) 
 	}
 	c.mu.Lock()
 	a.seeding = true
+	if a.seedSince.IsZero() {
+		a.seedSince = time.Now()
+	}
 	c.mu.Unlock()
 	fail := func(err error) (*Bundle, error) {
 		c.mu.Lock()
@@ -81,6 +84,10 @@ func (c *Client) Seed(ctx context.Context, ih record.Infohash) (*Bundle, error) 
 	c.mu.Lock()
 	a.lastStat = stats
 	c.mu.Unlock()
+	select { // its announcer looks for peers to dial now
+	case a.wake <- struct{}{}:
+	default:
+	}
 	c.log.Debug("seeding", "infohash", ih, "name", b.Name)
 	return b, nil
 }

@@ -138,7 +138,7 @@ func writeState(dir string, ih record.Infohash, files []span, complete, checked 
 	if err != nil {
 		return fmt.Errorf("failed to encode bundle state: %w", err)
 	}
-	return atomicfile.WriteFile(filepath.Join(dir, stateName), append(b, '\n'), 0o644)
+	return atomicfile.WriteFile(filepath.Join(dir, stateName), append(b, '\n'), 0o600)
 }
 
 // loadState reads a bundle's state file and compares it with the files on

@@ -231,13 +231,7 @@ func publishLyingManifest(t *testing.T, key *signer.PrivateKey, v, bin string) {
 		t.Fatal(err)
 	}
 	r := b.Release(time.Now().Add(time.Hour).UTC().Truncate(time.Second))
-	if _, _, err := node.Publish(ctx, key, func(cur *record.SignedPacket) ([]byte, error) {
-		var old []byte
-		if cur != nil {
-			old = cur.Packet
-		}
-		return record.SetRelease(key.PublicKey(), old, r)
-	}); err != nil {
+	if _, _, err := node.Publish(ctx, key, record.ReleaseUpdate(key.PublicKey(), r)); err != nil {
 		t.Fatal(err)
 	}
 }

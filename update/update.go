@@ -1,6 +1,7 @@
 package update
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -85,6 +86,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Progress receives the download's progress; nil drops it.
 	Progress func(transfer.Progress)
+	// StallTimeout gives up a download that made no progress for that long
+	// (Run tries again later, or takes a newer release); zero means
+	// relay.DefaultStallTimeout.
+	StallTimeout time.Duration
 }
 
 // DefaultDataDir returns the data folder used when Config.DataDir is
@@ -321,6 +326,12 @@ func (u *Updater) fetchOptions() relay.FetchOptions {
 		Arch:     runtime.GOARCH,
 		Current:  current,
 		Progress: u.cfg.Progress,
+		// A newer release found while one downloads takes its place.
+		Recheck:      cmp.Or(u.cfg.Interval, DefaultInterval),
+		StallTimeout: u.cfg.StallTimeout,
+		OnWaiting: func(w relay.Waiting) {
+			u.log.Info("download makes no progress", "version", w.Release.Version, "waiting", w.String())
+		},
 	}
 }
 

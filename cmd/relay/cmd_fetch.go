@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +25,8 @@ func followFlags() []cli.Flag {
 		channelFlag(),
 		&cli.BoolFlag{Name: "all-platforms", Usage: "fetch every file, not only this platform's"},
 		&cli.BoolFlag{Name: "allow-expired", Usage: "install a record past its expiry (otherwise refused)"},
+		&cli.BoolFlag{Name: "overwrite", Usage: "let a release replace files in --out that no earlier release of the key placed"},
+		&cli.StringFlag{Name: "stall-timeout", Value: relay.DefaultStallTimeout.String(), Usage: "give up a download that made no progress for `DURATION` (not a deadline: a slow download goes on)"},
 	}
 }
 
@@ -36,11 +39,17 @@ func fetchOptions(c *cli.Context) (relay.FetchOptions, error) {
 	if err := record.ValidChannel(c.String("channel")); err != nil {
 		return relay.FetchOptions{}, usageError{fmt.Errorf("--channel: %w", err)}
 	}
+	stall, err := durationFlag(c, "stall-timeout")
+	if err != nil {
+		return relay.FetchOptions{}, err
+	}
 	return relay.FetchOptions{
 		Key:          key,
 		Channel:      c.String("channel"),
 		AllPlatforms: c.Bool("all-platforms"),
 		AllowExpired: c.Bool("allow-expired"),
+		Overwrite:    c.Bool("overwrite"),
+		StallTimeout: stall,
 	}, nil
 }
 
@@ -51,9 +60,11 @@ func fetchCommand(e *env) *cli.Command {
 		ArgsUsage: "KEY",
 		Description: "Resolves KEY's channel, runs the whole verification chain (signature, replay, rollback,\n" +
 			"expiry, manifest, every file's SHA-256), and places the files in --out, each under its final\n" +
-			"name only once it is whole and verified. Prints the paths it placed.",
+			"name only once it is whole and verified; it replaces a file there only if an earlier release\n" +
+			"of KEY placed it (--overwrite: any). Prints the paths it placed. Without --out the files stay\n" +
+			"in the data folder, and it prints their paths there.",
 		Flags: append(followFlags(),
-			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Value: ".", Usage: "folder to place the files in, `DIR`"},
+			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "folder to place the files in, `DIR` (default: they stay in the data folder)"},
 			&cli.StringFlag{Name: "timeout", Value: "10m", Usage: "give up after `DURATION`"},
 		),
 		Action: func(c *cli.Context) error {
@@ -73,23 +84,33 @@ func fetchCommand(e *env) *cli.Command {
 				return err
 			}
 			defer cl.Close()
-			progress, finish := e.progressBar("fetching")
-			o.Progress = progress
+			view := e.stageView(o, false)
+			view.attach(&o)
 			o.OnFound = func(r record.Release, prev record.Version) {
-				e.note("found %s %s (signed by %s); fetching %d bytes", r.Channel, r.Version, o.Key, r.Size)
+				e.note("found %s %s (signed by %s)", r.Channel, r.Version, o.Key)
+			}
+			o.OnWaiting = func(w relay.Waiting) {
+				e.note("waiting %s", w)
 			}
 			res, err := cl.Fetch(ctx, o)
-			finish()
+			view.finish()
 			if err != nil && ctx.Err() != nil && c.Context.Err() == nil {
 				return withHint(fmt.Errorf("timed out after %s: %w", timeout, err),
 					"no peer served the whole bundle in time: is a seeder (relay seed --follow KEY) running?")
 			}
 			if err != nil {
-				return describeRefusal(res, err)
+				return withOverwriteHint(describeRefusal(res, err))
 			}
 			e.note("verified %s %s: signature, seq, version, expiry, manifest sha-256 and %d file(s)", res.Release.Channel, res.Release.Version, len(res.Files))
-			return e.result(fetchJSON(res), func(w io.Writer) {
-				for _, p := range res.Placed {
+			for _, b := range res.Pruned {
+				e.note("removed %s %s, superseded, from the data folder", b.Manifest.Channel, b.Manifest.Version)
+			}
+			out := fetchJSON(res)
+			if o.Out == "" {
+				e.note("the files are in the data folder; --out DIR places them in DIR")
+			}
+			return e.result(out, func(w io.Writer) {
+				for _, p := range out.Files {
 					fmt.Fprintln(w, p)
 				}
 			})
@@ -104,6 +125,9 @@ type fetchedJSON struct {
 	Release  releaseJSON `json:"release"`
 	Bundle   string      `json:"bundle,omitempty"`
 	Placed   []string    `json:"placed"`
+	// Files are the paths of the release's files: in --out (Placed), or
+	// in the data folder without --out.
+	Files []string `json:"files"`
 }
 
 func fetchJSON(res *relay.FetchResult) fetchedJSON {
@@ -120,7 +144,21 @@ func fetchJSON(res *relay.FetchResult) fetchedJSON {
 	if out.Placed == nil {
 		out.Placed = []string{}
 	}
+	out.Files = out.Placed
+	if len(out.Files) == 0 && res.Bundle != nil {
+		for _, f := range res.Files {
+			out.Files = append(out.Files, res.Path(f))
+		}
+	}
 	return out
+}
+
+// withOverwriteHint says how to let a release replace a user's file.
+func withOverwriteHint(err error) error {
+	if errors.Is(err, relay.ErrWouldOverwrite) {
+		return withHint(err, "nothing was placed; move the file away, choose another --out, or pass --overwrite to replace it")
+	}
+	return err
 }
 
 // describeRefusal adds what was refused to a verification error.
@@ -141,9 +179,11 @@ func watchCommand(e *env) *cli.Command {
 		ArgsUsage: "KEY",
 		Description: "Resolves KEY's channel every --interval (jittered; retried with backoff while the network\n" +
 			"fails) and, for each new release that passes the whole verification chain, places its files\n" +
-			"in --out, replaces the executable --install, and runs --exec with RELEASE_VERSION, RELEASE_DIR and\n" +
-			"RELEASE_FILES in its environment. Prints one line per event (--json: one JSON object per line).\n" +
-			"A release it already accepted is never fetched again, also after a restart.",
+			"in --out, replaces the executable --install, and runs --exec with RELEASE_VERSION, RELEASE_DIR,\n" +
+			"RELEASE_FILES and RELEASE_FILES_JSON in its environment. Prints one line per event (--json: one\n" +
+			"JSON object per line). A release it already accepted is never fetched again, also after a\n" +
+			"restart. A download that makes no progress for --stall-timeout is given up and tried again, and\n" +
+			"a newer release found meanwhile (the channel is resolved every --interval) takes its place.",
 		Flags: append(followFlags(),
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "folder to place each release's files in, `DIR` (default: they stay in the data folder)"},
 			&cli.StringFlag{Name: "interval", Value: "10m", Usage: "time between checks, `DURATION`"},
@@ -182,20 +222,23 @@ func watchCommand(e *env) *cli.Command {
 			// install (fetched by `relay fetch`, or watched without
 			// --install): then the first check installs it.
 			o.Again = install != "" && !cl.InstalledIsAccepted(o.Key, o.Channel, install)
-			progress, finish := e.progressBar("fetching")
-			o.Progress = progress
+			view := e.stageView(o, true)
+			view.attach(&o)
 			o.OnFound = func(r record.Release, prev record.Version) {
 				e.event(relay.Event{Time: time.Now(), Kind: relay.EventFound, Version: r.Version})
 			}
 			e.note("watching %s/%s every %s", o.Key, o.Channel, interval)
-			return cl.Watch(c.Context, relay.WatchOptions{
+			err = cl.Watch(c.Context, relay.WatchOptions{
 				FetchOptions: o,
 				Interval:     interval,
 				OnEvent: func(ev relay.Event) {
-					finish()
+					if ev.Kind != relay.EventWaiting { // the download goes on
+						view.finish()
+					}
 					e.event(ev)
 				},
 			})
+			return withOverwriteHint(err)
 		},
 	}
 }
@@ -225,6 +268,13 @@ func (e *env) handOver(ctx context.Context, res *relay.FetchResult, o relay.Fetc
 			files = append(files, res.Path(f))
 		}
 	}
+	// The manifest refuses file names with control characters, so the
+	// newline-separated list is unambiguous; the JSON list is too,
+	// whatever the folder's own name holds.
+	list, err := json.Marshal(append([]string{}, files...))
+	if err != nil {
+		return err
+	}
 	cmd := shellCommand(ctx, execCmd)
 	cmd.Stdout, cmd.Stderr = e.stderr, e.stderr
 	cmd.Env = append(os.Environ(),
@@ -234,6 +284,7 @@ func (e *env) handOver(ctx context.Context, res *relay.FetchResult, o relay.Fetc
 		"RELEASE_PREVIOUS_VERSION="+res.Previous.String(),
 		"RELEASE_DIR="+dir,
 		"RELEASE_FILES="+strings.Join(files, "\n"),
+		"RELEASE_FILES_JSON="+string(list),
 	)
 	if install != "" {
 		cmd.Env = append(cmd.Env, "RELEASE_INSTALLED="+install)
@@ -265,6 +316,9 @@ func (e *env) event(ev relay.Event) {
 		Placed   []string  `json:"placed,omitempty"`
 		Infohash string    `json:"infohash,omitempty"`
 		Stored   int       `json:"dht_nodes_stored,omitempty"`
+		Waiting  string    `json:"waiting,omitempty"`
+		Known    *int      `json:"peers_known,omitempty"`
+		Peers    *int      `json:"peers_connected,omitempty"`
 	}
 	j := eventJSON{Time: ev.Time.UTC(), Event: string(ev.Kind), Version: ev.Version.String(), Stored: ev.Stored}
 	if !ev.Follow.Key.IsZero() {
@@ -281,6 +335,9 @@ func (e *env) event(ev relay.Event) {
 	}
 	if ev.Bundle != nil {
 		j.Infohash = ev.Bundle.Infohash.String()
+	}
+	if w := ev.Waiting; w != nil {
+		j.Waiting, j.Known, j.Peers = w.String(), &w.Known, &w.Connected
 	}
 	if e.json {
 		e.result(j, nil)
@@ -300,6 +357,10 @@ func (e *env) event(ev relay.Event) {
 		} else if ev.Result != nil && ev.Result.Bundle != nil {
 			line += ": " + ev.Result.Bundle.Dir
 		}
+	case relay.EventPruned:
+		line += " (its bundle removed from the data folder)"
+	case relay.EventWaiting:
+		line += " " + j.Waiting
 	case relay.EventRestored, relay.EventResigned:
 		line += fmt.Sprintf(" on %d DHT nodes", j.Stored)
 	}

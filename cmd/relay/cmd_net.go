@@ -22,6 +22,7 @@ func (e *env) open(c *cli.Context, readOnly bool) (*relay.Client, error) {
 		Bootstrap: e.bootstrapList(),
 		Listen:    e.listen,
 		ReadOnly:  readOnly,
+		Reachable: e.reachable,
 		Logger:    e.logger(),
 	})
 }

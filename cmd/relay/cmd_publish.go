@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/relay-sh/relay"
@@ -34,7 +36,9 @@ func publishCommand(e *env) *cli.Command {
 			&cli.StringSliceFlag{Name: "web-seed", Usage: "HTTP(S) `URL` that serves the bundle's files (repeatable)"},
 			&cli.StringFlag{Name: "os", Usage: "the platform `OS` of every file (default: from each file's name)"},
 			&cli.StringFlag{Name: "arch", Usage: "the platform `ARCH` of every file, with --os"},
+			&cli.IntFlag{Name: "keep", Value: relay.DefaultPublishKeep, Usage: "releases of the channel to keep in the data folder, this one among them, `K`"},
 			&cli.BoolFlag{Name: "force", Usage: "publish even if the channel has this version or a higher one"},
+			&cli.BoolFlag{Name: "allow-ahead", Usage: "build on a current record signed ahead of this clock (when this clock is behind); the new record is dated as far ahead"},
 			&cli.IntFlag{Name: "wait-for", Value: 1, Usage: "seed until `N` other peers hold the whole bundle"},
 			&cli.BoolFlag{Name: "no-wait", Usage: "return once the record is stored"},
 			&cli.StringFlag{Name: "timeout", Value: "1h", Usage: "give up waiting for peers after `DURATION`"},
@@ -70,6 +74,9 @@ func publishCommand(e *env) *cli.Command {
 				}
 				notes = string(b)
 			}
+			if c.Int("keep") < 1 {
+				return usagef("--keep must be at least 1")
+			}
 			if c.IsSet("arch") && !c.IsSet("os") {
 				return usagef("--arch needs --os")
 			}
@@ -104,9 +111,27 @@ func publishCommand(e *env) *cli.Command {
 			p, err := cl.Publish(c.Context, relay.PublishOptions{
 				Key: key, Channel: channel, Version: v, Notes: notes, Sources: sources,
 				Published: published, Expires: expires, WebSeeds: c.StringSlice("web-seed"), Force: c.Bool("force"),
+				AllowAhead: c.Bool("allow-ahead"),
+				Keep:       c.Int("keep"),
+				OnStage: func(s relay.Stage, r record.Release) {
+					switch s {
+					case relay.StageResolving:
+						e.note("resolving %s/%s in the DHT", key.PublicKey(), channel)
+					case relay.StageBundling:
+						e.note("bundling %d path(s): copying and hashing the files", len(sources))
+					case relay.StageStoring:
+						e.note("signing the record of %s %s and storing it in the DHT", r.Channel, r.Version)
+					}
+				},
 			})
 			if err != nil {
 				return withPublishHint(err)
+			}
+			for _, l := range p.LeftOut {
+				// Also under --json: stderr is not the data.
+				if !e.quiet {
+					fmt.Fprintf(e.stderr, "relay: left out %q: %s\n", l.Path, l.Reason)
+				}
 			}
 			out := publishJSON{
 				Key:      key.PublicKey().String(),
@@ -119,6 +144,10 @@ func publishCommand(e *env) *cli.Command {
 				Expires:  p.Release.Expires,
 				Stored:   p.Stats.Acked,
 				Files:    len(p.Bundle.Manifest.Files),
+				LeftOut:  p.LeftOut,
+			}
+			if out.LeftOut == nil {
+				out.LeftOut = []transfer.LeftOut{}
 			}
 			if p.Previous != nil {
 				out.Previous = p.Previous.Version.String()
@@ -126,19 +155,26 @@ func publishCommand(e *env) *cli.Command {
 			if !e.json {
 				printPublished(e.stdout, out)
 			}
+			for _, b := range p.Pruned {
+				e.note("removed %s %s from the data folder (--keep %d)", b.Manifest.Channel, b.Manifest.Version, c.Int("keep"))
+			}
 			if !c.Bool("no-wait") && c.Int("wait-for") > 0 {
 				n := c.Int("wait-for")
 				e.note("seeding until %d other peer(s) hold the whole bundle (--no-wait to skip, --timeout %s)", n, timeout)
 				ctx, cancel := context.WithTimeout(c.Context, timeout)
 				defer cancel()
+				view := e.seedView(cl, p.Release.Infohash, n)
 				got, err := cl.WaitForPeers(ctx, p.Release.Infohash, n)
+				view.stop()
 				out.Complete = got
 				if err != nil {
 					if c.Context.Err() != nil {
 						return fmt.Errorf("interrupted while %d of %d peers held the bundle: the record is published; keep a seeder running (relay seed)", got, n)
 					}
-					return withHint(fmt.Errorf("timed out after %s: %d of %d peers held the whole bundle", timeout, got, n),
-						"the record is published; run `relay seed` somewhere so that users can fetch the bundle")
+					peers, more, _ := cl.BundlePeers(p.Release.Infohash)
+					summary, hint := describeReach(peers, more)
+					return withHint(fmt.Errorf("timed out after %s: %d of %d peers held the whole bundle; %s", timeout, got, n, summary),
+						"the record is published; %s", hint)
 				}
 				e.note("the whole bundle is held by %d other peer(s)", got)
 			}
@@ -163,6 +199,8 @@ type publishJSON struct {
 	Expires  time.Time `json:"expires"`
 	Stored   int       `json:"dht_nodes_stored"`
 	Complete int       `json:"peers_complete"`
+	// LeftOut is what the folders held that was not bundled.
+	LeftOut []transfer.LeftOut `json:"left_out"`
 }
 
 func printPublished(w io.Writer, p publishJSON) {
@@ -179,9 +217,64 @@ func printPublished(w io.Writer, p publishJSON) {
 	fmt.Fprintf(w, "stored on %d DHT nodes\n", p.Stored)
 }
 
+// describeReach says which peers a publisher knew and whether it reached
+// them, and what to do about it: nobody came, or they came and no
+// connection could be made either way.
+func describeReach(peers []transfer.PeerReach, more int) (summary, hint string) {
+	var named, incoming, reached []string
+	for _, p := range peers {
+		if p.Incoming {
+			incoming = append(incoming, p.Addr.String())
+			continue
+		}
+		s := p.Addr.String() + " " + p.State.String()
+		if p.State == transfer.DialFailed && p.Err != nil {
+			s += " (" + p.Err.Error() + ")"
+		}
+		if p.State >= transfer.Dialed {
+			reached = append(reached, p.Addr.String())
+		}
+		if len(named) < 8 {
+			named = append(named, s)
+		} else {
+			more++
+		}
+	}
+	switch {
+	case len(named) == 0:
+		summary = "the DHT named no peer"
+	default:
+		summary = fmt.Sprintf("the DHT named %d peer(s): %s", len(named)+more, strings.Join(named, ", "))
+		if more > 0 {
+			summary += fmt.Sprintf(" and %d more", more)
+		}
+	}
+	if len(incoming) == 0 {
+		summary += "; no peer connected to this machine"
+	} else {
+		summary += fmt.Sprintf("; %d peer(s) connected to this machine: %s", len(incoming), strings.Join(incoming, ", "))
+	}
+	switch {
+	case len(named) == 0 && len(incoming) == 0:
+		hint = "nobody came: no peer announced the bundle; run `relay seed --follow KEY` on a machine that reaches the same DHT"
+	case len(reached) == 0 && len(incoming) == 0:
+		hint = "no path: peers came, but this machine could not connect to them and none connected to it; " +
+			"if both sides are behind NAT or a firewall, one of them needs an address the other can reach " +
+			"(a public server, or a forwarded --listen port)"
+	default:
+		hint = "peers connected but none held the whole bundle; keep `relay seed` running somewhere so that users can fetch it"
+	}
+	return summary, hint
+}
+
 func withPublishHint(err error) error {
 	if isNotNewer(err) {
 		return withHint(err, "publish a higher version, or pass --force to publish this one anyway")
+	}
+	if errors.Is(err, relay.ErrCurrentAhead) {
+		return withHint(err, "check this machine's clock. If it is right, the record came from a machine whose clock ran ahead: "+
+			"DHT nodes forget it 2 h after it was last stored (relay seed no longer stores it again); publish then. "+
+			"If this clock is behind, --allow-ahead builds on the record")
 	}
 	return err
 }

@@ -164,7 +164,7 @@ func newStatusLine(e *env, cl *relay.Client) *statusLine {
 		for {
 			select {
 			case <-s.done:
-				fmt.Fprint(e.stderr, "\r\033[K")
+				e.clearLine()
 				return
 			case <-t.C:
 				s.draw()
@@ -191,7 +191,7 @@ func (s *statusLine) event(ev relay.Event) {
 // clear erases the status line, before a log line is written.
 func (s *statusLine) clear() {
 	if s.e.interactive() {
-		fmt.Fprint(s.e.stderr, "\r\033[K")
+		s.e.clearLine()
 	}
 }
 
@@ -207,7 +207,7 @@ func (s *statusLine) draw() {
 	}
 	n := len(s.bundles)
 	s.mu.Unlock()
-	fmt.Fprintf(s.e.stderr, "\r\033[Kserving %d bundle(s) to %d peer(s), %.1f MB sent", n, peers, float64(up)/1e6)
+	s.e.drawLine(fmt.Sprintf("serving %d bundle(s) to %d peer(s), %s sent", n, peers, megabytes(up)))
 }
 
 func (s *statusLine) stop() {

@@ -21,6 +21,7 @@ type env struct {
 
 	bootstrap []string
 	listen    string
+	reachable bool
 	dataDir   string
 	json      bool
 	quiet     bool
@@ -42,6 +43,11 @@ func globalFlags() []cli.Flag {
 			Name:    "listen",
 			Usage:   "address to listen on for DHT and BitTorrent, `host:port`",
 			EnvVars: []string{"RELAY_LISTEN"},
+		},
+		&cli.BoolFlag{
+			Name:    "reachable",
+			Usage:   "this machine accepts connections at the address others see it at (a forwarded port, a cloud VM's one-to-one NAT): run a full DHT node there",
+			EnvVars: []string{"RELAY_REACHABLE"},
 		},
 		&cli.StringFlag{
 			Name:    "data-dir",
@@ -70,6 +76,7 @@ func globalFlags() []cli.Flag {
 
 func (e *env) load(c *cli.Context) error {
 	e.listen = c.String("listen")
+	e.reachable = c.Bool("reachable")
 	e.json = c.Bool("json")
 	e.quiet = c.Bool("quiet")
 	e.verbose = c.Bool("verbose")

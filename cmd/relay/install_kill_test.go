@@ -124,13 +124,14 @@ func TestWatchInstallKilled(t *testing.T) {
 	// killed with the whole file beside its final name. Either way the
 	// folder keeps its old file, beside a partial or whole temporary file,
 	// and the next fetch places the new release and removes the leftover.
+	// The test put out/app there, not a release: --overwrite.
 	for _, c := range []struct {
 		point string
 		args  []string
 		temp  []byte
 	}{
-		{faultpoint.PlaceWrite, []string{"-v", "watch", k.pub, "--out", "out", "--interval", "1h", "--json"}, k.exes["2.0.0"][:partialBytes]},
-		{faultpoint.PlaceRename, []string{"-v", "fetch", k.pub, "--out", "out", "--timeout", "60s"}, k.exes["2.0.0"]},
+		{faultpoint.PlaceWrite, []string{"-v", "watch", k.pub, "--out", "out", "--overwrite", "--interval", "1h", "--json"}, k.exes["2.0.0"][:partialBytes]},
+		{faultpoint.PlaceRename, []string{"-v", "fetch", k.pub, "--out", "out", "--overwrite", "--timeout", "60s"}, k.exes["2.0.0"]},
 	} {
 		t.Run(c.point, func(t *testing.T) {
 			t.Parallel()
@@ -147,7 +148,7 @@ func TestWatchInstallKilled(t *testing.T) {
 			k.checkExe(t, out, "1.0.0")
 			k.checkState(t, dir, "1.0.0")
 			checkTemp(t, out, c.temp)
-			k.run(t, dir, "-v", "fetch", k.pub, "--out", "out", "--timeout", "60s")
+			k.run(t, dir, "-v", "fetch", k.pub, "--out", "out", "--overwrite", "--timeout", "60s")
 			k.checkExe(t, out, "2.0.0")
 			k.checkState(t, dir, "2.0.0")
 			checkTemp(t, out, nil)
@@ -228,21 +229,7 @@ func (k *killTest) start(t *testing.T, dir string, args ...string) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := k.command(context.Background(), dir, args...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		stop := time.AfterFunc(10*time.Second, func() { cmd.Process.Kill() })
-		defer stop.Stop()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("relay %s printed on stderr:\n%s", strings.Join(args, " "), stderr.Bytes())
-		}
-	})
+	startUntilCleanup(t, k.command(context.Background(), dir, args...), strings.Join(args, " "))
 }
 
 // watchArgs are the arguments of every watch: install dir/app, write each

@@ -74,6 +74,8 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			fetchCommand(env),
 			watchCommand(env),
 			seedCommand(env),
+			dataCommand(env),
+			pruneCommand(env),
 			nodeCommand(env),
 			demoCommand(env),
 			versionCommand(env),

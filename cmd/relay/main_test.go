@@ -2,13 +2,16 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
 )
@@ -24,6 +27,12 @@ func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir:                 "testdata/script",
 		RequireExplicitExec: true,
+		Condition: func(cond string) (bool, error) {
+			if cond == "pty" {
+				return ptySupported(), nil
+			}
+			return false, fmt.Errorf("unknown condition %q", cond)
+		},
 		Setup: func(e *testscript.Env) error {
 			e.Setenv("RELAY_DATA_DIR", e.WorkDir+"/data")
 			e.Setenv("XDG_CONFIG_HOME", e.WorkDir+"/config")
@@ -31,14 +40,16 @@ func TestScripts(t *testing.T) {
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"mode":      cmdMode,
-			"jsonl":     cmdJSONL,
-			"exits":     cmdExits,
-			"nodes":     cmdNodes,
-			"setenv":    cmdSetenvStdout,
-			"store":     cmdStore,
-			"storebody": cmdStoreBody,
-			"waitfor":   cmdWaitFor,
+			"mode":           cmdMode,
+			"jsonl":          cmdJSONL,
+			"exits":          cmdExits,
+			"nodes":          cmdNodes,
+			"setenv":         cmdSetenvStdout,
+			"store":          cmdStore,
+			"storebody":      cmdStoreBody,
+			"waitfor":        cmdWaitFor,
+			"pty":            cmdPty,
+			"hostilerelease": cmdHostileRelease,
 		},
 	})
 }
@@ -138,4 +149,25 @@ func cmdJSONL(ts *testscript.TestScript, neg bool, args []string) {
 func mustJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+// startUntilCleanup starts cmd, a long-running relay, and stops it with
+// SIGINT (SIGKILL 10 s later) when t ends; what it printed on stderr is
+// shown, under label, if t failed.
+func startUntilCleanup(t testing.TB, cmd *exec.Cmd, label string) {
+	t.Helper()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		stop := time.AfterFunc(10*time.Second, func() { cmd.Process.Kill() })
+		defer stop.Stop()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("relay %s printed on stderr:\n%s", label, stderr.Bytes())
+		}
+	})
 }

@@ -87,28 +87,27 @@ func cmdStore(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Check(err)
 		expires = time.Now().Add(d)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	n, err := dht.New(ctx, dht.Config{Listen: "127.0.0.1:0", Bootstrap: []string{ts.Getenv("BOOTSTRAP")}, ReadOnly: true})
-	ts.Check(err)
-	defer n.Close()
-	r := record.Release{
+	storeRelease(ts, k, record.Release{
 		Channel:  args[1],
 		Version:  record.MustParseVersion(args[2]),
 		Infohash: record.Infohash{0xab, 0xcd},
 		Manifest: record.SHA256([]byte(args[2])),
 		Size:     4242,
 		Expires:  expires.Truncate(time.Second),
-	}
-	_, st, err := n.Publish(ctx, k, func(cur *record.SignedPacket) ([]byte, error) {
-		var old []byte
-		if cur != nil {
-			old = cur.Packet
-		}
-		return record.SetRelease(k.PublicKey(), old, r)
 	})
+}
+
+// storeRelease signs r with k, keeping the key's other records, and
+// stores it into the network at $BOOTSTRAP.
+func storeRelease(ts *testscript.TestScript, k *signer.PrivateKey, r record.Release) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := dht.New(ctx, dht.Config{Listen: "127.0.0.1:0", Bootstrap: []string{ts.Getenv("BOOTSTRAP")}, ReadOnly: true})
 	ts.Check(err)
-	ts.Logf("stored on %d nodes", st.Acked)
+	defer n.Close()
+	_, st, err := n.Publish(ctx, k, record.ReleaseUpdate(k.PublicKey(), r))
+	ts.Check(err)
+	ts.Logf("stored %s %s on %d nodes", r.Channel, r.Version, st.Acked)
 }
 
 // cmdStoreBody: storebody KEY HEX stores the pkarr relay body HEX, signed

@@ -1,8 +1,9 @@
 // Package localnet runs a private Mainline DHT on this machine: real
-// dht.Nodes on 127.0.0.1, formed from one bootstrap node, for tests,
+// dht.Nodes on 127.0.0.1 (or, with Spread, each on an address of its own
+// in 127.0.0.0/8), formed from one bootstrap node, for tests,
 // benchmarks and `relay demo`.
 //
-// It never listens on or contacts anything but 127.0.0.1, and never
+// It never listens on or contacts anything but loopback addresses, and never
 // prints.
 package localnet
 
@@ -12,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/relay-sh/relay/dht"
@@ -35,6 +37,11 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is every node's clock; nil means time.Now.
 	Now func() time.Time
+	// Spread puts every node on an address of its own, 127.A.B.1 (each
+	// in a /24 of its own), instead of all on 127.0.0.1, so that each is
+	// a host of its own as a node on the Internet is. Linux routes all of
+	// 127.0.0.0/8 to the loopback interface; macOS only 127.0.0.1.
+	Spread bool
 }
 
 // sendRate is each node's send limit: high, as nothing leaves the host.
@@ -47,9 +54,10 @@ type Net struct {
 	// Nodes are the nodes started with the network, then those added.
 	Nodes []*dht.Node
 
-	cfg   Config
-	mu    sync.Mutex
-	extra []*dht.Node // read-only nodes added, closed with the network
+	cfg    Config
+	spread atomic.Int32 // addresses handed out, with Spread
+	mu     sync.Mutex
+	extra  []*dht.Node // read-only nodes added, closed with the network
 }
 
 // Start starts a bootstrap node and cfg.Nodes nodes joined through it,
@@ -66,7 +74,7 @@ func Start(ctx context.Context, cfg Config) (*Net, error) {
 		cfg.QueryTimeout = time.Second
 	}
 	ln := &Net{cfg: cfg}
-	bc := cfg.node()
+	bc := ln.node()
 	bc.Bootstrapper = true
 	b, err := dht.New(ctx, bc)
 	if err != nil {
@@ -105,7 +113,7 @@ func Start(ctx context.Context, cfg Config) (*Net, error) {
 // 127.0.0.1, joining through its bootstrap node. configure, if not nil,
 // adjusts it (read-only, a nodes file...).
 func (n *Net) Config(configure func(*dht.Config)) dht.Config {
-	c := n.cfg.node()
+	c := n.node()
 	c.Bootstrap = []string{n.Bootstrap.Addr().String()}
 	if configure != nil {
 		configure(&c)
@@ -115,9 +123,15 @@ func (n *Net) Config(configure func(*dht.Config)) dht.Config {
 
 // node returns what every node of the network is configured with, the
 // bootstrap node included.
-func (cfg Config) node() dht.Config {
+func (n *Net) node() dht.Config {
+	cfg := n.cfg
+	listen := "127.0.0.1:0"
+	if cfg.Spread {
+		k := n.spread.Add(1)
+		listen = fmt.Sprintf("127.%d.%d.1:0", 1+k/256, k%256)
+	}
 	return dht.Config{
-		Listen:       "127.0.0.1:0",
+		Listen:       listen,
 		SendRate:     sendRate,
 		QueryTimeout: cfg.QueryTimeout,
 		ItemLifetime: cfg.ItemLifetime,

@@ -11,9 +11,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 )
 
@@ -46,6 +48,29 @@ func Create(target string, perm fs.FileMode) (*File, error) {
 		}
 	}
 	return &File{File: f, target: target}, nil
+}
+
+// CreateMasked is Create for a file whose mode comes from elsewhere (a
+// release's manifest): perm is reduced by the process's umask, as for any
+// new file (the temporary file is made with perm, not changed to it
+// after), so that a user's umask holds for what relay writes for them.
+func CreateMasked(target string, perm fs.FileMode) (*File, error) {
+	dir, base := filepath.Split(target)
+	if dir == "" {
+		dir = "."
+	}
+	for range 100 {
+		name := filepath.Join(dir, TempPrefix+base+"-"+strconv.FormatUint(uint64(rand.Uint32()), 10))
+		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, perm)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &File{File: f, target: target}, nil
+	}
+	return nil, fmt.Errorf("failed to make a temporary file for %s: too many exist", target)
 }
 
 // Commit syncs and closes the file and renames it over its target.
@@ -96,19 +121,24 @@ func (f *File) discard() {
 }
 
 // Adopt starts a File from a whole file instead of writing one: src is
-// renamed to a temporary name beside target and given mode perm, its
-// bytes neither read nor copied. Commit then syncs it and renames it over
-// target, as for a File written by Create; Abort (or a failed Commit)
-// moves it back to src. Where src and target's folder are on two file
-// systems it fails with an *os.LinkError (syscall.EXDEV on Unix) and src
-// stays where it was.
+// renamed to a temporary name beside target and given mode perm reduced by
+// the process's umask (as CreateMasked gives it), its bytes neither read
+// nor copied. Commit then syncs it and renames it over target, as for a
+// File written by Create; Abort (or a failed Commit) moves it back to src.
+// Where src and target's folder are on two file systems it fails with an
+// *os.LinkError (syscall.EXDEV on Unix) and src stays where it was.
 func Adopt(target, src string, perm fs.FileMode) (*File, error) {
-	tmp, err := create(target)
+	tmp, err := CreateMasked(target, perm)
 	if err != nil {
 		return nil, err
 	}
 	name := tmp.Name()
+	st, err := tmp.Stat()
 	tmp.Close()
+	if err != nil {
+		os.Remove(name)
+		return nil, err
+	}
 	if err := os.Rename(src, name); err != nil {
 		os.Remove(name)
 		return nil, err
@@ -125,7 +155,7 @@ func Adopt(target, src string, perm fs.FileMode) (*File, error) {
 		f, err = os.OpenFile(name, flag, 0)
 	}
 	if err == nil && runtime.GOOS != "windows" {
-		if err = f.Chmod(perm); err != nil {
+		if err = f.Chmod(st.Mode().Perm()); err != nil {
 			f.Close()
 		}
 	}
