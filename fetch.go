@@ -80,6 +80,16 @@ type FetchOptions struct {
 	// nothing is fetched, placed, installed or saved, and OnFound is not
 	// called.
 	CheckOnly bool
+	// Move hands the fetched files over to Out by renaming them out of
+	// the bundle in the data folder, not by copying them, for a caller
+	// that does not serve the bundle once Fetch returns (relay fetch):
+	// the bundle stops being served first. Only files that arrived in
+	// this fetch are moved, and only from a bundle this client does not
+	// seed; a file the data folder held whole before (a seeder's), or that
+	// cannot be moved (Out on another file system), is copied. What stays of the bundle
+	// is its manifest and metainfo;	// fetching the release again downloads the moved files again. Ignored
+	// without Out, and with Install (which reads the files in the bundle).
+	Move bool
 	// Keep is how many releases of the channel stay in the data folder
 	// once Fetch has accepted one: the newest, the accepted one always
 	// among them. Zero means 1, or as many as a seeder or publisher
@@ -233,8 +243,12 @@ func (c *Client) fetchOnce(ctx context.Context, o FetchOptions) (*FetchResult, e
 	res.Bundle, res.Files = f.Bundle, f.Files
 	faultpoint.Hit(faultpoint.InstallBefore)
 	if o.Out != "" {
+		pl := placement{hashed: f.Hashed}
+		if o.Move && o.Install == nil && len(f.Arrived) > 0 && tc.Unload(r.Infohash) {
+			pl.move = f.Arrived
+		}
 		stage.enter(StagePlacing)
-		res.Placed, err = c.place(o.Key, st.Infohash, f.Bundle.Dir, f.Files, o.Out, o.Overwrite)
+		res.Placed, err = c.place(o.Key, st.Infohash, f.Bundle.Dir, f.Files, o.Out, o.Overwrite, pl)
 		if err != nil {
 			return res, err
 		}

@@ -17,14 +17,16 @@ import (
 	"github.com/relay-sh/relay/transfer"
 )
 
-// placeFiles copies files from the verified bundle folder src into out,
+// placeFiles places files from the verified bundle folder src into out,
 // each under its manifest path with its manifest mode (without group or
-// other write permission, reduced by the umask: safeMode). Every file is
-// hashed again as it is copied, so what lands in out is exactly what the
-// manifest names even if src changed since it was verified. Nothing takes
-// its final name until every file is written and checked: on any error,
-// out is left as it was.
-func placeFiles(src string, files []record.File, out string) ([]string, error) {
+// other write permission, reduced by the umask: safeMode). A file this
+// process hashed as it came in (pl.hashed) is moved or copied as pl says,
+// without being hashed again; any other file is hashed again as it is
+// copied, so what lands in out is exactly what the manifest names even if
+// src changed since it was verified. Nothing takes its final name until
+// every file is whole and checked: on any error, out is left as it was
+// (and a file moved out of src is moved back).
+func placeFiles(src string, files []record.File, out string, pl placement) ([]string, error) {
 	var pending []*atomicfile.File
 	defer func() {
 		for _, p := range pending {
@@ -39,16 +41,14 @@ func placeFiles(src string, files []record.File, out string) ([]string, error) {
 		}
 		// A run killed while placing left its temporary file here.
 		atomicfile.RemoveLeftovers(target)
-		p, err := atomicfile.CreateMasked(target, safeMode(f.Mode))
+		p, err := pl.start(target, filepath.Join(src, filepath.FromSlash(f.Path)), f)
 		if err != nil {
-			return nil, fmt.Errorf("failed to place %s: %w", f.Path, err)
-		}
-		pending = append(pending, p)
-		if err := copyVerified(faultpoint.Writer(faultpoint.PlaceWrite, p), filepath.Join(src, filepath.FromSlash(f.Path)), f); err != nil {
 			return nil, err
 		}
+		pending = append(pending, p)
 		placed = append(placed, target)
 	}
+	faultpoint.Hit(faultpoint.PlaceRename)
 	for i, p := range pending {
 		if err := p.Commit(); err != nil {
 			return placed[:i], err

@@ -28,7 +28,7 @@ func TestPlaceFiles(t *testing.T) {
 	b.Path, b.Mode = "README", 0o644
 	os.WriteFile(filepath.Join(out, "README"), []byte("old readme"), 0o644)
 
-	placed, err := placeFiles(src, []record.File{a, b}, out)
+	placed, err := placeFiles(src, []record.File{a, b}, out, placement{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,7 @@ func TestPlaceFiles(t *testing.T) {
 	c := writeFile(t, filepath.Join(src, "c"), "cccc")
 	c.Path = "c"
 	c.SHA256[0] ^= 1
-	if _, err := placeFiles(src, []record.File{b, c}, out); !errors.Is(err, record.ErrFileMismatch) {
+	if _, err := placeFiles(src, []record.File{b, c}, out, placement{}); !errors.Is(err, record.ErrFileMismatch) {
 		t.Fatalf("bad hash: %v", err)
 	}
 	if got, _ := os.ReadFile(filepath.Join(out, "README")); string(got) != "old readme" {
@@ -58,7 +58,7 @@ func TestPlaceFiles(t *testing.T) {
 	// A file longer than its manifest says.
 	c = writeFile(t, filepath.Join(src, "c"), "cccc")
 	c.Path, c.Size = "c", 3
-	if _, err := placeFiles(src, []record.File{c}, out); !errors.Is(err, record.ErrFileMismatch) {
+	if _, err := placeFiles(src, []record.File{c}, out, placement{}); !errors.Is(err, record.ErrFileMismatch) {
 		t.Fatalf("long file: %v", err)
 	}
 	assertNoTemp(t, out)
@@ -196,7 +196,7 @@ func TestInstallDiskFull(t *testing.T) {
 
 	readme := writeFile(t, filepath.Join(src, "README"), strings.Repeat("new readme ", 1000))
 	readme.Path, readme.Mode = "README", 0o644
-	_, err = placeFiles(src, []record.File{f, readme}, out)
+	_, err = placeFiles(src, []record.File{f, readme}, out, placement{})
 	t.Logf("place: %v", err)
 	if err == nil || !strings.Contains(err.Error(), "no space left on device") {
 		t.Fatalf("placing files on a full disk: %v, want an error that says the disk is full", err)

@@ -104,7 +104,7 @@ func (pf *placedFiles) checkOverwrite(out string, files []record.File, prev *rec
 // under the overwrite rule (checkOverwrite against the release accepted
 // before, prev, unless overwrite is set), and records them as placed by
 // the key.
-func (c *Client) place(key signer.PublicKey, prev record.Infohash, src string, files []record.File, out string, overwrite bool) ([]string, error) {
+func (c *Client) place(key signer.PublicKey, prev record.Infohash, src string, files []record.File, out string, overwrite bool, pl placement) ([]string, error) {
 	abs, err := filepath.Abs(out)
 	if err != nil {
 		return nil, err
@@ -124,7 +124,7 @@ func (c *Client) place(key signer.PublicKey, prev record.Infohash, src string, f
 			return nil, err
 		}
 	}
-	placed, err := placeFiles(src, files, out)
+	placed, err := placeFiles(src, files, out, pl)
 	if err != nil {
 		return placed, fmt.Errorf("failed to place files in %s: %w", out, err)
 	}

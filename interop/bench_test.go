@@ -12,13 +12,11 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -360,123 +358,6 @@ func BenchmarkMemoryWatchIdle(b *testing.B) {
 	b.ReportMetric(float64(rss)/1e6, "MB-idle")
 	b.ReportMetric(float64(peak)/1e6, "MB-peak")
 	b.ReportMetric(float64(rss)/40e6, "x-target-40MB")
-}
-
-// BenchmarkFetchVsClients: one relay seeder, one downloader, a bundle of
-// one big file (128 MiB; 1 GiB with RELAY_BENCH_BIG=1): relay's fetch
-// (resolve, metadata, download, verify) against sha256sum of the file, and
-// against two independent BitTorrent clients downloading the same bundle
-// from the same seeder. aria2 finds the seeder through the same DHT, and
-// waits seconds on its own DHT timers before it asks for peers, so its
-// figure is from its first connection to the seeder to the end of its
-// download (from its log); its whole run is reported too. libtorrent is
-// given the magnet link and the seeder's address, as relay is; its figure
-// is from adding the magnet link to having every piece checked (lt.py
-// fetch), without the Python start, which its whole run adds. Each client
-// that is not installed is left out and says so.
-func BenchmarkFetchVsClients(b *testing.B) {
-	size := int64(128 << 20)
-	if os.Getenv("RELAY_BENCH_BIG") != "" {
-		size = 1 << 30
-	}
-	ln := localnet.ForTest(b, localnet.Config{Nodes: 16})
-	ctx := ctxFor(b, 20*time.Minute)
-	src := b.TempDir()
-	big := filepath.Join(src, "big")
-	f, err := os.Create(big)
-	if err != nil {
-		b.Fatal(err)
-	}
-	buf := make([]byte, 1<<20)
-	for range size >> 20 {
-		rand.Read(buf)
-		if _, err := f.Write(buf); err != nil {
-			b.Fatal(err)
-		}
-	}
-	if err := f.Close(); err != nil {
-		b.Fatal(err)
-	}
-	key := newKey(b)
-	seeder := client(b, ln, false)
-	p, err := seeder.Publish(ctx, relay.PublishOptions{
-		Key: key, Version: record.MustParseVersion("1.0.0"),
-		Sources: []transfer.Source{{Path: src}},
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	peer, err := seeder.PeerAddr()
-	if err != nil {
-		b.Fatal(err)
-	}
-	os.Remove(big) // the seeder has its own copy in its bundle
-	seeded := filepath.Join(p.Bundle.Dir, "big")
-
-	// Each timed run starts with the disk's write-back done (see
-	// transfer's BenchmarkFetch1GiB).
-	syscall.Sync()
-	start := time.Now()
-	if out, err := exec.Command("sha256sum", seeded).CombinedOutput(); err != nil {
-		b.Fatalf("sha256sum: %v %s", err, out)
-	}
-	sha := time.Since(start)
-
-	fetcher := client(b, ln, true)
-	syscall.Sync()
-	start = time.Now()
-	if _, err := fetcher.Fetch(ctx, relay.FetchOptions{Key: key.PublicKey(), AllPlatforms: true, Peers: []netip.AddrPort{peer}}); err != nil {
-		b.Fatal(err)
-	}
-	fetch := time.Since(start)
-	fetcher.Close()
-
-	b.ReportMetric(float64(size)/fetch.Seconds()/1e6, "MB/s")
-	b.ReportMetric(fetch.Seconds(), "s/relay-fetch")
-	b.ReportMetric(sha.Seconds(), "s/sha256sum")
-	b.ReportMetric(fetch.Seconds()/sha.Seconds(), "x-sha256sum")
-
-	if _, err := exec.LookPath("aria2c"); err != nil {
-		b.Log("aria2c is not installed (Debian: aria2): left out")
-	} else {
-		torrent := filepath.Join(filepath.Dir(p.Bundle.Dir), p.Bundle.Name+".torrent")
-		logFile := filepath.Join(b.TempDir(), "aria2.log")
-		dir := b.TempDir()
-		syscall.Sync()
-		start = time.Now()
-		aria2(b, ctx, ln, dir, true, "--seed-time=0", "--log="+logFile, "--log-level=info", torrent)
-		ariaWall := time.Since(start)
-		ariaTransfer, err := aria2Transfer(logFile)
-		if err != nil {
-			b.Fatal(err)
-		}
-		os.RemoveAll(dir)
-		b.ReportMetric(ariaTransfer.Seconds(), "s/aria2-transfer")
-		b.ReportMetric(ariaWall.Seconds(), "s/aria2-run")
-		b.ReportMetric(fetch.Seconds()/ariaTransfer.Seconds(), "x-aria2")
-	}
-
-	if py, why := ltPython(); py == "" {
-		b.Logf("%s: left out", why)
-	} else {
-		var got struct {
-			Size     int64
-			Seconds  float64
-			Metadata float64 `json:"metadata_seconds"`
-		}
-		syscall.Sync()
-		start = time.Now()
-		libtorrent(b, ctx, &got, "fetch", ln.Bootstrap.Addr().String(), p.Bundle.Magnet(), b.TempDir(),
-			netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), peer.Port()).String())
-		ltWall := time.Since(start)
-		if got.Size != p.Bundle.Size {
-			b.Fatalf("libtorrent fetched %d bytes, the bundle has %d", got.Size, p.Bundle.Size)
-		}
-		b.Logf("libtorrent: metadata after %.2f s, every piece after %.2f s, whole run %v", got.Metadata, got.Seconds, ltWall)
-		b.ReportMetric(got.Seconds, "s/libtorrent-fetch")
-		b.ReportMetric(ltWall.Seconds(), "s/libtorrent-run")
-		b.ReportMetric(fetch.Seconds()/got.Seconds, "x-libtorrent")
-	}
 }
 
 // aria2Transfer reads an aria2 log: the time from its first connection to

@@ -41,9 +41,15 @@ func envInt(name string, def int64) int64 {
 }
 
 // BenchmarkFetch1GiB fetches a 1 GiB bundle from one local seeder and
-// compares the time with sha256sum of the same file.
+// compares the time with `openssl dgst -sha256` of the same file, SHA-256
+// with the CPU's extensions: the floor of a fetch that checks the file's
+// SHA-256 (coreutils sha256sum has no SHA-NI here, and is 4 to 5 times
+// slower).
 func BenchmarkFetch1GiB(b *testing.B) {
 	bigBench(b)
+	if _, err := exec.LookPath("openssl"); err != nil {
+		b.Skip("openssl is not installed (Debian: openssl): its dgst -sha256 is the floor this is timed against")
+	}
 	size := envInt("RELAY_BENCH_SIZE", 1024) << 20
 	src := b.TempDir()
 	file := filepath.Join(src, "app_linux_amd64")
@@ -63,8 +69,8 @@ func BenchmarkFetch1GiB(b *testing.B) {
 	// then.
 	syscall.Sync()
 	start := time.Now()
-	if out, err := exec.Command("sha256sum", file).CombinedOutput(); err != nil {
-		b.Fatalf("sha256sum: %v: %s", err, out)
+	if out, err := exec.Command("openssl", "dgst", "-sha256", file).CombinedOutput(); err != nil {
+		b.Fatalf("openssl dgst -sha256: %v: %s", err, out)
 	}
 	shaTime := time.Since(start)
 	s := newBenchClient(b, Config{DataDir: seedDir})
@@ -110,9 +116,9 @@ func BenchmarkFetch1GiB(b *testing.B) {
 	per := total / time.Duration(b.N)
 	b.ReportMetric(per.Seconds(), "s/fetch")
 	b.ReportMetric(float64(size)/per.Seconds()/1e6, "MB/s")
-	b.ReportMetric(shaTime.Seconds(), "s/sha256sum")
-	b.ReportMetric(per.Seconds()/shaTime.Seconds(), "x-sha256sum")
-	b.Logf("%d MiB, pieces of %d KiB: fetch %v, sha256sum %v, ratio %.2f", size>>20, bundle.PieceLength>>10, per, shaTime, per.Seconds()/shaTime.Seconds())
+	b.ReportMetric(shaTime.Seconds(), "s/openssl-sha256")
+	b.ReportMetric(per.Seconds()/shaTime.Seconds(), "x-openssl-sha256")
+	b.Logf("%d MiB, pieces of %d KiB: fetch %v, openssl dgst -sha256 %v, ratio %.2f", size>>20, bundle.PieceLength>>10, per, shaTime, per.Seconds()/shaTime.Seconds())
 }
 
 // BenchmarkSwarm16 has one seeder and 16 leechers fetch one bundle at

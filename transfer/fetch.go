@@ -24,6 +24,7 @@ import (
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/anacrolix/torrent/webseed"
 
+	"github.com/relay-sh/relay/internal/diskio"
 	"github.com/relay-sh/relay/internal/untrusted"
 	"github.com/relay-sh/relay/record"
 	"github.com/relay-sh/relay/signer"
@@ -112,6 +113,18 @@ type Fetched struct {
 	// Files are the files fetched and verified (all the manifest's files,
 	// or those of the platform asked for).
 	Files []record.File
+	// Hashed holds the paths of the files whose SHA-256 this fetch
+	// computed from the bytes it stored, as they came in. The other files
+	// were checked by an earlier fetch into this data folder and are
+	// trusted because their size and modification time are as that fetch
+	// recorded them: a caller that hands them over should hash them as it
+	// does.
+	Hashed map[string]bool
+	// Arrived holds the paths of the files that were not whole in the
+	// data folder when the bundle was opened: their bytes came in through
+	// this fetch (or an interrupted one it resumed), so no other role of
+	// the data folder (a seeder, a publisher) has them yet.
+	Arrived map[string]bool
 }
 
 // Path returns the path on disk of a fetched file.
@@ -211,6 +224,23 @@ func (c *Client) Fetch(ctx context.Context, req FetchRequest) (*Fetched, error) 
 		return nil, fmt.Errorf("fetch: %w", err)
 	}
 	return res, nil
+}
+
+// Unload stops serving a bundle that the client holds only because it
+// fetched it, so that the caller can move its files away, and reports
+// whether the client now leaves the bundle alone. A bundle the client
+// seeds (Seed), or that a fetch is still fetching, stays, and Unload
+// reports false.
+func (c *Client) Unload(ih record.Infohash) bool {
+	c.mu.Lock()
+	a := c.bundles[ih]
+	c.mu.Unlock()
+	if a != nil {
+		c.drop(ih, a)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bundles[ih] == nil
 }
 
 // fetchSem returns the bundle's one-fetch-at-a-time semaphore.
@@ -419,6 +449,7 @@ func (f *fetch) fetch(ctx context.Context, wg *sync.WaitGroup) (*Fetched, error)
 	f.stage = StageFiles
 	want := m.Select(f.req.OS, f.req.Arch)
 	_, checked, _, _ := f.c.store.view(f.ih)
+	held := f.c.store.heldBefore(f.ih)
 	type job struct {
 		file record.File
 		tf   *torrent.File
@@ -450,6 +481,17 @@ func (f *fetch) fetch(ctx context.Context, wg *sync.WaitGroup) (*Fetched, error)
 	var files []int
 	for _, jb := range jobs {
 		files = append(files, jb.j)
+	}
+	hashed, arrived := make(map[string]bool, len(want)), make(map[string]bool, len(want))
+	for _, mf := range want {
+		if mf.Size == 0 {
+			hashed[mf.Path] = true // its digest is checked in createEmpty
+		} else if j := byPath[mf.Path]; j >= len(held) || !held[j] {
+			arrived[mf.Path] = true
+		}
+	}
+	for _, jb := range jobs {
+		hashed[jb.file.Path] = true
 	}
 	sh := newShares(f, info, files)
 	shareCtx, stopShares := context.WithCancel(ctx)
@@ -514,7 +556,7 @@ func (f *fetch) fetch(ctx context.Context, wg *sync.WaitGroup) (*Fetched, error)
 		Manifest: m, ManifestBytes: mb, ManifestDigest: r.Manifest,
 		Size: r.Size, PieceLength: info.PieceLength,
 	}
-	return &Fetched{Bundle: b, Files: want}, nil
+	return &Fetched{Bundle: b, Files: want, Hashed: hashed, Arrived: arrived}, nil
 }
 
 // report calls the progress callback, if any, every interval or now.
@@ -582,7 +624,11 @@ func filePieces(info *metainfo.Info, j int) (off int64, first, end int) {
 // streamFile feeds fn the data of file j of the torrent, read from disk
 // at path p piece by piece as each piece is verified, in order: the file
 // is hashed while it streams in, without a second pass. It reads exactly
-// the file's length as the info states it.
+// the file's length as the info states it. It asks for the write-back of
+// each piece it has read to start (diskio.Writeback, which never makes it
+// wait for the disk), so that the sync of the file when it is placed
+// (relay fetch --out moves it) finds it written, instead of writing the
+// whole file then.
 func (f *fetch) streamFile(ctx context.Context, p string, info *metainfo.Info, j int, fn func([]byte)) error {
 	off, first, end := filePieces(info, j)
 	size := info.Files[j].Length
@@ -590,9 +636,11 @@ func (f *fetch) streamFile(ctx context.Context, p string, info *metainfo.Info, j
 		return nil
 	}
 	var file *os.File
+	var wb *diskio.Writeback
 	defer func() {
 		if file != nil {
 			file.Close()
+			wb.Close()
 		}
 	}()
 	buf := make([]byte, min(size, 1<<20))
@@ -620,8 +668,10 @@ func (f *fetch) streamFile(ctx context.Context, p string, info *metainfo.Info, j
 			if file, err = os.Open(p); err != nil {
 				return err
 			}
+			wb = diskio.NewWriteback(p)
 		}
 		end := min(size, int64(piece+1)*info.PieceLength-off)
+		begin := pos
 		for pos < end {
 			n, err := file.ReadAt(buf[:min(int64(len(buf)), end-pos)], pos)
 			if n == 0 && err != nil {
@@ -630,6 +680,7 @@ func (f *fetch) streamFile(ctx context.Context, p string, info *metainfo.Info, j
 			fn(buf[:n])
 			pos += int64(n)
 		}
+		wb.Hint(begin, pos-begin)
 	}
 	return nil
 }

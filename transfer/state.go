@@ -108,7 +108,10 @@ type bundleState struct {
 	// by the state file, or at their full size when there was none. One of
 	// them failing verification is damage, not a download in progress.
 	expected []bool
-	dirty    bool
+	// present marks the files that had their full size when the bundle
+	// was opened.
+	present []bool
+	dirty   bool
 	// changed is closed (and replaced) when a piece is verified.
 	changed chan struct{}
 }
@@ -146,7 +149,7 @@ func loadState(dir string, ih record.Infohash, info *metainfo.Info) (*bundleStat
 	bs := &bundleState{
 		ih: ih, dir: dir, pieceLen: info.PieceLength, files: files,
 		known: make([]bool, n), complete: make([]bool, n),
-		checked: make([]bool, len(files)), expected: make([]bool, len(files)),
+		checked: make([]bool, len(files)), expected: make([]bool, len(files)), present: make([]bool, len(files)),
 		changed: make(chan struct{}),
 	}
 	var sf stateFile
@@ -170,6 +173,7 @@ func loadState(dir string, ih record.Infohash, info *metainfo.Info) (*bundleStat
 			return nil, err
 		}
 		stats[j] = st
+		bs.present[j] = st.size == f.length
 		it, ok := recorded[f.path]
 		unchanged[j] = haveState && ok && st.size >= 0 && st.size == it.Size && st.mtime == it.ModTime
 		bs.checked[j] = unchanged[j] && it.Checked && st.size == f.length
@@ -389,6 +393,23 @@ func (c *completion) view(ih record.Infohash) (complete, checked, expected []boo
 		return nil, nil, nil, false
 	}
 	return append([]bool(nil), bs.complete...), append([]bool(nil), bs.checked...), append([]bool(nil), bs.expected...), true
+}
+
+// heldBefore returns, per file of a bundle, whether the data folder held
+// it whole when the bundle was opened: verified (expected) and at its
+// full size. The files it did not hold came in since, through a fetch.
+func (c *completion) heldBefore(ih record.Infohash) []bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	bs := c.bundles[ih]
+	if bs == nil {
+		return nil
+	}
+	held := make([]bool, len(bs.files))
+	for j := range held {
+		held[j] = bs.expected[j] && bs.present[j]
+	}
+	return held
 }
 
 // forget makes piece i of a bundle unknown, so that it is hashed again.

@@ -73,7 +73,7 @@ func fetchCommand(e *env) *cli.Command {
 			if err != nil {
 				return err
 			}
-			o.Out, o.Again = c.String("out"), true
+			o.Out, o.Again, o.Move = c.String("out"), true, true
 			timeout, err := durationFlag(c, "timeout")
 			if err != nil {
 				return err

@@ -118,31 +118,42 @@ func TestWatchInstallKilled(t *testing.T) {
 		})
 	}
 
-	// relay fetch --out killed while writing a file into the folder: the
-	// folder keeps its old file, beside a partial temporary file, and the
-	// next fetch places the new release and removes the leftover.
-	t.Run(faultpoint.PlaceWrite, func(t *testing.T) {
-		t.Parallel()
-		dir := filepath.Join(k.work, faultpoint.PlaceWrite)
-		copyState(t, v1, dir)
-		out := filepath.Join(dir, "out")
-		if err := os.MkdirAll(out, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(out, "app"), k.exes["1.0.0"], 0o755); err != nil {
-			t.Fatal(err)
-		}
-		// The test put out/app there, not a release: --overwrite.
-		fetch := []string{"-v", "fetch", k.pub, "--out", "out", "--overwrite", "--timeout", "60s"}
-		k.runKilled(t, dir, faultpoint.PlaceWrite, fetch...)
-		k.checkExe(t, out, "1.0.0")
-		k.checkState(t, dir, "1.0.0")
-		checkTemp(t, out, k.exes["2.0.0"][:partialBytes])
-		k.run(t, dir, fetch...)
-		k.checkExe(t, out, "2.0.0")
-		k.checkState(t, dir, "2.0.0")
-		checkTemp(t, out, nil)
-	})
+	// Killed while placing a file into an --out folder: relay watch --out
+	// copies it from the bundle it goes on seeding, and is killed while
+	// writing it; relay fetch --out moves it out of the bundle, and is
+	// killed with the whole file beside its final name. Either way the
+	// folder keeps its old file, beside a partial or whole temporary file,
+	// and the next fetch places the new release and removes the leftover.
+	// The test put out/app there, not a release: --overwrite.
+	for _, c := range []struct {
+		point string
+		args  []string
+		temp  []byte
+	}{
+		{faultpoint.PlaceWrite, []string{"-v", "watch", k.pub, "--out", "out", "--overwrite", "--interval", "1h", "--json"}, k.exes["2.0.0"][:partialBytes]},
+		{faultpoint.PlaceRename, []string{"-v", "fetch", k.pub, "--out", "out", "--overwrite", "--timeout", "60s"}, k.exes["2.0.0"]},
+	} {
+		t.Run(c.point, func(t *testing.T) {
+			t.Parallel()
+			dir := filepath.Join(k.work, c.point)
+			copyState(t, v1, dir)
+			out := filepath.Join(dir, "out")
+			if err := os.MkdirAll(out, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(out, "app"), k.exes["1.0.0"], 0o755); err != nil {
+				t.Fatal(err)
+			}
+			k.runKilled(t, dir, c.point, c.args...)
+			k.checkExe(t, out, "1.0.0")
+			k.checkState(t, dir, "1.0.0")
+			checkTemp(t, out, c.temp)
+			k.run(t, dir, "-v", "fetch", k.pub, "--out", "out", "--overwrite", "--timeout", "60s")
+			k.checkExe(t, out, "2.0.0")
+			k.checkState(t, dir, "2.0.0")
+			checkTemp(t, out, nil)
+		})
+	}
 
 	// Not a kill: `relay fetch` accepted 2.0.0 into the data folder
 	// without installing it; a watcher given --install installs it rather
@@ -401,7 +412,7 @@ func checkTemp(t *testing.T, dir string, want []byte) {
 	case want != nil && len(temps) != 1:
 		t.Errorf("temporary files left: %q, want one", temps)
 	case want != nil && !bytes.Equal(readFile(t, temps[0]), want):
-		t.Errorf("the temporary file left has %d bytes, want the first %d of the new executable", len(readFile(t, temps[0])), len(want))
+		t.Errorf("the temporary file left has %d bytes, want the first %d of the new executable (of %d)", len(readFile(t, temps[0])), len(want), len(program("2.0.0")))
 	}
 }
 

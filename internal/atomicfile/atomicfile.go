@@ -25,6 +25,7 @@ import (
 type File struct {
 	*os.File
 	target string
+	from   string // the file Adopt moved here, where Abort puts it back
 	done   bool
 }
 
@@ -35,11 +36,7 @@ const TempPrefix = ".relay-tmp-"
 // Create starts writing a new file that will replace target, with mode
 // perm, in target's folder.
 func Create(target string, perm fs.FileMode) (*File, error) {
-	dir, base := filepath.Split(target)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, TempPrefix+base+"-*")
+	f, err := create(target)
 	if err != nil {
 		return nil, err
 	}
@@ -87,21 +84,86 @@ func (f *File) Commit() error {
 		err = os.Rename(f.Name(), f.target)
 	}
 	if err != nil {
-		os.Remove(f.Name())
+		f.discard()
 		return fmt.Errorf("failed to write %s: %w", f.target, err)
 	}
 	SyncDir(filepath.Dir(f.target))
 	return nil
 }
 
-// Abort closes and removes the file, leaving the target as it was.
+// create makes an empty temporary file beside target.
+func create(target string) (*os.File, error) {
+	dir, base := filepath.Split(target)
+	if dir == "" {
+		dir = "."
+	}
+	return os.CreateTemp(dir, TempPrefix+base+"-*")
+}
+
+// Abort closes and removes the file (puts an adopted one back where it
+// came from), leaving the target as it was.
 func (f *File) Abort() {
 	if f.done {
 		return
 	}
 	f.done = true
 	f.Close()
+	f.discard()
+}
+
+// discard removes the temporary file, or moves an adopted one back.
+func (f *File) discard() {
+	if f.from != "" {
+		os.Rename(f.Name(), f.from)
+		return
+	}
 	os.Remove(f.Name())
+}
+
+// Adopt starts a File from a whole file instead of writing one: src is
+// renamed to a temporary name beside target and given mode perm reduced by
+// the process's umask (as CreateMasked gives it), its bytes neither read
+// nor copied. Commit then syncs it and renames it over target, as for a
+// File written by Create; Abort (or a failed Commit) moves it back to src.
+// Where src and target's folder are on two file systems it fails with an
+// *os.LinkError (syscall.EXDEV on Unix) and src stays where it was.
+func Adopt(target, src string, perm fs.FileMode) (*File, error) {
+	tmp, err := CreateMasked(target, perm)
+	if err != nil {
+		return nil, err
+	}
+	name := tmp.Name()
+	st, err := tmp.Stat()
+	tmp.Close()
+	if err != nil {
+		os.Remove(name)
+		return nil, err
+	}
+	if err := os.Rename(src, name); err != nil {
+		os.Remove(name)
+		return nil, err
+	}
+	// Unix can sync a file opened read-only, whatever its mode; Windows
+	// syncs only a handle open for writing.
+	flag := os.O_RDONLY
+	if runtime.GOOS == "windows" {
+		flag = os.O_RDWR
+		err = os.Chmod(name, 0o600)
+	}
+	var f *os.File
+	if err == nil {
+		f, err = os.OpenFile(name, flag, 0)
+	}
+	if err == nil && runtime.GOOS != "windows" {
+		if err = f.Chmod(st.Mode().Perm()); err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		os.Rename(name, src)
+		return nil, err
+	}
+	return &File{File: f, target: target, from: src}, nil
 }
 
 // WriteFile writes data to path atomically with mode perm.

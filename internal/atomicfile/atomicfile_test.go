@@ -92,3 +92,67 @@ func TestRemoveLeftovers(t *testing.T) {
 		t.Errorf("the target: %q, %v", b, err)
 	}
 }
+
+// TestAdopt: a file adopted in place of target is moved, not copied: the
+// target gets its bytes and mode at Commit and the source is gone; Abort
+// puts it back where it was, and a source on another file system is
+// refused with the source left in place.
+func TestAdopt(t *testing.T) {
+	dir := t.TempDir()
+	src, target := filepath.Join(dir, "bundle", "f"), filepath.Join(dir, "out", "f")
+	os.MkdirAll(filepath.Dir(src), 0o755)
+	os.MkdirAll(filepath.Dir(target), 0o755)
+	os.WriteFile(target, []byte("old"), 0o644)
+
+	os.WriteFile(src, []byte("new"), 0o444)
+	f, err := Adopt(target, src, 0o750)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(target); string(b) != "old" {
+		t.Fatalf("target before commit: %q", b)
+	}
+	f.Abort()
+	if b, _ := os.ReadFile(src); string(b) != "new" {
+		t.Fatalf("source after abort: %q", b)
+	}
+	if entries, _ := os.ReadDir(filepath.Dir(target)); len(entries) != 1 {
+		t.Fatalf("%d entries in the target's folder after abort", len(entries))
+	}
+
+	f, err = Adopt(target, src, 0o750)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(target); string(b) != "new" {
+		t.Fatalf("target after commit: %q", b)
+	}
+	if fi, _ := os.Stat(target); runtime.GOOS != "windows" && fi.Mode().Perm() != 0o750 {
+		t.Fatalf("mode %v", fi.Mode())
+	}
+	if _, err := os.Stat(src); !os.IsNotExist(err) {
+		t.Fatalf("source after commit: %v", err)
+	}
+
+	// /dev/shm is another file system than the test's folder where it
+	// exists (Linux).
+	shm, err := os.MkdirTemp("/dev/shm", "adopt")
+	if err != nil {
+		t.Skip("no /dev/shm to move across file systems from")
+	}
+	defer os.RemoveAll(shm)
+	other := filepath.Join(shm, "f")
+	os.WriteFile(other, []byte("elsewhere"), 0o644)
+	if _, err := Adopt(target, other, 0o644); err == nil {
+		t.Skip("/dev/shm is on the test folder's file system")
+	}
+	if b, _ := os.ReadFile(other); string(b) != "elsewhere" {
+		t.Fatalf("source after a refused move: %q", b)
+	}
+	if b, _ := os.ReadFile(target); string(b) != "new" {
+		t.Fatalf("target after a refused move: %q", b)
+	}
+}

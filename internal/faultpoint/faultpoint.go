@@ -50,4 +50,9 @@ const (
 	// old files and a partial temporary file, which the next placing
 	// removes.
 	PlaceWrite = "place-write"
+	// PlaceRename: every file is whole in its temporary file in the --out
+	// folder (relay fetch moved it there from the bundle), none renamed
+	// over its final name yet. Leaves the folder's old files and whole
+	// temporary files, which the next placing removes.
+	PlaceRename = "place-rename"
 )

@@ -1,0 +1,285 @@
+package interop
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/relay-sh/relay"
+	"github.com/relay-sh/relay/dht/localnet"
+	"github.com/relay-sh/relay/record"
+	"github.com/relay-sh/relay/signer"
+	"github.com/relay-sh/relay/transfer"
+)
+
+// BenchmarkFetchVsClients: a bundle of one big file (128 MiB; 1 GiB with
+// RELAY_BENCH_BIG=1) served by one `relay seed` process, fetched by:
+//
+//   - the whole `relay fetch --out DIR KEY` command, as a user runs it: the
+//     built binary, bootstrapped through a `relay node` process, resolving,
+//     downloading, verifying and placing (wall time and its CPU time);
+//   - relay.Client.Fetch in this process, given the seeder's address,
+//     placing nothing (the library's figure);
+//   - libtorrent (lt.py fetch, given the magnet link and the seeder's
+//     address; timed from adding the magnet link to every piece checked,
+//     without the Python start, which its whole run adds);
+//   - aria2, which finds the seeder through the DHT and waits seconds on
+//     its own DHT timers first, so it is timed from its first connection to
+//     the seeder to the end of its download (from its log);
+//
+// against the floors of this machine: `openssl dgst -sha256` of the file
+// (SHA-256 with the CPU's extensions; Go's crypto/sha256, which also uses
+// them, is reported beside it) and `cp` of the file. The machine is shared,
+// so each figure is the best of RELAY_BENCH_ROUNDS rounds (default 2), the
+// rounds running every contender in turn, and the ratios are of those
+// bests. A client that is not installed is left out and says so.
+func BenchmarkFetchVsClients(b *testing.B) {
+	size := int64(128 << 20)
+	if _, err := exec.LookPath("openssl"); err != nil {
+		b.Skip("openssl is not installed (Debian: openssl): its dgst -sha256 is the floor this is timed against")
+	}
+	if os.Getenv("RELAY_BENCH_BIG") != "" {
+		size = 1 << 30
+	}
+	rounds := 2
+	if n, err := strconv.Atoi(os.Getenv("RELAY_BENCH_ROUNDS")); err == nil && n > 0 {
+		rounds = n
+	}
+	ln := localnet.ForTest(b, localnet.Config{Nodes: 16})
+	ctx := ctxFor(b, 30*time.Minute)
+	key := newKey(b)
+	seedDir, bundle := publishBig(b, ctx, ln, key, size)
+	seeded := filepath.Join(bundle.Dir, "big")
+
+	// The seeder: `relay seed` on the publisher's data folder, on a port
+	// of its own (UDP for the DHT, TCP for peers).
+	port := freePort(b)
+	peer := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
+	seed := runRelay(b, ln, seedDir, "--json", "seed")
+	seed.Env = append(seed.Env, "RELAY_LISTEN="+peer.String())
+	waitStderr(b, seed, `"seeding"`, time.Minute)
+	// A `relay node` the fetch command joins the DHT through.
+	node := runRelay(b, ln, b.TempDir(), "node")
+	node.Env = append(node.Env, fmt.Sprintf("RELAY_LISTEN=127.0.0.1:%d", freePort(b)))
+	nodeAddr := waitStdout(b, node, time.Minute)
+
+	var fig struct {
+		openssl, goSHA, cp                         time.Duration
+		cmd, cmdCPU, lib, lt, ltRun, ltCPU, ariaTx time.Duration
+		ltMeta                                     float64
+	}
+	better := func(cur *time.Duration, d time.Duration) {
+		if *cur == 0 || d < *cur {
+			*cur = d
+		}
+	}
+	py, ltWhy := ltPython()
+	_, ariaErr := exec.LookPath("aria2c")
+	for round := range rounds {
+		better(&fig.openssl, timed(b, func() { run(b, exec.Command("openssl", "dgst", "-sha256", seeded)) }))
+		better(&fig.goSHA, timed(b, func() { goSHA256(b, seeded) }))
+		cpy := filepath.Join(b.TempDir(), "copy")
+		better(&fig.cp, timed(b, func() { run(b, exec.Command("cp", seeded, cpy)) }))
+		os.Remove(cpy)
+
+		out := b.TempDir()
+		fetch := runRelay(b, ln, b.TempDir(), "-q", "fetch", "--out", out, key.PublicKey().String())
+		fetch.Env = append(fetch.Env, "RELAY_BOOTSTRAP="+nodeAddr)
+		better(&fig.cmd, timed(b, func() { run(b, fetch) }))
+		better(&fig.cmdCPU, fetch.ProcessState.UserTime()+fetch.ProcessState.SystemTime())
+		if fi, err := os.Stat(filepath.Join(out, "big")); err != nil || fi.Size() != size {
+			b.Fatalf("relay fetch --out placed %v (%v), want %d bytes", fi, err, size)
+		}
+		os.RemoveAll(out)
+
+		// Closed before the other clients run, so that they find one
+		// seeder only.
+		lib, err := relay.Open(ctx, relay.Config{DataDir: b.TempDir(), Bootstrap: []string{ln.Bootstrap.Addr().String()}, Listen: "127.0.0.1:0", ReadOnly: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		better(&fig.lib, timed(b, func() {
+			if _, err := lib.Fetch(ctx, relay.FetchOptions{Key: key.PublicKey(), AllPlatforms: true, Peers: []netip.AddrPort{peer}}); err != nil {
+				b.Fatal(err)
+			}
+		}))
+		lib.Close()
+
+		if py != "" {
+			var got struct {
+				Size     int64
+				Seconds  float64
+				Metadata float64 `json:"metadata_seconds"`
+			}
+			lt := ltCommand(b, ctx, "fetch", ln.Bootstrap.Addr().String(), bundle.Magnet(), b.TempDir(), peer.String())
+			better(&fig.ltRun, timed(b, func() { runJSON(b, lt, "lt.py fetch", &got) }))
+			if got.Size != bundle.Size {
+				b.Fatalf("libtorrent fetched %d bytes, the bundle has %d", got.Size, bundle.Size)
+			}
+			better(&fig.lt, time.Duration(got.Seconds*float64(time.Second)))
+			better(&fig.ltCPU, lt.ProcessState.UserTime()+lt.ProcessState.SystemTime())
+			fig.ltMeta = got.Metadata
+		}
+		if ariaErr == nil {
+			torrent := filepath.Join(filepath.Dir(bundle.Dir), bundle.Name+".torrent")
+			logFile := filepath.Join(b.TempDir(), "aria2.log")
+			dir := b.TempDir()
+			syscall.Sync()
+			aria2(b, ctx, ln, dir, true, "--seed-time=0", "--log="+logFile, "--log-level=info", torrent)
+			tx, err := aria2Transfer(logFile)
+			if err != nil {
+				b.Fatal(err)
+			}
+			better(&fig.ariaTx, tx)
+			os.RemoveAll(dir)
+		}
+		b.Logf("round %d: relay fetch --out %v (CPU %v), relay.Client %v, libtorrent %v, openssl %v, cp %v",
+			round+1, fig.cmd, fig.cmdCPU, fig.lib, fig.lt, fig.openssl, fig.cp)
+	}
+	gib := float64(size) / (1 << 30)
+	b.ReportMetric(fig.cmd.Seconds(), "s/relay-fetch-cmd")
+	b.ReportMetric(fig.cmdCPU.Seconds()/gib, "cpu-s/GiB-relay-fetch-cmd")
+	b.ReportMetric(fig.lib.Seconds(), "s/relay-client-fetch")
+	b.ReportMetric(fig.openssl.Seconds(), "s/openssl-sha256")
+	b.ReportMetric(fig.goSHA.Seconds(), "s/go-sha256")
+	b.ReportMetric(fig.cp.Seconds(), "s/cp")
+	b.ReportMetric(fig.cmd.Seconds()/fig.openssl.Seconds(), "x-openssl-sha256")
+	b.ReportMetric(fig.lib.Seconds()/fig.openssl.Seconds(), "x-openssl-sha256-client")
+	b.ReportMetric(fig.cmd.Seconds()/fig.cp.Seconds(), "x-cp")
+	if py == "" {
+		b.Logf("%s: left out", ltWhy)
+	} else {
+		b.Logf("libtorrent: metadata after %.2f s, whole run %v", fig.ltMeta, fig.ltRun)
+		b.ReportMetric(fig.lt.Seconds(), "s/libtorrent-fetch")
+		b.ReportMetric(fig.ltRun.Seconds(), "s/libtorrent-run")
+		b.ReportMetric(fig.ltCPU.Seconds()/gib, "cpu-s/GiB-libtorrent-run")
+		b.ReportMetric(fig.cmd.Seconds()/fig.lt.Seconds(), "x-libtorrent")
+		b.ReportMetric(fig.lib.Seconds()/fig.lt.Seconds(), "x-libtorrent-client")
+	}
+	if ariaErr != nil {
+		b.Log("aria2c is not installed (Debian: aria2): left out")
+	} else {
+		b.ReportMetric(fig.ariaTx.Seconds(), "s/aria2-transfer")
+		b.ReportMetric(fig.cmd.Seconds()/fig.ariaTx.Seconds(), "x-aria2")
+	}
+}
+
+// publishBig publishes version 1.0.0 of a folder holding one file "big"
+// of size random bytes, with a relay client on ln that it closes after,
+// and returns the client's data folder (which holds the bundle) and the
+// bundle.
+func publishBig(b *testing.B, ctx context.Context, ln *localnet.Net, key *signer.PrivateKey, size int64) (string, *transfer.Bundle) {
+	src := b.TempDir()
+	f, err := os.Create(filepath.Join(src, "big"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, 1<<20)
+	for range size >> 20 {
+		rand.Read(buf)
+		if _, err := f.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		b.Fatal(err)
+	}
+	dataDir := b.TempDir()
+	c, err := relay.Open(ctx, relay.Config{DataDir: dataDir, Bootstrap: []string{ln.Bootstrap.Addr().String()}, Listen: "127.0.0.1:0"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	p, err := c.Publish(ctx, relay.PublishOptions{
+		Key: key, Version: record.MustParseVersion("1.0.0"),
+		Sources: []transfer.Source{{Path: src}},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	os.RemoveAll(src) // the bundle has its own copy
+	return dataDir, p.Bundle
+}
+
+// timed returns how long f took, started after a sync so that the
+// write-back of the files of the run before does not land in it.
+func timed(b *testing.B, f func()) time.Duration {
+	syscall.Sync()
+	start := time.Now()
+	f()
+	return time.Since(start)
+}
+
+// run runs cmd to its end, failing b with its output if it fails.
+func run(b *testing.B, cmd *exec.Cmd) {
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, out)
+	}
+}
+
+// goSHA256 hashes the file at p with Go's crypto/sha256.
+func goSHA256(b *testing.B, p string) {
+	f, err := os.Open(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := io.CopyBuffer(sha256.New(), f, make([]byte, 1<<20)); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// waitStderr starts cmd and waits until a line of its stderr contains s.
+func waitStderr(b *testing.B, cmd *exec.Cmd, s string, d time.Duration) {
+	r, err := cmd.StderrPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	waitLine(b, cmd, r, func(l string) bool { return strings.Contains(l, s) }, d)
+}
+
+// waitStdout starts cmd and returns the first line it prints on stdout.
+func waitStdout(b *testing.B, cmd *exec.Cmd, d time.Duration) string {
+	r, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return waitLine(b, cmd, r, func(string) bool { return true }, d)
+}
+
+func waitLine(b *testing.B, cmd *exec.Cmd, r io.Reader, ok func(string) bool, d time.Duration) string {
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	found := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			if ok(sc.Text()) {
+				select {
+				case found <- strings.TrimSpace(sc.Text()):
+				default:
+				}
+			}
+		}
+	}()
+	select {
+	case l := <-found:
+		return l
+	case <-time.After(d):
+		b.Fatalf("%s printed nothing expected in %v", strings.Join(cmd.Args, " "), d)
+	}
+	return ""
+}
