@@ -50,3 +50,11 @@ func (n *Node) ExternalIP() netip.Addr {
 	}
 	return best
 }
+
+// Reachable reports whether other hosts can send to this node unasked: a
+// bootstrap node, a read-only one and one told so (Config.Reachable) say
+// yes; any other says yes once answers show it is seen at one of its own
+// addresses, and no while it is not known or is seen behind NAT.
+func (n *Node) Reachable() bool {
+	return n.reachable.Load()
+}

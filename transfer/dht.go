@@ -40,6 +40,21 @@ type dhtExternaler interface {
 	ExternalIP() netip.Addr
 }
 
+// dhtReacher is a DHT node that knows whether others can reach it (as
+// *dht.Node does): one behind NAT is not.
+type dhtReacher interface {
+	Reachable() bool
+}
+
+// reachable reports whether other hosts can dial this client: false
+// only when its DHT node found itself behind NAT.
+func (c *Client) reachable() bool {
+	if d, ok := c.cfg.DHT.(dhtReacher); ok && c.cfg.DHT != nil {
+		return d.Reachable()
+	}
+	return true
+}
+
 // utpNode is a DHT node that takes uTP connections on its socket (as
 // *dht.Node does): peers learn the port from the DHT, and most dial uTP
 // first.
@@ -103,7 +118,7 @@ func (c *Client) announce(ctx context.Context, ih record.Infohash, a *active) {
 			wait = backoff
 			backoff = min(2*backoff, fetchLookupMax)
 		case seeding:
-			wait = seedLookupWait(time.Since(since))
+			wait = seedLookupWait(time.Since(since), c.reachable())
 			backoff = fetchLookupMin
 		default:
 			wait = seedAnnounce

@@ -30,18 +30,25 @@ const (
 // time it has been seeded (from seedLookupMin up to seedLookupMax), so a
 // peer that announces itself T after seeding began is dialled by about
 // 1.25 T; the lookups of all seeded bundles of a Client share a budget of
-// seedLookupRate a second.
+// seedLookupRate a second. Behind NAT (the DHT node is not reachable)
+// nobody can dial in, so a seeder finds every new fetcher itself: its
+// lookups are at most seedLookupNATMax apart.
 const (
-	seedLookupMin   = time.Second
-	seedLookupMax   = 5 * time.Minute
-	seedLookupRate  = 1
-	seedLookupBurst = 4
+	seedLookupMin    = time.Second
+	seedLookupMax    = 5 * time.Minute
+	seedLookupNATMax = 15 * time.Second
+	seedLookupRate   = 1
+	seedLookupBurst  = 4
 )
 
 // seedLookupWait is how long a bundle seeded for age waits before its next
-// lookup of peers.
-func seedLookupWait(age time.Duration) time.Duration {
-	return min(max(age/4, seedLookupMin), seedLookupMax)
+// lookup of peers; reachable says whether others can dial this host.
+func seedLookupWait(age time.Duration, reachable bool) time.Duration {
+	most := seedLookupMax
+	if !reachable {
+		most = seedLookupNATMax
+	}
+	return min(max(age/4, seedLookupMin), most)
 }
 
 // ReachState is what became of the connection to a peer.
