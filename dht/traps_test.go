@@ -92,7 +92,8 @@ func TestBootstrapNodeIntroducesJoiners(t *testing.T) {
 // of later ones then. Without the bootstrap node's pings nobody learns of
 // anybody, however often they refresh.
 func TestBootstrapNodeForms32NodeNetwork(t *testing.T) {
-	ctx := ctxFor(t, 30*time.Second)
+	// A bound on a hang: 17-20 s under -race alone, more beside other work.
+	ctx := ctxFor(t, 90*time.Second)
 	b, err := dht.New(ctx, dht.Config{Listen: "127.0.0.1:0", Bootstrapper: true, SendRate: 10000, QueryTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)

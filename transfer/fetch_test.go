@@ -220,7 +220,9 @@ func TestRateLimitedSeederNoStall(t *testing.T) {
 		dir := t.TempDir()
 		l := newClient(t, Config{DataDir: dir})
 		start := time.Now()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// 0.25 s at the cap; the stall is a minute. 20 s leaves room for
+		// the race detector on a loaded machine.
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		_, err := l.Fetch(ctx, FetchRequest{Key: testKey(t), Release: b.Release(testTime), Peers: peersOf(s)})
 		cancel()
 		if err != nil {
