@@ -556,8 +556,14 @@ func (c *Client) add(ih record.Infohash, infoBytes []byte) (*active, error) {
 
 var errClosed = errors.New("transfer: client closed")
 
-// drop removes a bundle from the torrent client when nothing uses it.
+// drop removes a bundle from the torrent client when nothing uses it. It
+// holds addMu until the torrent is dropped: an add of the same bundle in
+// between would get back the torrent being dropped, and wait on it for
+// ever (a fetch right after a refused one of the same bundle did, with no
+// peer known, on a loaded machine).
 func (c *Client) drop(ih record.Infohash, a *active) {
+	c.addMu.Lock()
+	defer c.addMu.Unlock()
 	c.mu.Lock()
 	if a.seeding || a.fetches > 0 || c.bundles[ih] != a {
 		c.mu.Unlock()

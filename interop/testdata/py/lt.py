@@ -290,12 +290,19 @@ def fetch(bootstrap, magnet, out, peer=None):
     atp.save_path = out
     added = time.monotonic()
     h = ses.add_torrent(atp)
-    if peer:
-        h.connect_peer(addr(peer))
+    connected = 0.0
     # libtorrent has a piece once it passed its hash check and was
     # written; torrent_finished_alert can come before the last writes.
     metadata = None
     for _ in alerts(ses, deadline, "every piece"):
+        # A peer given by address is given again while libtorrent has no
+        # connection, as a DHT or tracker would hand it out again: one
+        # attempt that fails on a loaded machine (a uTP connect timing out)
+        # is otherwise the only one.
+        now = time.monotonic()
+        if peer and h.status().num_peers == 0 and now - connected > 2:
+            h.connect_peer(addr(peer))
+            connected = now
         ti = h.torrent_file()
         if ti and metadata is None:
             metadata = time.monotonic()
