@@ -1,7 +1,6 @@
 package transfer
 
 import (
-	"net"
 	"net/netip"
 	"slices"
 	"time"
@@ -34,14 +33,19 @@ const bundleConnsPerIP = 4
 // three quarters of its places.
 const idleEvict = 10 * time.Second
 
+// connAddr returns the address of a connection's peer, IPv4 unmapped;
+// the zero AddrPort when it is not an IP address and port.
+func connAddr(pc *torrent.PeerConn) netip.AddrPort {
+	ap, err := netip.ParseAddrPort(pc.RemoteAddr.String())
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
 // connIP returns the IP address of a connection's peer.
 func connIP(pc *torrent.PeerConn) netip.Addr {
-	host, _, err := net.SplitHostPort(pc.RemoteAddr.String())
-	if err != nil {
-		return netip.Addr{}
-	}
-	ip, _ := netip.ParseAddr(host)
-	return ip.Unmap()
+	return connAddr(pc).Addr()
 }
 
 // onConnAdded notes when a connection joined its bundle, and closes it if

@@ -167,11 +167,10 @@ func (c *Client) onConnReached(pc *torrent.PeerConn) {
 	if !ok {
 		return
 	}
-	ap, err := netip.ParseAddrPort(pc.RemoteAddr.String())
-	if err != nil {
+	ap := connAddr(pc)
+	if !ap.IsValid() {
 		return
 	}
-	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if a := c.bundles[k.ih]; a != nil {

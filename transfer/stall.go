@@ -1,10 +1,8 @@
 package transfer
 
 import (
-	"net"
 	"net/netip"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/anacrolix/torrent"
@@ -239,20 +237,13 @@ func (c *Client) dialAgain() {
 // the connection (its listening address when this client dialled it) and
 // the listening port it advertised.
 func redialAddrs(pc *torrent.PeerConn) []netip.AddrPort {
-	host, port, err := net.SplitHostPort(pc.RemoteAddr.String())
-	if err != nil {
+	ap := connAddr(pc)
+	if !ap.IsValid() {
 		return nil
 	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
-		return nil
-	}
-	var out []netip.AddrPort
-	if n, err := strconv.ParseUint(port, 10, 16); err == nil {
-		out = append(out, netip.AddrPortFrom(ip, uint16(n)))
-	}
-	if lp := pc.PeerListenPort; lp > 0 && lp < 1<<16 && (len(out) == 0 || int(out[0].Port()) != lp) {
-		out = append(out, netip.AddrPortFrom(ip, uint16(lp)))
+	out := []netip.AddrPort{ap}
+	if lp := pc.PeerListenPort; lp > 0 && lp < 1<<16 && int(ap.Port()) != lp {
+		out = append(out, netip.AddrPortFrom(ap.Addr(), uint16(lp)))
 	}
 	return out
 }
