@@ -278,14 +278,11 @@ func (u *Updater) Apply(ctx context.Context) (*Release, error) {
 	}
 	u.installed = rel.Version
 	u.log.Info("installed a new release", "version", rel.Version, "executable", u.exe, "file", rel.File.Path)
-	// The data folder is a cache: the installed release's bundle is all
-	// it needs (a health check's rollback uses the old executable).
-	if pruned, err := c.Prune(relay.Follow{Key: u.cfg.Key, Channel: u.cfg.Channel}, 1); err != nil {
-		u.log.Warn("failed to remove old bundles", "err", err)
-	} else {
-		for _, b := range pruned {
-			u.log.Debug("removed an old bundle", "version", b.Manifest.Version, "infohash", b.Infohash)
-		}
+	// The data folder is a cache: Fetch kept the installed release's
+	// bundle alone (FetchOptions.Keep; a health check's rollback uses the
+	// old executable).
+	for _, b := range res.Pruned {
+		u.log.Debug("removed an old bundle", "version", b.Manifest.Version, "infohash", b.Infohash)
 	}
 	return rel, nil
 }
