@@ -27,6 +27,7 @@ func main() {
 // Main runs relay with the process's arguments and streams and returns its
 // exit code.
 func Main() int {
+	tuneGC()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return run(ctx, os.Args, os.Stdin, os.Stdout, os.Stderr)
