@@ -164,9 +164,11 @@ func Make(ctx context.Context, o MakeOptions) (*Bundle, error) {
 	ph := newPieceHasher(pieceLen)
 	info := &metainfo.Info{Name: name, PieceLength: pieceLen}
 	buf := make([]byte, 1<<20)
+	share := sharable(o.Dir)
 	for i := range entries {
 		e := &entries[i]
-		digest, err := copyFile(ctx, e, filepath.Join(bundleDir, filepath.FromSlash(e.file.Path)), ph, buf)
+		like := share[shareKey{e.file.Path, e.file.Size, e.file.Mode}]
+		digest, err := copyFile(ctx, e, filepath.Join(bundleDir, filepath.FromSlash(e.file.Path)), like, ph, buf)
 		if err != nil {
 			return nil, fmt.Errorf("make bundle: %w", err)
 		}
@@ -342,7 +344,9 @@ func compareFiles(a, b record.File) int {
 
 // copyFile copies e into dst, feeding the piece hasher, and returns the
 // file's SHA-256. The copy must have the size the file had when listed.
-func copyFile(ctx context.Context, e *entry, dst string, ph *pieceHasher, buf []byte) (record.Digest, error) {
+// When like is not empty, it is a file of another bundle that dst may be a
+// hard link to, if their bytes are the same (see share.go).
+func copyFile(ctx context.Context, e *entry, dst, like string, ph *pieceHasher, buf []byte) (record.Digest, error) {
 	var d record.Digest
 	in, err := os.Open(e.src)
 	if err != nil {
@@ -357,13 +361,31 @@ func copyFile(ctx context.Context, e *entry, dst string, ph *pieceHasher, buf []
 		return d, err
 	}
 	defer out.Close()
+	w := &sharingWriter{out: out}
+	if like != "" && e.file.Size > 0 {
+		if w.like, err = os.Open(like); err == nil {
+			defer w.like.Close()
+		}
+	}
 	h := sha256.New()
-	n, err := io.CopyBuffer(io.MultiWriter(out, h, ph), &ctxReader{ctx, in}, buf)
+	n, err := io.CopyBuffer(io.MultiWriter(w, h, ph), &ctxReader{ctx, in}, buf)
 	if err != nil {
 		return d, fmt.Errorf("failed to copy %s: %w", e.src, err)
 	}
 	if n != e.file.Size {
 		return d, fmt.Errorf("%s changed while it was copied (%d bytes, then %d)", e.src, e.file.Size, n)
+	}
+	copy(d[:], h.Sum(nil))
+	if w.shared(n) {
+		linked, err := linkInPlace(like, dst)
+		if err != nil {
+			return d, fmt.Errorf("failed to copy %s: %w", e.src, err)
+		}
+		if linked {
+			return d, nil
+		}
+	} else if err := w.diverge(); err != nil {
+		return d, fmt.Errorf("failed to copy %s: %w", e.src, err)
 	}
 	if err := out.Sync(); err != nil {
 		return d, err
@@ -374,7 +396,6 @@ func copyFile(ctx context.Context, e *entry, dst string, ph *pieceHasher, buf []
 	if err := os.Chmod(dst, fs.FileMode(e.file.Mode)); err != nil {
 		return d, err
 	}
-	copy(d[:], h.Sum(nil))
 	return d, nil
 }
 
