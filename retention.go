@@ -128,8 +128,9 @@ type StoredBundle struct {
 	Key     signer.PublicKey
 	Channel string
 	Version record.Version
-	// Bytes is the space its files take on disk; Size the bundle's whole
-	// size (zero when unknown).
+	// Bytes is the space its files take on disk, a file it shares with
+	// other bundles (a hard link, see transfer.Make) counted in each; Size
+	// the bundle's whole size (zero when unknown).
 	Bytes, Size int64
 	Status      BundleStatus
 	// Roles are the roles that keep releases of its channel here
@@ -144,8 +145,9 @@ type StoredBundle struct {
 // DataUsage is what a data folder holds.
 type DataUsage struct {
 	Bundles []StoredBundle
-	// Bytes is the space the whole data folder takes; Reclaimable what
-	// PruneData with the same options would free.
+	// Bytes is the space the whole data folder takes, a file shared
+	// between bundles counted once; Reclaimable what PruneData with the
+	// same options would free.
 	Bytes, Reclaimable int64
 }
 
@@ -241,10 +243,16 @@ func ListData(dataDir string, o PruneOptions) (*DataUsage, error) {
 		}
 		return b.Version.Compare(a.Version)
 	})
+	var removed []string
 	for _, b := range u.Bundles {
 		if b.Status == StatusOld || b.Status == StatusPartial && o.Partial {
-			u.Reclaimable += b.Bytes
+			removed = append(removed, b.Dir)
 		}
+	}
+	// A file an old bundle shares with a kept one (transfer.Make links
+	// the same files) stays: it frees nothing.
+	if u.Reclaimable, err = diskusage.Freed(removed...); err != nil {
+		return nil, err
 	}
 	all, err := diskusage.Dir(dataDir)
 	if err != nil {

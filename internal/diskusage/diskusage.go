@@ -22,11 +22,65 @@ type Usage struct {
 	Modified time.Time
 }
 
-// Dir walks the folder dir and adds up its regular files. A file removed
+// inode names a file on a device, whatever its names.
+type inode struct{ dev, ino uint64 }
+
+// Dir walks the folder dir and adds up its regular files, counting a file
+// with several names in dir (hard links) once, as du does. A file removed
 // during the walk is skipped.
 func Dir(dir string) (Usage, error) {
 	var u Usage
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	seen := make(map[inode]bool)
+	err := walk(dir, func(fi fs.FileInfo) {
+		if fi.ModTime().After(u.Modified) {
+			u.Modified = fi.ModTime()
+		}
+		if !fi.Mode().IsRegular() {
+			return
+		}
+		if id, _, ok := links(fi); ok {
+			if seen[id] {
+				return
+			}
+			seen[id] = true
+		}
+		u.Files++
+		u.Bytes += allocated(fi)
+	})
+	return u, err
+}
+
+// Freed returns the space that removing the folders dirs would free: the
+// blocks of their regular files, but of a file with several names (hard
+// links) only if every one of them is in dirs.
+func Freed(dirs ...string) (int64, error) {
+	var freed int64
+	names := make(map[inode]int)
+	for _, dir := range dirs {
+		err := walk(dir, func(fi fs.FileInfo) {
+			if !fi.Mode().IsRegular() {
+				return
+			}
+			id, n, ok := links(fi)
+			if !ok {
+				freed += allocated(fi)
+				return
+			}
+			if names[id]++; names[id] == n {
+				freed += allocated(fi)
+			}
+		})
+		if err != nil {
+			return 0, err
+		}
+	}
+	return freed, nil
+}
+
+// walk calls fn with the information of every file and folder under dir,
+// dir itself included, skipping those removed during the walk.
+func walk(dir string, fn func(fs.FileInfo)) error {
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}
@@ -40,14 +94,7 @@ func Dir(dir string) (Usage, error) {
 		if err != nil {
 			return err
 		}
-		if fi.ModTime().After(u.Modified) {
-			u.Modified = fi.ModTime()
-		}
-		if fi.Mode().IsRegular() {
-			u.Files++
-			u.Bytes += allocated(fi)
-		}
+		fn(fi)
 		return nil
 	})
-	return u, err
 }
