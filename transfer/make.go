@@ -344,9 +344,9 @@ func compareFiles(a, b record.File) int {
 
 // copyFile copies e into dst, feeding the piece hasher, and returns the
 // file's SHA-256. The copy must have the size the file had when listed.
-// When like is not empty, it is a file of another bundle that dst may be a
-// hard link to, if their bytes are the same (see share.go).
-func copyFile(ctx context.Context, e *entry, dst, like string, ph *pieceHasher, buf []byte) (record.Digest, error) {
+// like are files of other bundles that dst may be a hard link to, if
+// their bytes are the same (see share.go).
+func copyFile(ctx context.Context, e *entry, dst string, like []string, ph *pieceHasher, buf []byte) (record.Digest, error) {
 	var d record.Digest
 	in, err := os.Open(e.src)
 	if err != nil {
@@ -362,9 +362,10 @@ func copyFile(ctx context.Context, e *entry, dst, like string, ph *pieceHasher, 
 	}
 	defer out.Close()
 	w := &sharingWriter{out: out}
-	if like != "" && e.file.Size > 0 {
-		if w.like, err = os.Open(like); err == nil {
-			defer w.like.Close()
+	for _, p := range like {
+		if f, err := os.Open(p); err == nil && e.file.Size > 0 {
+			w.like = append(w.like, f)
+			defer f.Close()
 		}
 	}
 	h := sha256.New()
@@ -376,8 +377,8 @@ func copyFile(ctx context.Context, e *entry, dst, like string, ph *pieceHasher, 
 		return d, fmt.Errorf("%s changed while it was copied (%d bytes, then %d)", e.src, e.file.Size, n)
 	}
 	copy(d[:], h.Sum(nil))
-	if w.shared(n) {
-		linked, err := linkInPlace(like, dst)
+	if f := w.shared(n); f != nil {
+		linked, err := linkInPlace(f.Name(), dst)
 		if err != nil {
 			return d, fmt.Errorf("failed to copy %s: %w", e.src, err)
 		}

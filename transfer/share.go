@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/relay-sh/relay/record"
 )
@@ -43,11 +44,14 @@ type shareKey struct {
 }
 
 // sharable returns the files of the bundles under root that Make may link
-// a new bundle's file to: per path, size and mode, the file's path on
-// disk. It reads each bundle's metainfo, manifest and state; a bundle that
-// cannot be read offers nothing.
-func sharable(root string) map[shareKey]string {
-	out := make(map[shareKey]string)
+// a new bundle's file to: per path, size and mode, the files' paths on
+// disk, one per distinct file (bundles may hold different versions of a
+// file of one path and size, or share one). It reads each bundle's
+// metainfo, manifest and state; a bundle that cannot be read offers
+// nothing.
+func sharable(root string) map[shareKey][]string {
+	out := make(map[shareKey][]string)
+	var seen []os.FileInfo
 	ihs, _ := ListBundles(root)
 	for _, ih := range ihs {
 		dir := filepath.Join(root, ih.String())
@@ -74,10 +78,13 @@ func sharable(root string) map[shareKey]string {
 			}
 			p := bs.files[j].osPath
 			st, err := os.Lstat(p)
-			if err != nil || !st.Mode().IsRegular() || st.Size() != mf.Size || st.Mode().Perm() != fs.FileMode(mf.Mode) {
+			if err != nil || !st.Mode().IsRegular() || st.Size() != mf.Size || st.Mode().Perm() != fs.FileMode(mf.Mode) ||
+				slices.ContainsFunc(seen, func(o os.FileInfo) bool { return os.SameFile(o, st) }) {
 				continue
 			}
-			out[shareKey{mf.Path, mf.Size, mf.Mode}] = p
+			seen = append(seen, st)
+			k := shareKey{mf.Path, mf.Size, mf.Mode}
+			out[k] = append(out[k], p)
 		}
 	}
 	return out
@@ -96,24 +103,32 @@ func (bs *bundleState) fileVerified(j int) bool {
 }
 
 // sharingWriter writes a new bundle file, out, unless its bytes are those
-// of like, an identical file of another bundle: while every byte written so
-// far is like's, it writes nothing; at the first that is not, it copies
-// the part that was the same from like, then writes on.
+// of one of like, identical files of other bundles: while every byte
+// written so far is one of theirs, it writes nothing; at the first that is
+// none of theirs, it copies the part that was the same from one, then
+// writes on.
 type sharingWriter struct {
 	out  *os.File
-	like *os.File // nil: write everything
-	same int64    // bytes written so far, all like's, not yet in out
+	like []*os.File // the files whose bytes every byte so far was
+	same int64      // bytes written so far, all like's, not yet in out
 	buf  []byte
 }
 
 func (w *sharingWriter) Write(p []byte) (int, error) {
-	if w.like != nil {
+	if len(w.like) > 0 {
 		if len(w.buf) < len(p) {
 			w.buf = make([]byte, len(p))
 		}
-		n, _ := w.like.ReadAt(w.buf[:len(p)], w.same)
-		if n == len(p) && bytes.Equal(w.buf[:n], p) {
-			w.same += int64(n)
+		var still []*os.File
+		for _, f := range w.like {
+			n, _ := f.ReadAt(w.buf[:len(p)], w.same)
+			if n == len(p) && bytes.Equal(w.buf[:n], p) {
+				still = append(still, f)
+			}
+		}
+		if len(still) > 0 {
+			w.like = still
+			w.same += int64(len(p))
 			return len(p), nil
 		}
 		if err := w.diverge(); err != nil {
@@ -123,33 +138,37 @@ func (w *sharingWriter) Write(p []byte) (int, error) {
 	return w.out.Write(p)
 }
 
-// diverge stops sharing: it copies the bytes that were the same from like
-// into out.
+// diverge stops sharing: it copies the bytes that were the same from one
+// of like into out.
 func (w *sharingWriter) diverge() error {
 	like := w.like
 	w.like = nil
-	if like == nil || w.same == 0 {
+	if len(like) == 0 || w.same == 0 {
 		return nil
 	}
-	if _, err := like.Seek(0, io.SeekStart); err != nil {
+	if _, err := like[0].Seek(0, io.SeekStart); err != nil {
 		return err
 	}
 	// Between two files, io.Copy of a LimitedReader uses copy_file_range.
-	n, err := io.Copy(w.out, io.LimitReader(like, w.same))
+	n, err := io.Copy(w.out, io.LimitReader(like[0], w.same))
 	if err == nil && n < w.same {
 		err = io.ErrUnexpectedEOF
 	}
 	return err
 }
 
-// shared reports whether the whole file was like's, size bytes: then out
-// holds nothing, and the caller links like in its place.
-func (w *sharingWriter) shared(size int64) bool {
-	if w.like == nil || w.same != size {
-		return false
+// shared returns the file whose bytes the whole file was, size bytes: then
+// out holds nothing, and the caller links that file in its place.
+func (w *sharingWriter) shared(size int64) *os.File {
+	if w.same != size {
+		return nil
 	}
-	st, err := w.like.Stat()
-	return err == nil && st.Size() == size
+	for _, f := range w.like {
+		if st, err := f.Stat(); err == nil && st.Size() == size {
+			return f
+		}
+	}
+	return nil
 }
 
 // linkInPlace replaces the file dst by a hard link to like. Where the link

@@ -63,6 +63,22 @@ func TestMakeSharesSameFiles(t *testing.T) {
 		}
 	}
 
+	// Two bundles hold an app of that size and mode, different ones: the
+	// one with the same bytes is shared.
+	src2b := t.TempDir()
+	copyTestFile(t, filepath.Join(src1, "app"), filepath.Join(src2b, "app"))
+	b2b := make1("1.1.5", src2b)
+	if !sameFile(t, filepath.Join(b1.Dir, "app"), filepath.Join(b2b.Dir, "app")) {
+		t.Error("app not shared with the bundle that holds the same bytes")
+	}
+	sameContent(t, filepath.Join(b2b.Dir, "app"), filepath.Join(src1, "app"))
+	src2c := t.TempDir()
+	copyTestFile(t, filepath.Join(src2, "app"), filepath.Join(src2c, "app"))
+	b2c := make1("1.1.6", src2c)
+	if !sameFile(t, filepath.Join(b2.Dir, "app"), filepath.Join(b2c.Dir, "app")) {
+		t.Error("app not shared with the other bundle that holds the same bytes")
+	}
+
 	// Changed on disk since the states were saved: not shared.
 	later := time.Now().Add(time.Hour)
 	if err := os.Chtimes(filepath.Join(b1.Dir, "lib.so"), later, later); err != nil {
@@ -78,7 +94,7 @@ func TestMakeSharesSameFiles(t *testing.T) {
 
 	// A bundle without a state file (a download in progress) offers
 	// nothing.
-	for _, b := range []*Bundle{b1, b2, b3} {
+	for _, b := range []*Bundle{b1, b2, b2b, b2c, b3} {
 		if err := os.Remove(filepath.Join(root, b.Infohash.String(), stateName)); err != nil {
 			t.Fatal(err)
 		}
