@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/relay-sh/relay/dht"
+	"github.com/relay-sh/relay/httprelay"
 	"github.com/relay-sh/relay/internal/lockfile"
 	"github.com/relay-sh/relay/record"
 	"github.com/relay-sh/relay/signer"
@@ -54,6 +55,15 @@ type Config struct {
 	// Network is an already running DHT node to use instead of starting
 	// one (tests and the demo share one process); Close leaves it open.
 	Network *dht.Node
+
+	// Relays are pkarr HTTP relays' base URLs (httprelay.ClientConfig):
+	// records are read from the DHT and from them at once, the highest
+	// valid seq winning, and stored through both. With relays, a client
+	// starts even when no DHT node answers (UDP blocked). RelayTimeout
+	// bounds each request to a relay; zero means
+	// httprelay.DefaultTimeout.
+	Relays       []string
+	RelayTimeout time.Duration
 }
 
 // Client is a relay participant: a DHT node, and the state and bundles of
@@ -64,6 +74,7 @@ type Client struct {
 	now     func() time.Time
 	node    *dht.Node
 	ownNode bool
+	relays  *httprelay.Client // nil without Config.Relays
 	states  stateStore
 
 	tcMu sync.Mutex
@@ -139,6 +150,10 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 	if c.now == nil {
 		c.now = time.Now
 	}
+	var err error
+	if c.relays, err = relayClient(cfg); err != nil {
+		return nil, err
+	}
 	if !cfg.ReadOnly {
 		if err := c.lockData(); err != nil {
 			return nil, err
@@ -160,6 +175,7 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 			ReadOnly:  cfg.ReadOnly,
 			Reachable: cfg.Reachable,
 			NodesFile: nodesFile,
+			JoinLater: c.relays != nil,
 			Logger:    cfg.Logger,
 			Now:       cfg.Now,
 		})
@@ -272,6 +288,8 @@ type Resolved struct {
 	Packet  *record.SignedPacket
 	Release record.Release
 	Stats   dht.ResolveStats
+	// Relays says what the HTTP relays answered (Config.Relays).
+	Relays httprelay.GetStats
 	// Stale is set when the record is past its expiry.
 	Stale bool
 }
@@ -283,7 +301,7 @@ func (c *Client) Resolve(ctx context.Context, key signer.PublicKey, channel stri
 	if err := record.ValidChannel(channel); err != nil {
 		return nil, err
 	}
-	p, stats, err := c.node.Resolve(ctx, key)
+	p, stats, relays, err := c.resolveBoth(ctx, key)
 	if err != nil {
 		return nil, err
 	}
@@ -291,7 +309,7 @@ func (c *Client) Resolve(ctx context.Context, key signer.PublicKey, channel stri
 	if err != nil {
 		return nil, err
 	}
-	return &Resolved{Packet: p, Release: r, Stats: stats, Stale: !c.now().Before(r.Expires)}, nil
+	return &Resolved{Packet: p, Release: r, Stats: stats, Relays: relays, Stale: !c.now().Before(r.Expires)}, nil
 }
 
 // State returns what this data folder last accepted for key and channel.

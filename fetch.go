@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/relay-sh/relay/dht"
+	"github.com/relay-sh/relay/httprelay"
 	"github.com/relay-sh/relay/internal/faultpoint"
 	"github.com/relay-sh/relay/record"
 	"github.com/relay-sh/relay/signer"
@@ -113,8 +114,10 @@ type FetchResult struct {
 	// UpToDate is set when the current release is the one already
 	// accepted: nothing was fetched.
 	UpToDate bool
-	// Resolve says what the DHT lookup found.
+	// Resolve says what the DHT lookup found, Relays what the HTTP
+	// relays answered (Config.Relays).
 	Resolve dht.ResolveStats
+	Relays  httprelay.GetStats
 	// Bundle is the verified bundle, Files the files fetched from it, and
 	// Placed their paths in Out.
 	Bundle *transfer.Bundle
@@ -182,7 +185,7 @@ func (c *Client) fetchOnce(ctx context.Context, o FetchOptions) (*FetchResult, e
 	}
 	stage := newStages(o.OnStage)
 	stage.enter(StageResolving)
-	p, stats, err := c.node.Resolve(ctx, o.Key)
+	p, stats, relays, err := c.resolveBoth(ctx, o.Key)
 	if err != nil {
 		return nil, err
 	}
@@ -190,7 +193,7 @@ func (c *Client) fetchOnce(ctx context.Context, o FetchOptions) (*FetchResult, e
 	if o.Current.Compare(floor.Version) > 0 {
 		floor.Version, floor.Manifest = o.Current, record.Digest{}
 	}
-	res := &FetchResult{Packet: p, Previous: floor.Version, Resolve: stats}
+	res := &FetchResult{Packet: p, Previous: floor.Version, Resolve: stats, Relays: relays}
 	policy := record.Policy{
 		Now:          c.now(),
 		MaxFuture:    c.cfg.MaxFuture,

@@ -75,8 +75,10 @@ type Published struct {
 	Packet  *record.SignedPacket
 	// Previous is the release the channel had before, if any.
 	Previous *record.Release
-	// Stats says how many DHT nodes stored the record.
-	Stats dht.PutStats
+	// Stats says how many DHT nodes stored the record, RelaysStored how
+	// many HTTP relays (Config.Relays).
+	Stats        dht.PutStats
+	RelaysStored int
 	// Pruned are the channel's older bundles removed from the data folder
 	// (PublishOptions.Keep).
 	Pruned []*transfer.Bundle
@@ -116,7 +118,7 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*Published, err
 	var prev *record.Release
 	stage := newStages(o.OnStage)
 	stage.enter(StageResolving)
-	cur, _, err := c.node.Resolve(ctx, key)
+	cur, _, err := c.resolvePacket(ctx, key)
 	switch {
 	case errors.Is(err, dht.ErrNotFound):
 	case err != nil:
@@ -157,7 +159,7 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*Published, err
 	}
 	stage.rel = r
 	stage.enter(StageStoring)
-	p, stats, err := c.node.Publish(ctx, o.Key, func(cur *record.SignedPacket) ([]byte, error) {
+	p, stats, relays, err := c.publishPacket(ctx, o.Key, func(cur *record.SignedPacket) ([]byte, error) {
 		var old []byte
 		if cur != nil {
 			if err := checkAhead(cur, c.now(), o); err != nil {
@@ -173,7 +175,7 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*Published, err
 	if err != nil {
 		return nil, err
 	}
-	res := &Published{Bundle: b, Release: r, Packet: p, Previous: prev, Stats: stats, LeftOut: leftOut}
+	res := &Published{Bundle: b, Release: r, Packet: p, Previous: prev, Stats: stats, RelaysStored: relays, LeftOut: leftOut}
 	// The record names the new bundle now: older ones beyond Keep go.
 	keep := o.Keep
 	if keep <= 0 {

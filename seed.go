@@ -264,7 +264,7 @@ func (c *Client) restore(ctx context.Context, key signer.PublicKey, latest map[s
 		}
 	}
 	consider(latest[key])
-	if p, _, err := c.node.Resolve(ctx, key); err == nil {
+	if p, _, err := c.resolvePacket(ctx, key); err == nil {
 		consider(p)
 	}
 	if states, err := c.states.List(); err == nil {
@@ -282,7 +282,7 @@ func (c *Client) restore(ctx context.Context, key signer.PublicKey, latest map[s
 		return
 	}
 	latest[key] = best
-	stats, err := c.node.Store(ctx, best)
+	stats, err := c.storePacket(ctx, best)
 	if err != nil {
 		if ctx.Err() == nil {
 			emit(Event{Kind: EventError, Follow: f, Err: fmt.Errorf("store the record of %s again: %w", key, err)})
@@ -296,7 +296,7 @@ func (c *Client) restore(ctx context.Context, key signer.PublicKey, latest map[s
 // and a later expiry, when a quarter or less of its lifetime is left.
 func (c *Client) resign(ctx context.Context, key *signer.PrivateKey, emit func(Event)) {
 	pub := key.PublicKey()
-	cur, _, err := c.node.Resolve(ctx, pub)
+	cur, _, err := c.resolvePacket(ctx, pub)
 	if err != nil {
 		return // nothing to keep alive, or the network is away: next time
 	}
@@ -318,7 +318,7 @@ func (c *Client) resign(ctx context.Context, key *signer.PrivateKey, emit func(E
 		return
 	}
 	var renewed []record.Release
-	_, stats, err := c.node.Publish(ctx, key, func(cur *record.SignedPacket) ([]byte, error) {
+	_, stats, _, err := c.publishPacket(ctx, key, func(cur *record.SignedPacket) ([]byte, error) {
 		if cur == nil {
 			return nil, errors.New("the record disappeared")
 		}

@@ -113,7 +113,7 @@ func (c *Client) guardedFetch(ctx context.Context, o FetchOptions, r record.Rele
 	})
 	if o.Recheck > 0 {
 		every(ctx, &wg, o.Recheck, func() bool {
-			p, _, err := c.node.Resolve(ctx, o.Key)
+			p, _, err := c.resolvePacket(ctx, o.Key)
 			if err != nil {
 				return true
 			}

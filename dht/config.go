@@ -99,6 +99,11 @@ type Config struct {
 	// so that nobody keeps it in a routing table; Reachable keeps it a
 	// full node.
 	Reachable bool
+	// JoinLater returns the node from New even when no node answered its
+	// join, for a client that has another way to the records (pkarr
+	// HTTP relays) where UDP is blocked: its lookups try the bootstrap
+	// nodes again, and fail with ErrNoNodes while nobody answers.
+	JoinLater bool
 	// NodesFile, when set, keeps the routing table across runs: New reads
 	// it and joins through those nodes as well as Bootstrap, and Close (and
 	// a long-running node every few minutes) writes it, atomically. Its

@@ -216,6 +216,8 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 			// A bootstrap node serves joiners whether or not its own
 			// peers answer; its table maintainer tries them again.
 			n.log.Warn("bootstrap node could not join its peers", "err", err)
+		case err != nil && cfg.JoinLater && ctx.Err() == nil:
+			n.log.Warn("no DHT node answered; trying again at each lookup", "err", err)
 		case err != nil:
 			n.Close()
 			return nil, err

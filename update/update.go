@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/relay-sh/relay"
+	"github.com/relay-sh/relay/httprelay"
 	"github.com/relay-sh/relay/record"
 	"github.com/relay-sh/relay/signer"
 	"github.com/relay-sh/relay/transfer"
@@ -90,6 +91,13 @@ type Config struct {
 	// (Run tries again later, or takes a newer release); zero means
 	// relay.DefaultStallTimeout.
 	StallTimeout time.Duration
+
+	// Relays are pkarr HTTP relays' base URLs (https://host[/path]): the
+	// record is read from the DHT and from them at once, the highest
+	// valid seq winning, and goes through the same checks. Where UDP is
+	// blocked they are the only way to it; the bundle then comes from its
+	// web seeds. Nil means the DHT alone.
+	Relays []string
 }
 
 // DefaultDataDir returns the data folder used when Config.DataDir is
@@ -148,6 +156,9 @@ func New(cfg Config) (*Updater, error) {
 		cfg.Channel = transfer.DefaultChannel
 	}
 	if err := record.ValidChannel(cfg.Channel); err != nil {
+		return nil, err
+	}
+	if _, err := httprelay.ParseURLs(strings.Join(cfg.Relays, ",")); err != nil {
 		return nil, err
 	}
 	u := &Updater{cfg: cfg, log: cfg.Logger}
@@ -306,6 +317,7 @@ func (u *Updater) open(ctx context.Context) (*relay.Client, error) {
 		DataDir:   u.cfg.DataDir,
 		Bootstrap: u.cfg.Bootstrap,
 		Listen:    u.cfg.Listen,
+		Relays:    u.cfg.Relays,
 		ReadOnly:  true,
 		Logger:    quiet(u.cfg.Logger),
 	})

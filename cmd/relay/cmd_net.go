@@ -24,6 +24,7 @@ func (e *env) open(c *cli.Context, readOnly bool) (*relay.Client, error) {
 		Listen:    e.listen,
 		ReadOnly:  readOnly,
 		Reachable: e.reachable,
+		Relays:    e.relays,
 		Logger:    e.logger(),
 	})
 }
@@ -47,7 +48,7 @@ func nodeCommand(e *env) *cli.Command {
 			Name:  "max-items",
 			Usage: "the most BEP 44 records the node holds for others; when full it keeps those closest to its ID",
 			Value: dht.DefaultMaxItems,
-		}},
+		}, httpFlag()},
 		Action: func(c *cli.Context) error {
 			if c.Int("max-items") < 1 {
 				return usageError{errors.New("--max-items must be at least 1")}
@@ -77,8 +78,7 @@ func nodeCommand(e *env) *cli.Command {
 				return err
 			}
 			e.note("DHT node listening on %s; others join with --bootstrap %s", n.Addr(), n.Addr())
-			<-c.Context.Done()
-			return nil
+			return e.serveHTTP(c, n, nil)
 		},
 	}
 }
@@ -114,9 +114,10 @@ func resolveCommand(e *env) *cli.Command {
 				Stale   bool        `json:"stale"`
 				Held    int         `json:"nodes_held"`
 				Asked   int         `json:"nodes_answered"`
+				Relays  int         `json:"relays_held"`
 				Release releaseJSON `json:"release"`
 				Body    string      `json:"relay_body"`
-			}{key.String(), res.Packet.Seq, res.Packet.Time(), res.Stale, res.Stats.Held, res.Stats.Answered, toReleaseJSON(res.Release), hex.EncodeToString(res.Packet.Body())}
+			}{key.String(), res.Packet.Seq, res.Packet.Time(), res.Stale, res.Stats.Held, res.Stats.Answered, res.Relays.Held, toReleaseJSON(res.Release), hex.EncodeToString(res.Packet.Body())}
 			if res.Stale {
 				e.note("warning: this record expired %s; a watcher will not install it", res.Release.Expires.Format(time.RFC3339))
 			}
@@ -134,6 +135,9 @@ func resolveCommand(e *env) *cli.Command {
 				}
 				fmt.Fprintf(w, "signed    %s (seq %d)\n", res.Packet.Time().Format(time.RFC3339Nano), res.Packet.Seq)
 				fmt.Fprintf(w, "held by   %d of %d nodes that answered\n", res.Stats.Held, res.Stats.Answered)
+				if res.Relays.Asked > 0 {
+					fmt.Fprintf(w, "relays    %d of %d held it\n", res.Relays.Held, res.Relays.Asked)
+				}
 			})
 		},
 	}

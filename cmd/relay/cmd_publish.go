@@ -143,6 +143,7 @@ func publishCommand(e *env) *cli.Command {
 				Size:     p.Release.Size,
 				Expires:  p.Release.Expires,
 				Stored:   p.Stats.Acked,
+				Relays:   p.RelaysStored,
 				Files:    len(p.Bundle.Manifest.Files),
 				LeftOut:  p.LeftOut,
 			}
@@ -198,6 +199,7 @@ type publishJSON struct {
 	Files    int       `json:"files"`
 	Expires  time.Time `json:"expires"`
 	Stored   int       `json:"dht_nodes_stored"`
+	Relays   int       `json:"relays_stored,omitempty"`
 	Complete int       `json:"peers_complete"`
 	// LeftOut is what the folders held that was not bundled.
 	LeftOut []transfer.LeftOut `json:"left_out"`
@@ -215,6 +217,9 @@ func printPublished(w io.Writer, p publishJSON) {
 	fmt.Fprintf(w, "size      %d bytes in %d files and relay.json\n", p.Size, p.Files)
 	fmt.Fprintf(w, "expires   %s\n", p.Expires.Format(time.RFC3339))
 	fmt.Fprintf(w, "stored on %d DHT nodes\n", p.Stored)
+	if p.Relays > 0 {
+		fmt.Fprintf(w, "stored on %d HTTP relays\n", p.Relays)
+	}
 }
 
 // describeReach says which peers a publisher knew and whether it reached

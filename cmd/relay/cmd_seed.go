@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -28,6 +29,7 @@ func seedCommand(e *env) *cli.Command {
 			&cli.IntFlag{Name: "keep", Value: relay.DefaultKeep, Usage: "releases to keep per followed channel, `K`"},
 			&cli.StringFlag{Name: "interval", Value: "1m", Usage: "time between checks of followed keys (sooner after a failed one), `DURATION`"},
 			&cli.StringFlag{Name: "restore", Value: "1h", Usage: "time between stores of each followed record, `DURATION`"},
+			httpFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			var follow []relay.Follow
@@ -64,17 +66,19 @@ func seedCommand(e *env) *cli.Command {
 			log.Info("seeding", "data_dir", e.dataDir, "dht", cl.Node().Addr().String(), "follow", len(follow), "resign", key != nil)
 			status := newStatusLine(e, cl)
 			defer status.stop()
-			return cl.Seed(c.Context, relay.SeedOptions{
-				Follow:   follow,
-				Key:      key,
-				Keep:     c.Int("keep"),
-				Interval: interval,
-				Restore:  restore,
-				OnEvent: func(ev relay.Event) {
-					status.event(ev)
-					status.clear()
-					logEvent(log, ev)
-				},
+			return e.serveHTTP(c, cl.Node(), func(ctx context.Context) error {
+				return cl.Seed(ctx, relay.SeedOptions{
+					Follow:   follow,
+					Key:      key,
+					Keep:     c.Int("keep"),
+					Interval: interval,
+					Restore:  restore,
+					OnEvent: func(ev relay.Event) {
+						status.event(ev)
+						status.clear()
+						logEvent(log, ev)
+					},
+				})
 			})
 		},
 	}

@@ -13,6 +13,7 @@ import (
 	alog "github.com/anacrolix/log"
 	"github.com/urfave/cli/v2"
 
+	"github.com/relay-sh/relay/httprelay"
 	"github.com/relay-sh/relay/internal/untrusted"
 )
 
@@ -22,6 +23,7 @@ type env struct {
 	stdout, stderr io.Writer
 
 	bootstrap []string
+	relays    []string
 	listen    string
 	reachable bool
 	dataDir   string
@@ -40,6 +42,11 @@ func globalFlags() []cli.Flag {
 			Name:    "bootstrap",
 			Usage:   "DHT bootstrap nodes, `host:port,...` (default: the public Mainline routers)",
 			EnvVars: []string{"RELAY_BOOTSTRAP"},
+		},
+		&cli.StringFlag{
+			Name:    "relays",
+			Usage:   "pkarr HTTP relays to read and store records through as well as the DHT, `URL,...` (where UDP is blocked, the only way)",
+			EnvVars: []string{"RELAY_RELAYS"},
 		},
 		&cli.StringFlag{
 			Name:    "listen",
@@ -93,6 +100,11 @@ func (e *env) load(c *cli.Context) error {
 			e.bootstrap = append(e.bootstrap, b)
 		}
 	}
+	relays, err := httprelay.ParseURLs(c.String("relays"))
+	if err != nil {
+		return usageError{fmt.Errorf("--relays: %w", err)}
+	}
+	e.relays = relays
 	e.dataDir = c.String("data-dir")
 	if e.dataDir == "" {
 		d, err := defaultDataDir()

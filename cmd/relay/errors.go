@@ -97,8 +97,10 @@ func hintFor(err error) string {
 		return "make a key with `relay init`"
 	case errors.Is(err, relay.ErrDataDirInUse):
 		return "give each relay process its own --data-dir (RELAY_DATA_DIR)"
+	case errors.Is(err, relay.ErrNoPath):
+		return "check --relays (RELAY_RELAYS) and the network: where UDP is blocked, only HTTP relays reach the records"
 	case errors.Is(err, dht.ErrNoNodes):
-		return "no DHT node answered: check --bootstrap (RELAY_BOOTSTRAP) and the network"
+		return "no DHT node answered: check --bootstrap (RELAY_BOOTSTRAP) and the network; where UDP is blocked, give pkarr HTTP relays with --relays URL"
 	case errors.Is(err, dht.ErrNotFound):
 		return "nothing is published under this key, or the record has expired from the DHT: check the key"
 	case errors.As(err, &u):
