@@ -102,6 +102,9 @@ func fetchCommand(e *env) *cli.Command {
 			if err != nil {
 				return withOverwriteHint(describeRefusal(res, err))
 			}
+			if res.Resolve.Answered == 0 && res.Relays.Held > 0 {
+				e.note("no DHT node answered; the record came from %d of %d HTTP relay(s)", res.Relays.Held, res.Relays.Asked)
+			}
 			e.note("verified %s %s: signature, seq, version, expiry, manifest sha-256 and %d file(s)", res.Release.Channel, res.Release.Version, len(res.Files))
 			for _, b := range res.Pruned {
 				e.note("removed %s %s, superseded, from the data folder", b.Manifest.Channel, b.Manifest.Version)
