@@ -16,8 +16,19 @@
 //       a user writes them to pkarr, relative or not) with pkarr's
 //       SignedPacket and stores it with pkarr's DHT client; prints {key, seq,
 //       nodes}
+//   node pkarr.js relayput RELAY_URL SEED_HEX RECORDS_JSON
+//       signs such a packet and stores it through a pkarr HTTP relay with
+//       pkarr's client (Pkarr.relayPut); prints {key, seq, status}
+//   node pkarr.js relayget RELAY_URL Z32KEY NAME...
+//       reads the key's packet through a pkarr HTTP relay with pkarr's
+//       client (Pkarr.relayGet, which verifies it); prints as resolve does
+//   node pkarr.js server HOST:PORT
+//       runs pkarr's own relay server (pkarr/lib/relay.js) on 127.0.0.1
+//       with pkarr's DHT client joined through HOST:PORT; prints {url},
+//       then serves until stdin closes
 import { Pkarr, SignedPacket, z32 } from 'pkarr'
 import DHT from 'pkarr/lib/dht.js'
+import Server from 'pkarr/lib/relay.js'
 
 function fail (msg) {
   process.stderr.write('pkarr.js: ' + msg + '\n')
@@ -61,6 +72,18 @@ function open (bootstrap) {
   })
 }
 
+// sign signs TXT records ([{name, data}]) with the key of seed (hex).
+function sign (seed, recordsJSON) {
+  const keypair = Pkarr.generateKeyPair(Buffer.from(seed, 'hex'))
+  const signed = SignedPacket.fromPacket(keypair, {
+    type: 'response',
+    id: 0,
+    flags: 0,
+    answers: JSON.parse(recordsJSON).map(r => ({ type: 'TXT', class: 'IN', name: r.name, ttl: 300, data: r.data }))
+  })
+  return { keypair, signed }
+}
+
 const [cmd, ...args] = process.argv.slice(2)
 const timer = setTimeout(() => fail('timed out'), 30000)
 
@@ -79,21 +102,36 @@ try {
     console.log(JSON.stringify(show(signed, names)))
   } else if (cmd === 'publish') {
     const [bootstrap, seed, recordsJSON] = args
-    const keypair = Pkarr.generateKeyPair(Buffer.from(seed, 'hex'))
-    const signed = SignedPacket.fromPacket(keypair, {
-      type: 'response',
-      id: 0,
-      flags: 0,
-      answers: JSON.parse(recordsJSON).map(r => ({ type: 'TXT', class: 'IN', name: r.name, ttl: 300, data: r.data }))
-    })
+    const { keypair, signed } = sign(seed, recordsJSON)
     const dht = await open(bootstrap)
     const { nodes } = await dht.put(signed.bep44Args())
     console.log(JSON.stringify({ key: z32.encode(keypair.publicKey), seq: signed.timestamp(), nodes: nodes.length }))
     await dht.destroy()
+  } else if (cmd === 'relayput') {
+    const [relay, seed, recordsJSON] = args
+    const { keypair, signed } = sign(seed, recordsJSON)
+    const res = await Pkarr.relayPut(relay, signed)
+    console.log(JSON.stringify({ key: z32.encode(keypair.publicKey), seq: signed.timestamp(), status: res.status }))
+  } else if (cmd === 'relayget') {
+    const [relay, key, ...names] = args
+    const signed = await Pkarr.relayGet(relay, z32.decode(key)) // throws on a bad signature
+    console.log(JSON.stringify(show(signed, names)))
+  } else if (cmd === 'server') {
+    if (cmd !== 'server') clearTimeout(timer)
+    const [bootstrap] = args
+    const dht = await open(bootstrap)
+    const server = new Server({ dht })
+    await new Promise(resolve => server._server.listen(0, '127.0.0.1', resolve))
+    console.log(JSON.stringify({ url: 'http://127.0.0.1:' + server._server.address().port }))
+    process.stdin.resume()
+    process.stdin.on('end', async () => {
+      await server.close()
+      process.exit(0)
+    })
   } else {
-    fail('usage: pkarr.js resolve|body|publish ...')
+    fail('usage: pkarr.js resolve|body|publish|relayput|relayget|server ...')
   }
 } catch (err) {
   fail(err.message)
 }
-clearTimeout(timer)
+if (cmd !== 'server') clearTimeout(timer)
