@@ -65,7 +65,16 @@ type Client struct {
 	http    *http.Client
 	timeout time.Duration
 	log     *slog.Logger
+
+	// seen holds the last packet verified for each key, by its body:
+	// the same bytes again (a watcher's every poll) verify the same, and
+	// need no second ed25519 check.
+	seenMu sync.Mutex
+	seen   map[signer.PublicKey]*record.SignedPacket
 }
+
+// maxSeen bounds Client.seen; when it is full it starts again empty.
+const maxSeen = 1024
 
 // ParseURLs reads a comma-separated list of relay URLs, as --relays and
 // RELAY_RELAYS give it; empty items are skipped.
@@ -103,7 +112,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if len(cfg.URLs) == 0 {
 		return nil, errors.New("no relay URL")
 	}
-	c := &Client{timeout: cfg.Timeout, log: cfg.Logger}
+	c := &Client{timeout: cfg.Timeout, log: cfg.Logger, seen: make(map[signer.PublicKey]*record.SignedPacket)}
 	for _, s := range cfg.URLs {
 		u, err := parseURL(s)
 		if err != nil {
@@ -169,14 +178,19 @@ func (c *Client) Get(ctx context.Context, key signer.PublicKey) (*record.SignedP
 		err error
 	}
 	answers := make([]answer, len(c.urls))
-	var wg sync.WaitGroup
-	for i, u := range c.urls {
-		wg.Go(func() {
-			p, err := c.get(ctx, u, key)
-			answers[i] = answer{p, err}
-		})
+	if len(c.urls) == 1 {
+		p, err := c.get(ctx, c.urls[0], key)
+		answers[0] = answer{p, err}
+	} else {
+		var wg sync.WaitGroup
+		for i, u := range c.urls {
+			wg.Go(func() {
+				p, err := c.get(ctx, u, key)
+				answers[i] = answer{p, err}
+			})
+		}
+		wg.Wait()
 	}
-	wg.Wait()
 	st := GetStats{Asked: len(c.urls)}
 	var best *record.SignedPacket
 	var errs []string
@@ -265,13 +279,41 @@ func (c *Client) get(ctx context.Context, base *url.URL, key signer.PublicKey) (
 	if len(body) > MaxBody {
 		return nil, fmt.Errorf("%w: a body over %d bytes", errInvalid, MaxBody)
 	}
+	if p := c.seenBody(key, body); p != nil {
+		return p, nil
+	}
 	p, err := record.ParseBody(key, body)
 	if err != nil {
 		// Not wrapped: a relay's forgery is not a verification failure
 		// of the record, it is a relay not to listen to.
 		return nil, fmt.Errorf("%w: %v", errInvalid, err)
 	}
-	return p, nil
+	c.seenMu.Lock()
+	if len(c.seen) >= maxSeen {
+		clear(c.seen)
+	}
+	c.seen[key] = p
+	c.seenMu.Unlock()
+	return copyPacket(p), nil
+}
+
+// seenBody returns a copy of the packet verified before for key if body
+// is its body byte for byte, else nil.
+func (c *Client) seenBody(key signer.PublicKey, body []byte) *record.SignedPacket {
+	c.seenMu.Lock()
+	p := c.seen[key]
+	c.seenMu.Unlock()
+	if p == nil || !bytes.Equal(body, p.Body()) {
+		return nil
+	}
+	return copyPacket(p)
+}
+
+// copyPacket returns a copy of p that shares no memory with it.
+func copyPacket(p *record.SignedPacket) *record.SignedPacket {
+	q := *p
+	q.Packet = bytes.Clone(p.Packet)
+	return &q
 }
 
 // unwrapURLError drops the "Get URL:" that net/http puts before an error,

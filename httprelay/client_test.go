@@ -70,19 +70,23 @@ func TestClientTrustsNoRelay(t *testing.T) {
 	if _, err := c.Put(ctx, good); err != nil {
 		t.Fatalf("put: %v", err)
 	}
-	start := time.Now()
-	p, st, err := c.Get(ctx, k.PublicKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p.Seq != good.Seq || p.Sig != good.Sig {
-		t.Errorf("got seq %d, want the honest relay's %d", p.Seq, good.Seq)
-	}
-	if st.Held != 1 || st.Older != 1 || st.Invalid != 4 {
-		t.Errorf("stats %+v, want 1 held, 1 older, 4 invalid", st)
-	}
-	if d := time.Since(start); d > 20*time.Second {
-		t.Errorf("took %v with a 1 s timeout", d)
+	// Twice: the second time the client knows the honest packet's body,
+	// and still verifies every other.
+	for range 2 {
+		start := time.Now()
+		p, st, err := c.Get(ctx, k.PublicKey())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Seq != good.Seq || p.Sig != good.Sig {
+			t.Errorf("got seq %d, want the honest relay's %d", p.Seq, good.Seq)
+		}
+		if st.Held != 1 || st.Older != 1 || st.Invalid != 4 {
+			t.Errorf("stats %+v, want 1 held, 1 older, 4 invalid", st)
+		}
+		if d := time.Since(start); d > 20*time.Second {
+			t.Errorf("took %v with a 1 s timeout", d)
+		}
 	}
 
 	only, err := httprelay.NewClient(httprelay.ClientConfig{URLs: bad[1:], Timeout: time.Second})
