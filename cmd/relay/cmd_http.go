@@ -13,6 +13,17 @@ import (
 	"github.com/relay-sh/relay/httprelay"
 )
 
+// andRelays names the HTTP relays beside the DHT in a note, if any.
+func (e *env) andRelays() string {
+	switch len(e.relays) {
+	case 0:
+		return ""
+	case 1:
+		return " and through 1 HTTP relay"
+	}
+	return fmt.Sprintf(" and through %d HTTP relays", len(e.relays))
+}
+
 // httpFlag is --http ADDR, for the commands that run a DHT node for long.
 func httpFlag() cli.Flag {
 	return &cli.StringFlag{

@@ -116,11 +116,11 @@ func publishCommand(e *env) *cli.Command {
 				OnStage: func(s relay.Stage, r record.Release) {
 					switch s {
 					case relay.StageResolving:
-						e.note("resolving %s/%s in the DHT", key.PublicKey(), channel)
+						e.note("resolving %s/%s in the DHT%s", key.PublicKey(), channel, e.andRelays())
 					case relay.StageBundling:
 						e.note("bundling %d path(s): copying and hashing the files", len(sources))
 					case relay.StageStoring:
-						e.note("signing the record of %s %s and storing it in the DHT", r.Channel, r.Version)
+						e.note("signing the record of %s %s and storing it in the DHT%s", r.Channel, r.Version, e.andRelays())
 					}
 				},
 			})

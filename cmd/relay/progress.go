@@ -83,7 +83,7 @@ func (v *stageView) onStage(s relay.Stage, r record.Release) {
 	switch s {
 	case relay.StageResolving:
 		if !v.watch {
-			v.e.note("resolving %s in the DHT", v.follow)
+			v.e.note("resolving %s in the DHT%s", v.follow, v.e.andRelays())
 		}
 	case relay.StageMetadata:
 		v.e.note("metadata: looking for peers that have %s, its torrent info and relay.json", release)
