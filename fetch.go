@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"runtime"
 	"time"
 
@@ -97,6 +98,16 @@ type FetchOptions struct {
 	// recorded for the channel in this data folder, if more. Older
 	// bundles of the channel are removed (FetchResult.Pruned).
 	Keep int
+	// Identities read an encrypted release (ParseIdentities): its files
+	// are decrypted as they are placed, and without an identity among its
+	// recipients Fetch returns ErrNoIdentity. Unused for a release in the
+	// clear.
+	Identities []Identity
+	// Sealed takes an encrypted release as it is, with no identity: its
+	// ciphertexts are verified against the bundle's manifest and stay in
+	// the bundle, as a seeder serves them. Files and Path are then the
+	// ciphertexts'. Ignored for a release in the clear.
+	Sealed bool
 	// Install, when set, is called with the verified release after its
 	// files are placed in Out and before the new state is saved: an error
 	// from it leaves the state unchanged, so the next Fetch tries again.
@@ -126,11 +137,38 @@ type FetchResult struct {
 	// Pruned are the channel's older bundles removed from the data folder
 	// after this release was accepted (FetchOptions.Keep).
 	Pruned []*transfer.Bundle
+	// Sealed is the decrypted manifest of an encrypted release (whose
+	// Bundle holds ciphertexts); nil for a release in the clear.
+	Sealed *record.Sealed
+	// plain is the folder that holds an encrypted release's files
+	// decrypted: Out, or one in the data folder.
+	plain string
 }
 
-// Path returns where a fetched file is in the verified bundle.
+// Path returns where a fetched file is: in the verified bundle, or for
+// an encrypted release where it was placed decrypted.
 func (r *FetchResult) Path(f record.File) string {
+	if r.Sealed != nil {
+		return filepath.Join(r.plain, filepath.FromSlash(f.Path))
+	}
 	return (&transfer.Fetched{Bundle: r.Bundle}).Path(f)
+}
+
+// Dir returns the folder the files of Path are in.
+func (r *FetchResult) Dir() string {
+	if r.Sealed != nil {
+		return r.plain
+	}
+	return r.Bundle.Dir
+}
+
+// Manifest returns the release's manifest: the bundle's, or for an
+// encrypted release the sealed one, which lists the files as placed.
+func (r *FetchResult) Manifest() *record.Manifest {
+	if r.Sealed != nil {
+		return &r.Sealed.Manifest
+	}
+	return r.Bundle.Manifest
 }
 
 // Fetch runs the whole verification chain of DESIGN.md once:
@@ -232,26 +270,38 @@ func (c *Client) fetchOnce(ctx context.Context, o FetchOptions) (*FetchResult, e
 	}
 	f, err := c.guardedFetch(ctx, o, r, floor, policy, func(ctx context.Context, progress func(transfer.Progress)) (*transfer.Fetched, error) {
 		return tc.Fetch(ctx, transfer.FetchRequest{
-			Key:      o.Key,
-			Release:  r,
-			OS:       goos,
-			Arch:     goarch,
-			Peers:    o.Peers,
-			Progress: stage.progress(progress),
+			Key:        o.Key,
+			Release:    r,
+			OS:         goos,
+			Arch:       goarch,
+			Peers:      o.Peers,
+			Progress:   stage.progress(progress),
+			OnManifest: res.openSealed(o),
 		})
 	})
 	if err != nil {
 		return res, err
 	}
 	res.Bundle, res.Files = f.Bundle, f.Files
+	pl := placement{hashed: f.Hashed}
+	if f.Bundle.Manifest.Encrypted != nil && !o.Sealed {
+		if pl, err = c.decrypted(res, f, o); err != nil {
+			return res, err
+		}
+	}
 	faultpoint.Hit(faultpoint.InstallBefore)
+	if o.Out == "" && res.Sealed != nil {
+		stage.enter(StagePlacing)
+		if _, err := placeFiles(res.plain, res.Files, res.plain, pl); err != nil {
+			return res, fmt.Errorf("failed to decrypt files into %s: %w", res.plain, err)
+		}
+	}
 	if o.Out != "" {
-		pl := placement{hashed: f.Hashed}
-		if o.Move && o.Install == nil && len(f.Arrived) > 0 && tc.Unload(r.Infohash) {
+		if o.Move && o.Install == nil && res.Sealed == nil && len(f.Arrived) > 0 && tc.Unload(r.Infohash) {
 			pl.move = f.Arrived
 		}
 		stage.enter(StagePlacing)
-		res.Placed, err = c.place(o.Key, st.Infohash, f.Bundle.Dir, f.Files, o.Out, o.Overwrite, pl)
+		res.Placed, err = c.place(o.Key, st.Infohash, f.Bundle.Dir, res.Files, o.Out, o.Overwrite, pl)
 		if err != nil {
 			return res, err
 		}

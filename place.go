@@ -28,6 +28,10 @@ type placement struct {
 	// folder holds. A file the rename cannot move (another file system)
 	// is copied.
 	move map[string]bool
+	// decrypt, when set, writes each file's plaintext, decrypted from the
+	// bundle and checked as it is written (an encrypted release:
+	// decrypter); hashed and move are then unused.
+	decrypt func(io.Writer, record.File) error
 }
 
 // start begins the placing of file f, held in the bundle at src, as
@@ -47,9 +51,12 @@ func (pl placement) start(target, src string, f record.File) (*atomicfile.File, 
 		return nil, err
 	}
 	w := faultpoint.Writer(faultpoint.PlaceWrite, p)
-	if pl.hashed[f.Path] {
+	switch {
+	case pl.decrypt != nil:
+		err = pl.decrypt(w, f)
+	case pl.hashed[f.Path]:
 		err = copyFile(w, src, f)
-	} else {
+	default:
 		err = copyVerified(w, src, f)
 	}
 	if err != nil {

@@ -42,6 +42,10 @@ type PublishOptions struct {
 	Notes string
 	// Sources are the files and folders released.
 	Sources []transfer.Source
+	// Recipients, when set, encrypt the release to them: only a holder
+	// of one of their identities can read its files, names and notes
+	// (docs/spec/encryption.md). Empty publishes it in the clear.
+	Recipients []Recipient
 	// Published is the time of publication recorded in the manifest; zero
 	// means now. The same files and Published make the same bundle.
 	Published time.Time
@@ -137,7 +141,7 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*Published, err
 	}
 	stage.enter(StageBundling)
 	var leftOut []transfer.LeftOut
-	b, err := transfer.Make(ctx, transfer.MakeOptions{
+	mo := transfer.MakeOptions{
 		LeftOut:   func(l transfer.LeftOut) { leftOut = append(leftOut, l) },
 		Dir:       transfer.BundlesDir(c.cfg.DataDir),
 		Sources:   o.Sources,
@@ -146,7 +150,15 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*Published, err
 		Version:   o.Version,
 		Published: published,
 		Notes:     o.Notes,
-	})
+	}
+	if len(o.Recipients) > 0 {
+		done, err := seal(ctx, &mo, o.Recipients)
+		if err != nil {
+			return nil, err
+		}
+		defer done()
+	}
+	b, err := transfer.Make(ctx, mo)
 	if err != nil {
 		return nil, err
 	}

@@ -293,6 +293,7 @@ func PruneData(dataDir string, o PruneOptions) (*DataUsage, []StoredBundle, erro
 				errs = append(errs, fmt.Errorf("failed to remove bundle %s: %w", b.Infohash, err))
 				continue
 			}
+			os.RemoveAll(PlainDir(dataDir, b.Infohash))
 		}
 		removed = append(removed, b)
 	}
@@ -330,6 +331,7 @@ func (c *Client) pruneChannel(tc *transfer.Client, key signer.PublicKey, channel
 			errs = append(errs, fmt.Errorf("failed to remove bundle %s: %w", b.Infohash, err))
 			continue
 		}
+		os.RemoveAll(PlainDir(c.cfg.DataDir, b.Infohash))
 		pruned = append(pruned, b)
 	}
 	return pruned, errors.Join(errs...)

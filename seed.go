@@ -201,7 +201,7 @@ func followedKeys(fs []Follow) []signer.PublicKey {
 // prunes the channel's old bundles. It reports refusals as events and
 // returns what failed, to be tried again sooner.
 func (c *Client) seedFollow(ctx context.Context, tc *transfer.Client, f Follow, keep int, emit func(Event)) error {
-	res, err := c.Fetch(ctx, FetchOptions{Key: f.Key, Channel: f.Channel, AllPlatforms: true, Keep: keep})
+	res, err := c.Fetch(ctx, FetchOptions{Key: f.Key, Channel: f.Channel, AllPlatforms: true, Keep: keep, Sealed: true})
 	var fetchPruned []*transfer.Bundle
 	if res != nil {
 		fetchPruned = res.Pruned

@@ -78,7 +78,8 @@ type WatchOptions struct {
 // stalls, ErrStalled, is one); while a release downloads, the channel is
 // resolved again every interval, and a newer release takes its place;
 // verification
-// failures are reported and the watch goes on. It returns nil when ctx is
+// failures, and releases no identity of FetchOptions.Identities reads
+// (ErrNoIdentity), are reported and the watch goes on. It returns nil when ctx is
 // cancelled, and an error only for what retrying cannot mend (bad options,
 // unreadable state, ErrWouldOverwrite: a user's own file in the way).
 func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
@@ -125,7 +126,9 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 			return err
 		case errors.Is(err, record.ErrExpired):
 			ev = Event{Kind: EventStale, Err: err}
-		case record.IsVerification(err):
+		case record.IsVerification(err) || errors.Is(err, ErrNoIdentity):
+			// No identity reads it: a later release may be for this
+			// watcher again.
 			ev = Event{Kind: EventRefused, Err: err}
 		default:
 			ev = Event{Kind: EventError, Err: err}

@@ -37,6 +37,10 @@ type Manifest struct {
 	Published time.Time        `json:"published"`
 	Notes     string           `json:"notes,omitempty"`
 	Files     []File           `json:"files"`
+	// Encrypted is set in the manifest of an encrypted release (format
+	// ManifestFormatEncrypted): Files are then the ciphertexts, and the
+	// release's own manifest is sealed in it (record/encrypted.go).
+	Encrypted *Encrypted `json:"encrypted,omitempty"`
 }
 
 // File is one released file of a bundle.
@@ -87,8 +91,13 @@ func ValidChannel(c string) error {
 // file's path (relative, clean, unique, not relay.json, no file inside
 // another), size and platform.
 func (m *Manifest) Validate() error {
-	if m.Format != ManifestFormat {
-		return fmt.Errorf("%w: manifest format %d, this relay reads %d", ErrMalformed, m.Format, ManifestFormat)
+	switch {
+	case m.Format == ManifestFormatEncrypted && m.Encrypted != nil:
+		if err := m.Encrypted.validate(); err != nil {
+			return err
+		}
+	case m.Format != ManifestFormat || m.Encrypted != nil:
+		return fmt.Errorf("%w: manifest format %d, this relay reads %d and %d (encrypted)", ErrMalformed, m.Format, ManifestFormat, ManifestFormatEncrypted)
 	}
 	if m.Key.IsZero() {
 		return fmt.Errorf("%w: manifest has no key", ErrMalformed)

@@ -49,6 +49,10 @@ type FetchRequest struct {
 	// Progress, if not nil, is called from Fetch's goroutine every
 	// ProgressInterval, when the stage changes, and once at the end.
 	Progress func(Progress)
+	// OnManifest, if not nil, is called with the verified manifest before
+	// any file is fetched; an error from it ends the fetch (an encrypted
+	// release no identity can read is not downloaded).
+	OnManifest func(*record.Manifest) error
 	// ProgressInterval is the time between Progress calls; zero means
 	// a fifth of a second (a bar that moves during a fetch of a second or
 	// two).
@@ -428,6 +432,11 @@ func (f *fetch) fetch(ctx context.Context, wg *sync.WaitGroup) (*Fetched, error)
 	}
 	if err := m.Match(f.req.Key, r, mb); err != nil {
 		return nil, err
+	}
+	if f.req.OnManifest != nil {
+		if err := f.req.OnManifest(m); err != nil {
+			return nil, err
+		}
 	}
 	nonEmpty := 0
 	for _, mf := range m.Files {

@@ -52,6 +52,10 @@ type MakeOptions struct {
 	// source folder that Make does not bundle: relay private key files
 	// and relay data folders' own entries (see collect).
 	LeftOut func(LeftOut)
+	// Encrypted, when set, makes the manifest that of an encrypted release
+	// (record.ManifestFormatEncrypted): Sources are then the ciphertexts
+	// and Notes should be empty (the sealed manifest holds them).
+	Encrypted *record.Encrypted
 	// PieceLength is the torrent's piece length, a power of two of at
 	// least 16 KiB; zero chooses one from the bundle's size (64 KiB up to
 	// 16 MiB, 256 KiB up to 64 MiB, then 1 MiB or more so that there are
@@ -139,6 +143,9 @@ func Make(ctx context.Context, o MakeOptions) (*Bundle, error) {
 	m := &record.Manifest{
 		Format: record.ManifestFormat, Key: o.Key, Channel: channel, Version: o.Version,
 		Published: o.Published, Notes: o.Notes,
+	}
+	if o.Encrypted != nil {
+		m.Format, m.Encrypted = record.ManifestFormatEncrypted, o.Encrypted
 	}
 	var total int64
 	for _, e := range entries {

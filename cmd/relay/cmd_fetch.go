@@ -27,6 +27,7 @@ func followFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "all-platforms", Usage: "fetch every file, not only this platform's"},
 		&cli.BoolFlag{Name: "allow-expired", Usage: "install a record past its expiry (otherwise refused)"},
 		&cli.BoolFlag{Name: "overwrite", Usage: "let a release replace files in --out that no earlier release of the key placed"},
+		identityFlag(),
 		&cli.StringFlag{Name: "stall-timeout", Value: relay.DefaultStallTimeout.String(), Usage: "give up a download that made no progress for `DURATION` (not a deadline: a slow download goes on)"},
 	}
 }
@@ -44,7 +45,12 @@ func fetchOptions(c *cli.Context) (relay.FetchOptions, error) {
 	if err != nil {
 		return relay.FetchOptions{}, err
 	}
+	ids, err := identities(c)
+	if err != nil {
+		return relay.FetchOptions{}, err
+	}
 	return relay.FetchOptions{
+		Identities:   ids,
 		Key:          key,
 		Channel:      c.String("channel"),
 		AllPlatforms: c.Bool("all-platforms"),
@@ -251,11 +257,11 @@ func watchCommand(e *env) *cli.Command {
 // hook. An error leaves the release unaccepted, to be tried again.
 func (e *env) handOver(ctx context.Context, res *relay.FetchResult, o relay.FetchOptions, install, execCmd string) error {
 	if install != "" {
-		f, err := relay.Executable(res.Bundle.Manifest, runtime.GOOS, runtime.GOARCH)
+		f, err := relay.Executable(res.Manifest(), runtime.GOOS, runtime.GOARCH)
 		if err != nil {
 			return err
 		}
-		if err := relay.ReplaceExecutable(install, res.Bundle.Dir, f); err != nil {
+		if err := relay.ReplaceExecutable(install, res.Dir(), f); err != nil {
 			return err
 		}
 	}
@@ -266,7 +272,7 @@ func (e *env) handOver(ctx context.Context, res *relay.FetchResult, o relay.Fetc
 	dir := o.Out
 	files := res.Placed
 	if dir == "" {
-		dir = res.Bundle.Dir
+		dir = res.Dir()
 		files = nil
 		for _, f := range res.Files {
 			files = append(files, res.Path(f))
@@ -359,7 +365,7 @@ func (e *env) event(ev relay.Event) {
 		if len(j.Placed) > 0 {
 			line += ": " + strings.Join(j.Placed, " ")
 		} else if ev.Result != nil && ev.Result.Bundle != nil {
-			line += ": " + ev.Result.Bundle.Dir
+			line += ": " + ev.Result.Dir()
 		}
 	case relay.EventPruned:
 		line += " (its bundle removed from the data folder)"

@@ -26,7 +26,7 @@ func publishCommand(e *env) *cli.Command {
 			"seeds until --wait-for other peers hold the whole bundle. A file's platform comes from its\n" +
 			"name (app_linux_amd64, app-darwin-arm64.tar.gz, app.exe) or from --os/--arch.\n" +
 			"The publication time is SOURCE_DATE_EPOCH when set, so rebuilds make the same bundle.",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "key", Usage: "provider key `FILE` (default: the one relay init writes)", EnvVars: []string{"RELAY_KEY"}},
 			&cli.StringFlag{Name: "version", Usage: "the release's version `V` (semantic versioning)"},
 			channelFlag(),
@@ -42,9 +42,13 @@ func publishCommand(e *env) *cli.Command {
 			&cli.IntFlag{Name: "wait-for", Value: 1, Usage: "seed until `N` other peers hold the whole bundle"},
 			&cli.BoolFlag{Name: "no-wait", Usage: "return once the record is stored"},
 			&cli.StringFlag{Name: "timeout", Value: "1h", Usage: "give up waiting for peers after `DURATION`"},
-		},
+		}, recipientFlags()...),
 		Action: func(c *cli.Context) error {
 			if err := requireFlags(c, "version"); err != nil {
+				return err
+			}
+			rcpts, err := recipients(c)
+			if err != nil {
 				return err
 			}
 			v, err := record.ParseVersion(c.String("version"))
@@ -113,6 +117,7 @@ func publishCommand(e *env) *cli.Command {
 				Published: published, Expires: expires, WebSeeds: c.StringSlice("web-seed"), Force: c.Bool("force"),
 				AllowAhead: c.Bool("allow-ahead"),
 				Keep:       c.Int("keep"),
+				Recipients: rcpts,
 				OnStage: func(s relay.Stage, r record.Release) {
 					switch s {
 					case relay.StageResolving:

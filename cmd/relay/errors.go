@@ -21,6 +21,9 @@ const (
 	exitUsage    = 2
 	exitVerify   = 3
 	exitNotFound = 4
+	// exitIdentity: the release is encrypted and no --identity given
+	// reads it (relay.ErrNoIdentity).
+	exitIdentity = 5
 )
 
 // usageError is a command line relay cannot run: exit code 2.
@@ -56,6 +59,8 @@ func exitCode(err error) int {
 		return exitUsage
 	case errors.Is(err, record.ErrNoRelease) || errors.Is(err, dht.ErrNotFound):
 		return exitNotFound
+	case errors.Is(err, relay.ErrNoIdentity):
+		return exitIdentity
 	case record.IsVerification(err):
 		return exitVerify
 	}
@@ -95,6 +100,8 @@ func hintFor(err error) string {
 		return "a public key is 52 z-base-32 characters, as `relay init` and `relay key` print"
 	case errors.Is(err, fs.ErrNotExist) && strings.Contains(err.Error(), "key file"):
 		return "make a key with `relay init`"
+	case errors.Is(err, relay.ErrNoIdentity):
+		return "the release is encrypted to its provider's chosen recipients: give --identity FILE with your age identity, and ask the provider to add your public key (age-keygen -y FILE prints it) if it is not among them"
 	case errors.Is(err, relay.ErrDataDirInUse):
 		return "give each relay process its own --data-dir (RELAY_DATA_DIR)"
 	case errors.Is(err, relay.ErrNoPath):
