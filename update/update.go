@@ -98,6 +98,13 @@ type Config struct {
 	// blocked they are the only way to it; the bundle then comes from its
 	// web seeds. Nil means the DHT alone.
 	Relays []string
+
+	// Identities read the provider's releases when they are encrypted
+	// (relay.ReadIdentityFile parses an age identity file or an SSH
+	// private key): each file is decrypted as it is installed. Nil reads
+	// only releases in the clear; an encrypted one is then refused with
+	// relay.ErrNoIdentity, and so is one encrypted to none of them.
+	Identities []relay.Identity
 }
 
 // DefaultDataDir returns the data folder used when Config.DataDir is
@@ -120,7 +127,8 @@ type Release struct {
 	// Record is the signed release record: version, bundle infohash,
 	// manifest digest, size and expiry.
 	Record record.Release
-	// Manifest is the bundle's verified manifest (its files, notes and
+	// Manifest is the verified manifest (for an encrypted release the
+	// sealed one, relay.FetchResult.Manifest: its files, notes and
 	// time of publication); nil from Check, which fetches nothing.
 	Manifest *record.Manifest
 	// File is the release's file installed as the executable; zero from
@@ -260,13 +268,13 @@ func (u *Updater) Apply(ctx context.Context) (*Release, error) {
 	rel := &Release{}
 	installed := false
 	o.Install = func(ctx context.Context, res *relay.FetchResult) error {
-		rel.Manifest = res.Bundle.Manifest
-		f, err := executable(res.Bundle.Manifest, res.Files, u.cfg.File, runtime.GOOS, runtime.GOARCH)
+		rel.Manifest = res.Manifest()
+		f, err := executable(res.Manifest(), res.Files, u.cfg.File, runtime.GOOS, runtime.GOARCH)
 		if err != nil {
 			return err
 		}
 		rel.File = f
-		if err := u.install(ctx, res.Bundle.Dir, f, res.Release.Version); err != nil {
+		if err := u.install(ctx, res.Dir(), f, res.Release.Version); err != nil {
 			return err
 		}
 		installed = true
@@ -338,6 +346,7 @@ func (u *Updater) fetchOptions() relay.FetchOptions {
 		// A newer release found while one downloads takes its place.
 		Recheck:      cmp.Or(u.cfg.Interval, DefaultInterval),
 		StallTimeout: u.cfg.StallTimeout,
+		Identities:   u.cfg.Identities,
 		OnWaiting: func(w relay.Waiting) {
 			u.log.Info("download makes no progress", "version", w.Release.Version, "waiting", w.String())
 		},
