@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // ManifestFormatEncrypted is the format of the manifest of an encrypted
@@ -105,7 +106,7 @@ func DecodeSealed(b []byte, outer *Manifest) (*Sealed, error) {
 		return nil, fmt.Errorf("%w: sealed manifest is for channel %q", ErrManifestMismatch, s.Channel)
 	case s.Version.Compare(outer.Version) != 0:
 		return nil, fmt.Errorf("%w: sealed manifest is for version %s", ErrManifestMismatch, s.Version)
-	case !s.Published.Equal(outer.Published):
+	case !s.Published.Equal(outer.Published.Truncate(time.Second)):
 		return nil, fmt.Errorf("%w: sealed manifest was published at %s", ErrManifestMismatch, s.Published)
 	case len(s.Blobs) != len(s.Files) || len(outer.Files) != len(s.Files):
 		return nil, fmt.Errorf("%w: sealed manifest names %d ciphertexts for %d files, the bundle holds %d",

@@ -9,7 +9,7 @@ import (
 
 // identityFlag is --identity, of the commands that fetch a release.
 func identityFlag() cli.Flag {
-	return &cli.StringSliceFlag{Name: "identity", Aliases: []string{"i"}, EnvVars: []string{"RELAY_IDENTITY"},
+	return &cli.StringSliceFlag{Name: "identity", Aliases: []string{"i"},
 		Usage: "age identity `FILE` (age-keygen's, or an SSH private key) that reads an encrypted release (repeatable)"}
 }
 
