@@ -19,6 +19,9 @@ import (
 	"strings"
 )
 
+// ErrLinked is Adopt's refusal of a file that has other names.
+var ErrLinked = errors.New("the file has other names (hard links)")
+
 // File is a file being written in place of another. Write to it, then
 // Commit to rename it over its target, or Abort to remove it; Abort after
 // Commit does nothing, so `defer f.Abort()` is always safe.
@@ -126,8 +129,15 @@ func (f *File) discard() {
 // nor copied. Commit then syncs it and renames it over target, as for a
 // File written by Create; Abort (or a failed Commit) moves it back to src.
 // Where src and target's folder are on two file systems it fails with an
-// *os.LinkError (syscall.EXDEV on Unix) and src stays where it was.
+// *os.LinkError (syscall.EXDEV on Unix) and src stays where it was. A src
+// with other names (hard links) is refused with ErrLinked: the file
+// adopted would still be theirs, and an edit of it would reach them.
 func Adopt(target, src string, perm fs.FileMode) (*File, error) {
+	if fi, err := os.Lstat(src); err != nil {
+		return nil, err
+	} else if linked(fi) {
+		return nil, fmt.Errorf("adopt %s: %w", src, ErrLinked)
+	}
 	tmp, err := CreateMasked(target, perm)
 	if err != nil {
 		return nil, err

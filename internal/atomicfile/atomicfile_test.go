@@ -1,6 +1,7 @@
 package atomicfile
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -154,5 +155,30 @@ func TestAdopt(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(target); string(b) != "new" {
 		t.Fatalf("target after a refused move: %q", b)
+	}
+}
+
+// TestAdoptRefusesLinked: a file with another name is not adopted (an
+// edit of the adopted file would change the other name's too): Adopt fails
+// with ErrLinked and changes nothing.
+func TestAdoptRefusesLinked(t *testing.T) {
+	dir := t.TempDir()
+	src, other, target := filepath.Join(dir, "src"), filepath.Join(dir, "other"), filepath.Join(dir, "out", "f")
+	os.MkdirAll(filepath.Dir(target), 0o755)
+	os.WriteFile(src, []byte("shared"), 0o444)
+	if err := os.Link(src, other); err != nil {
+		t.Skipf("no hard links here: %v", err)
+	}
+	if runtime.GOOS == "windows" {
+		t.Skip("file information does not count names on windows")
+	}
+	if _, err := Adopt(target, src, 0o644); !errors.Is(err, ErrLinked) {
+		t.Fatalf("Adopt of a linked file: %v, want ErrLinked", err)
+	}
+	if b, _ := os.ReadFile(src); string(b) != "shared" {
+		t.Fatalf("source after the refusal: %q", b)
+	}
+	if entries, _ := os.ReadDir(filepath.Dir(target)); len(entries) != 0 {
+		t.Fatalf("%d entries in the target's folder after the refusal", len(entries))
 	}
 }
