@@ -18,7 +18,9 @@ stdout (hex for bytes); errors go to stderr with exit status 1.
       downloads the torrent of MAGNET into DIR, finding peers in the DHT
       (and at PEER if given), checks every piece, and prints {name, size,
       seconds, metadata_seconds}: the times from adding the magnet link to
-      having every piece, and to having the metadata.
+      having every piece, and to having the metadata. With LT_TCP=1 in the
+      environment libtorrent dials TCP only, as relay does (by default it
+      dials uTP first).
   lt.py seed HOST:PORT TORRENT_FILE DIR
       checks DIR's files against TORRENT_FILE, then seeds them and
       announces itself in the DHT; prints {port} on one line once seeding
@@ -27,6 +29,7 @@ stdout (hex for bytes); errors go to stderr with exit status 1.
 
 import hashlib
 import json
+import os
 import sys
 import threading
 import time
@@ -82,7 +85,10 @@ def settings(bootstrap):
 
 
 def session(bootstrap):
-    return lt.session(settings(bootstrap))
+    s = settings(bootstrap)
+    if os.environ.get("LT_TCP") == "1":
+        s["enable_outgoing_utp"] = False
+    return lt.session(s)
 
 
 def alerts(ses, deadline, what):
