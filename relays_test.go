@@ -1,9 +1,7 @@
 package relay
 
 import (
-	"context"
 	"errors"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -14,67 +12,17 @@ import (
 
 	"github.com/relay-sh/relay/dht"
 	"github.com/relay-sh/relay/httprelay"
+	"github.com/relay-sh/relay/internal/relaytest"
 	"github.com/relay-sh/relay/record"
 	"github.com/relay-sh/relay/transfer"
 )
-
-// serveRelay runs a pkarr HTTP relay of node for the test and returns its
-// URL.
-func serveRelay(t *testing.T, node *dht.Node) string {
-	t.Helper()
-	s, err := httprelay.NewServer(httprelay.ServerConfig{DHT: node})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done; s.Close() })
-	return "http://" + ln.Addr().String()
-}
-
-// silentNode returns the address of a UDP socket that never answers: a
-// DHT that UDP cannot reach, as behind a firewall that drops it.
-func silentNode(t *testing.T) string {
-	t.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c.LocalAddr().String()
-}
-
-// webSeed serves every bundle of the data folder dataDir as a BEP 19 web
-// seed, whichever its infohash, and returns its URL.
-func webSeed(t *testing.T, dataDir string) string {
-	t.Helper()
-	bundles := transfer.BundlesDir(dataDir)
-	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		dirs, _ := os.ReadDir(bundles)
-		for _, d := range dirs {
-			p := filepath.Join(bundles, d.Name(), filepath.FromSlash(r.URL.Path))
-			if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
-				http.ServeFile(w, r, p)
-				return
-			}
-		}
-		http.NotFound(w, r)
-	}))
-	t.Cleanup(s.Close)
-	return s.URL + "/"
-}
 
 // openBlocked opens a client whose DHT cannot be reached, with relays.
 func openBlocked(t *testing.T, readOnly bool, relays ...string) *Client {
 	t.Helper()
 	c, err := Open(ctxFor(t, 30*time.Second), Config{
 		DataDir:      t.TempDir(),
-		Bootstrap:    []string{silentNode(t)},
+		Bootstrap:    []string{relaytest.SilentNode(t)},
 		Listen:       "127.0.0.1:0",
 		ReadOnly:     readOnly,
 		Relays:       relays,
@@ -96,7 +44,7 @@ func TestRelaysWhereUDPIsBlocked(t *testing.T) {
 	t.Parallel()
 	n := newTestNet(t)
 	ctx := ctxFor(t, 3*time.Minute)
-	relayURL := serveRelay(t, n.net.Nodes[0])
+	relayURL := relaytest.Relay(t, n.net.Nodes[0])
 	key := testKey(t, 20)
 
 	pubDir := t.TempDir()
@@ -105,7 +53,7 @@ func TestRelaysWhereUDPIsBlocked(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pub.Close() })
-	ws := webSeed(t, pubDir)
+	ws := relaytest.WebSeed(t, pubDir)
 	if _, err := pub.Publish(ctx, PublishOptions{Key: key, Version: record.MustParseVersion("1.0.0"), WebSeeds: []string{ws},
 		Sources: []transfer.Source{{Path: releaseDir(t, "1.0.0")}}}); err != nil {
 		t.Fatal(err)
@@ -128,12 +76,12 @@ func TestRelaysWhereUDPIsBlocked(t *testing.T) {
 
 	// A publisher behind the same wall: the relay stores it in the DHT.
 	blockedPubDir := t.TempDir()
-	blockedPub, err := Open(ctx, Config{DataDir: blockedPubDir, Bootstrap: []string{silentNode(t)}, Listen: "127.0.0.1:0", Relays: []string{relayURL}})
+	blockedPub, err := Open(ctx, Config{DataDir: blockedPubDir, Bootstrap: []string{relaytest.SilentNode(t)}, Listen: "127.0.0.1:0", Relays: []string{relayURL}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { blockedPub.Close() })
-	p2, err := blockedPub.Publish(ctx, PublishOptions{Key: key, Version: record.MustParseVersion("2.0.0"), WebSeeds: []string{webSeed(t, blockedPubDir)},
+	p2, err := blockedPub.Publish(ctx, PublishOptions{Key: key, Version: record.MustParseVersion("2.0.0"), WebSeeds: []string{relaytest.WebSeed(t, blockedPubDir)},
 		Sources: []transfer.Source{{Path: releaseDir(t, "2.0.0")}}})
 	if err != nil {
 		t.Fatal(err)

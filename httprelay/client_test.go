@@ -11,6 +11,7 @@ import (
 
 	"github.com/relay-sh/relay/dht/localnet"
 	"github.com/relay-sh/relay/httprelay"
+	"github.com/relay-sh/relay/internal/relaytest"
 	"github.com/relay-sh/relay/record"
 )
 
@@ -31,7 +32,7 @@ func hostile(t *testing.T, answer http.HandlerFunc) string {
 func TestClientTrustsNoRelay(t *testing.T) {
 	t.Parallel()
 	ln := localnet.ForTest(t, localnet.Config{Nodes: 4})
-	_, honest := serve(t, httprelay.ServerConfig{DHT: ln.Nodes[0]})
+	_, honest := relaytest.HTTPRelay(t, httprelay.ServerConfig{DHT: ln.Nodes[0]})
 	k := newKey(t)
 	now := time.Now().UnixMicro()
 	good := packet(t, k, now, "good")
@@ -111,7 +112,7 @@ func TestClientTrustsNoRelay(t *testing.T) {
 func TestClientPutRefusals(t *testing.T) {
 	t.Parallel()
 	ln := localnet.ForTest(t, localnet.Config{Nodes: 4})
-	_, url := serve(t, httprelay.ServerConfig{DHT: ln.Nodes[0]})
+	_, url := relaytest.HTTPRelay(t, httprelay.ServerConfig{DHT: ln.Nodes[0]})
 	k := newKey(t)
 	now := time.Now().UnixMicro()
 	ctx := ctxFor(t, time.Minute)

@@ -147,7 +147,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 
 // Close stops the server's background lookups and waits for them.
 func (s *Server) Close() error {
+	s.flightMu.Lock()
 	s.cancel()
+	s.flightMu.Unlock()
 	s.wg.Wait()
 	return nil
 }
@@ -267,14 +269,32 @@ var errBusy = errors.New("too many DHT lookups in flight")
 // request that asks at the same time. It returns dht.ErrNotFound when the
 // DHT has none.
 func (s *Server) lookup(ctx context.Context, key signer.PublicKey) error {
+	f, err := s.start(key)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-f.done:
+		return f.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// start returns the DHT lookup of key in flight, starting one if there
+// is none and a slot is free (else errBusy).
+func (s *Server) start(key signer.PublicKey) (*flight, error) {
 	s.flightMu.Lock()
+	defer s.flightMu.Unlock()
 	f := s.flight[key]
 	if f == nil {
+		if s.ctx.Err() != nil {
+			return nil, errors.New("the relay is closed")
+		}
 		select {
 		case s.lookups <- struct{}{}:
 		default:
-			s.flightMu.Unlock()
-			return errBusy
+			return nil, errBusy
 		}
 		f = &flight{done: make(chan struct{})}
 		s.flight[key] = f
@@ -296,22 +316,16 @@ func (s *Server) lookup(ctx context.Context, key signer.PublicKey) error {
 			close(f.done)
 		})
 	}
-	s.flightMu.Unlock()
-	select {
-	case <-f.done:
-		return f.err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return f, nil
 }
 
-// refresh reads key's packet from the DHT again, in the background.
+// refresh reads key's packet from the DHT again, in the background,
+// unless a lookup of it is in flight already or every slot is taken (the
+// next request tries again).
 func (s *Server) refresh(key signer.PublicKey) {
-	s.wg.Go(func() {
-		if err := s.lookup(s.ctx, key); err != nil && !errors.Is(err, dht.ErrNotFound) {
-			s.log.Debug("refresh failed", "key", key, "err", err)
-		}
-	})
+	if _, err := s.start(key); err != nil {
+		s.log.Debug("no refresh now", "key", key, "err", err)
+	}
 }
 
 // put verifies a packet a client stores, keeps it if it is not older

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -15,34 +14,10 @@ import (
 
 	"github.com/relay-sh/relay/dht/localnet"
 	"github.com/relay-sh/relay/httprelay"
+	"github.com/relay-sh/relay/internal/relaytest"
 	"github.com/relay-sh/relay/record"
 	"github.com/relay-sh/relay/signer"
 )
-
-// serve runs a relay server of node on 127.0.0.1 for the test and returns
-// its base URL.
-func serve(t testing.TB, cfg httprelay.ServerConfig) (*httprelay.Server, string) {
-	t.Helper()
-	s, err := httprelay.NewServer(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-		s.Close()
-	})
-	return s, "http://" + ln.Addr().String()
-}
 
 func ctxFor(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
@@ -105,7 +80,7 @@ func do(t testing.TB, method, url string, body []byte) (*http.Response, []byte) 
 func TestServerStoresThroughToDHT(t *testing.T) {
 	t.Parallel()
 	ln := localnet.ForTest(t, localnet.Config{Nodes: 8})
-	_, url := serve(t, httprelay.ServerConfig{DHT: ln.Nodes[0]})
+	_, url := relaytest.HTTPRelay(t, httprelay.ServerConfig{DHT: ln.Nodes[0]})
 	k := newKey(t)
 	p := packet(t, k, time.Now().UnixMicro(), "a")
 
@@ -153,7 +128,7 @@ func TestServerStoresThroughToDHT(t *testing.T) {
 func TestServerStatusCodes(t *testing.T) {
 	t.Parallel()
 	ln := localnet.ForTest(t, localnet.Config{Nodes: 8})
-	_, url := serve(t, httprelay.ServerConfig{DHT: ln.Nodes[0]})
+	_, url := relaytest.HTTPRelay(t, httprelay.ServerConfig{DHT: ln.Nodes[0]})
 	k := newKey(t)
 	u := url + "/" + k.PublicKey().String()
 	now := time.Now().UnixMicro()
@@ -204,7 +179,7 @@ func TestServerStatusCodes(t *testing.T) {
 func TestServerKeepsCacheFresh(t *testing.T) {
 	t.Parallel()
 	ln := localnet.ForTest(t, localnet.Config{Nodes: 8})
-	_, url := serve(t, httprelay.ServerConfig{DHT: ln.Nodes[0], MaxTTL: 200 * time.Millisecond, MinTTL: time.Millisecond})
+	_, url := relaytest.HTTPRelay(t, httprelay.ServerConfig{DHT: ln.Nodes[0], MaxTTL: 200 * time.Millisecond, MinTTL: time.Millisecond})
 	k := newKey(t)
 	ctx := ctxFor(t, time.Minute)
 	publish := func(text string) *record.SignedPacket {
@@ -243,7 +218,7 @@ func TestServerKeepsCacheFresh(t *testing.T) {
 func TestServerLimits(t *testing.T) {
 	t.Parallel()
 	ln := localnet.ForTest(t, localnet.Config{Nodes: 4})
-	s, url := serve(t, httprelay.ServerConfig{DHT: ln.Nodes[0], Rate: rate.Every(time.Hour), Burst: 5, MaxEntries: 3})
+	s, url := relaytest.HTTPRelay(t, httprelay.ServerConfig{DHT: ln.Nodes[0], Rate: rate.Every(time.Hour), Burst: 5, MaxEntries: 3})
 	var limited bool
 	for i := range 8 {
 		resp, _ := do(t, http.MethodGet, url+"/"+newKey(t).PublicKey().String(), nil)

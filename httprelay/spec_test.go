@@ -11,6 +11,7 @@ import (
 
 	"github.com/relay-sh/relay/dht/localnet"
 	"github.com/relay-sh/relay/httprelay"
+	"github.com/relay-sh/relay/internal/relaytest"
 	"github.com/relay-sh/relay/record"
 	"github.com/relay-sh/relay/signer"
 )
@@ -72,7 +73,7 @@ func TestSpecVector(t *testing.T) {
 	}
 
 	ln := localnet.ForTest(t, localnet.Config{Nodes: 4})
-	_, url := serve(t, httprelay.ServerConfig{DHT: ln.Nodes[0]})
+	_, url := relaytest.HTTPRelay(t, httprelay.ServerConfig{DHT: ln.Nodes[0]})
 	u := url + "/" + k.PublicKey().String()
 	if resp, b := do(t, http.MethodPut, u, want); resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("PUT: %s %s", resp.Status, b)

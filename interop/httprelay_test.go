@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
-	"net"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/relay-sh/relay"
 	"github.com/relay-sh/relay/dht/localnet"
+	"github.com/relay-sh/relay/internal/relaytest"
 	"github.com/relay-sh/relay/record"
 	"github.com/relay-sh/relay/transfer"
 )
@@ -140,14 +140,10 @@ func TestRelayClientThroughPkarrServer(t *testing.T) {
 	url := pkarrServer(t, ln)
 	key := newKey(t)
 
-	silent, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer silent.Close()
+	silent := relaytest.SilentNode(t)
 	blocked := func(readOnly bool) *relay.Client {
 		c, err := relay.Open(ctx, relay.Config{
-			DataDir: t.TempDir(), Bootstrap: []string{silent.LocalAddr().String()}, Listen: "127.0.0.1:0",
+			DataDir: t.TempDir(), Bootstrap: []string{silent}, Listen: "127.0.0.1:0",
 			ReadOnly: readOnly, Relays: []string{url},
 		})
 		if err != nil {

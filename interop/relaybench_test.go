@@ -12,6 +12,7 @@ import (
 
 	"github.com/relay-sh/relay/dht/localnet"
 	"github.com/relay-sh/relay/httprelay"
+	"github.com/relay-sh/relay/internal/relaytest"
 	"github.com/relay-sh/relay/record"
 	"github.com/relay-sh/relay/signer"
 )
@@ -32,12 +33,7 @@ func BenchmarkResolveThroughHTTPRelay(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv, err := httprelay.NewServer(httprelay.ServerConfig{DHT: ln.Nodes[1], Rate: xrate.Inf})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer srv.Close()
-	relayURL := serveHTTP(b, srv)
+	_, relayURL := relaytest.HTTPRelay(b, httprelay.ServerConfig{DHT: ln.Nodes[1], Rate: xrate.Inf})
 	body := p.Body()
 	plainURL := serveHTTP(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }))
 

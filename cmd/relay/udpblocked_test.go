@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/relay-sh/relay/internal/relaytest"
 )
 
 // noUDP makes a router drop every UDP packet it forwards, as a corporate
@@ -158,18 +160,7 @@ func serveWebSeed(t *testing.T, ns, addr, dataDir string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bundles := filepath.Join(dataDir, "bundles")
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		dirs, _ := os.ReadDir(bundles)
-		for _, d := range dirs {
-			p := filepath.Join(bundles, d.Name(), filepath.FromSlash(r.URL.Path))
-			if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
-				http.ServeFile(w, r, p)
-				return
-			}
-		}
-		http.NotFound(w, r)
-	})}
+	srv := &http.Server{Handler: relaytest.WebSeedHandler(dataDir)}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return "http://" + addr + "/"
