@@ -91,8 +91,8 @@ func pkarrServer(t *testing.T, ln *localnet.Net) string {
 func TestPkarrClientThroughRelayServer(t *testing.T) {
 	needNode(t)
 	ln := localnet.ForTest(t, localnet.Config{Nodes: 12})
+	url := relayNodeHTTP(t, ln) // builds relay first, which can take minutes
 	ctx := ctxFor(t, 2*time.Minute)
-	url := relayNodeHTTP(t, ln)
 	key := newKey(t)
 
 	stable, err := client(t, ln, false).Publish(ctx, relay.PublishOptions{
