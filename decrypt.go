@@ -16,6 +16,7 @@ import (
 	"filippo.io/age/armor"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/relay-sh/relay/internal/diskio"
 	"github.com/relay-sh/relay/record"
 	"github.com/relay-sh/relay/transfer"
 )
@@ -192,6 +193,12 @@ func decryptFile(w io.Writer, src string, f record.File, ids []Identity) error {
 	h := sha256.New()
 	buf := make([]byte, 256<<10)
 	ew := &errWriter{w: w}
+	if f, ok := w.(interface{ Name() string }); ok {
+		// The file is synced before it takes its name: have the disk
+		// write it while the rest is decrypted, not all at the end.
+		ew.wb = diskio.NewWriteback(f.Name())
+		defer ew.wb.Close()
+	}
 	n, err := io.CopyBuffer(io.MultiWriter(ew, h), io.LimitReader(r, f.Size+1), buf)
 	if ew.err != nil {
 		return fmt.Errorf("failed to write %s: %w", f.Path, ew.err)
@@ -208,16 +215,28 @@ func decryptFile(w io.Writer, src string, f record.File, ids []Identity) error {
 	return nil
 }
 
-// errWriter tells a failure to write from a failure to read.
+// errWriter tells a failure to write from a failure to read, and hints
+// the write-back of every writebackStep bytes written to wb.
 type errWriter struct {
-	w   io.Writer
-	err error
+	w        io.Writer
+	err      error
+	wb       *diskio.Writeback
+	off, cut int64
 }
+
+// writebackStep is how much decrypted data is written before its
+// write-back is asked for.
+const writebackStep = 8 << 20
 
 func (e *errWriter) Write(p []byte) (int, error) {
 	n, err := e.w.Write(p)
 	if err != nil {
 		e.err = err
+	}
+	e.off += int64(n)
+	if e.off-e.cut >= writebackStep {
+		e.wb.Hint(e.cut, e.off-e.cut)
+		e.cut = e.off
 	}
 	return n, err
 }
