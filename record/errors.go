@@ -21,6 +21,11 @@ var (
 	ErrRollback = errors.New("version lower than the one accepted")
 	// ErrExpired: a record past its expiry (freeze).
 	ErrExpired = errors.New("record expired")
+	// ErrThreshold: fewer distinct release keys signed the same release
+	// than the root's delegation requires, or they signed different ones.
+	ErrThreshold = errors.New("not enough release keys signed it")
+	// ErrRevoked: a release signed by a key the root's delegation revokes.
+	ErrRevoked = errors.New("signed by a revoked key")
 	// ErrManifestMismatch: a manifest that does not match its record (hash,
 	// key, channel, version or size).
 	ErrManifestMismatch = errors.New("manifest does not match record")
@@ -32,7 +37,7 @@ var (
 // IsVerification reports whether err is a failed check of the
 // verification chain (as opposed to a network or local failure).
 func IsVerification(err error) bool {
-	for _, s := range []error{ErrBadSignature, ErrReplay, ErrFutureSeq, ErrRollback, ErrExpired, ErrManifestMismatch, ErrFileMismatch, ErrTooLarge, ErrMalformed} {
+	for _, s := range []error{ErrBadSignature, ErrReplay, ErrFutureSeq, ErrRollback, ErrExpired, ErrThreshold, ErrRevoked, ErrManifestMismatch, ErrFileMismatch, ErrTooLarge, ErrMalformed} {
 		if errors.Is(err, s) {
 			return true
 		}

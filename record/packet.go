@@ -86,20 +86,28 @@ func SetRelease(key signer.PublicKey, old []byte, r Release) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return replaceRecord(old, txt, func(name string) bool {
+		ch, ok := channelOf(key, name)
+		return ok && ch == r.Channel
+	})
+}
+
+// replaceRecord returns a new DNS packet: old (nil for none) without the
+// records whose owner name replaced reports, and with rr.
+func replaceRecord(old []byte, rr dns.RR, replaced func(name string) bool) ([]byte, error) {
 	var answers []dns.RR
 	if old != nil {
 		m, err := ParsePacket(old)
 		if err != nil {
 			return nil, fmt.Errorf("current packet: %w", err)
 		}
-		for _, rr := range m.Answer {
-			if ch, ok := channelOf(key, rr.Header().Name); ok && ch == r.Channel {
-				continue
+		for _, a := range m.Answer {
+			if !replaced(a.Header().Name) {
+				answers = append(answers, a)
 			}
-			answers = append(answers, rr)
 		}
 	}
-	return BuildPacket(append(answers, txt))
+	return BuildPacket(append(answers, rr))
 }
 
 // FindRelease returns the release record of channel in packet, signed by

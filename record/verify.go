@@ -19,6 +19,10 @@ type Accepted struct {
 	Seq      int64   `json:"seq"`
 	Version  Version `json:"version"`
 	Manifest Digest  `json:"manifest"`
+	// Signers are the release keys whose records made the accepted
+	// release count, when a delegation named them; empty when the
+	// followed key signed it itself.
+	Signers []signer.PublicKey `json:"signers,omitempty"`
 }
 
 // Policy holds the inputs of Check besides the packet.
@@ -41,23 +45,8 @@ type Policy struct {
 // refused. A version equal to last.Version is returned without error: the
 // caller sees there is nothing new.
 func Check(p *SignedPacket, trusted signer.PublicKey, channel string, last Accepted, pol Policy) (Release, error) {
-	if p.Key != trusted {
-		return Release{}, fmt.Errorf("%w: packet is for key %s, not the trusted %s", ErrBadSignature, p.Key, trusted)
-	}
-	if err := p.Verify(); err != nil {
+	if err := checkPacket(p, trusted, last.Seq, pol); err != nil {
 		return Release{}, err
-	}
-	if p.Seq < last.Seq {
-		return Release{}, fmt.Errorf("%w: packet signed %s, one signed %s was accepted", ErrReplay,
-			p.Time().Format(time.RFC3339Nano), time.UnixMicro(last.Seq).UTC().Format(time.RFC3339Nano))
-	}
-	maxFuture := pol.MaxFuture
-	if maxFuture == 0 {
-		maxFuture = DefaultMaxFuture
-	}
-	if limit := pol.Now.Add(maxFuture); p.Time().After(limit) {
-		return Release{}, fmt.Errorf("%w: packet signed %s, %s ahead of this clock", ErrFutureSeq,
-			p.Time().Format(time.RFC3339), p.Time().Sub(pol.Now).Round(time.Second))
 	}
 	r, err := FindRelease(p.Key, p.Packet, channel)
 	if err != nil {
@@ -70,6 +59,30 @@ func Check(p *SignedPacket, trusted signer.PublicKey, channel string, last Accep
 		return r, fmt.Errorf("%w: record of %s expired %s", ErrExpired, r.Version, r.Expires.Format(time.RFC3339))
 	}
 	return r, nil
+}
+
+// checkPacket runs steps 2 and 3 of the verification chain on p: signed
+// by trusted, its seq not below lastSeq nor too far ahead of pol.Now.
+func checkPacket(p *SignedPacket, trusted signer.PublicKey, lastSeq int64, pol Policy) error {
+	if p.Key != trusted {
+		return fmt.Errorf("%w: packet is for key %s, not the trusted %s", ErrBadSignature, p.Key, trusted)
+	}
+	if err := p.Verify(); err != nil {
+		return err
+	}
+	if p.Seq < lastSeq {
+		return fmt.Errorf("%w: packet signed %s, one signed %s was accepted", ErrReplay,
+			p.Time().Format(time.RFC3339Nano), time.UnixMicro(lastSeq).UTC().Format(time.RFC3339Nano))
+	}
+	maxFuture := pol.MaxFuture
+	if maxFuture == 0 {
+		maxFuture = DefaultMaxFuture
+	}
+	if limit := pol.Now.Add(maxFuture); p.Time().After(limit) {
+		return fmt.Errorf("%w: packet signed %s, %s ahead of this clock", ErrFutureSeq,
+			p.Time().Format(time.RFC3339), p.Time().Sub(pol.Now).Round(time.Second))
+	}
+	return nil
 }
 
 // Accept returns the state to persist once the release r, found in packet
