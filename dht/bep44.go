@@ -57,6 +57,7 @@ type found struct {
 	best    *record.SignedPacket
 	closest []closeNode
 	stats   ResolveStats
+	lookup  lookupStats
 }
 
 // get looks up key's item: it verifies every answer and keeps the highest
@@ -91,6 +92,7 @@ func (n *Node) get(ctx context.Context, key signer.PublicKey) (found, error) {
 		},
 	})
 	f.stats.Queried, f.stats.Answered, f.stats.Messages = st.queried, st.answered, st.messages
+	f.lookup = st
 	if err != nil {
 		return f, err
 	}
@@ -186,7 +188,7 @@ func (n *Node) Resolve(ctx context.Context, key signer.PublicKey) (*record.Signe
 	}
 	if f.best == nil {
 		if f.stats.Answered == 0 {
-			return nil, f.stats, fmt.Errorf("resolve %s: %w (%d queried)", key, ErrNoNodes, f.stats.Queried)
+			return nil, f.stats, fmt.Errorf("resolve %s: %w (%s)", key, ErrNoNodes, f.lookup.unanswered())
 		}
 		return nil, f.stats, fmt.Errorf("resolve %s: %w (%d nodes answered, %d with an invalid packet)", key, ErrNotFound, f.stats.Answered, f.stats.Invalid)
 	}
@@ -213,7 +215,7 @@ func (n *Node) Publish(ctx context.Context, key *signer.PrivateKey, update func(
 		return nil, st, fmt.Errorf("publish %s: read current packet: %w", pub, err)
 	}
 	if f.stats.Answered == 0 {
-		return nil, st, fmt.Errorf("publish %s: %w (%d queried)", pub, ErrNoNodes, f.stats.Queried)
+		return nil, st, fmt.Errorf("publish %s: %w (%s)", pub, ErrNoNodes, f.lookup.unanswered())
 	}
 	packet, err := update(f.best)
 	if err != nil {

@@ -3,6 +3,7 @@ package dht
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"runtime"
@@ -426,5 +427,50 @@ func TestHosts(t *testing.T) {
 		if a, b := netHost(netip.MustParseAddrPort(p[0])), netHost(netip.MustParseAddrPort(p[1])); a == b {
 			t.Errorf("%s and %s: one host %v, want two", p[0], p[1], a)
 		}
+	}
+}
+
+// TestLookupFallsBackToBootstrap: when every node of the routing table is
+// silent (stale entries after a sleep or a change of network), a lookup
+// asks the bootstrap nodes before it says that no node answered.
+func TestLookupFallsBackToBootstrap(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	b, err := New(ctx, Config{Listen: "127.0.0.1:0", Bootstrapper: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	// n starts with no join (a bootstrap node of its own) and a table of
+	// silent nodes only: sockets that never answer.
+	n, err := New(ctx, Config{Listen: "127.0.0.1:0", Bootstrapper: true, QueryTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	for i := range 4 {
+		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		ap := udpAddrPort(c.LocalAddr())
+		if err := n.srv.AddNode(krpc.NodeInfo{ID: krpc.ID{byte(i + 1), 7}, Addr: krpc.NodeAddr{IP: ap.Addr().AsSlice(), Port: int(ap.Port())}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key := signer.PublicKey{1}
+	if _, st, err := n.Resolve(ctx, key); !errors.Is(err, ErrNoNodes) || st.Queried == 0 {
+		t.Fatalf("resolve with a silent table and no bootstrap node: %v (%+v), want ErrNoNodes after querying the table", err, st)
+	} else if !strings.Contains(err.Error(), "none answered in time") {
+		t.Errorf("error %q does not say the nodes were silent", err)
+	}
+	n.bootstrap, err = resolveHostPorts(ctx, []string{b.Addr().String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, st, err := n.Resolve(ctx, key)
+	if !errors.Is(err, ErrNotFound) || st.Answered == 0 {
+		t.Fatalf("resolve with a silent table and a live bootstrap node: %v (%+v), want ErrNotFound from the bootstrap node", err, st)
 	}
 }

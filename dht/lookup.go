@@ -2,6 +2,7 @@ package dht
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -45,6 +46,28 @@ type lookupStats struct {
 	queried  int // distinct nodes queried
 	answered int // nodes that answered
 	messages int // packets sent, resends included
+	// failed counts the queries that ended with neither an answer nor a
+	// timeout: a send error or a KRPC error reply; failure is the first.
+	failed  int
+	failure string
+}
+
+// unanswered describes a lookup that no node answered, for ErrNoNodes's
+// message: how many nodes were queried and, when some queries failed
+// rather than timed out, the first failure.
+func (s lookupStats) unanswered() string {
+	if s.failed == 0 {
+		return fmt.Sprintf("%d queried, none answered in time", s.queried)
+	}
+	return fmt.Sprintf("%d queried, %d failed: %s", s.queried, s.failed, s.failure)
+}
+
+// noteFailure counts one failed query.
+func (s *lookupStats) noteFailure(why string) {
+	if s.failed == 0 {
+		s.failure = why
+	}
+	s.failed++
 }
 
 // lookup walks the DHT towards l.target until no closer node is left to
@@ -80,7 +103,7 @@ func (n *Node) lookup(ctx context.Context, l lookup) ([]closeNode, lookupStats, 
 	// and usableNodes keeps what this socket reaches, each node once.
 	l.args.Want = []krpc.Want{krpc.WantNodes, krpc.WantNodes6}
 	self := n.srv.ID()
-	op := traversal.Start(traversal.OperationInput{
+	input := traversal.OperationInput{
 		Target: l.target,
 		Alpha:  alpha,
 		K:      l.k,
@@ -106,11 +129,16 @@ func (n *Node) lookup(ctx context.Context, l lookup) ([]closeNode, lookupStats, 
 			st.queried++
 			st.messages += int(res.Writes)
 			first := false
-			if r != nil {
+			switch {
+			case r != nil:
 				st.answered++
 				h := netHost(from)
 				first = !hosts[h]
 				hosts[h] = true
+			case res.Err == nil && res.Reply.E != nil:
+				st.noteFailure(fmt.Sprintf("%s answered %q with an error: %v", from, l.q, res.Reply.E))
+			case res.Err != nil && qctx.Err() == nil && !errors.Is(res.Err, dht.TransactionTimeout):
+				st.noteFailure(res.Err.Error())
 			}
 			mu.Unlock()
 			if res.Err != nil || r == nil {
@@ -146,23 +174,25 @@ func (n *Node) lookup(ctx context.Context, l lookup) ([]closeNode, lookupStats, 
 			_, ok := data.(string)
 			return ok || !l.tokens
 		},
-	})
+	}
 	start, err := n.startingNodes()
 	if err != nil {
-		op.Stop()
-		<-op.Stopped()
 		return nil, st, err
 	}
+	op := traversal.Start(input)
 	op.AddNodes(start)
-	select {
-	case <-op.Stalled():
-	case <-ctx.Done():
-		err = ctx.Err()
-	case <-n.ctx.Done():
-		err = ErrClosed
+	err = n.walked(ctx, op)
+	if err == nil && st.answered == 0 {
+		// Every node the routing table named was silent: after a sleep or
+		// a change of network its entries can all be stale. The bootstrap
+		// nodes are asked once before the lookup gives up.
+		if boot := n.bootstrapNodes(start); len(boot) > 0 {
+			n.log.Debug("no node of the routing table answered; asking the bootstrap nodes", "q", l.q, "queried", st.queried)
+			op = traversal.Start(input)
+			op.AddNodes(boot)
+			err = n.walked(ctx, op)
+		}
 	}
-	op.Stop()
-	<-op.Stopped()
 	if err != nil {
 		return nil, st, err
 	}
@@ -178,6 +208,40 @@ func (n *Node) lookup(ctx context.Context, l lookup) ([]closeNode, lookupStats, 
 	mu.Lock()
 	defer mu.Unlock()
 	return closest, st, nil
+}
+
+// walked waits until traversal op has no node left to ask, ctx ends or
+// the node closes, and stops it.
+func (n *Node) walked(ctx context.Context, op *traversal.Operation) error {
+	var err error
+	select {
+	case <-op.Stalled():
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-n.ctx.Done():
+		err = ErrClosed
+	}
+	op.Stop()
+	<-op.Stopped()
+	return err
+}
+
+// bootstrapNodes returns the bootstrap nodes a lookup that started from
+// tried did not ask already.
+func (n *Node) bootstrapNodes(tried []types.AddrMaybeId) []types.AddrMaybeId {
+	asked := make(map[netip.AddrPort]bool, len(tried))
+	for _, t := range tried {
+		asked[t.Addr.AddrPort] = true
+	}
+	var out []types.AddrMaybeId
+	for _, a := range n.bootstrap {
+		ap := udpAddrPort(a.Raw())
+		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		if ap.IsValid() && !asked[ap] && ap != n.addr {
+			out = append(out, types.AddrMaybeId{Addr: krpc.NodeAddr{IP: ap.Addr().AsSlice(), Port: int(ap.Port())}.ToNodeAddrPort()})
+		}
+	}
+	return out
 }
 
 // startingNodes returns the nodes a lookup starts from: the routing table,

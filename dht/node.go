@@ -266,7 +266,7 @@ func (n *Node) join(ctx context.Context) error {
 		return fmt.Errorf("join the dht: %w", err)
 	}
 	if st.answered == 0 {
-		return fmt.Errorf("join the dht: %w (tried %d, bootstrap %q)", ErrNoNodes, st.queried, n.cfg.Bootstrap)
+		return fmt.Errorf("join the dht: %w (%s; bootstrap %q)", ErrNoNodes, st.unanswered(), n.cfg.Bootstrap)
 	}
 	n.log.Info("joined the dht", "addr", n.addr, "nodes", n.srv.NumNodes(),
 		"queried", st.queried, "answered", st.answered, "took", time.Since(start).Round(time.Millisecond))
@@ -312,6 +312,10 @@ func (n *Node) refresh(ctx context.Context, buckets bool) (lookupStats, error) {
 		st.queried += s.queried
 		st.answered += s.answered
 		st.messages += s.messages
+		if st.failed == 0 {
+			st.failure = s.failure
+		}
+		st.failed += s.failed
 		if err != nil {
 			return st, err
 		}

@@ -104,7 +104,7 @@ func (n *Node) Peers(ctx context.Context, infohash record.Infohash) ([]netip.Add
 	mu.Lock()
 	defer mu.Unlock()
 	if st.answered == 0 && len(peers) == 0 {
-		return nil, fmt.Errorf("find peers of %s: %w (%d queried)", infohash, ErrNoNodes, st.queried)
+		return nil, fmt.Errorf("find peers of %s: %w (%s)", infohash, ErrNoNodes, st.unanswered())
 	}
 	out := make([]netip.AddrPort, 0, len(peers))
 	for ap := range peers {
