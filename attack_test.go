@@ -22,7 +22,7 @@ import (
 	"github.com/relay-sh/relay/transfer"
 )
 
-// The attacks of DESIGN.md's verification chain, each run for real on a
+// The attacks of docs/spec/verification.md's chain, each run for real on a
 // local network: a publisher seeding genuine releases, DHT nodes holding
 // the attacker's records, a user who accepted a genuine release first.
 // Each attack must be refused with an error that says which check failed,

@@ -171,7 +171,8 @@ func (r *FetchResult) Manifest() *record.Manifest {
 	return r.Bundle.Manifest
 }
 
-// Fetch runs the whole verification chain of DESIGN.md once:
+// Fetch runs the whole verification chain of docs/spec/verification.md
+// once:
 //
 //  1. it gets the key's packet from many DHT nodes, keeping the highest
 //     valid seq;

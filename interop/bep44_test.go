@@ -36,7 +36,7 @@ type answer struct {
 	Data  []string `json:"data"`
 }
 
-// txt returns the character-strings DESIGN.md says the record of r holds.
+// txt returns the character-strings docs/spec/record.md says the record of r holds.
 func txt(r record.Release) []string {
 	s := []string{
 		"v=" + r.Version.String(),

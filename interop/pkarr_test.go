@@ -19,7 +19,7 @@ import (
 
 // TestPkarrPacketFormat: the packet relay stores for a key with two
 // channels decodes, in an independent DNS implementation (dns-packet), to
-// the TXT records DESIGN.md describes, one per channel at
+// the TXT records docs/spec/record.md describes, one per channel at
 // <channel>._relay.<z32 key>, and the pkarr relay body is sig ‖ seq ‖ packet.
 func TestPkarrPacketFormat(t *testing.T) {
 	needNode(t)

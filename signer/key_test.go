@@ -53,7 +53,7 @@ func TestPublicKeyVectors(t *testing.T) {
 }
 
 func TestPKarrVectorBytes(t *testing.T) {
-	// DESIGN.md states the vector as bytes beginning 01 b4 67 a3 and ending 26 c5.
+	// docs/spec/record.md states the vector as bytes beginning 01 b4 67 a3 and ending 26 c5.
 	k, err := ParsePublicKey("yg4gxe7z1r7mr6orids9fh95y7gxhdsxjqi6nngsxxtakqaxr5no")
 	if err != nil {
 		t.Fatal(err)

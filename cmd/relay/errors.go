@@ -14,7 +14,7 @@ import (
 	"github.com/relay-sh/relay/signer"
 )
 
-// Exit codes, as DESIGN.md fixes them.
+// Exit codes, as docs/spec/verification.md and the README document them.
 const (
 	exitOK       = 0
 	exitError    = 1
