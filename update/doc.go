@@ -29,6 +29,12 @@
 // a HealthCheck, the new executable must also start and answer before it
 // is kept; otherwise the old one is put back. On any failure the old
 // executable is left as it was and the error says which check failed.
+// With Config.Confirm, the replaced executable is kept and a new version
+// that never confirms it works (Confirm) is rolled back at its next start
+// (Started).
+//
+// A process that may not write the executable's folder gets ErrPermission
+// before anything is downloaded, and Run returns it rather than retry.
 //
 // The package never prints, never reads flags or environment variables
 // and never exits the program; it logs to the *slog.Logger it is given

@@ -2,6 +2,7 @@ package update_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -30,14 +31,29 @@ func Example() {
 		Key:         key,
 		Version:     v,
 		HealthCheck: &update.HealthCheck{},
+		Confirm:     true, // roll back a new version that never says it works
 		Logger:      slog.Default(),
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	if err := u.Started(); errors.Is(err, update.ErrRolledBack) {
+		// This version started before and never confirmed: the previous
+		// one is back in place.
+		if err := u.Restart(); err != nil {
+			os.Exit(1)
+		}
+		os.Exit(0) // only on Windows: the new process runs
+	}
 	go func() {
 		rel, err := u.Run(context.Background(), update.Install)
+		if errors.Is(err, update.ErrPermission) {
+			// This user may not replace the executable: no retry mends
+			// that, the program's installer must (see ErrPermission).
+			slog.Warn("updates are off", "err", err)
+			return
+		}
 		if err != nil {
 			return
 		}
@@ -48,5 +64,6 @@ func Example() {
 		}
 		os.Exit(0) // only on Windows: the new process runs
 	}()
-	// ... the program's work ...
+	// ... the program's work; once it is known to work:
+	u.Confirm()
 }

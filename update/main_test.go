@@ -65,8 +65,8 @@ func bootstrap(t *testing.T) string { return network(t).Bootstrap.Addr().String(
 // platform suffix tells relay which os and arch it is for.
 var platformName = "selfupdate_" + runtime.GOOS + "_" + runtime.GOARCH
 
-// example returns the example program built at version v (1.0.0 or
-// 2.0.0), named platformName, with its version set by -ldflags -X as a
+// example returns the example program built at version v (1.0.0, 2.0.0
+// or 2.0.1), named platformName, with its version set by -ldflags -X as a
 // program's release build would be. It skips the test when there is no go
 // command.
 func example(t *testing.T, v string) string {
@@ -80,7 +80,7 @@ func example(t *testing.T, v string) string {
 			return
 		}
 		builds = map[string]string{}
-		for _, v := range []string{"1.0.0", "2.0.0"} {
+		for _, v := range []string{"1.0.0", "2.0.0", "2.0.1"} {
 			out := filepath.Join(buildDir, v, platformName)
 			cmd := exec.Command("go", "build", "-o", out, "-ldflags", "-s -w -X main.version="+v, "github.com/relay-sh/relay/examples/selfupdate")
 			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")

@@ -40,31 +40,56 @@ var userArgs = []string{"one", "two words", "--three", ""}
 // environment env. It is stopped when the test ends.
 func startProgram(t *testing.T, bin string, key signer.PublicKey, bootstrap string, healthCheck bool, env ...string) *program {
 	t.Helper()
+	exe := installProgram(t, bin, t.TempDir(), 0o750)
+	args := programArgs(key, bootstrap, t.TempDir())
+	if healthCheck {
+		args = append(args, "-health-check")
+	}
+	return runProgram(t, exe, append(args, userArgs...), env, nil)
+}
+
+// installProgram copies the binary bin to dir/selfupdate with mode and
+// returns its path.
+func installProgram(t *testing.T, bin, dir string, mode os.FileMode) string {
+	t.Helper()
 	if runtime.GOOS == "windows" {
 		t.Skip("these tests follow one process through its restart, which on Windows is a new process")
 	}
-	dir := t.TempDir()
 	exe := filepath.Join(dir, "selfupdate")
 	data, err := os.ReadFile(bin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(exe, data, 0o750); err != nil {
+	if err := os.WriteFile(exe, data, mode); err != nil {
 		t.Fatal(err)
 	}
-	args := []string{
+	if err := os.Chmod(exe, mode); err != nil {
+		t.Fatal(err)
+	}
+	return exe
+}
+
+// programArgs are the flags that make the program follow key on the local
+// DHT through bootstrap, with its cache in dataDir and a short interval.
+func programArgs(key signer.PublicKey, bootstrap, dataDir string) []string {
+	return []string{
 		"-key", key.String(),
 		"-bootstrap", bootstrap,
 		"-listen", "127.0.0.1:0",
-		"-data-dir", t.TempDir(),
+		"-data-dir", dataDir,
 		"-interval", "200ms",
 	}
-	if healthCheck {
-		args = append(args, "-health-check")
-	}
+}
+
+// runProgram runs exe with args, the extra environment env and, if set,
+// the system attributes attr (another user, say). It is stopped when the
+// test ends.
+func runProgram(t *testing.T, exe string, args, env []string, attr *syscall.SysProcAttr) *program {
+	t.Helper()
 	p := &program{t: t, path: exe, done: make(chan struct{})}
-	p.cmd = exec.Command(exe, append(args, userArgs...)...)
+	p.cmd = exec.Command(exe, args...)
 	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.SysProcAttr = attr
 	p.cmd.Stdout = &lineWriter{add: func(l string) { p.add(&p.stdout, l) }}
 	p.cmd.Stderr = &lineWriter{add: func(l string) { p.add(&p.stderr, l) }}
 	if err := p.cmd.Start(); err != nil {
@@ -76,6 +101,19 @@ func startProgram(t *testing.T, bin string, key signer.PublicKey, bootstrap stri
 	}()
 	t.Cleanup(p.stop)
 	return p
+}
+
+// exited waits for the program to exit on its own and returns its exit
+// status; it fails the test if it runs beyond timeout.
+func (p *program) exited(timeout time.Duration) int {
+	p.t.Helper()
+	select {
+	case <-p.done:
+		return p.cmd.ProcessState.ExitCode()
+	case <-time.After(timeout):
+		p.t.Fatalf("the program still runs after %v", timeout)
+		return 0
+	}
 }
 
 // stop interrupts the program, kills it if it does not end, and logs what

@@ -31,7 +31,10 @@ const (
 // health check failed is not tried again by this Run, so a bad release
 // costs one download, not one per interval. A key or channel with nothing
 // published yet is checked again at the interval. Network failures are
-// logged and retried sooner, from a few seconds up to the interval.
+// logged and retried sooner, from a few seconds up to the interval. An
+// error no retry can mend, ErrPermission (the executable's folder or the
+// data folder is not writable by this process), is returned at once,
+// before anything is downloaded.
 func (u *Updater) Run(ctx context.Context, mode Mode) (*Release, error) {
 	interval := u.cfg.Interval
 	if interval <= 0 {
@@ -69,6 +72,11 @@ func (u *Updater) Run(ctx context.Context, mode Mode) (*Release, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
+		if errors.Is(err, ErrPermission) {
+			// Retrying cannot mend it: the program's user or installer
+			// must.
+			return nil, err
+		}
 		failedCheck := false
 		switch {
 		case err == nil:
@@ -102,7 +110,7 @@ func (u *Updater) Run(ctx context.Context, mode Mode) (*Release, error) {
 // refused reports whether err refuses a release, as opposed to failing to
 // reach it.
 func refused(err error) bool {
-	return record.IsVerification(err) || errors.Is(err, ErrNoExecutable) || errors.Is(err, ErrHealthCheck)
+	return record.IsVerification(err) || errors.Is(err, ErrNoExecutable) || errors.Is(err, ErrHealthCheck) || errors.Is(err, ErrRolledBack)
 }
 
 // failedBundle reports whether err refuses a release for its bundle, which

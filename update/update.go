@@ -81,6 +81,15 @@ type Config struct {
 	// HealthCheck, when set, makes Apply start the new executable before
 	// keeping it; see HealthCheck.
 	HealthCheck *HealthCheck
+	// Confirm, when set, makes each install provisional until the new
+	// version says it works: Apply keeps the executable it replaces at
+	// PreviousPath (until the next install) and records the release as
+	// awaiting confirmation beside the executable
+	// (<executable>.relay-confirm); the new version calls Started when it
+	// starts and Confirm once it knows it works. Started rolls back a
+	// version that starts a second time unconfirmed, and that release is
+	// not installed again (ErrRolledBack).
+	Confirm bool
 
 	// Logger receives what the updater does and why it refused a release;
 	// nil is silent.
@@ -235,7 +244,11 @@ func (u *Updater) Check(ctx context.Context) (*Release, error) {
 		u.log.Debug("up to date", "version", o.Current, "channel", u.cfg.Channel)
 		return nil, nil
 	}
-	return &Release{Version: res.Release.Version, Record: res.Release}, nil
+	rel := &Release{Version: res.Release.Version, Record: res.Release}
+	if err := u.rolledBack(res.Release); err != nil {
+		return rel, err
+	}
+	return rel, nil
 }
 
 // Apply fetches the newest release if it is above the running program's
@@ -247,10 +260,17 @@ func (u *Updater) Check(ctx context.Context) (*Release, error) {
 //
 // The running program is not changed: the new version runs from the next
 // start, or at once after Restart.
+//
+// Apply first checks that it could replace the executable
+// (CheckPermissions), before it looks for a release: if not, it fails at
+// once with ErrPermission, having downloaded nothing.
 func (u *Updater) Apply(ctx context.Context) (*Release, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.cleanup()
+	if err := u.CheckPermissions(); err != nil {
+		return nil, err
+	}
 	c, err := u.open(ctx)
 	if err != nil {
 		return nil, err
@@ -274,7 +294,10 @@ func (u *Updater) Apply(ctx context.Context) (*Release, error) {
 			return err
 		}
 		rel.File = f
-		if err := u.install(ctx, res.Dir(), f, res.Release.Version); err != nil {
+		if err := u.rolledBack(res.Release); err != nil {
+			return err
+		}
+		if err := u.install(ctx, res.Dir(), f, res.Release); err != nil {
 			return err
 		}
 		installed = true
@@ -321,7 +344,7 @@ func (u *Updater) Restart() error {
 }
 
 func (u *Updater) open(ctx context.Context) (*relay.Client, error) {
-	return relay.Open(ctx, relay.Config{
+	c, err := relay.Open(ctx, relay.Config{
 		DataDir:   u.cfg.DataDir,
 		Bootstrap: u.cfg.Bootstrap,
 		Listen:    u.cfg.Listen,
@@ -329,13 +352,20 @@ func (u *Updater) open(ctx context.Context) (*relay.Client, error) {
 		ReadOnly:  true,
 		Logger:    quiet(u.cfg.Logger),
 	})
+	return c, permissionError("cannot use the data folder "+u.cfg.DataDir, err)
+}
+
+// current returns the version the executable holds: the one this Updater
+// installed, or else the running one.
+func (u *Updater) current() record.Version {
+	if u.installed.Compare(u.cfg.Version) > 0 {
+		return u.installed
+	}
+	return u.cfg.Version
 }
 
 func (u *Updater) fetchOptions() relay.FetchOptions {
-	current := u.cfg.Version
-	if u.installed.Compare(current) > 0 {
-		current = u.installed
-	}
+	current := u.current()
 	return relay.FetchOptions{
 		Key:      u.cfg.Key,
 		Channel:  u.cfg.Channel,

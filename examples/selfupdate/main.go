@@ -22,11 +22,15 @@
 //	                      notify      say it is there and exit
 //	                      check       check once, say what is there and exit
 //	-health-check       start the new version before keeping it (SELFUPDATE_HEALTH_CHECK=1)
+//	-confirm            keep the previous version until the new one confirms it works, and
+//	                    roll back one started twice unconfirmed (SELFUPDATE_CONFIRM=1)
 //	-v                  log debug messages
 //
 // With SELFUPDATE_UNHEALTHY=1 in its environment, which the new version
 // inherits, the new version fails its health check, to show an update
-// being refused and rolled back.
+// being refused and rolled back. With SELFUPDATE_BROKEN=<version>, that
+// version passes its health check but exits with status 3 when it runs,
+// before it confirms: with -confirm, its next start rolls it back.
 package main
 
 import (
@@ -73,6 +77,9 @@ func main() {
 	stop()
 	if err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintf(os.Stderr, "selfupdate: error: %v\n", err)
+		if errors.Is(err, update.ErrPermission) {
+			fmt.Fprintln(os.Stderr, "selfupdate: hint: run it as the owner of its folder, or let that user update it")
+		}
 		os.Exit(1)
 	}
 }
@@ -87,6 +94,7 @@ func run(ctx context.Context, argv []string) error {
 	interval := fs.Duration("interval", envDuration("SELFUPDATE_INTERVAL", time.Hour), "time between checks")
 	mode := fs.String("mode", envOr("SELFUPDATE_MODE", "restart"), "restart, next-start, notify or check")
 	health := fs.Bool("health-check", os.Getenv("SELFUPDATE_HEALTH_CHECK") == "1", "start the new version before keeping it")
+	confirm := fs.Bool("confirm", os.Getenv("SELFUPDATE_CONFIRM") == "1", "roll back a new version that never confirms it works")
 	verbose := fs.Bool("v", false, "log debug messages")
 	if err := fs.Parse(argv); err != nil {
 		return err
@@ -118,6 +126,7 @@ func run(ctx context.Context, argv []string) error {
 		Listen:   *listen,
 		DataDir:  *dataDir,
 		Interval: *interval,
+		Confirm:  *confirm,
 		Logger:   log,
 		Progress: func(p transfer.Progress) {
 			log.Debug("downloading", "stage", p.Stage, "done", p.Done, "total", p.Total, "peers", p.Peers)
@@ -131,6 +140,24 @@ func run(ctx context.Context, argv []string) error {
 	}
 	u, err := update.New(cfg)
 	if err != nil {
+		return err
+	}
+	// A new version that started before and never confirmed is rolled
+	// back here: the previous one is in place again, and runs after a
+	// restart.
+	if err := u.Started(); errors.Is(err, update.ErrRolledBack) {
+		fmt.Printf("rolled back: %v\n", err)
+		return u.Restart()
+	} else if err != nil {
+		return err
+	}
+	if os.Getenv("SELFUPDATE_BROKEN") == v.String() {
+		fmt.Fprintf(os.Stderr, "selfupdate: broken: %s exits before it confirms it works\n", v)
+		os.Exit(3)
+	}
+	// A real program would confirm once it knows it works: after its
+	// first requests, or a while.
+	if err := u.Confirm(); err != nil {
 		return err
 	}
 
