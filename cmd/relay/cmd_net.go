@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -56,6 +57,11 @@ func nodeCommand(e *env) *cli.Command {
 			listen := e.listen
 			if listen == "" {
 				listen = ":6881"
+			}
+			// The node keeps its identity and routing table there: a
+			// folder that is not there yet is made, as other commands do.
+			if err := os.MkdirAll(e.dataDir, 0o700); err != nil {
+				return fmt.Errorf("data folder: %w", err)
 			}
 			n, err := dht.New(c.Context, dht.Config{
 				Listen:       listen,

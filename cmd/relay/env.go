@@ -2,12 +2,15 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 
 	alog "github.com/anacrolix/log"
@@ -97,6 +100,9 @@ func (e *env) load(c *cli.Context) error {
 	}
 	for _, b := range strings.Split(c.String("bootstrap"), ",") {
 		if b = strings.TrimSpace(b); b != "" {
+			if err := checkHostPort(b); err != nil {
+				return usageError{fmt.Errorf("--bootstrap %q: %w", b, err)}
+			}
 			e.bootstrap = append(e.bootstrap, b)
 		}
 	}
@@ -112,6 +118,19 @@ func (e *env) load(c *cli.Context) error {
 			return fmt.Errorf("no data directory: %w (set --data-dir or RELAY_DATA_DIR)", err)
 		}
 		e.dataDir = d
+	}
+	return nil
+}
+
+// checkHostPort checks that addr is host:port with a port from 1 to
+// 65535, as a bootstrap node's address must be.
+func checkHostPort(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New("not host:port")
+	}
+	if p, err := strconv.Atoi(port); host == "" || err != nil || p < 1 || p > 65535 {
+		return errors.New("not host:port with a port from 1 to 65535")
 	}
 	return nil
 }

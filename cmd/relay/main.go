@@ -88,6 +88,13 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			return usageError{err}
 		},
 		ExitErrHandler: func(*cli.Context, error) {},
+		// `relay help NAME` with an unknown NAME reaches CommandNotFound
+		// and ends with no error: report it here.
+		After: func(*cli.Context) error {
+			err := env.usageErr
+			env.usageErr = nil
+			return err
+		},
 	}
 	for _, cmd := range app.Commands {
 		cmd.OnUsageError = app.OnUsageError
@@ -105,8 +112,9 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		}
 	}
 	app.Action = func(c *cli.Context) error {
-		if env.usageErr != nil {
-			return env.usageErr
+		if err := env.usageErr; err != nil {
+			env.usageErr = nil
+			return err
 		}
 		if c.NArg() > 0 {
 			return usagef("unknown command %q", c.Args().First())
