@@ -474,3 +474,35 @@ func TestLookupFallsBackToBootstrap(t *testing.T) {
 		t.Fatalf("resolve with a silent table and a live bootstrap node: %v (%+v), want ErrNotFound from the bootstrap node", err, st)
 	}
 }
+
+// The closest nodes remembered for PeersAgain are bounded: one list of at
+// most K per infohash, for maxNear infohashes, each for nearLife.
+func TestNearNodesBounded(t *testing.T) {
+	var nn nearNodes
+	now := time.Now()
+	closest := make([]closeNode, K)
+	for i := range closest {
+		closest[i].addr = netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i + 1)}), 6881)
+	}
+	for i := range maxNear + 100 {
+		var ih record.Infohash
+		ih[0], ih[1] = byte(i>>8), byte(i)
+		nn.set(ih, closest, now)
+	}
+	if len(nn.m) != maxNear {
+		t.Fatalf("%d infohashes remembered, want %d", len(nn.m), maxNear)
+	}
+	var ih record.Infohash
+	last := maxNear + 99 // the last set is there
+	ih[0], ih[1] = byte(last>>8), byte(last)
+	if got := nn.get(ih, now); len(got) != K {
+		t.Fatalf("get = %v, want the %d nodes set", got, K)
+	}
+	if got := nn.get(ih, now.Add(nearLife+time.Second)); got != nil {
+		t.Fatalf("get after nearLife = %v, want none", got)
+	}
+	nn.set(ih, nil, now) // a lookup that found no node forgets the old ones
+	if got := nn.get(ih, now); got != nil {
+		t.Fatalf("get after an empty lookup = %v, want none", got)
+	}
+}

@@ -40,6 +40,7 @@ type Node struct {
 	family family
 	items  *itemStore
 	peers  *peerStore
+	near   nearNodes // the closest nodes of recent Peers lookups
 
 	// rtt is the round trip of the node's answered queries; a lookup gives
 	// up on a node after the wait it sets, at most queryTimeout.

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/anacrolix/dht/v2"
@@ -70,50 +71,175 @@ func (n *Node) Announce(ctx context.Context, infohash record.Infohash, port int)
 
 // Peers returns the peers that the closest nodes to infohash (and this
 // node) know for it, each once. It is ErrNoNodes when no node answered.
+// The node remembers those closest nodes for PeersAgain.
 func (n *Node) Peers(ctx context.Context, infohash record.Infohash) ([]netip.AddrPort, error) {
-	var (
-		mu    sync.Mutex
-		peers = make(map[netip.AddrPort]bool)
-	)
+	found := newPeerSet()
 	for _, p := range n.peers.GetPeers(peer_store.InfoHash(infohash)) {
-		peers[addrPort(p.IP, p.Port)] = true
+		found.add(addrPort(p.IP, p.Port))
 	}
-	_, st, err := n.lookup(ctx, lookup{
+	closest, st, err := n.lookup(ctx, lookup{
 		q:      "get_peers",
 		target: krpc.ID(infohash),
 		args:   krpc.MsgArgs{InfoHash: krpc.ID(infohash)},
-		reply: func(_ netip.AddrPort, r *krpc.Return) {
-			mu.Lock()
-			defer mu.Unlock()
-			// A node names at most maxPeersReturned peers, and a lookup
-			// keeps at most maxPeersFound: a hostile node's answer full
-			// of made-up peers costs little.
-			for _, p := range r.Values[:min(len(r.Values), maxPeersReturned)] {
-				if len(peers) >= maxPeersFound {
-					break
-				}
-				if ap := addrPort(p.IP, p.Port); ap.IsValid() && !ap.Addr().IsUnspecified() {
-					peers[ap] = true
-				}
-			}
-		},
+		reply:  func(_ netip.AddrPort, r *krpc.Return) { found.addValues(r.Values) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("find peers of %s: %w", infohash, err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if st.answered == 0 && len(peers) == 0 {
+	if st.answered == 0 && found.len() == 0 {
 		return nil, fmt.Errorf("find peers of %s: %w (%s)", infohash, ErrNoNodes, st.unanswered())
 	}
-	out := make([]netip.AddrPort, 0, len(peers))
-	for ap := range peers {
-		if ap.IsValid() {
-			out = append(out, ap)
-		}
+	n.near.set(infohash, closest, n.now())
+	return found.list(), nil
+}
+
+// PeersAgain returns the peers known now to the closest nodes to infohash
+// that the last Peers of it found: one round of at most K queries, where
+// a lookup walks the DHT again. A peer announces itself on those nodes, so
+// a host that cannot be dialled (behind NAT) learns of a new peer at the
+// cost of K packets. With no such Peers in the last nearLife, or when
+// none of those nodes answers, it is Peers.
+func (n *Node) PeersAgain(ctx context.Context, infohash record.Infohash) ([]netip.AddrPort, error) {
+	nodes := n.near.get(infohash, n.now())
+	if len(nodes) == 0 {
+		return n.Peers(ctx, infohash)
+	}
+	found := newPeerSet()
+	for _, p := range n.peers.GetPeers(peer_store.InfoHash(infohash)) {
+		found.add(addrPort(p.IP, p.Port))
+	}
+	var (
+		wg       sync.WaitGroup
+		answered atomic.Int32
+	)
+	args := krpc.MsgArgs{InfoHash: krpc.ID(infohash)}
+	for _, ap := range nodes {
+		wg.Go(func() {
+			qctx, cancel := context.WithTimeout(ctx, n.rtt.wait(n.queryTimeout))
+			defer cancel()
+			res := n.srv.Query(qctx, dht.NewAddr(net.UDPAddrFromAddrPort(ap)), "get_peers", dht.QueryInput{MsgArgs: args})
+			if res.Err != nil || res.Reply.R == nil {
+				return
+			}
+			answered.Add(1)
+			found.addValues(res.Reply.R.Values)
+		})
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("find peers of %s: %w", infohash, err)
+	}
+	if answered.Load() == 0 {
+		n.near.forget(infohash)
+		return n.Peers(ctx, infohash)
+	}
+	return found.list(), nil
+}
+
+// A peerSet collects the peers of a lookup, each once. A node names at
+// most maxPeersReturned peers, and a set keeps at most maxPeersFound: a
+// hostile node's answer full of made-up peers costs little.
+type peerSet struct {
+	mu sync.Mutex
+	m  map[netip.AddrPort]bool
+}
+
+func newPeerSet() *peerSet { return &peerSet{m: make(map[netip.AddrPort]bool)} }
+
+func (s *peerSet) add(ap netip.AddrPort) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.m) < maxPeersFound && ap.IsValid() && !ap.Addr().IsUnspecified() {
+		s.m[ap] = true
+	}
+}
+
+func (s *peerSet) addValues(vs []krpc.NodeAddr) {
+	for _, p := range vs[:min(len(vs), maxPeersReturned)] {
+		s.add(addrPort(p.IP, p.Port))
+	}
+}
+
+func (s *peerSet) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.m)
+}
+
+// list returns the peers, sorted.
+func (s *peerSet) list() []netip.AddrPort {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]netip.AddrPort, 0, len(s.m))
+	for ap := range s.m {
+		out = append(out, ap)
 	}
 	slices.SortFunc(out, netip.AddrPort.Compare)
-	return out, nil
+	return out
+}
+
+// nearNodes remembers, for the infohashes a node looked up peers of last,
+// the closest nodes that answered: at most maxNear infohashes, each for
+// nearLife (nodes come and go; a lookup again finds the new ones).
+type nearNodes struct {
+	mu sync.Mutex
+	m  map[record.Infohash]nearEntry
+}
+
+type nearEntry struct {
+	nodes []netip.AddrPort
+	at    time.Time
+}
+
+const (
+	maxNear  = 1024
+	nearLife = 5 * time.Minute
+)
+
+func (nn *nearNodes) set(ih record.Infohash, closest []closeNode, now time.Time) {
+	nodes := make([]netip.AddrPort, 0, len(closest))
+	for _, c := range closest {
+		nodes = append(nodes, c.addr)
+	}
+	nn.mu.Lock()
+	defer nn.mu.Unlock()
+	if nn.m == nil {
+		nn.m = make(map[record.Infohash]nearEntry)
+	}
+	if _, ok := nn.m[ih]; !ok && len(nn.m) >= maxNear {
+		for k, e := range nn.m {
+			if now.Sub(e.at) > nearLife {
+				delete(nn.m, k)
+			}
+		}
+		for k := range nn.m { // still full: forget any one
+			if len(nn.m) < maxNear {
+				break
+			}
+			delete(nn.m, k)
+		}
+	}
+	if len(nodes) == 0 {
+		delete(nn.m, ih)
+		return
+	}
+	nn.m[ih] = nearEntry{nodes: nodes, at: now}
+}
+
+func (nn *nearNodes) get(ih record.Infohash, now time.Time) []netip.AddrPort {
+	nn.mu.Lock()
+	defer nn.mu.Unlock()
+	e, ok := nn.m[ih]
+	if !ok || now.Sub(e.at) > nearLife {
+		return nil
+	}
+	return e.nodes
+}
+
+func (nn *nearNodes) forget(ih record.Infohash) {
+	nn.mu.Lock()
+	defer nn.mu.Unlock()
+	delete(nn.m, ih)
 }
 
 const (

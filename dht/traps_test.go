@@ -329,3 +329,27 @@ func TestClose(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// PeersAgain asks the closest nodes of the last Peers again: a peer that
+// announced itself since is found, without a lookup's walk.
+func TestPeersAgain(t *testing.T) {
+	net := sharedNet(t)
+	ctx := ctxFor(t, 20*time.Second)
+	var ih record.Infohash
+	ih[0], ih[19] = 0x5e, 0xed
+	asker := net.Nodes[20]
+	// Nothing remembered yet: a lookup.
+	if peers, err := asker.PeersAgain(ctx, ih); err != nil || len(peers) != 0 {
+		t.Fatalf("PeersAgain before any announce: %v, %v", peers, err)
+	}
+	if err := net.Nodes[21].Announce(ctx, ih, 7101); err != nil {
+		t.Fatal(err)
+	}
+	peers, err := asker.PeersAgain(ctx, ih)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "127.0.0.1:7101"; len(peers) != 1 || peers[0].String() != want {
+		t.Fatalf("PeersAgain after an announce: %v, want [%s]", peers, want)
+	}
+}

@@ -73,33 +73,49 @@ const (
 	dhtCallTimeout = 30 * time.Second
 )
 
+// dhtRepeater is a DHT node that can ask the closest nodes of its last
+// lookup of a bundle's peers again, for K packets instead of a lookup (as
+// *dht.Node does).
+type dhtRepeater interface {
+	PeersAgain(ctx context.Context, ih record.Infohash) ([]netip.AddrPort, error)
+}
+
 // announce announces a bundle in the DHT with the client's TCP port and
 // looks up its peers and hands them to the torrent, which dials them:
 // often while a fetch of it runs, and on the schedule of seedLookupWait
-// while it is seeded, until ctx ends.
+// while it is seeded (with the quicker asks of natAsk behind NAT), until
+// ctx ends. The announce runs beside the lookup, not after it: a peer
+// that only dials out (a seeder behind NAT) finds this one a lookup
+// sooner.
 func (c *Client) announce(ctx context.Context, ih record.Infohash, a *active) {
 	backoff := fetchLookupMin
-	var announced time.Time
+	var announced, nextLookup, eagerUntil time.Time
+	repeater, _ := c.cfg.DHT.(dhtRepeater)
 	for {
 		c.mu.Lock()
 		fetching, seeding, since := a.fetches > 0, a.seeding, a.seedSince
 		c.mu.Unlock()
-		var err error
-		if fetching || seeding && c.seedLookups.Wait(ctx) == nil {
-			var peers []netip.AddrPort
-			cctx, cancel := context.WithTimeout(ctx, dhtCallTimeout)
-			peers, err = c.cfg.DHT.Peers(cctx, ih)
-			cancel()
-			if err == nil {
-				c.addPeers(a.t, peers, torrent.PeerSourceDhtGetPeers)
-				c.log.Debug("dht peers", "infohash", ih, "peers", len(peers))
-			}
+		var announcing chan error
+		if time.Since(announced) > seedAnnounce/2 {
+			announcing = make(chan error, 1)
+			go func() {
+				cctx, cancel := context.WithTimeout(ctx, dhtCallTimeout)
+				defer cancel()
+				announcing <- c.cfg.DHT.Announce(cctx, ih, c.port)
+			}()
 		}
-		if time.Since(announced) > seedAnnounce/2 && ctx.Err() == nil {
-			cctx, cancel := context.WithTimeout(ctx, dhtCallTimeout)
-			aerr := c.cfg.DHT.Announce(cctx, ih, c.port)
-			cancel()
-			if aerr == nil {
+		// Between a seeded bundle's lookups, only the quick asks.
+		again := !fetching && seeding && time.Now().Before(nextLookup) && repeater != nil
+		var err error
+		switch {
+		case fetching, seeding && !again && c.seedLookups.Wait(ctx) == nil:
+			err = c.lookupPeers(ctx, ih, a, c.cfg.DHT.Peers, &eagerUntil)
+			nextLookup = time.Time{}
+		case again && c.natAsks.Wait(ctx) == nil:
+			err = c.lookupPeers(ctx, ih, a, repeater.PeersAgain, &eagerUntil)
+		}
+		if announcing != nil {
+			if aerr := <-announcing; aerr == nil {
 				announced = time.Now()
 			} else if err == nil {
 				err = aerr
@@ -118,13 +134,20 @@ func (c *Client) announce(ctx context.Context, ih record.Infohash, a *active) {
 			wait = backoff
 			backoff = min(2*backoff, fetchLookupMax)
 		case seeding:
-			wait = seedLookupWait(time.Since(since), c.reachable())
 			backoff = fetchLookupMin
+			now := time.Now()
+			if nextLookup.IsZero() {
+				nextLookup = now.Add(seedLookupWait(now.Sub(since), c.reachable()))
+			}
+			wait = nextLookup.Sub(now)
+			if repeater != nil && natEager(now, since, eagerUntil, c.reachable()) {
+				wait = min(wait, natAsk)
+			}
 		default:
 			wait = seedAnnounce
 			backoff = fetchLookupMin
 		}
-		t := time.NewTimer(wait)
+		t := time.NewTimer(max(wait, 0))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -137,9 +160,27 @@ func (c *Client) announce(ctx context.Context, ih record.Infohash, a *active) {
 	}
 }
 
+// lookupPeers looks up a bundle's peers with find and hands them to its
+// torrent; a peer not named before makes a seeder behind NAT eager (see
+// natEager) until natEagerFor from now.
+func (c *Client) lookupPeers(ctx context.Context, ih record.Infohash, a *active, find func(context.Context, record.Infohash) ([]netip.AddrPort, error), eagerUntil *time.Time) error {
+	cctx, cancel := context.WithTimeout(ctx, dhtCallTimeout)
+	peers, err := find(cctx, ih)
+	cancel()
+	if err != nil {
+		return err
+	}
+	if c.addPeers(a.t, peers, torrent.PeerSourceDhtGetPeers) > 0 {
+		*eagerUntil = time.Now().Add(natEagerFor)
+	}
+	c.log.Debug("dht peers", "infohash", ih, "peers", len(peers))
+	return nil
+}
+
 // addPeers gives peer addresses to a bundle's torrent, leaving out this
-// client's, and remembers them for Reach.
-func (c *Client) addPeers(t *torrent.Torrent, peers []netip.AddrPort, source torrent.PeerSource) {
+// client's, and remembers them for Reach. It returns how many of them
+// the bundle had not been given before.
+func (c *Client) addPeers(t *torrent.Torrent, peers []netip.AddrPort, source torrent.PeerSource) (added int) {
 	self, external := c.Addr(), netip.AddrPort{}
 	if d, ok := c.cfg.DHT.(dhtExternaler); ok && c.cfg.DHT != nil {
 		external = netip.AddrPortFrom(d.ExternalIP(), self.Port())
@@ -158,9 +199,10 @@ func (c *Client) addPeers(t *torrent.Torrent, peers []netip.AddrPort, source tor
 	if len(ps) > 0 {
 		c.mu.Lock()
 		if a := c.bundles[record.Infohash(t.InfoHash())]; a != nil && a.t == t {
-			a.notePeers(ps)
+			added = a.notePeers(ps)
 		}
 		c.mu.Unlock()
 		t.AddPeers(ps)
 	}
+	return added
 }

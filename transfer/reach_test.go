@@ -73,3 +73,28 @@ func TestSeedLookupWait(t *testing.T) {
 		}
 	}
 }
+
+// TestNATEager: a seeder behind NAT asks for new peers every natAsk for
+// natEagerFor after it first seeds a bundle and after a lookup names a
+// peer it had not seen; otherwise, and whenever it is reachable (peers
+// dial it), it waits for its next lookup.
+func TestNATEager(t *testing.T) {
+	now := time.Now()
+	for _, c := range []struct {
+		name       string
+		since      time.Time
+		eagerUntil time.Time
+		reachable  bool
+		want       bool
+	}{
+		{"just seeded", now.Add(-time.Second), time.Time{}, false, true},
+		{"seeded long ago", now.Add(-time.Hour), time.Time{}, false, false},
+		{"a new peer lately", now.Add(-time.Hour), now.Add(time.Second), false, true},
+		{"the wave is over", now.Add(-time.Hour), now.Add(-time.Second), false, false},
+		{"reachable", now.Add(-time.Second), now.Add(time.Second), true, false},
+	} {
+		if got := natEager(now, c.since, c.eagerUntil, c.reachable); got != c.want {
+			t.Errorf("%s: natEager = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
