@@ -73,6 +73,14 @@ type FetchOptions struct {
 	// version): a release not above it is not fetched, and one below it is
 	// refused as a rollback, as if it had been accepted here.
 	Current record.Version
+	// ManifestOnly stops once the release's manifest is fetched and
+	// verified (step 5; for an encrypted release, its sealed manifest
+	// opened with Identities): FetchResult.Manifest returns it, and
+	// nothing else is fetched, placed, installed or saved. A few
+	// kilobytes say what a release holds before its files are fetched.
+	// Like CheckOnly it stops at an accepted release (UpToDate), unless
+	// Again.
+	ManifestOnly bool
 	// Again places the current release's files in Out and calls Install
 	// even when that release was accepted before (relay fetch); without
 	// it an accepted release is left alone (relay watch).
@@ -143,6 +151,9 @@ type FetchResult struct {
 	// plain is the folder that holds an encrypted release's files
 	// decrypted: Out, or one in the data folder.
 	plain string
+	// manifest is the verified manifest of a ManifestOnly fetch, which
+	// has no Bundle.
+	manifest *record.Manifest
 }
 
 // Path returns where a fetched file is: in the verified bundle, or for
@@ -165,11 +176,17 @@ func (r *FetchResult) Dir() string {
 // Manifest returns the release's manifest: the bundle's, or for an
 // encrypted release the sealed one, which lists the files as placed.
 func (r *FetchResult) Manifest() *record.Manifest {
-	if r.Sealed != nil {
+	switch {
+	case r.Sealed != nil:
 		return &r.Sealed.Manifest
+	case r.Bundle == nil:
+		return r.manifest
 	}
 	return r.Bundle.Manifest
 }
+
+// errManifestOnly ends a ManifestOnly fetch once it has the manifest.
+var errManifestOnly = errors.New("manifest only")
 
 // Fetch runs the whole verification chain of docs/spec/verification.md
 // once:
@@ -255,7 +272,7 @@ func (c *Client) fetchOnce(ctx context.Context, o FetchOptions) (*FetchResult, e
 		}
 	} else if o.CheckOnly {
 		return res, nil
-	} else if o.OnFound != nil {
+	} else if o.OnFound != nil && !o.ManifestOnly {
 		o.OnFound(r, floor.Version)
 	}
 
@@ -269,6 +286,17 @@ func (c *Client) fetchOnce(ctx context.Context, o FetchOptions) (*FetchResult, e
 	} else if goos == "" {
 		goos, goarch = runtime.GOOS, runtime.GOARCH
 	}
+	onManifest := res.openSealed(o)
+	if o.ManifestOnly {
+		sealed := onManifest
+		onManifest = func(m *record.Manifest) error {
+			if err := sealed(m); err != nil {
+				return err
+			}
+			res.manifest = m
+			return errManifestOnly
+		}
+	}
 	f, err := c.guardedFetch(ctx, o, r, floor, policy, func(ctx context.Context, progress func(transfer.Progress)) (*transfer.Fetched, error) {
 		return tc.Fetch(ctx, transfer.FetchRequest{
 			Key:        o.Key,
@@ -277,9 +305,12 @@ func (c *Client) fetchOnce(ctx context.Context, o FetchOptions) (*FetchResult, e
 			Arch:       goarch,
 			Peers:      o.Peers,
 			Progress:   stage.progress(progress),
-			OnManifest: res.openSealed(o),
+			OnManifest: onManifest,
 		})
 	})
+	if o.ManifestOnly && errors.Is(err, errManifestOnly) {
+		return res, nil
+	}
 	if err != nil {
 		return res, err
 	}

@@ -41,8 +41,8 @@ func newUpdaterIn(t *testing.T, dataDir string, key signer.PublicKey, v, exe str
 	return u
 }
 
-// TestCheckApply: Check finds a newer release without fetching or
-// touching anything; Apply installs the release's file for this platform
+// TestCheckApply: Check finds a newer release, fetching its manifest
+// alone and touching nothing, and says what Apply would install and fetch; Apply installs the release's file for this platform
 // over the executable, keeping its mode and leaving nothing beside it;
 // then both say up to date, as does an updater of the new version.
 func TestCheckApply(t *testing.T) {
@@ -62,7 +62,8 @@ func TestCheckApply(t *testing.T) {
 	u := newUpdaterIn(t, dataDir, key.PublicKey(), "1.0.0", exe, nil)
 
 	found, err := u.Check(ctx)
-	if err != nil || found == nil || found.Version.String() != "2.0.0" || found.Manifest != nil {
+	if err != nil || found == nil || found.Version.String() != "2.0.0" || found.Manifest == nil ||
+		found.File.Path != "app_"+runtime.GOOS+"_"+runtime.GOARCH || found.Size != int64(len("app 2.0.0")+len("notes")) {
 		t.Fatalf("check: %+v, %v", found, err)
 	}
 	if got, _ := os.ReadFile(exe); string(got) != "app 1.0.0" {

@@ -6,7 +6,7 @@
 // manifest, file hashes), and replaces the running executable atomically.
 // When to do that is the program's choice:
 //
-//	// Notify only: Check fetches nothing.
+//	// Notify only: Check fetches the release's manifest alone.
 //	rel, err := u.Check(ctx) // or u.Run(ctx, update.NotifyOnly)
 //
 //	// Install; the new version runs from the next start.

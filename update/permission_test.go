@@ -18,10 +18,10 @@ import (
 )
 
 // TestRunAsAnotherUser: the example program runs as nobody from a folder
-// root owns, in Run(Install) mode, when 2.0.0 is published. It finds the
-// release, and Run returns at once with ErrPermission, saying which
-// folder it cannot write, before downloading anything: the program exits
-// with its error, the executable as it was, no bundle in its cache.
+// root owns, in Run(Install) mode, when 2.0.0 is published. Run returns
+// at once with ErrPermission, saying which folder it cannot write,
+// before downloading anything: the program exits with its error, the
+// executable as it was, no bundle in its cache.
 func TestRunAsAnotherUser(t *testing.T) {
 	t.Parallel()
 	if runtime.GOOS != "linux" || os.Geteuid() != 0 {

@@ -13,8 +13,9 @@ import (
 type Mode int
 
 const (
-	// NotifyOnly makes Run return the first newer release it finds,
-	// installing nothing (the program tells its user, say).
+	// NotifyOnly makes Run return the first newer release it finds that
+	// this platform can install (see Check: its manifest, notes and size
+	// are known), installing nothing (the program tells its user, say).
 	NotifyOnly Mode = iota
 	// Install makes Run install the first newer release that passes every
 	// check and return it. The program goes on as the old version until it
@@ -33,8 +34,9 @@ const (
 // published yet is checked again at the interval. Network failures are
 // logged and retried sooner, from a few seconds up to the interval. An
 // error no retry can mend, ErrPermission (the executable's folder or the
-// data folder is not writable by this process), is returned at once,
-// before anything is downloaded.
+// data folder is not writable by this process), is returned at once:
+// with Install, Run checks the executable's folder before anything else
+// (CheckPermissions).
 func (u *Updater) Run(ctx context.Context, mode Mode) (*Release, error) {
 	interval := u.cfg.Interval
 	if interval <= 0 {
@@ -45,6 +47,11 @@ func (u *Updater) Run(ctx context.Context, mode Mode) (*Release, error) {
 		m  record.Digest
 	}
 	failed := map[bundle]bool{}
+	if mode == Install {
+		if err := u.CheckPermissions(); err != nil {
+			return nil, err
+		}
+	}
 	checks := backoff.Checks{Interval: interval}
 	lastLogged := "" // a message not to repeat at every check
 	for {

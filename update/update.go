@@ -138,11 +138,16 @@ type Release struct {
 	Record record.Release
 	// Manifest is the verified manifest (for an encrypted release the
 	// sealed one, relay.FetchResult.Manifest: its files, notes and
-	// time of publication); nil from Check, which fetches nothing.
+	// time of publication).
 	Manifest *record.Manifest
-	// File is the release's file installed as the executable; zero from
-	// Check.
+	// Notes are the manifest's release notes.
+	Notes string
+	// File is the release's file installed as the executable.
 	File record.File
+	// Size is the number of bytes Apply fetches for this platform: File
+	// and the release's files built for no platform in particular
+	// (record.Manifest.Select).
+	Size int64
 }
 
 // Updater checks for, installs and restarts into new releases of the
@@ -213,12 +218,16 @@ func New(cfg Config) (*Updater, error) {
 // Executable returns the path of the file the updater replaces.
 func (u *Updater) Executable() string { return u.exe }
 
-// Check looks for a release newer than the running program and returns
-// it, or nil when there is none. It runs the record checks of the
-// verification chain (signature, replay, fast-forward, rollback, expiry)
-// and fetches nothing: whether the release has a file for this platform,
-// and that its files match, is for Apply to find. A refused release is an
-// error wrapping record's sentinel and naming its version.
+// Check looks for a release newer than the running program that this
+// platform can install, and returns it, or nil when there is none. It runs
+// the record checks of the verification chain (signature, replay,
+// fast-forward, rollback, expiry) and fetches the release's manifest
+// alone, a few kilobytes, checked against the record: the Release it
+// returns has the manifest, its notes, the file that would be installed
+// and the size of what Apply would download. It fetches no other file and
+// changes nothing. A refused release is returned with an error wrapping
+// the reason (record's sentinels, ErrNoExecutable for a release with no
+// file for this platform, ErrRolledBack) and naming its version.
 //
 // A release this Updater installed already counts as running.
 func (u *Updater) Check(ctx context.Context) (*Release, error) {
@@ -231,22 +240,38 @@ func (u *Updater) Check(ctx context.Context) (*Release, error) {
 	}
 	defer c.Close()
 	o := u.fetchOptions()
-	o.CheckOnly = true
-	res, err := c.Fetch(ctx, o)
-	u.noteResolve(res)
-	if err != nil {
-		return nil, named(res, err)
-	}
+	o.ManifestOnly = true
 	// Up to date for the data folder, which accepted this release, is not
 	// up to date for an executable that was put back to an older version
 	// since: that one needs the release again.
+	if st, err := c.State(u.cfg.Key, u.cfg.Channel); err == nil && st.Version.Compare(o.Current) > 0 {
+		o.Again = true
+	}
+	res, err := c.Fetch(ctx, o)
+	u.noteResolve(res)
+	var rel *Release
+	if res != nil && !res.Release.Version.IsZero() {
+		rel = &Release{Version: res.Release.Version, Record: res.Release}
+	}
+	if err != nil {
+		return rel, named(res, err)
+	}
 	if res.UpToDate && res.Release.Version.Compare(o.Current) <= 0 {
 		u.log.Debug("up to date", "version", o.Current, "channel", u.cfg.Channel)
 		return nil, nil
 	}
-	rel := &Release{Version: res.Release.Version, Record: res.Release}
 	if err := u.rolledBack(res.Release); err != nil {
 		return rel, err
+	}
+	m := res.Manifest()
+	rel.Manifest, rel.Notes = m, m.Notes
+	goos, goarch := runtime.GOOS, runtime.GOARCH
+	files := m.Select(goos, goarch)
+	if rel.File, err = executable(m, files, u.cfg.File, goos, goarch); err != nil {
+		return rel, err
+	}
+	for _, f := range files {
+		rel.Size += f.Size
 	}
 	return rel, nil
 }
@@ -288,12 +313,16 @@ func (u *Updater) Apply(ctx context.Context) (*Release, error) {
 	rel := &Release{}
 	installed := false
 	o.Install = func(ctx context.Context, res *relay.FetchResult) error {
-		rel.Manifest = res.Manifest()
-		f, err := executable(res.Manifest(), res.Files, u.cfg.File, runtime.GOOS, runtime.GOARCH)
+		m := res.Manifest()
+		rel.Manifest, rel.Notes = m, m.Notes
+		f, err := executable(m, res.Files, u.cfg.File, runtime.GOOS, runtime.GOARCH)
 		if err != nil {
 			return err
 		}
 		rel.File = f
+		for _, f := range res.Files {
+			rel.Size += f.Size
+		}
 		if err := u.rolledBack(res.Release); err != nil {
 			return err
 		}
