@@ -127,7 +127,7 @@ func TestPublishFetchWatch(t *testing.T) {
 			}
 			break
 		}
-		if e.Kind != EventChecked {
+		if e.Kind != EventChecked && e.Kind != EventSeeding {
 			t.Fatalf("unexpected event %s: %v", e.Kind, e.Err)
 		}
 	}

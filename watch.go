@@ -68,6 +68,14 @@ type WatchOptions struct {
 	Interval time.Duration
 	// OnEvent receives every event; nil drops them.
 	OnEvent func(Event)
+	// NoServe keeps the installed release to this machine. By default
+	// Watch serves it to other peers (announced in the DHT, within
+	// Config.UploadRate) until ctx ends: from its start the release this
+	// data folder accepted before, then each release it installs, so
+	// that a fleet of watchers fetches from each other and not only from
+	// the publisher's seeders. With NoServe a release is served only
+	// while it downloads.
+	NoServe bool
 }
 
 // Watch follows a key's channel until ctx ends: at every interval it runs
@@ -104,6 +112,9 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 		emit(Event{Kind: EventWaiting, Version: w.Release.Version, Waiting: &w})
 	}
 	checks := backoff.Checks{Interval: interval}
+	if !o.NoServe {
+		c.serveAccepted(ctx, o.Key, o.Channel, emit)
+	}
 	for {
 		res, err := c.Fetch(ctx, o.FetchOptions)
 		if ctx.Err() != nil && err != nil {
@@ -139,6 +150,9 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 		wait := checks.Next(ev.Kind == EventError)
 		ev.Retry = wait
 		emit(ev)
+		if err == nil {
+			c.serveInstalled(ctx, res, o.NoServe, emit)
+		}
 		if err == nil {
 			for _, b := range res.Pruned {
 				emit(Event{Kind: EventPruned, Version: b.Manifest.Version, Bundle: b})

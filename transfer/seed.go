@@ -92,6 +92,15 @@ func (c *Client) Seed(ctx context.Context, ih record.Infohash) (*Bundle, error) 
 	return b, nil
 }
 
+// Seeding reports whether the client serves bundle ih because Seed was
+// called for it (and no Drop since).
+func (c *Client) Seeding(ih record.Infohash) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	a := c.bundles[ih]
+	return a != nil && a.seeding
+}
+
 // SeedAll seeds every bundle in the data folder (see Seed). It returns the
 // bundles it serves, and the errors of those it refused, joined.
 func (c *Client) SeedAll(ctx context.Context) ([]*Bundle, error) {

@@ -52,6 +52,10 @@ func (u *Updater) Run(ctx context.Context, mode Mode) (*Release, error) {
 			return nil, err
 		}
 	}
+	if !u.cfg.NoServe {
+		stop := u.serve(ctx)
+		defer stop()
+	}
 	checks := backoff.Checks{Interval: interval}
 	lastLogged := "" // a message not to repeat at every check
 	for {
@@ -129,4 +133,32 @@ func failedBundle(err error) bool {
 		}
 	}
 	return false
+}
+
+// serve opens the client Run checks and serves through, and serves the
+// release the data folder holds (Config.NoServe). Where that fails (the
+// data folder is in use by another run of the program, say) Run goes on
+// without serving. stop closes the client.
+func (u *Updater) serve(ctx context.Context) (stop func()) {
+	c, err := u.open(ctx, false)
+	if err != nil {
+		u.log.Info("not serving the installed release", "err", err)
+		return func() {}
+	}
+	b, err := c.Serve(ctx, u.cfg.Key, u.cfg.Channel)
+	switch {
+	case err != nil:
+		u.log.Info("not serving the installed release", "err", err)
+	case b != nil:
+		u.log.Debug("serving the installed release", "version", b.Manifest.Version, "infohash", b.Infohash)
+	}
+	u.mu.Lock()
+	u.serving = c
+	u.mu.Unlock()
+	return func() {
+		u.mu.Lock()
+		u.serving = nil
+		u.mu.Unlock()
+		c.Close()
+	}
 }

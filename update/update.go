@@ -66,8 +66,9 @@ type Config struct {
 	// public Mainline routers.
 	Bootstrap []string
 	// Listen is the local address of the DHT node (UDP) and of the torrent
-	// client (TCP) while a check or an update runs; empty means every
-	// interface, a random port. Nothing listens between checks.
+	// client (TCP); empty means every interface, a random port. They
+	// listen while Run runs (see NoServe), and while a check or an
+	// update runs.
 	Listen string
 	// DataDir holds what was fetched and what was accepted (the last
 	// accepted release, against replays and rollbacks). Empty means
@@ -114,6 +115,17 @@ type Config struct {
 	// only releases in the clear; an encrypted one is then refused with
 	// relay.ErrNoIdentity, and so is one encrypted to none of them.
 	Identities []relay.Identity
+
+	// NoServe keeps the installed release to this machine. By default Run
+	// serves the release the data folder holds (the one installed) to the
+	// program's other users while it runs, as a DHT node and a BitTorrent
+	// peer announced in the DHT, within UploadRate: new releases then
+	// spread from user to user, not only from the provider's seeders.
+	// With NoServe, Run listens only while it checks.
+	NoServe bool
+	// UploadRate caps what Run serves, in bytes per second; zero means
+	// relay.DefaultServeRate, negative no cap.
+	UploadRate int64
 }
 
 // DefaultDataDir returns the data folder used when Config.DataDir is
@@ -159,6 +171,9 @@ type Updater struct {
 	log *slog.Logger
 
 	mu sync.Mutex
+	// serving is the client Run serves through while it runs; Check and
+	// Apply use it then (it holds the data folder).
+	serving *relay.Client
 	// installed is the version this Updater installed, which the
 	// executable holds now, though the program runs cfg.Version until it
 	// restarts.
@@ -234,11 +249,11 @@ func (u *Updater) Check(ctx context.Context) (*Release, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.cleanup()
-	c, err := u.open(ctx)
+	c, done, err := u.client(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
+	defer done()
 	o := u.fetchOptions()
 	o.ManifestOnly = true
 	// Up to date for the data folder, which accepted this release, is not
@@ -296,11 +311,11 @@ func (u *Updater) Apply(ctx context.Context) (*Release, error) {
 	if err := u.CheckPermissions(); err != nil {
 		return nil, err
 	}
-	c, err := u.open(ctx)
+	c, done, err := u.client(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
+	defer done()
 	o := u.fetchOptions()
 	// A release the data folder accepted but the executable does not hold
 	// (an older version was put back since) is installed again.
@@ -372,14 +387,37 @@ func (u *Updater) Restart() error {
 	return nil
 }
 
-func (u *Updater) open(ctx context.Context) (*relay.Client, error) {
+// client returns the client a check or an update runs through: Run's
+// while it serves, else one of its own, closed by done. u.mu is held.
+func (u *Updater) client(ctx context.Context) (c *relay.Client, done func(), err error) {
+	if u.serving != nil {
+		return u.serving, func() {}, nil
+	}
+	c, err = u.open(ctx, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, func() { c.Close() }, nil
+}
+
+// open opens an updater's client: with a read-only DHT node for a check,
+// a full one for a Run that serves.
+func (u *Updater) open(ctx context.Context, readOnly bool) (*relay.Client, error) {
+	rate := u.cfg.UploadRate
+	switch {
+	case rate == 0:
+		rate = relay.DefaultServeRate
+	case rate < 0:
+		rate = 0
+	}
 	c, err := relay.Open(ctx, relay.Config{
-		DataDir:   u.cfg.DataDir,
-		Bootstrap: u.cfg.Bootstrap,
-		Listen:    u.cfg.Listen,
-		Relays:    u.cfg.Relays,
-		ReadOnly:  true,
-		Logger:    quiet(u.cfg.Logger),
+		DataDir:    u.cfg.DataDir,
+		Bootstrap:  u.cfg.Bootstrap,
+		Listen:     u.cfg.Listen,
+		Relays:     u.cfg.Relays,
+		ReadOnly:   readOnly,
+		UploadRate: rate,
+		Logger:     quiet(u.cfg.Logger),
 	})
 	return c, permissionError("cannot use the data folder "+u.cfg.DataDir, err)
 }

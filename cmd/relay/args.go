@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/dustin/go-humanize"
 	"github.com/urfave/cli/v2"
 )
 
@@ -77,4 +78,14 @@ func findFlag(flags []cli.Flag, name string) cli.Flag {
 func takesValue(f cli.Flag) bool {
 	v, ok := f.(cli.DocGenerationFlag)
 	return ok && v.TakesValue()
+}
+
+// rateFlag reads a flag of bytes a second: 512KiB, 2MB, 1000000; 0 is
+// no cap.
+func rateFlag(c *cli.Context, name string) (int64, error) {
+	n, err := humanize.ParseBytes(c.String(name))
+	if err != nil || n > 1<<40 {
+		return 0, usagef("--%s %q is not a rate in bytes a second like 512KiB, 2MB or 0 (no cap)", name, c.String(name))
+	}
+	return int64(n), nil
 }

@@ -199,6 +199,8 @@ func watchCommand(e *env) *cli.Command {
 			&cli.StringFlag{Name: "interval", Value: "10m", Usage: "time between checks, `DURATION`"},
 			&cli.StringFlag{Name: "exec", Usage: "shell `COMMAND` run for each new release"},
 			&cli.StringFlag{Name: "install", Usage: "executable `PATH` replaced atomically by the release's program for this platform"},
+			&cli.BoolFlag{Name: "no-serve", EnvVars: []string{"RELAY_NO_SERVE"}, Usage: "do not serve the installed release to other peers (served by default, within --upload-rate)"},
+			&cli.StringFlag{Name: "upload-rate", EnvVars: []string{"RELAY_UPLOAD_RATE"}, Value: "512KiB", Usage: "serve the installed release at most `RATE` bytes a second (512KiB, 2MB...; 0: no cap)"},
 		),
 		Action: func(c *cli.Context) error {
 			o, err := fetchOptions(c)
@@ -223,7 +225,11 @@ func watchCommand(e *env) *cli.Command {
 			o.Install = func(ctx context.Context, res *relay.FetchResult) error {
 				return e.handOver(ctx, res, o, install, execCmd)
 			}
-			cl, err := e.open(c, false)
+			cfg := e.config(false)
+			if cfg.UploadRate, err = rateFlag(c, "upload-rate"); err != nil {
+				return err
+			}
+			cl, err := relay.Open(c.Context, cfg)
 			if err != nil {
 				return interrupted(c, err)
 			}
@@ -241,6 +247,7 @@ func watchCommand(e *env) *cli.Command {
 			err = cl.Watch(c.Context, relay.WatchOptions{
 				FetchOptions: o,
 				Interval:     interval,
+				NoServe:      c.Bool("no-serve"),
 				OnEvent: func(ev relay.Event) {
 					if ev.Kind != relay.EventWaiting { // the download goes on
 						view.finish()

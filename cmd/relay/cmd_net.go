@@ -19,7 +19,12 @@ import (
 // open starts a relay client with the global flags. A readOnly client's
 // DHT node answers no queries: right for commands that run briefly.
 func (e *env) open(c *cli.Context, readOnly bool) (*relay.Client, error) {
-	return relay.Open(c.Context, relay.Config{
+	return relay.Open(c.Context, e.config(readOnly))
+}
+
+// config is the relay.Config of the global flags.
+func (e *env) config(readOnly bool) relay.Config {
+	return relay.Config{
 		DataDir:   e.dataDir,
 		Bootstrap: e.bootstrapList(),
 		Listen:    e.listen,
@@ -27,7 +32,7 @@ func (e *env) open(c *cli.Context, readOnly bool) (*relay.Client, error) {
 		Reachable: e.reachable,
 		Relays:    e.relays,
 		Logger:    e.logger(),
-	})
+	}
 }
 
 // bootstrapList is --bootstrap, or nil for the public routers.
