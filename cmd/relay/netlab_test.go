@@ -21,8 +21,9 @@ import (
 // relay processes on either side of a NAT:
 //
 //	wan: the public side, a bridge at 10.9.0.1/24; public processes run
-//	     here, each on its own port, with a `relay node` on 10.9.0.1:6881
-//	     as everyone's bootstrap
+//	     here, each on an address of its own (10.9.0.100 to .219, in
+//	     turn), with a `relay node` on 10.9.0.1:6881 as everyone's
+//	     bootstrap
 //	r<k>: site k's router: 10.9.0.1<k> on the bridge, 10.10.<k>.1 inside
 //	h<k>: a host of site k, 10.10.<k>.2, routed through r<k>
 //
@@ -39,6 +40,12 @@ type netLab struct {
 	id   string   // the prefix of this lab's namespace names
 	nss  []string // namespaces to delete
 	boot string   // the bootstrap node's address
+	// wanSeq picks the next public process's address. Each has its own,
+	// as hosts on the internet do: DHT nodes keep one node of an address
+	// in a lookup's closest set, so with every public process on one
+	// address a record stored on one of them was missed by lookups that
+	// asked another first (a fetch said "nothing published").
+	wanSeq atomic.Int32
 }
 
 var labSeq atomic.Int32
@@ -47,6 +54,9 @@ var labSeq atomic.Int32
 const (
 	wanAddr  = "10.9.0.1"
 	bootAddr = wanAddr + ":6881"
+	// wanFirst and wanHosts: the public processes' addresses.
+	wanFirst = 100
+	wanHosts = 120
 )
 
 func siteHost(k int) string   { return fmt.Sprintf("10.10.%d.2", k) }
@@ -78,6 +88,11 @@ func newNetLab(t testing.TB, bin string, sites int, nat bool) *netLab {
 	wan := l.namespace("wan")
 	l.ip("-n", wan, "link", "add", "br0", "type", "bridge")
 	l.ip("-n", wan, "addr", "add", wanAddr+"/24", "dev", "br0")
+	var hosts strings.Builder
+	for i := range wanHosts {
+		fmt.Fprintf(&hosts, "addr add 10.9.0.%d/24 dev br0\n", wanFirst+i)
+	}
+	l.exec([]byte(hosts.String()), "ip", "-n", wan, "-batch", "-")
 	l.ip("-n", wan, "link", "set", "br0", "up")
 	l.ip("-n", wan, "link", "set", "lo", "up")
 	for k := 1; k <= sites; k++ {
@@ -165,11 +180,12 @@ func (l *netLab) remove() {
 	}
 }
 
-// host returns the namespace and the listen address of a host: "wan"
-// (the public side) or site k's host.
+// host returns the namespace and the listen address of a host: the
+// public side's next address, or site k's host.
 func (l *netLab) host(k int) (ns, listen string) {
 	if k == 0 {
-		return l.id + "-wan", wanAddr + ":0"
+		n := int(l.wanSeq.Add(1)-1) % wanHosts
+		return l.id + "-wan", fmt.Sprintf("10.9.0.%d:0", wanFirst+n)
 	}
 	return fmt.Sprintf("%s-h%d", l.id, k), siteHost(k) + ":0"
 }
