@@ -186,7 +186,12 @@ func decryptFile(w io.Writer, src string, f record.File, ids []Identity) error {
 		return fmt.Errorf("failed to read %s: %w", f.Path, err)
 	}
 	defer in.Close()
-	r, err := age.Decrypt(bufio.NewReaderSize(in, 256<<10), ids...)
+	return decryptTo(w, bufio.NewReaderSize(in, 256<<10), f, ids)
+}
+
+// decryptTo is decryptFile for the ciphertext read from in.
+func decryptTo(w io.Writer, in io.Reader, f record.File, ids []Identity) error {
+	r, err := age.Decrypt(in, ids...)
 	if err != nil {
 		return fmt.Errorf("%w: %s does not decrypt: %v", record.ErrFileMismatch, f.Path, err)
 	}

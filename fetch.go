@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"runtime"
 	"time"
@@ -95,10 +97,13 @@ type FetchOptions struct {
 	// that does not serve the bundle once Fetch returns (relay fetch):
 	// the bundle stops being served first. Only files that arrived in
 	// this fetch are moved, and only from a bundle this client does not
-	// seed; a file the data folder held whole before (a seeder's), or that
-	// cannot be moved (Out on another file system), is copied. What stays of the bundle
-	// is its manifest and metainfo;	// fetching the release again downloads the moved files again. Ignored
-	// without Out, and with Install (which reads the files in the bundle).
+	// seed; a file the data folder held whole before (a seeder's), or
+	// that cannot be moved (Out on another file system), is copied. The
+	// ciphertexts of an encrypted release that arrived are removed once
+	// their plaintexts are placed. What stays of the bundle is its
+	// manifest and metainfo; fetching the release again downloads the
+	// files again. Ignored without Out, and with Install (which reads the
+	// files in the bundle).
 	Move bool
 	// Keep is how many releases of the channel stay in the data folder
 	// once Fetch has accepted one: the newest, the accepted one always
@@ -297,6 +302,14 @@ func (c *Client) fetchOnce(ctx context.Context, o FetchOptions) (*FetchResult, e
 			return errManifestOnly
 		}
 	}
+	// An encrypted release is decrypted as it downloads.
+	var ear *early
+	var tee func(record.File) io.WriteCloser
+	if !o.Sealed && len(o.Identities) > 0 {
+		ear = &early{dir: earlyDir(c.cfg.DataDir, r.Infohash), sealed: func() *record.Sealed { return res.Sealed }, ids: o.Identities}
+		defer ear.close()
+		tee = ear.tee
+	}
 	f, err := c.guardedFetch(ctx, o, r, floor, policy, func(ctx context.Context, progress func(transfer.Progress)) (*transfer.Fetched, error) {
 		return tc.Fetch(ctx, transfer.FetchRequest{
 			Key:        o.Key,
@@ -306,6 +319,7 @@ func (c *Client) fetchOnce(ctx context.Context, o FetchOptions) (*FetchResult, e
 			Peers:      o.Peers,
 			Progress:   stage.progress(progress),
 			OnManifest: onManifest,
+			Tee:        tee,
 		})
 	})
 	if o.ManifestOnly && errors.Is(err, errManifestOnly) {
@@ -320,6 +334,7 @@ func (c *Client) fetchOnce(ctx context.Context, o FetchOptions) (*FetchResult, e
 		if pl, err = c.decrypted(res, f, o); err != nil {
 			return res, err
 		}
+		pl.early = ear
 	}
 	faultpoint.Hit(faultpoint.InstallBefore)
 	if o.Out == "" && res.Sealed != nil {
@@ -329,13 +344,24 @@ func (c *Client) fetchOnce(ctx context.Context, o FetchOptions) (*FetchResult, e
 		}
 	}
 	if o.Out != "" {
-		if o.Move && o.Install == nil && res.Sealed == nil && len(f.Arrived) > 0 && tc.Unload(r.Infohash) {
-			pl.move = f.Arrived
+		// Files that arrived in this fetch are handed over and leave
+		// the bundle: moved out of it, or for an encrypted release (whose
+		// plaintexts were written apart) removed once placed.
+		var drop map[string]bool
+		if o.Move && o.Install == nil && len(f.Arrived) > 0 && tc.Unload(r.Infohash) {
+			if res.Sealed == nil {
+				pl.move = f.Arrived
+			} else {
+				drop = f.Arrived
+			}
 		}
 		stage.enter(StagePlacing)
 		res.Placed, err = c.place(o.Key, st.Infohash, f.Bundle.Dir, res.Files, o.Out, o.Overwrite, pl)
 		if err != nil {
 			return res, err
+		}
+		for p := range drop {
+			os.Remove(filepath.Join(f.Bundle.Dir, filepath.FromSlash(p)))
 		}
 	}
 	if o.Install != nil {

@@ -32,6 +32,9 @@ type placement struct {
 	// bundle and checked as it is written (an encrypted release:
 	// decrypter); hashed and move are then unused.
 	decrypt func(io.Writer, record.File) error
+	// early holds the files decrypted while they downloaded, placed
+	// instead of decrypting them again (nil for none).
+	early *early
 }
 
 // start begins the placing of file f, held in the bundle at src, as
@@ -41,6 +44,11 @@ type placement struct {
 // (diskio.Copy); any other is copied and hashed (copyVerified).
 func (pl placement) start(target, src string, f record.File) (*atomicfile.File, error) {
 	mode := safeMode(f.Mode)
+	if pl.decrypt != nil {
+		if p := pl.early.place(target, f, mode); p != nil {
+			return p, nil
+		}
+	}
 	if pl.hashed[f.Path] && pl.move[f.Path] {
 		if p, err := atomicfile.Adopt(target, src, mode); err == nil {
 			return p, nil

@@ -57,6 +57,17 @@ type FetchRequest struct {
 	// a fifth of a second (a bar that moves during a fetch of a second or
 	// two).
 	ProgressInterval time.Duration
+	// Tee, if not nil, is called for each wanted file whose bytes this
+	// fetch reads as they come in (Fetched.Hashed lists them), before its
+	// first byte. The writer it returns (nil for none) gets the file's
+	// bytes in order, each piece once it is verified, from the goroutine
+	// that hashes them, and Close once the last was written or the fetch
+	// of the file ended early. The file's SHA-256 is not yet compared with
+	// the manifest's when it gets them: a failed check fails the fetch.
+	// Its errors are its own: they change nothing in the fetch, and
+	// Write must not hold the fetch up for long. An encrypted release is
+	// decrypted this way while it downloads.
+	Tee func(record.File) io.WriteCloser
 }
 
 // Stage is the step a fetch is at.
@@ -417,7 +428,7 @@ func (f *fetch) fetch(ctx context.Context, wg *sync.WaitGroup) (*Fetched, error)
 	mfile.SetPriority(torrent.PiecePriorityNormal)
 	mpath := filepath.Join(f.dir, info.Name, record.ManifestName)
 	var mb []byte
-	err := f.streamFile(ctx, mpath, info, byPath[record.ManifestName], func(b []byte) {
+	err := f.streamFile(ctx, mpath, info, byPath[record.ManifestName], true, func(b []byte) {
 		mb = append(mb, b...)
 	})
 	if err != nil {
@@ -514,11 +525,24 @@ func (f *fetch) fetch(ctx context.Context, wg *sync.WaitGroup) (*Fetched, error)
 			p := filepath.Join(f.dir, info.Name, filepath.FromSlash(jb.file.Path))
 			h := sha256.New()
 			var n int64
-			err := f.streamFile(ctx, p, info, jb.j, func(b []byte) {
+			var tee io.WriteCloser
+			if f.req.Tee != nil {
+				tee = f.req.Tee(jb.file)
+			}
+			// A file the caller reads as it comes in (an encrypted one,
+			// decrypted into another file) is never synced: its
+			// write-back is left to the system.
+			err := f.streamFile(ctx, p, info, jb.j, tee == nil, func(b []byte) {
 				h.Write(b)
+				if tee != nil {
+					tee.Write(b)
+				}
 				n += int64(len(b))
 				f.checked.Add(int64(len(b)))
 			})
+			if tee != nil {
+				tee.Close()
+			}
 			if err != nil {
 				done <- fmt.Errorf("failed to fetch %s: %w", jb.file.Path, err)
 				return
@@ -633,12 +657,12 @@ func filePieces(info *metainfo.Info, j int) (off int64, first, end int) {
 // streamFile feeds fn the data of file j of the torrent, read from disk
 // at path p piece by piece as each piece is verified, in order: the file
 // is hashed while it streams in, without a second pass. It reads exactly
-// the file's length as the info states it. It asks for the write-back of
-// each piece it has read to start (diskio.Writeback, which never makes it
-// wait for the disk), so that the sync of the file when it is placed
-// (relay fetch --out moves it) finds it written, instead of writing the
-// whole file then.
-func (f *fetch) streamFile(ctx context.Context, p string, info *metainfo.Info, j int, fn func([]byte)) error {
+// the file's length as the info states it. With writeback, it asks for
+// the write-back of each piece it has read to start (diskio.Writeback,
+// which never makes it wait for the disk), so that the sync of the file
+// when it is placed (relay fetch --out moves it) finds it written, instead
+// of writing the whole file then.
+func (f *fetch) streamFile(ctx context.Context, p string, info *metainfo.Info, j int, writeback bool, fn func([]byte)) error {
 	off, first, end := filePieces(info, j)
 	size := info.Files[j].Length
 	if size == 0 {
@@ -677,7 +701,9 @@ func (f *fetch) streamFile(ctx context.Context, p string, info *metainfo.Info, j
 			if file, err = os.Open(p); err != nil {
 				return err
 			}
-			wb = diskio.NewWriteback(p)
+			if writeback {
+				wb = diskio.NewWriteback(p)
+			}
 		}
 		end := min(size, int64(piece+1)*info.PieceLength-off)
 		begin := pos
