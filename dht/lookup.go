@@ -62,6 +62,17 @@ func (s lookupStats) unanswered() string {
 	return fmt.Sprintf("%d queried, %d failed: %s", s.queried, s.failed, s.failure)
 }
 
+// add counts what another lookup did.
+func (s *lookupStats) add(o lookupStats) {
+	s.queried += o.queried
+	s.answered += o.answered
+	s.messages += o.messages
+	if s.failed == 0 {
+		s.failure = o.failure
+	}
+	s.failed += o.failed
+}
+
 // noteFailure counts one failed query.
 func (s *lookupStats) noteFailure(why string) {
 	if s.failed == 0 {

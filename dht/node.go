@@ -236,6 +236,10 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	return n, nil
 }
 
+// joinTries is the number of lookups a join makes before it gives up when
+// no node answers.
+const joinTries = 3
+
 // join pings the bootstrap nodes, looks the node's own ID up (which fills
 // the buckets near it) and refreshes the far buckets.
 func (n *Node) join(ctx context.Context) error {
@@ -262,9 +266,25 @@ func (n *Node) join(ctx context.Context) error {
 	}
 	// A read-only node is short-lived: it looks itself up and leaves the
 	// far buckets to the lookups it makes.
-	st, err := n.refresh(ctx, !n.cfg.ReadOnly)
-	if err != nil {
-		return fmt.Errorf("join the dht: %w", err)
+	// A lookup that nobody answered in time is tried again, twice: on a
+	// loaded machine or a lossy path every answer of one round can come
+	// late, and a node that fails to join is of no use. A node that may
+	// join later (it has HTTP relays to go on with) does not wait.
+	tries := joinTries
+	if n.cfg.JoinLater {
+		tries = 1
+	}
+	var st lookupStats
+	for try := 1; ; try++ {
+		s, err := n.refresh(ctx, !n.cfg.ReadOnly)
+		st.add(s)
+		if err != nil {
+			return fmt.Errorf("join the dht: %w", err)
+		}
+		if st.answered > 0 || try == tries {
+			break
+		}
+		n.log.Debug("no node answered the join's lookup; trying again", "try", try, "queried", s.queried)
 	}
 	if st.answered == 0 {
 		return fmt.Errorf("join the dht: %w (%s; bootstrap %q)", ErrNoNodes, st.unanswered(), n.cfg.Bootstrap)
@@ -310,13 +330,7 @@ func (n *Node) refresh(ctx context.Context, buckets bool) (lookupStats, error) {
 		}
 		target := randomIDInBucket(self, i)
 		_, s, err := n.lookup(ctx, lookup{q: "find_node", target: target, args: krpc.MsgArgs{Target: target}})
-		st.queried += s.queried
-		st.answered += s.answered
-		st.messages += s.messages
-		if st.failed == 0 {
-			st.failure = s.failure
-		}
-		st.failed += s.failed
+		st.add(s)
 		if err != nil {
 			return st, err
 		}
