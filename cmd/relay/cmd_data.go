@@ -83,7 +83,7 @@ func pruneCommand(e *env) *cli.Command {
 				for _, b := range removed {
 					fmt.Fprintf(w, "%s %s %s\n", verb, bundleLabel(b), megabytes(b.Bytes))
 				}
-				fmt.Fprintf(w, "%s %s in %d bundle(s)\n", map[bool]string{false: "freed", true: "would free"}[o.DryRun], megabytes(freed), len(removed))
+				fmt.Fprintf(w, "%s %s in %s\n", map[bool]string{false: "freed", true: "would free"}[o.DryRun], megabytes(freed), count(len(removed), "bundle"))
 			}); perr != nil {
 				return perr
 			}

@@ -197,8 +197,8 @@ func (d *demo) installedSay(ev relay.Event) {
 	r := ev.Result.Release
 	d.say("watcher", "found %s (was %s) and checked: signature by the trusted key, seq not older, version not lower, not expired",
 		r.Version, orNoneVersion(ev.Result.Previous))
-	d.say("watcher", "fetched the bundle from peers found in the DHT: relay.json matches the record's sha-256 and size, %d file(s) for %s/%s match relay.json",
-		len(ev.Result.Files), runtime.GOOS, runtime.GOARCH)
+	d.say("watcher", "fetched the bundle from peers found in the DHT: relay.json matches the record's sha-256 and size, %s for %s/%s match relay.json",
+		count(len(ev.Result.Files), "file"), runtime.GOOS, runtime.GOARCH)
 	var names []string
 	for _, p := range ev.Result.Placed {
 		names = append(names, filepath.Base(p))
@@ -268,8 +268,8 @@ func (d *demo) publish(ctx context.Context, key *signer.PrivateKey, tmp, version
 	if err != nil {
 		return nil, err
 	}
-	d.say("publish", "%s: bundled %d files + relay.json (%d bytes), infohash %s", version, len(files), p.Release.Size, short(p.Release.Infohash))
-	d.say("publish", "%s: signed the record (seq %d) and stored it on %d DHT nodes", version, p.Packet.Seq, p.Stats.Acked)
+	d.say("publish", "%s: bundled %s + relay.json (%s), infohash %s", version, count(len(files), "file"), megabytes(p.Release.Size), short(p.Release.Infohash))
+	d.say("publish", "%s: signed the record (seq %d) and stored it on %s", version, p.Packet.Seq, count(p.Stats.Acked, "DHT node"))
 	if err := d.await(ctx, seeded, version, func(ev relay.Event) {
 		d.say("seeder", "fetched and verified %s; serving bundle %s", ev.Version, short(ev.Bundle.Infohash))
 	}); err != nil {

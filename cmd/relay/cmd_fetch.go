@@ -109,9 +109,9 @@ func fetchCommand(e *env) *cli.Command {
 				return withOverwriteHint(describeRefusal(res, err))
 			}
 			if res.Resolve.Answered == 0 && res.Relays.Held > 0 {
-				e.note("no DHT node answered; the record came from %d of %d HTTP relay(s)", res.Relays.Held, res.Relays.Asked)
+				e.note("no DHT node answered; the record came from %d of %s", res.Relays.Held, count(res.Relays.Asked, "HTTP relay"))
 			}
-			e.note("verified %s %s: signature, seq, version, expiry, manifest sha-256 and %d file(s)", res.Release.Channel, res.Release.Version, len(res.Files))
+			e.note("verified %s %s: signature, seq, version, expiry, manifest sha-256 and %s", res.Release.Channel, res.Release.Version, count(len(res.Files), "file"))
 			for _, b := range res.Pruned {
 				e.note("removed %s %s, superseded, from the data folder", b.Manifest.Channel, b.Manifest.Version)
 			}
@@ -379,7 +379,7 @@ func (e *env) event(ev relay.Event) {
 	case relay.EventWaiting:
 		line += " " + j.Waiting
 	case relay.EventRestored, relay.EventResigned:
-		line += fmt.Sprintf(" on %d DHT nodes", j.Stored)
+		line += " on " + count(j.Stored, "DHT node")
 	}
 	if j.Error != "" {
 		line += ": " + untrusted.Escape(j.Error)

@@ -123,7 +123,7 @@ func publishCommand(e *env) *cli.Command {
 					case relay.StageResolving:
 						e.note("resolving %s/%s in the DHT%s", key.PublicKey(), channel, e.andRelays())
 					case relay.StageBundling:
-						e.note("bundling %d path(s): copying and hashing the files", len(sources))
+						e.note("bundling %s: copying and hashing the files", count(len(sources), "path"))
 					case relay.StageStoring:
 						e.note("signing the record of %s %s and storing it in the DHT%s", r.Channel, r.Version, e.andRelays())
 					}
@@ -166,7 +166,7 @@ func publishCommand(e *env) *cli.Command {
 			}
 			if !c.Bool("no-wait") && c.Int("wait-for") > 0 {
 				n := c.Int("wait-for")
-				e.note("seeding until %d other peer(s) hold the whole bundle (--no-wait to skip, --timeout %s)", n, timeout)
+				e.note("seeding until the whole bundle is held by %s (--no-wait to skip, --timeout %s)", count(n, "other peer"), timeout)
 				ctx, cancel := context.WithTimeout(c.Context, timeout)
 				defer cancel()
 				view := e.seedView(cl, p.Release.Infohash, n)
@@ -175,14 +175,14 @@ func publishCommand(e *env) *cli.Command {
 				out.Complete = got
 				if err != nil {
 					if c.Context.Err() != nil {
-						return fmt.Errorf("interrupted while %d of %d peers held the bundle: the record is published; keep a seeder running (relay seed)", got, n)
+						return fmt.Errorf("interrupted while %d of %s held the bundle: the record is published; keep a seeder running (relay seed)", got, count(n, "peer"))
 					}
 					peers, more, _ := cl.BundlePeers(p.Release.Infohash)
 					summary, hint := describeReach(peers, more)
-					return withHint(fmt.Errorf("timed out after %s: %d of %d peers held the whole bundle; %s", timeout, got, n, summary),
+					return withHint(fmt.Errorf("timed out after %s: %d of %s held the whole bundle; %s", timeout, got, count(n, "peer"), summary),
 						"the record is published; %s", hint)
 				}
-				e.note("the whole bundle is held by %d other peer(s)", got)
+				e.note("the whole bundle is held by %s", count(got, "other peer"))
 			}
 			if e.json {
 				return e.result(out, nil)
@@ -219,11 +219,11 @@ func printPublished(w io.Writer, p publishJSON) {
 	fmt.Fprintf(w, "key       %s\n", p.Key)
 	fmt.Fprintf(w, "infohash  %s\n", p.Infohash)
 	fmt.Fprintf(w, "magnet    %s\n", p.Magnet)
-	fmt.Fprintf(w, "size      %d bytes in %d files and relay.json\n", p.Size, p.Files)
+	fmt.Fprintf(w, "size      %s (%d bytes) in %s and relay.json\n", megabytes(p.Size), p.Size, count(p.Files, "file"))
 	fmt.Fprintf(w, "expires   %s\n", p.Expires.Format(time.RFC3339))
-	fmt.Fprintf(w, "stored on %d DHT nodes\n", p.Stored)
+	fmt.Fprintf(w, "stored on %s\n", count(p.Stored, "DHT node"))
 	if p.Relays > 0 {
-		fmt.Fprintf(w, "stored on %d HTTP relays\n", p.Relays)
+		fmt.Fprintf(w, "stored on %s\n", count(p.Relays, "HTTP relay"))
 	}
 }
 
@@ -254,7 +254,7 @@ func describeReach(peers []transfer.PeerReach, more int) (summary, hint string) 
 	case len(named) == 0:
 		summary = "the DHT named no peer"
 	default:
-		summary = fmt.Sprintf("the DHT named %d peer(s): %s", len(named)+more, strings.Join(named, ", "))
+		summary = fmt.Sprintf("the DHT named %s: %s", count(len(named)+more, "peer"), strings.Join(named, ", "))
 		if more > 0 {
 			summary += fmt.Sprintf(" and %d more", more)
 		}
@@ -262,7 +262,7 @@ func describeReach(peers []transfer.PeerReach, more int) (summary, hint string) 
 	if len(incoming) == 0 {
 		summary += "; no peer connected to this machine"
 	} else {
-		summary += fmt.Sprintf("; %d peer(s) connected to this machine: %s", len(incoming), strings.Join(incoming, ", "))
+		summary += fmt.Sprintf("; %s connected to this machine: %s", count(len(incoming), "peer"), strings.Join(incoming, ", "))
 	}
 	switch {
 	case len(named) == 0 && len(incoming) == 0:

@@ -21,11 +21,11 @@ func TestDescribeReach(t *testing.T) {
 	}{
 		{"nobody", nil, "the DHT named no peer; no peer connected to this machine", "nobody came"},
 		{"no path", []transfer.PeerReach{{Addr: seeder, State: transfer.DialFailed, Err: errors.New("i/o timeout")}},
-			"the DHT named 1 peer(s): 203.0.113.7:6881 dial failed (i/o timeout); no peer connected to this machine", "no path:"},
+			"the DHT named 1 peer: 203.0.113.7:6881 dial failed (i/o timeout); no peer connected to this machine", "no path:"},
 		{"never tried", []transfer.PeerReach{{Addr: seeder}},
 			"203.0.113.7:6881 never tried", "no path:"},
 		{"came in", []transfer.PeerReach{{Addr: seeder, Incoming: true, State: transfer.Connected}},
-			"1 peer(s) connected to this machine: 203.0.113.7:6881", "peers connected but none held the whole bundle"},
+			"1 peer connected to this machine: 203.0.113.7:6881", "peers connected but none held the whole bundle"},
 		{"dialled", []transfer.PeerReach{{Addr: seeder, State: transfer.Connected}},
 			"203.0.113.7:6881 connected", "peers connected but none held the whole bundle"},
 	} {

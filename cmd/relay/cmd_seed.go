@@ -211,7 +211,7 @@ func (s *statusLine) draw() {
 	}
 	n := len(s.bundles)
 	s.mu.Unlock()
-	s.e.drawLine(fmt.Sprintf("serving %d bundle(s) to %d peer(s), %s sent", n, peers, megabytes(up)))
+	s.e.drawLine(fmt.Sprintf("serving %s to %s, %s sent", count(n, "bundle"), count(peers, "peer"), megabytes(up)))
 }
 
 func (s *statusLine) stop() {

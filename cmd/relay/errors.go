@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"regexp"
 	"strings"
 
 	"github.com/relay-sh/relay"
@@ -74,9 +75,7 @@ func report(stderr io.Writer, err error) int {
 		return exitOK
 	}
 	msg := strings.ReplaceAll(err.Error(), "\n", "; ")
-	if strings.HasPrefix(msg, "flag provided but not defined: ") {
-		msg = "unknown flag -" + strings.TrimPrefix(msg, "flag provided but not defined: ")
-	}
+	msg = flagMessage(msg)
 	// The last line of defence: whatever a peer, a web seed or a
 	// manifest put in the error, the terminal gets no control character.
 	fmt.Fprintf(stderr, "relay: error: %s\n", untrusted.Escape(msg))
@@ -84,6 +83,37 @@ func report(stderr io.Writer, err error) int {
 		fmt.Fprintf(stderr, "relay: hint: %s\n", untrusted.Escape(h))
 	}
 	return exitCode(err)
+}
+
+// flagWords are the messages of Go's flag package, which names a flag
+// with one dash (-version); FLAG in each replacement is the flag as
+// relay's help writes it.
+var flagWords = []struct {
+	re   *regexp.Regexp
+	with string
+}{
+	{regexp.MustCompile(`^flag provided but not defined: -(?P<name>\S+)`), "unknown flag FLAG"},
+	{regexp.MustCompile(`^flag needs an argument: -(?P<name>\S+)`), "FLAG needs a value"},
+	{regexp.MustCompile(`^invalid (?:boolean )?value (?P<value>"[^"]*") for (?:flag )?-(?P<name>[^:\s]+): `), "FLAG: invalid value ${value}: "},
+}
+
+// flagMessage rewrites an error message of Go's flag package so that it
+// names the flag as it is typed: --version, -q.
+func flagMessage(msg string) string {
+	for _, w := range flagWords {
+		m := w.re.FindStringSubmatchIndex(msg)
+		if m == nil {
+			continue
+		}
+		i := w.re.SubexpIndex("name")
+		name := msg[m[2*i]:m[2*i+1]]
+		flag := "--" + name
+		if len(name) == 1 {
+			flag = "-" + name
+		}
+		return string(w.re.ExpandString(nil, strings.ReplaceAll(w.with, "FLAG", flag), msg, m)) + msg[m[1]:]
+	}
+	return msg
 }
 
 func hintFor(err error) string {

@@ -33,3 +33,29 @@ func TestReportEscapes(t *testing.T) {
 		t.Fatalf("got  %s\nwant %s", lines[0], want)
 	}
 }
+
+// TestFlagMessage: errors of Go's flag package name flags as relay's help
+// and users write them, --version, not -version.
+func TestFlagMessage(t *testing.T) {
+	for in, want := range map[string]string{
+		"flag provided but not defined: -bogus":                    "unknown flag --bogus",
+		"flag provided but not defined: -x":                        "unknown flag -x",
+		"flag needs an argument: -version":                         "--version needs a value",
+		`invalid value "abc" for flag -max-items: parse error`:     `--max-items: invalid value "abc": parse error`,
+		`invalid boolean value "maybe" for -json: parse error`:     `--json: invalid value "maybe": parse error`,
+		"resolve: nothing published under this key (-version too)": "resolve: nothing published under this key (-version too)",
+	} {
+		if got := flagMessage(in); got != want {
+			t.Errorf("flagMessage(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestCount: counts are said in English.
+func TestCount(t *testing.T) {
+	for n, want := range map[int]string{0: "0 peers", 1: "1 peer", 2: "2 peers"} {
+		if got := count(n, "peer"); got != want {
+			t.Errorf("count(%d) = %q, want %q", n, got, want)
+		}
+	}
+}

@@ -57,7 +57,7 @@ func TestNAT(t *testing.T) {
 		// The seeder dialled the publisher and the publisher the seeder:
 		// both were dropped by the other's NAT.
 		for _, want := range []string{
-			"relay: error: timed out after 12s: 0 of 1 peers held the whole bundle",
+			"relay: error: timed out after 12s: 0 of 1 peer held the whole bundle",
 			siteRouter(siteA) + ":", // the seeder, at its NAT's address
 			"no peer connected to this machine",
 			"relay: hint: the record is published; no path:",

@@ -129,7 +129,7 @@ func (v *stageView) onProgress(p transfer.Progress) {
 		v.bar.Set64(p.Checked)
 		return
 	}
-	v.bar.Describe(fmt.Sprintf("downloading from %d peer(s)", p.Peers))
+	v.bar.Describe("downloading from " + count(p.Peers, "peer"))
 	v.bar.Set64(p.Done)
 }
 
@@ -187,11 +187,11 @@ func (e *env) seedView(cl *relay.Client, ih record.Infohash, want int) *seedView
 			}
 			switch {
 			case tty:
-				e.drawLine(fmt.Sprintf("seeding to %d peer(s): %d of %d hold the whole bundle, %s sent", s.Peers, min(s.CompletePeers, want), want, megabytes(s.Uploaded)))
+				e.drawLine(fmt.Sprintf("seeding to %s: %d of %d hold the whole bundle, %s sent", count(s.Peers, "peer"), min(s.CompletePeers, want), want, megabytes(s.Uploaded)))
 			case s.CompletePeers > complete:
-				e.note("seeding: %d of %d peer(s) hold the whole bundle, %s sent", min(s.CompletePeers, want), want, megabytes(s.Uploaded))
+				e.note("seeding: %d of %s hold the whole bundle, %s sent", min(s.CompletePeers, want), count(want, "peer"), megabytes(s.Uploaded))
 			case s.Peers > 0 && peers == 0:
-				e.note("seeding to %d peer(s)", s.Peers)
+				e.note("seeding to %s", count(s.Peers, "peer"))
 			}
 			complete, peers = s.CompletePeers, s.Peers
 		}
