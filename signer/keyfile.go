@@ -180,6 +180,48 @@ func openSealed(block *pem.Block, passphrase Passphrase) (*PrivateKey, error) {
 // others may read is refused with ErrLooseMode before it is read (on
 // systems with Unix permissions).
 func ReadKeyFile(path string, passphrase Passphrase) (*PrivateKey, error) {
+	data, err := readKeyFile(path)
+	if err != nil {
+		return nil, err
+	}
+	k, err := ParseKeyFile(data, passphrase)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return k, nil
+}
+
+// ReadPublicKey returns the public key of the key file at path, and
+// whether the file is sealed. A file relay wrote names its public key in
+// a Public-Key header, sealed or not, so no passphrase is needed to read
+// it (as minisign and age show a public key without the secret); the
+// header is checked against the seed whenever the key itself is opened.
+// For a file without the header (a bare seed, or an older relay's sealed
+// file without one), the key is opened, asking passphrase if sealed. The
+// file's mode is checked as ReadKeyFile does.
+func ReadPublicKey(path string, passphrase Passphrase) (PublicKey, bool, error) {
+	data, err := readKeyFile(path)
+	if err != nil {
+		return PublicKey{}, false, err
+	}
+	sealed := IsSealed(data)
+	if block, _ := pem.Decode(data); block != nil && block.Headers["Public-Key"] != "" {
+		pk, err := ParsePublicKey(block.Headers["Public-Key"])
+		if err != nil {
+			return PublicKey{}, false, fmt.Errorf("%s: %w: bad Public-Key header: %w", path, ErrKeyFile, err)
+		}
+		return pk, sealed, nil
+	}
+	k, err := ParseKeyFile(data, passphrase)
+	if err != nil {
+		return PublicKey{}, false, fmt.Errorf("%s: %w", path, err)
+	}
+	return k.PublicKey(), sealed, nil
+}
+
+// readKeyFile reads the key file at path, refusing it with ErrLooseMode
+// if group or others may read it.
+func readKeyFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("failed to open key file: %w", err)
@@ -199,11 +241,7 @@ func ReadKeyFile(path string, passphrase Passphrase) (*PrivateKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("failed to read key file: %w", err)
 	}
-	k, err := ParseKeyFile(data, passphrase)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return k, nil
+	return data, nil
 }
 
 // WriteKeyFile writes k to a new key file at path with mode 0600, sealed

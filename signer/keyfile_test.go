@@ -216,3 +216,28 @@ func TestLooksLikeKeyFile(t *testing.T) {
 		}
 	}
 }
+
+// TestReadPublicKey: a sealed key file's public key is read without its
+// passphrase; a file without a Public-Key header (a bare seed) is opened.
+func TestReadPublicKey(t *testing.T) {
+	k, err := Generate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	sealed := filepath.Join(dir, "sealed.key")
+	if err := WriteKeyFile(sealed, k, []byte("correct horse battery")); err != nil {
+		t.Fatal(err)
+	}
+	noPass := func() ([]byte, error) { t.Error("asked for a passphrase"); return nil, nil }
+	if pk, isSealed, err := ReadPublicKey(sealed, noPass); err != nil || pk != k.PublicKey() || !isSealed {
+		t.Errorf("sealed: %s, %v, %v; want %s, true", pk, isSealed, err, k.PublicKey())
+	}
+	bare := filepath.Join(dir, "bare.key")
+	if err := os.WriteFile(bare, []byte(hex.EncodeToString(k.Seed())+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if pk, isSealed, err := ReadPublicKey(bare, noPass); err != nil || pk != k.PublicKey() || isSealed {
+		t.Errorf("bare seed: %s, %v, %v; want %s, false", pk, isSealed, err, k.PublicKey())
+	}
+}

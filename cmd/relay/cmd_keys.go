@@ -6,10 +6,16 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"unicode/utf8"
 
 	"github.com/relay-sh/relay/signer"
 	"github.com/urfave/cli/v2"
 )
+
+// minPassphrase is the fewest characters relay init seals a key with:
+// NIST SP 800-63B's minimum for a memorized secret. scrypt slows a guess,
+// it does not make a short passphrase safe.
+const minPassphrase = 8
 
 func initCommand(e *env) *cli.Command {
 	return &cli.Command{
@@ -32,8 +38,8 @@ func initCommand(e *env) *cli.Command {
 				if pass, err = e.passphrase("passphrase for the new key: ", true); err != nil {
 					return err
 				}
-				if len(pass) == 0 {
-					return usagef("an empty passphrase cannot seal a key")
+				if n := utf8.RuneCount(pass); n < minPassphrase {
+					return usagef("a passphrase of %d characters is too short to seal a key: use at least %d", n, minPassphrase)
 				}
 			}
 			k, err := signer.Generate(nil)
@@ -63,11 +69,11 @@ func keyCommand(e *env) *cli.Command {
 		ArgsUsage: "FILE",
 		Action: func(c *cli.Context) error {
 			path := c.Args().First()
-			k, err := e.loadKey(path)
+			k, sealed, err := signer.ReadPublicKey(path, e.askPassphrase(path))
 			if err != nil {
 				return err
 			}
-			return e.printKey(path, k.PublicKey(), false)
+			return e.printKey(path, k, sealed)
 		},
 	}
 }

@@ -23,9 +23,14 @@ func keyPath(flag string) (string, error) {
 
 // loadKey reads a key file, asking for its passphrase if it is sealed.
 func (e *env) loadKey(path string) (*signer.PrivateKey, error) {
-	return signer.ReadKeyFile(path, func() ([]byte, error) {
+	return signer.ReadKeyFile(path, e.askPassphrase(path))
+}
+
+// askPassphrase asks for the passphrase of the key file at path.
+func (e *env) askPassphrase(path string) signer.Passphrase {
+	return func() ([]byte, error) {
 		return e.passphrase(fmt.Sprintf("passphrase for %s: ", path), false)
-	})
+	}
 }
 
 // passphrase returns RELAY_PASSPHRASE or, on a terminal, what the user

@@ -41,9 +41,13 @@ func cmdNodes(ts *testscript.TestScript, neg bool, args []string) {
 	n, err := strconv.Atoi(args[0])
 	ts.Check(err)
 	bin := relayPath(ts)
+	// Each network gets data folders of its own: a node keeps its
+	// identity and routing table there, and would join an earlier one.
+	base, err := os.MkdirTemp(ts.MkAbs("."), "nodes-")
+	ts.Check(err)
 	var first string
 	for i := range n {
-		cmd := exec.Command(bin, "node", "--listen", "127.0.0.1:0", "--data-dir", ts.MkAbs("nodes/"+strconv.Itoa(i)))
+		cmd := exec.Command(bin, "node", "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(base, strconv.Itoa(i)))
 		if first != "" {
 			cmd.Args = append(cmd.Args, "--bootstrap", first)
 		}
