@@ -33,14 +33,17 @@
 // that never confirms it works (Confirm) is rolled back at its next start
 // (Started).
 //
-// A process that may not write the executable's folder gets ErrPermission
-// before anything is downloaded, and Run returns it rather than retry.
+// A process that may not write the executable's folder gets ErrPermission,
+// and an executable a package manager installed is refused with
+// ErrManaged, before anything is downloaded; Run returns either rather
+// than retry.
 //
 // The package never prints, never reads flags or environment variables
 // and never exits the program; it logs to the *slog.Logger it is given
 // (nil is silent). Two things are documented exceptions by purpose:
 // Restart starts the program again with its own os.Args and environment,
-// and the default data folder is under os.UserCacheDir. It never installs
+// and the default data folder is under systemd's $CACHE_DIRECTORY or
+// os.UserCacheDir. It never installs
 // a file that did not pass every check, never leaves the executable
 // half-written, and leaves no goroutine running once a call returns.
 package update

@@ -48,9 +48,9 @@ func Example() {
 	}
 	go func() {
 		rel, err := u.Run(context.Background(), update.Install)
-		if errors.Is(err, update.ErrPermission) {
-			// This user may not replace the executable: no retry mends
-			// that, the program's installer must (see ErrPermission).
+		if errors.Is(err, update.ErrPermission) || errors.Is(err, update.ErrManaged) {
+			// This user may not replace the executable, or a package
+			// manager owns it: no retry mends that (see ErrPermission).
 			slog.Warn("updates are off", "err", err)
 			return
 		}

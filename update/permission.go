@@ -23,12 +23,19 @@ import (
 // update it, and have the program itself only notify (NotifyOnly).
 var ErrPermission = errors.New("no permission to update the program")
 
-// CheckPermissions reports whether this process could replace the
-// executable: whether it may create a file in the executable's folder and
-// rename it over the executable. It returns nil, or an error wrapping
-// ErrPermission that names the file and what the system said. Apply runs
-// it before it downloads anything.
+// CheckPermissions reports whether this process could and should replace
+// the executable: that no package manager installed it (ErrManaged,
+// unless Config.AllowManaged), and that this process may create a file in
+// the executable's folder and rename it over the executable
+// (ErrPermission). It returns nil, or an error wrapping one of them that
+// names the file and the reason. Apply and Run(Install) run it before
+// they download anything.
 func (u *Updater) CheckPermissions() error {
+	if !u.cfg.AllowManaged {
+		if err := managed(u.exe); err != nil {
+			return err
+		}
+	}
 	dir := filepath.Dir(u.exe)
 	f, err := atomicfile.Create(u.exe, 0o600)
 	if err != nil {

@@ -34,7 +34,8 @@ const (
 // published yet is checked again at the interval. Network failures are
 // logged and retried sooner, from a few seconds up to the interval. An
 // error no retry can mend, ErrPermission (the executable's folder or the
-// data folder is not writable by this process), is returned at once:
+// data folder is not writable by this process) or ErrManaged, is
+// returned at once:
 // with Install, Run checks the executable's folder before anything else
 // (CheckPermissions).
 func (u *Updater) Run(ctx context.Context, mode Mode) (*Release, error) {
@@ -83,7 +84,7 @@ func (u *Updater) Run(ctx context.Context, mode Mode) (*Release, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if errors.Is(err, ErrPermission) {
+		if errors.Is(err, ErrPermission) || errors.Is(err, ErrManaged) {
 			// Retrying cannot mend it: the program's user or installer
 			// must.
 			return nil, err

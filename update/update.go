@@ -72,7 +72,8 @@ type Config struct {
 	Listen string
 	// DataDir holds what was fetched and what was accepted (the last
 	// accepted release, against replays and rollbacks). Empty means
-	// DefaultDataDir of the executable's name. It is a cache: if it is
+	// DefaultDataDir of the executable's name (for a system service:
+	// systemd's $CACHE_DIRECTORY). It is a cache: if it is
 	// lost, Version still stops any rollback below the running program.
 	DataDir string
 
@@ -109,6 +110,10 @@ type Config struct {
 	// web seeds. Nil means the DHT alone.
 	Relays []string
 
+	// AllowManaged lets the updater replace an executable that a package
+	// manager installed (see ErrManaged), which is refused otherwise.
+	AllowManaged bool
+
 	// Identities read the provider's releases when they are encrypted
 	// (relay.ReadIdentityFile parses an age identity file or an SSH
 	// private key): each file is decrypted as it is installed. Nil reads
@@ -129,13 +134,22 @@ type Config struct {
 }
 
 // DefaultDataDir returns the data folder used when Config.DataDir is
-// empty: relay-update/<name> under the user's cache folder
+// empty: relay-update/<name> under the cache folder systemd gives a
+// service ($CACHE_DIRECTORY, set by CacheDirectory= in its unit; the first
+// if it names several), or else under the user's cache folder
 // (os.UserCacheDir: $XDG_CACHE_HOME or ~/.cache on Linux,
-// ~/Library/Caches on macOS, %LocalAppData% on Windows).
+// ~/Library/Caches on macOS, %LocalAppData% on Windows). A service with
+// neither (no HOME, no CacheDirectory=) must set Config.DataDir.
 func DefaultDataDir(name string) (string, error) {
+	if dirs := os.Getenv("CACHE_DIRECTORY"); dirs != "" {
+		first, _, _ := strings.Cut(dirs, ":")
+		if filepath.IsAbs(first) {
+			return filepath.Join(first, "relay-update", name), nil
+		}
+	}
 	cache, err := os.UserCacheDir()
 	if err != nil {
-		return "", fmt.Errorf("no data folder: %w", err)
+		return "", fmt.Errorf("no data folder: %w; set Config.DataDir, or CacheDirectory= in a systemd unit", err)
 	}
 	return filepath.Join(cache, "relay-update", name), nil
 }
@@ -380,6 +394,15 @@ func (u *Updater) Apply(ctx context.Context) (*Release, error) {
 // Windows, which has no such call, it starts the new process with the same
 // standard streams and returns nil: the caller must then exit, promptly,
 // so that the old executable's file can be removed.
+//
+// A Windows service must not call Restart: the service manager follows
+// the process it started, sees it exit and takes the service as stopped,
+// and the new process runs outside its control. A service installs with
+// Apply (or Run(Install)) and then exits with a failure status, so that
+// the recovery action of its service (sc failure <name> reset= 0
+// actions= restart/1000) starts the new version; or it lets the new
+// version run from the next start. Under systemd or launchd Restart is
+// fine: the process ID stays the same.
 func (u *Updater) Restart() error {
 	if err := restart(u.exe); err != nil {
 		return fmt.Errorf("failed to restart %s: %w", u.exe, err)

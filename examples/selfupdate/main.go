@@ -15,6 +15,7 @@
 //	-bootstrap ADDRS    DHT bootstrap nodes, host:port,... (SELFUPDATE_BOOTSTRAP), default the public DHT
 //	-listen ADDR        local address while checking (SELFUPDATE_LISTEN)
 //	-data-dir DIR       update cache (SELFUPDATE_DATA_DIR), default update.DefaultDataDir
+//	                    (a service: $CACHE_DIRECTORY)
 //	-interval D         time between checks (SELFUPDATE_INTERVAL), default 1h
 //	-mode M             what to do with a newer release (SELFUPDATE_MODE):
 //	                      restart     install it and start again as it (the default)
@@ -79,6 +80,9 @@ func main() {
 		fmt.Fprintf(os.Stderr, "selfupdate: error: %v\n", err)
 		if errors.Is(err, update.ErrPermission) {
 			fmt.Fprintln(os.Stderr, "selfupdate: hint: run it as the owner of its folder, or let that user update it")
+		}
+		if errors.Is(err, update.ErrManaged) {
+			fmt.Fprintln(os.Stderr, "selfupdate: hint: update it with the package manager that installed it")
 		}
 		os.Exit(1)
 	}
