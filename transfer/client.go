@@ -115,7 +115,7 @@ type Client struct {
 type active struct {
 	t        *torrent.Torrent
 	cancel   context.CancelFunc // stops its announcer and rechecks
-	wake     chan struct{}      // tells the announcer a fetch started
+	wake     chan struct{}      // tells the announcer a fetch started, or the last seed left
 	seeding  bool
 	fetches  int
 	semOnce  sync.Once
@@ -709,7 +709,21 @@ func (c *Client) onPeerClosed(pc *torrent.PeerConn) {
 		return
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	wasSeed := c.peerBits[k] != nil && c.peerBits[k].seed
 	delete(c.peerBits, k)
 	c.capSeeds(k.ih)
-	c.mu.Unlock()
+	if a := c.bundles[k.ih]; wasSeed && a != nil && a.seeding {
+		// The last seed gone, a seeder behind NAT may have become the
+		// only source: its announcer looks at natEager again.
+		for k2, p := range c.peerBits {
+			if k2.ih == k.ih && p.seed {
+				return
+			}
+		}
+		select {
+		case a.wake <- struct{}{}:
+		default:
+		}
+	}
 }

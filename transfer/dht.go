@@ -140,7 +140,7 @@ func (c *Client) announce(ctx context.Context, ih record.Infohash, a *active) {
 				nextLookup = now.Add(seedLookupWait(now.Sub(since), c.reachable()))
 			}
 			wait = nextLookup.Sub(now)
-			if repeater != nil && natEager(now, since, eagerUntil, c.reachable()) {
+			if repeater != nil && natEager(now, since, eagerUntil, c.reachable(), c.seedConnected(ih)) {
 				wait = min(wait, natAsk)
 			}
 		default:

@@ -48,20 +48,39 @@ const (
 // published: watchers and CI jobs fetch it now) and after a lookup named
 // a peer not seen before (they come in waves), a seeder behind NAT asks
 // the closest nodes of its last lookup again every natAsk: K queries, one
-// round trip. All bundles of a Client share natAskRate asks a second
-// (natAskRate*K queries), so the DHT load stays bounded; each of those
-// nodes gets at most 1/natAsk queries a second from a bundle.
+// round trip. It does so only while no peer holding the whole bundle is
+// connected to it: one that is (the seeder it fetched from) is where new
+// peers go, and a fleet of watchers behind NAT, each connected to its
+// seeder, would otherwise ask the same K nodes many times a second each.
+// All bundles of a Client share natAskRate asks a second (natAskRate*K
+// queries), and each of those nodes gets at most 1/natAsk queries a
+// second from a bundle (libtorrent blocks a sender above 5).
 const (
 	natAsk      = 250 * time.Millisecond
 	natEagerFor = 30 * time.Second
 	natAskRate  = 8
 )
 
-// natEager reports whether a seeded bundle behind NAT asks for new peers
-// every natAsk at now: since is when it was first seeded, eagerUntil the
-// end of the wave its last new peer began.
-func natEager(now, since, eagerUntil time.Time, reachable bool) bool {
-	return !reachable && (now.Sub(since) < natEagerFor || now.Before(eagerUntil))
+// natEager reports whether a seeded bundle asks for new peers every
+// natAsk at now: since is when it was first seeded, eagerUntil the end of
+// the wave its last new peer began, reachable whether others can dial
+// this host, and seeded whether a peer with the whole bundle is
+// connected.
+func natEager(now, since, eagerUntil time.Time, reachable, seeded bool) bool {
+	return !reachable && !seeded && (now.Sub(since) < natEagerFor || now.Before(eagerUntil))
+}
+
+// seedConnected reports whether a peer holding the whole bundle ih is
+// connected.
+func (c *Client) seedConnected(ih record.Infohash) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, p := range c.peerBits {
+		if k.ih == ih && p.seed {
+			return true
+		}
+	}
+	return false
 }
 
 // seedLookupWait is how long a bundle seeded for age waits before its next

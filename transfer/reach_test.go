@@ -76,8 +76,9 @@ func TestSeedLookupWait(t *testing.T) {
 
 // TestNATEager: a seeder behind NAT asks for new peers every natAsk for
 // natEagerFor after it first seeds a bundle and after a lookup names a
-// peer it had not seen; otherwise, and whenever it is reachable (peers
-// dial it), it waits for its next lookup.
+// peer it had not seen, unless a peer with the whole bundle is connected
+// (new peers find that one); otherwise, and whenever it is reachable
+// (peers dial it), it waits for its next lookup.
 func TestNATEager(t *testing.T) {
 	now := time.Now()
 	for _, c := range []struct {
@@ -85,15 +86,17 @@ func TestNATEager(t *testing.T) {
 		since      time.Time
 		eagerUntil time.Time
 		reachable  bool
+		seeded     bool
 		want       bool
 	}{
-		{"just seeded", now.Add(-time.Second), time.Time{}, false, true},
-		{"seeded long ago", now.Add(-time.Hour), time.Time{}, false, false},
-		{"a new peer lately", now.Add(-time.Hour), now.Add(time.Second), false, true},
-		{"the wave is over", now.Add(-time.Hour), now.Add(-time.Second), false, false},
-		{"reachable", now.Add(-time.Second), now.Add(time.Second), true, false},
+		{"just seeded", now.Add(-time.Second), time.Time{}, false, false, true},
+		{"seeded long ago", now.Add(-time.Hour), time.Time{}, false, false, false},
+		{"a new peer lately", now.Add(-time.Hour), now.Add(time.Second), false, false, true},
+		{"the wave is over", now.Add(-time.Hour), now.Add(-time.Second), false, false, false},
+		{"reachable", now.Add(-time.Second), now.Add(time.Second), true, false, false},
+		{"a seed connected", now.Add(-time.Second), now.Add(time.Second), false, true, false},
 	} {
-		if got := natEager(now, c.since, c.eagerUntil, c.reachable); got != c.want {
+		if got := natEager(now, c.since, c.eagerUntil, c.reachable, c.seeded); got != c.want {
 			t.Errorf("%s: natEager = %v, want %v", c.name, got, c.want)
 		}
 	}
