@@ -207,7 +207,7 @@ func watchCommand(e *env) *cli.Command {
 			if err != nil {
 				return err
 			}
-			interval, err := durationFlag(c, "interval")
+			interval, err := e.intervalFlag(c)
 			if err != nil {
 				return err
 			}

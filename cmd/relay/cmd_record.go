@@ -118,6 +118,32 @@ func durationFlag(c *cli.Context, name string) (time.Duration, error) {
 	return d, nil
 }
 
+// Lower bounds of --interval: each check asks DHT nodes for a record.
+// The public DHT's nodes serve everyone, so relay asks them at most twice
+// a minute; a private network (--bootstrap) is the user's own to load,
+// and its tests and demos check often.
+const (
+	minPublicInterval  = 30 * time.Second
+	minPrivateInterval = 100 * time.Millisecond
+)
+
+// intervalFlag reads --interval, refusing one shorter than the network's
+// lower bound.
+func (e *env) intervalFlag(c *cli.Context) (time.Duration, error) {
+	d, err := durationFlag(c, "interval")
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case len(e.bootstrap) == 0 && d < minPublicInterval:
+		return 0, withHint(usagef("--interval %s is too short for the public DHT: at least %s", d, minPublicInterval),
+			"its nodes serve everyone; a private network (--bootstrap) allows down to %s", minPrivateInterval)
+	case d < minPrivateInterval:
+		return 0, usagef("--interval %s is too short: at least %s", d, minPrivateInterval)
+	}
+	return d, nil
+}
+
 // parseDuration is time.ParseDuration that also takes days ("30d").
 func parseDuration(s string) (time.Duration, error) {
 	if n, ok := strings.CutSuffix(s, "d"); ok {

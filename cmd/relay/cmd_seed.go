@@ -40,7 +40,7 @@ func seedCommand(e *env) *cli.Command {
 				}
 				follow = append(follow, f)
 			}
-			interval, err := durationFlag(c, "interval")
+			interval, err := e.intervalFlag(c)
 			if err != nil {
 				return err
 			}

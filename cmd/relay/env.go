@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -111,6 +112,9 @@ func (e *env) load(c *cli.Context) error {
 		return usageError{fmt.Errorf("--relays: %w", err)}
 	}
 	e.relays = relays
+	if cmd := c.App.Command(c.Args().First()); cmd != nil {
+		e.warnOldVariables(cmd)
+	}
 	e.dataDir = c.String("data-dir")
 	if e.dataDir == "" {
 		d, err := defaultDataDir()
@@ -120,6 +124,18 @@ func (e *env) load(c *cli.Context) error {
 		e.dataDir = d
 	}
 	return nil
+}
+
+// warnOldVariables says, for each flag of cmd whose variable names the
+// command (perCommandFlags), that the variable without the command's name
+// is set but not read.
+func (e *env) warnOldVariables(cmd *cli.Command) {
+	for _, f := range cmd.Flags {
+		name := f.Names()[0]
+		if old := "RELAY_" + strings.ToUpper(name); slices.Contains(perCommandFlags, name) && os.Getenv(old) != "" {
+			e.note("warning: %s is not read; relay %s reads %s", old, cmd.Name, envName(cmd.Name, name))
+		}
+	}
 }
 
 // checkHostPort checks that addr is host:port with a port from 1 to

@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -99,7 +100,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 	for _, cmd := range app.Commands {
 		cmd.OnUsageError = app.OnUsageError
 		for _, f := range cmd.Flags {
-			addEnvVar(f)
+			addEnvVar(cmd.Name, f)
 		}
 		if cmd.Action != nil {
 			action := cmd.Action
@@ -125,9 +126,27 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 	return app
 }
 
-// addEnvVar gives a flag that has no environment variable the one named
-// after it: --wait-for is RELAY_WAIT_FOR.
-func addEnvVar(f cli.Flag) {
+// perCommandFlags are the command flags whose meaning depends on the
+// command (publish waits an hour by default, fetch ten minutes; watch
+// checks every ten minutes, seed every minute; --version is a release's
+// version, and a common name for other tools' settings): their variables
+// name the command, RELAY_PUBLISH_TIMEOUT, so that one variable means one
+// thing.
+var perCommandFlags = []string{"timeout", "interval", "version"}
+
+// envName is the variable of a command's flag: RELAY_<FLAG>, or
+// RELAY_<COMMAND>_<FLAG> for perCommandFlags.
+func envName(command, flag string) string {
+	name := flag
+	if slices.Contains(perCommandFlags, flag) {
+		name = command + "_" + flag
+	}
+	return "RELAY_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// addEnvVar gives a flag of command that has no environment variable the
+// one envName names: --wait-for is RELAY_WAIT_FOR.
+func addEnvVar(command string, f cli.Flag) {
 	var envs *[]string
 	switch f := f.(type) {
 	case *cli.StringFlag:
@@ -142,7 +161,7 @@ func addEnvVar(f cli.Flag) {
 		envs = &f.EnvVars
 	}
 	if envs != nil && len(*envs) == 0 {
-		*envs = []string{"RELAY_" + strings.ToUpper(strings.ReplaceAll(f.Names()[0], "-", "_"))}
+		*envs = []string{envName(command, f.Names()[0])}
 	}
 }
 
