@@ -287,7 +287,11 @@ func (c *Client) Node() *dht.Node { return c.node }
 type Resolved struct {
 	Packet  *record.SignedPacket
 	Release record.Release
-	Stats   dht.ResolveStats
+	// Root, Delegation and Signers are as in FetchResult.
+	Root       *record.SignedPacket
+	Delegation *record.Delegation
+	Signers    []signer.PublicKey
+	Stats      dht.ResolveStats
 	// Relays says what the HTTP relays answered (Config.Relays).
 	Relays httprelay.GetStats
 	// Stale is set when the record is past its expiry.
@@ -295,21 +299,23 @@ type Resolved struct {
 }
 
 // Resolve finds the packet of key with the highest valid seq and reads the
-// channel's release record from it. It checks the signature and the
-// record, not this machine's state: Fetch does that.
+// channel's release record from it, following the key's roots and
+// delegation (docs/spec/keys.md) from where this data folder last was. It
+// checks the signatures, records and threshold, not this machine's state
+// nor expiry: Fetch does that.
 func (c *Client) Resolve(ctx context.Context, key signer.PublicKey, channel string) (*Resolved, error) {
 	if err := record.ValidChannel(channel); err != nil {
 		return nil, err
 	}
-	p, stats, relays, err := c.resolveBoth(ctx, key)
+	// Any seq and expiry: this says what the network holds now.
+	pol := record.Policy{Now: c.now(), MaxFuture: 100 * 365 * 24 * time.Hour, AllowExpired: true}
+	chk, err := c.checkRelease(ctx, key, channel, record.Accepted{}, pol, false)
 	if err != nil {
 		return nil, err
 	}
-	r, err := record.FindRelease(key, p.Packet, channel)
-	if err != nil {
-		return nil, err
-	}
-	return &Resolved{Packet: p, Release: r, Stats: stats, Relays: relays, Stale: !c.now().Before(r.Expires)}, nil
+	r := chk.Release
+	return &Resolved{Packet: chk.Packet, Root: chk.Root, Delegation: chk.Delegation, Signers: chk.Signers,
+		Release: r, Stats: chk.Stats, Relays: chk.Relays, Stale: !c.now().Before(r.Expires)}, nil
 }
 
 // State returns what this data folder last accepted for key and channel.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/relay-sh/relay/dht"
@@ -133,6 +134,13 @@ type FetchResult struct {
 	// it came in.
 	Release record.Release
 	Packet  *record.SignedPacket
+	// Root is the packet of the root that vouched for the release: the
+	// followed key's, or its successor's (docs/spec/keys.md); Delegation
+	// is its delegation, nil when it signs its own releases, and Signers
+	// the release keys whose records made the release count.
+	Root       *record.SignedPacket
+	Delegation *record.Delegation
+	Signers    []signer.PublicKey
 	// Previous is the version accepted before this Fetch (zero for none).
 	Previous record.Version
 	// UpToDate is set when the current release is the one already
@@ -159,6 +167,16 @@ type FetchResult struct {
 	// manifest is the verified manifest of a ManifestOnly fetch, which
 	// has no Bundle.
 	manifest *record.Manifest
+}
+
+// vouchers returns the keys besides the followed one that a delegated
+// release's manifest may name: the root that vouched for it and its
+// signers.
+func (r *FetchResult) vouchers() []signer.PublicKey {
+	if r.Root == nil {
+		return nil
+	}
+	return append([]signer.PublicKey{r.Root.Key}, r.Signers...)
 }
 
 // Path returns where a fetched file is: in the verified bundle, or for
@@ -246,21 +264,27 @@ func (c *Client) fetchOnce(ctx context.Context, o FetchOptions) (*FetchResult, e
 	}
 	stage := newStages(o.OnStage)
 	stage.enter(StageResolving)
-	p, stats, relays, err := c.resolveBoth(ctx, o.Key)
-	if err != nil {
-		return nil, err
-	}
 	floor := st.Accepted
 	if o.Current.Compare(floor.Version) > 0 {
 		floor.Version, floor.Manifest = o.Current, record.Digest{}
 	}
-	res := &FetchResult{Packet: p, Previous: floor.Version, Resolve: stats, Relays: relays}
 	policy := record.Policy{
 		Now:          c.now(),
 		MaxFuture:    c.cfg.MaxFuture,
 		AllowExpired: o.AllowExpired,
 	}
-	res.Release, err = record.Check(p, o.Key, channel, floor, policy)
+	chk, err := c.checkRelease(ctx, o.Key, channel, floor, policy, true)
+	if chk == nil || chk.Root == nil {
+		return nil, err
+	}
+	res := &FetchResult{Packet: chk.Packet, Root: chk.Root, Delegation: chk.Delegation, Signers: chk.Signers,
+		Previous: floor.Version, Resolve: chk.Stats, Relays: chk.Relays, Release: chk.Release}
+	if revoked := revokedSigners(st, chk.Delegation); len(revoked) > 0 && (record.IsVerification(err) || errors.Is(err, record.ErrNoRelease)) {
+		// Nothing newer replaces a release a revoked key signed: that
+		// matters more than why.
+		return res, fmt.Errorf("%w: %s was signed by %s, revoked by root %s (and the channel has nothing newer: %v)",
+			ErrRevokedInstall, st.Version, revoked[0], chk.Root.Key, err)
+	}
 	if err != nil {
 		return res, err
 	}
@@ -272,6 +296,16 @@ func (c *Client) fetchOnce(ctx context.Context, o FetchOptions) (*FetchResult, e
 				record.ErrRollback, r.Version, st.Manifest, r.Manifest)
 		}
 		res.UpToDate = true
+		if !o.CheckOnly && !slices.Equal(st.Signers, res.Signers) && r.Version.Compare(st.Version) == 0 {
+			// The same release, now vouched for by other keys (a revoked
+			// key's record replaced by a new key's): remember who, so
+			// that a later revocation is judged by them.
+			st.Accepted, st.Signers, st.Packet = record.Accept(res.Root, r), res.Signers, res.Root
+			st.Infohash, st.Updated = r.Infohash, c.now().UTC()
+			if err := c.states.Save(st); err != nil {
+				return res, err
+			}
+		}
 		if !o.Again || o.CheckOnly {
 			return res, nil
 		}
@@ -313,6 +347,7 @@ func (c *Client) fetchOnce(ctx context.Context, o FetchOptions) (*FetchResult, e
 	f, err := c.guardedFetch(ctx, o, r, floor, policy, func(ctx context.Context, progress func(transfer.Progress)) (*transfer.Fetched, error) {
 		return tc.Fetch(ctx, transfer.FetchRequest{
 			Key:        o.Key,
+			Also:       res.vouchers(),
 			Release:    r,
 			OS:         goos,
 			Arch:       goarch,
@@ -375,8 +410,12 @@ func (c *Client) fetchOnce(ctx context.Context, o FetchOptions) (*FetchResult, e
 		return res, nil
 	}
 	faultpoint.Hit(faultpoint.InstallState)
-	st.Accepted = record.Accept(p, r)
-	st.Infohash, st.Packet, st.Updated = r.Infohash, p, c.now().UTC()
+	// The root's packet is what the state keeps: the release's own when
+	// the followed key signs it, else the delegation (with a seq of the
+	// root's, which is what a replay is checked against).
+	st.Accepted = record.Accept(res.Root, r)
+	st.Signers = res.Signers
+	st.Infohash, st.Packet, st.Updated = r.Infohash, res.Root, c.now().UTC()
 	if err := c.states.Save(st); err != nil {
 		return res, err
 	}

@@ -34,6 +34,12 @@ const DefaultExpires = 30 * 24 * time.Hour
 type PublishOptions struct {
 	// Key signs the record. Required.
 	Key *signer.PrivateKey
+	// Root, when Key is a release key of a root's delegation
+	// (docs/spec/keys.md), is that root: the bundle's manifest names it
+	// instead of Key, so that every release key that builds the same
+	// files makes the same bundle, and users following the root keep
+	// and prune it as the root's.
+	Root signer.PublicKey
 	// Channel is the release channel; empty means "stable".
 	Channel string
 	// Version is the release's version. Required.
@@ -141,11 +147,18 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*Published, err
 	}
 	stage.enter(StageBundling)
 	var leftOut []transfer.LeftOut
+	// The manifest names the key users follow: the root a release key
+	// signs for, so that two release keys building the same files make
+	// the same bundle.
+	owner := key
+	if !o.Root.IsZero() {
+		owner = o.Root
+	}
 	mo := transfer.MakeOptions{
 		LeftOut:   func(l transfer.LeftOut) { leftOut = append(leftOut, l) },
 		Dir:       transfer.BundlesDir(c.cfg.DataDir),
 		Sources:   o.Sources,
-		Key:       key,
+		Key:       owner,
 		Channel:   channel,
 		Version:   o.Version,
 		Published: published,
@@ -193,10 +206,10 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*Published, err
 	if keep <= 0 {
 		keep = DefaultPublishKeep
 	}
-	if err := c.recordKeep(key, channel, RolePublish, keep); err != nil {
+	if err := c.recordKeep(owner, channel, RolePublish, keep); err != nil {
 		c.log.Warn("failed to record how many releases to keep", "err", err)
 	}
-	if res.Pruned, err = c.pruneChannel(tc, key, channel, keep); err != nil {
+	if res.Pruned, err = c.pruneChannel(tc, owner, channel, keep); err != nil {
 		c.log.Warn("failed to remove old bundles", "channel", channel, "err", err)
 	}
 	return res, nil

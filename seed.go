@@ -177,6 +177,10 @@ func (c *Client) Seed(ctx context.Context, o SeedOptions) error {
 			nextRestore = now.Add(o.Restore)
 			for _, k := range followedKeys(follow) {
 				c.restore(ctx, k, latest, emit)
+				// The roots and release keys its releases depend on.
+				for _, ck := range c.chainKeys(k) {
+					c.restore(ctx, ck, latest, emit)
+				}
 			}
 		}
 		// Wake for the next re-sign check or the next restore, whichever
@@ -269,7 +273,7 @@ func (c *Client) restore(ctx context.Context, key signer.PublicKey, latest map[s
 	}
 	if states, err := c.states.List(); err == nil {
 		for _, st := range states {
-			if st.Key == key {
+			if st.Key == key && st.Packet != nil && st.Packet.Key == key {
 				consider(st.Packet)
 			}
 		}

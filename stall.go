@@ -113,13 +113,9 @@ func (c *Client) guardedFetch(ctx context.Context, o FetchOptions, r record.Rele
 	})
 	if o.Recheck > 0 {
 		every(ctx, &wg, o.Recheck, func() bool {
-			p, _, err := c.resolvePacket(ctx, o.Key)
-			if err != nil {
-				return true
-			}
 			policy.Now = c.now()
-			if nr, err := record.Check(p, o.Key, r.Channel, floor, policy); err == nil && nr.Version.Compare(r.Version) > 0 {
-				cancel(fmt.Errorf("%w: %s while %s downloaded", errSuperseded, nr.Version, r.Version))
+			if chk, err := c.checkRelease(ctx, o.Key, r.Channel, floor, policy, false); err == nil && chk.Release.Version.Compare(r.Version) > 0 {
+				cancel(fmt.Errorf("%w: %s while %s downloaded", errSuperseded, chk.Release.Version, r.Version))
 				return false
 			}
 			return true

@@ -39,6 +39,9 @@ type State struct {
 type stateFile struct {
 	State
 	Body string `json:"packet,omitempty"`
+	// BodyKey is the key that signed Body when it is not State.Key: the
+	// current root, after the followed key rotated to a successor.
+	BodyKey *signer.PublicKey `json:"packet_key,omitempty"`
 }
 
 // stateStore keeps State files under <data dir>/state/<key>/<channel>.json.
@@ -84,8 +87,12 @@ func decodeState(key signer.PublicKey, channel, p string, data []byte) (State, e
 	st := f.State
 	if f.Body != "" {
 		body, err := hex.DecodeString(f.Body)
+		signedBy := key
+		if f.BodyKey != nil {
+			signedBy = *f.BodyKey
+		}
 		if err == nil {
-			st.Packet, err = record.ParseBody(key, body)
+			st.Packet, err = record.ParseBody(signedBy, body)
 		}
 		if err != nil {
 			return State{}, fmt.Errorf("%w: %s: packet: %v", ErrState, p, err)
@@ -102,6 +109,9 @@ func encodeState(st State) ([]byte, error) {
 	f := stateFile{State: st}
 	if st.Packet != nil {
 		f.Body = hex.EncodeToString(st.Packet.Body())
+		if st.Packet.Key != st.Key {
+			f.BodyKey = &st.Packet.Key
+		}
 	}
 	data, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {

@@ -33,6 +33,10 @@ const (
 	EventRefused EventKind = "refused"
 	// EventStale: the current record is past its expiry; not installed.
 	EventStale EventKind = "stale"
+	// EventRevoked: the installed release was signed by a key the root's
+	// delegation now revokes, and nothing newer replaces it
+	// (ErrRevokedInstall).
+	EventRevoked EventKind = "revoked"
 	// EventError: the network or the machine failed; retrying with backoff.
 	EventError EventKind = "error"
 )
@@ -135,6 +139,12 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 			ev = Event{Kind: EventInstalled, Version: res.Release.Version, Result: res}
 		case errors.Is(err, ErrState) || errors.Is(err, errBadOptions) || errors.Is(err, ErrWouldOverwrite):
 			return err
+		case errors.Is(err, ErrRevokedInstall):
+			// The version is the installed one, which a revoked key signed.
+			ev = Event{Kind: EventRevoked, Err: err}
+			if res != nil {
+				ev.Version = res.Previous
+			}
 		case errors.Is(err, record.ErrExpired):
 			ev = Event{Kind: EventStale, Err: err}
 		case record.IsVerification(err) || errors.Is(err, ErrNoIdentity):

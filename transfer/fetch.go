@@ -34,8 +34,11 @@ import (
 // look for it.
 type FetchRequest struct {
 	// Key is the publisher's key the release was verified with; the
-	// manifest must name it.
+	// manifest must name it, or one of Also.
 	Key signer.PublicKey
+	// Also are other keys that vouched for the release and that the
+	// manifest may name: the roots and release keys of a delegation.
+	Also []signer.PublicKey
 	// Release is the verified release record: its infohash names the
 	// torrent, its size bounds the download, its manifest digest checks
 	// relay.json, and its web seeds (if any) serve the files.
@@ -441,7 +444,11 @@ func (f *fetch) fetch(ctx context.Context, wg *sync.WaitGroup) (*Fetched, error)
 	if err != nil {
 		return nil, err
 	}
-	if err := m.Match(f.req.Key, r, mb); err != nil {
+	key := f.req.Key
+	if slices.Contains(f.req.Also, m.Key) {
+		key = m.Key
+	}
+	if err := m.Match(key, r, mb); err != nil {
 		return nil, err
 	}
 	if f.req.OnManifest != nil {
