@@ -173,7 +173,7 @@ func withOverwriteHint(err error) error {
 
 // describeRefusal adds what was refused to a verification error.
 func describeRefusal(res *relay.FetchResult, err error) error {
-	if !record.IsVerification(err) || res == nil {
+	if !record.IsVerification(err) || res == nil || errors.Is(err, relay.ErrRevokedInstall) {
 		return err
 	}
 	if res.Release.Version.IsZero() {

@@ -13,6 +13,7 @@ import (
 	"github.com/relay-sh/relay/dht"
 	"github.com/relay-sh/relay/internal/untrusted"
 	"github.com/relay-sh/relay/record"
+	"github.com/relay-sh/relay/signer"
 	"github.com/urfave/cli/v2"
 )
 
@@ -128,7 +129,15 @@ func resolveCommand(e *env) *cli.Command {
 				Relays  int         `json:"relays_held"`
 				Release releaseJSON `json:"release"`
 				Body    string      `json:"relay_body"`
-			}{key.String(), res.Packet.Seq, res.Packet.Time(), res.Stale, res.Stats.Held, res.Stats.Answered, res.Relays.Held, toReleaseJSON(res.Release), hex.EncodeToString(res.Packet.Body())}
+				// Root and Signers are set when key delegates its releases
+				// (docs/spec/keys.md): the root that vouched, and the
+				// release keys whose records count.
+				Root    *signer.PublicKey  `json:"root,omitempty"`
+				Signers []signer.PublicKey `json:"signers,omitempty"`
+			}{key.String(), res.Packet.Seq, res.Packet.Time(), res.Stale, res.Stats.Held, res.Stats.Answered, res.Relays.Held, toReleaseJSON(res.Release), hex.EncodeToString(res.Packet.Body()), nil, res.Signers}
+			if res.Delegation != nil || res.Root.Key != key {
+				out.Root = &res.Root.Key
+			}
 			if res.Stale {
 				e.note("warning: this record expired %s; a watcher will not install it", res.Release.Expires.Format(time.RFC3339))
 			}
@@ -143,6 +152,15 @@ func resolveCommand(e *env) *cli.Command {
 				fmt.Fprintf(w, "expires   %s%s\n", r.Expires.Format(time.RFC3339), map[bool]string{true: " (expired)"}[res.Stale])
 				for _, ws := range r.WebSeeds {
 					fmt.Fprintf(w, "web seed  %s\n", untrusted.Escape(ws))
+				}
+				if out.Root != nil {
+					fmt.Fprintf(w, "root      %s\n", res.Root.Key)
+				}
+				if d := res.Delegation; d != nil {
+					fmt.Fprintf(w, "delegates %d of %d key(s), %d revoked, until %s\n", d.Threshold, len(d.Keys), len(d.Revoked), d.Expires.Format(time.RFC3339))
+				}
+				for _, k := range res.Signers {
+					fmt.Fprintf(w, "signer    %s\n", k)
 				}
 				fmt.Fprintf(w, "signed    %s (seq %d)\n", res.Packet.Time().Format(time.RFC3339Nano), res.Packet.Seq)
 				fmt.Fprintf(w, "held by   %d of %d nodes that answered\n", res.Stats.Held, res.Stats.Answered)

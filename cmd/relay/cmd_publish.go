@@ -12,6 +12,7 @@ import (
 
 	"github.com/relay-sh/relay"
 	"github.com/relay-sh/relay/record"
+	"github.com/relay-sh/relay/signer"
 	"github.com/relay-sh/relay/transfer"
 	"github.com/urfave/cli/v2"
 )
@@ -28,6 +29,7 @@ func publishCommand(e *env) *cli.Command {
 			"The publication time is SOURCE_DATE_EPOCH when set, so rebuilds make the same bundle.",
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "key", Usage: "provider key `FILE` (default: the one relay init writes)", EnvVars: []string{"RELAY_KEY"}},
+			&cli.StringFlag{Name: "root", Usage: "with a release key, the root `KEY` users follow: the manifest names it, so release keys that build the same files make the same bundle", EnvVars: []string{"RELAY_ROOT"}},
 			&cli.StringFlag{Name: "version", Usage: "the release's version `V` (semantic versioning)"},
 			channelFlag(),
 			&cli.StringFlag{Name: "notes", Usage: "release notes `TEXT`"},
@@ -96,6 +98,12 @@ func publishCommand(e *env) *cli.Command {
 				}
 				published = time.Unix(sec, 0)
 			}
+			var root signer.PublicKey
+			if s := c.String("root"); s != "" {
+				if root, err = signer.ParsePublicKey(s); err != nil {
+					return usageError{fmt.Errorf("--root: %w", err)}
+				}
+			}
 			path, err := keyPath(c.String("key"))
 			if err != nil {
 				return err
@@ -113,7 +121,7 @@ func publishCommand(e *env) *cli.Command {
 			}
 			defer cl.Close()
 			p, err := cl.Publish(c.Context, relay.PublishOptions{
-				Key: key, Channel: channel, Version: v, Notes: notes, Sources: sources,
+				Key: key, Root: root, Channel: channel, Version: v, Notes: notes, Sources: sources,
 				Published: published, Expires: expires, WebSeeds: c.StringSlice("web-seed"), Force: c.Bool("force"),
 				AllowAhead: c.Bool("allow-ahead"),
 				Keep:       c.Int("keep"),

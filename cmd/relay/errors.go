@@ -25,6 +25,10 @@ const (
 	// exitIdentity: the release is encrypted and no --identity given
 	// reads it (relay.ErrNoIdentity).
 	exitIdentity = 5
+	// exitRevoked: the release installed here was signed by a key the
+	// root's delegation now revokes, and nothing newer replaces it
+	// (relay.ErrRevokedInstall).
+	exitRevoked = 6
 )
 
 // usageError is a command line relay cannot run: exit code 2.
@@ -62,6 +66,8 @@ func exitCode(err error) int {
 		return exitNotFound
 	case errors.Is(err, relay.ErrNoIdentity):
 		return exitIdentity
+	case errors.Is(err, relay.ErrRevokedInstall):
+		return exitRevoked
 	case record.IsVerification(err):
 		return exitVerify
 	}
@@ -132,6 +138,10 @@ func hintFor(err error) string {
 		return "make a key with `relay init`"
 	case errors.Is(err, relay.ErrNoIdentity):
 		return "the release is encrypted to its provider's chosen recipients: give --identity FILE with your age identity, and ask the provider to add your public key (age-keygen -y FILE prints it) if it is not among them"
+	case errors.Is(err, relay.ErrRevokedInstall):
+		return "a thief may have published the release installed here: stop it, and install the provider's next release (above the installed version) as soon as it is out"
+	case errors.Is(err, record.ErrThreshold):
+		return "the root's delegation needs more release keys to sign this release (relay cosign), or they signed different bundles"
 	case errors.Is(err, relay.ErrDataDirInUse):
 		return "give each relay process its own --data-dir (RELAY_DATA_DIR)"
 	case errors.Is(err, relay.ErrNoPath):
