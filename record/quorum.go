@@ -51,7 +51,7 @@ type Signed struct {
 func Quorum(d Delegation, channel string, found []Signed, last Accepted, pol Policy) (Release, []signer.PublicKey, error) {
 	allowed := d.Signers(channel)
 	if len(allowed) < d.Threshold || len(allowed) == 0 {
-		return Release{}, nil, fmt.Errorf("%w: the delegation lets %d key(s) sign channel %q and needs %d", ErrThreshold, len(allowed), channel, d.Threshold)
+		return Release{}, nil, fmt.Errorf("%w: the delegation lets %d of its keys sign channel %q and needs %d", ErrThreshold, len(allowed), channel, d.Threshold)
 	}
 	type group struct {
 		r           Release
@@ -86,7 +86,7 @@ func Quorum(d Delegation, channel string, found []Signed, last Accepted, pol Pol
 		}
 	}
 	if len(groups) == 0 {
-		return Release{}, nil, fmt.Errorf("%w: %q: none of the %d release key(s) the delegation names signed one", ErrNoRelease, channel, len(allowed))
+		return Release{}, nil, fmt.Errorf("%w: %q: none of the release keys the delegation names (%d) signed one", ErrNoRelease, channel, len(allowed))
 	}
 	// The highest version first; of one version, the most signers first.
 	slices.SortStableFunc(groups, func(a, b *group) int {

@@ -139,7 +139,7 @@ func editDelegation(c *cli.Context, d *record.Delegation) error {
 	case d.Threshold == 0 && len(d.Keys) > 0:
 		d.Threshold = 1
 	case d.Threshold > len(d.Keys):
-		return usagef("the threshold %d is above the %d release key(s) left: give --threshold", d.Threshold, len(d.Keys))
+		return usagef("the threshold %d is above the %s left: give --threshold", d.Threshold, count(len(d.Keys), "release key"))
 	}
 	if s := c.String("next"); s != "" {
 		k, err := signer.ParsePublicKey(s)
@@ -152,7 +152,7 @@ func editDelegation(c *cli.Context, d *record.Delegation) error {
 }
 
 func describeDelegation(d record.Delegation) string {
-	s := fmt.Sprintf("%d of %d release key(s), %d revoked, until %s", d.Threshold, len(d.Keys), len(d.Revoked), d.Expires.Format(time.RFC3339))
+	s := fmt.Sprintf("%d of %s, %d revoked, until %s", d.Threshold, count(len(d.Keys), "release key"), len(d.Revoked), d.Expires.Format(time.RFC3339))
 	if !d.Next.IsZero() {
 		s += ", successor root " + d.Next.String()
 	}

@@ -157,7 +157,7 @@ func resolveCommand(e *env) *cli.Command {
 					fmt.Fprintf(w, "root      %s\n", res.Root.Key)
 				}
 				if d := res.Delegation; d != nil {
-					fmt.Fprintf(w, "delegates %d of %d key(s), %d revoked, until %s\n", d.Threshold, len(d.Keys), len(d.Revoked), d.Expires.Format(time.RFC3339))
+					fmt.Fprintf(w, "delegates %d of %s, %d revoked, until %s\n", d.Threshold, count(len(d.Keys), "key"), len(d.Revoked), d.Expires.Format(time.RFC3339))
 				}
 				for _, k := range res.Signers {
 					fmt.Fprintf(w, "signer    %s\n", k)
