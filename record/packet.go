@@ -174,6 +174,12 @@ func (r Release) TXT(key signer.PublicKey) (*dns.TXT, error) {
 	for _, u := range r.WebSeeds {
 		s = append(s, "ws="+u)
 	}
+	if r.Rollout > 0 {
+		s = append(s, "ro="+strconv.Itoa(r.Rollout))
+	}
+	if r.Critical {
+		s = append(s, "crit=1")
+	}
 	return &dns.TXT{
 		Hdr: dns.RR_Header{Name: Owner(key, r.Channel), Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: TTL},
 		Txt: s,
@@ -198,6 +204,8 @@ func (r Release) Validate() error {
 		return fmt.Errorf("%w: release size %d is not positive", ErrMalformed, r.Size)
 	case r.Expires.IsZero():
 		return fmt.Errorf("%w: release has no expiry", ErrMalformed)
+	case r.Rollout < 0 || r.Rollout > 99:
+		return fmt.Errorf("%w: rollout %d%% is not 1 to 99 (0: every machine)", ErrMalformed, r.Rollout)
 	}
 	for _, u := range r.WebSeeds {
 		if err := validWebSeed(u); err != nil {
@@ -266,6 +274,18 @@ func parseTXT(channel string, strs []string) (Release, error) {
 			if err = validWebSeed(v); err == nil {
 				r.WebSeeds = append(r.WebSeeds, v)
 			}
+		case "ro":
+			// An extension: a reader that does not know it takes the
+			// release at once, as every reader did before it.
+			var pct int64
+			if pct, err = parseDecimal(v, "rollout"); err == nil && (pct < 1 || pct > 100) {
+				err = fmt.Errorf("%w: rollout %q is not 1 to 100", ErrMalformed, clip(v))
+			}
+			if pct < 100 {
+				r.Rollout = int(pct)
+			}
+		case "crit":
+			r.Critical = v == "1"
 		}
 		if err != nil {
 			return Release{}, fmt.Errorf("record of channel %q: %w", channel, err)

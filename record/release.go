@@ -19,6 +19,13 @@ type Release struct {
 	Expires time.Time
 	// WebSeeds are HTTP(S) URLs serving the same files (BEP 19).
 	WebSeeds []string
+	// Rollout is the percentage of machines, 1 to 99, that take this
+	// release now (a staged rollout, docs/spec/rollout.md); 0 means every
+	// machine. RolloutPlace says whether a machine is among them.
+	Rollout int
+	// Critical marks a security fix: it is never held back by a rollout,
+	// and a program should install it without waiting.
+	Critical bool
 }
 
 // SHA256 returns the SHA-256 digest of b.
