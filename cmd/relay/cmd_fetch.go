@@ -241,7 +241,7 @@ func watchCommand(e *env) *cli.Command {
 			view := e.stageView(o, true)
 			view.attach(&o)
 			o.OnFound = func(r record.Release, prev record.Version) {
-				e.event(relay.Event{Time: time.Now(), Kind: relay.EventFound, Version: r.Version})
+				e.event(relay.Event{Time: time.Now(), Kind: relay.EventFound, Version: r.Version}, "")
 			}
 			e.note("watching %s/%s every %s", o.Key, o.Channel, interval)
 			err = cl.Watch(c.Context, relay.WatchOptions{
@@ -252,7 +252,7 @@ func watchCommand(e *env) *cli.Command {
 					if ev.Kind != relay.EventWaiting { // the download goes on
 						view.finish()
 					}
-					e.event(ev)
+					e.event(ev, install)
 				},
 			})
 			return withOverwriteHint(err)
@@ -320,22 +320,24 @@ func shellCommand(ctx context.Context, s string) *exec.Cmd {
 }
 
 // event prints a watch or seed event: a line, or a JSON object under
-// --json.
-func (e *env) event(ev relay.Event) {
+// --json. installed is the executable a watcher replaces (--install), if
+// any: an installed event names it rather than the bundle's folder.
+func (e *env) event(ev relay.Event, installed string) {
 	type eventJSON struct {
-		Time     time.Time `json:"time"`
-		Event    string    `json:"event"`
-		Key      string    `json:"public_key,omitempty"`
-		Channel  string    `json:"channel,omitempty"`
-		Version  string    `json:"version,omitempty"`
-		Error    string    `json:"error,omitempty"`
-		Retry    string    `json:"next_check,omitempty"`
-		Placed   []string  `json:"placed,omitempty"`
-		Infohash string    `json:"infohash,omitempty"`
-		Stored   int       `json:"dht_nodes_stored,omitempty"`
-		Waiting  string    `json:"waiting,omitempty"`
-		Known    *int      `json:"peers_known,omitempty"`
-		Peers    *int      `json:"peers_connected,omitempty"`
+		Time      time.Time `json:"time"`
+		Event     string    `json:"event"`
+		Key       string    `json:"public_key,omitempty"`
+		Channel   string    `json:"channel,omitempty"`
+		Version   string    `json:"version,omitempty"`
+		Error     string    `json:"error,omitempty"`
+		Retry     string    `json:"next_check,omitempty"`
+		Placed    []string  `json:"placed,omitempty"`
+		Installed string    `json:"installed,omitempty"`
+		Infohash  string    `json:"infohash,omitempty"`
+		Stored    int       `json:"dht_nodes_stored,omitempty"`
+		Waiting   string    `json:"waiting,omitempty"`
+		Known     *int      `json:"peers_known,omitempty"`
+		Peers     *int      `json:"peers_connected,omitempty"`
 	}
 	j := eventJSON{Time: ev.Time.UTC(), Event: string(ev.Kind), Version: ev.Version.String(), Stored: ev.Stored}
 	if !ev.Follow.Key.IsZero() {
@@ -348,7 +350,7 @@ func (e *env) event(ev relay.Event) {
 		j.Retry = ev.Retry.Round(time.Second).String()
 	}
 	if ev.Result != nil && ev.Kind == relay.EventInstalled {
-		j.Placed = ev.Result.Placed
+		j.Placed, j.Installed = ev.Result.Placed, installed
 	}
 	if ev.Bundle != nil {
 		j.Infohash = ev.Bundle.Infohash.String()
@@ -369,7 +371,9 @@ func (e *env) event(ev relay.Event) {
 	}
 	switch ev.Kind {
 	case relay.EventInstalled:
-		if len(j.Placed) > 0 {
+		if j.Installed != "" {
+			line += ": " + j.Installed
+		} else if len(j.Placed) > 0 {
 			line += ": " + strings.Join(j.Placed, " ")
 		} else if ev.Result != nil && ev.Result.Bundle != nil {
 			line += ": " + ev.Result.Dir()
