@@ -495,14 +495,28 @@ func TestNearNodesBounded(t *testing.T) {
 	var ih record.Infohash
 	last := maxNear + 99 // the last set is there
 	ih[0], ih[1] = byte(last>>8), byte(last)
-	if got := nn.get(ih, now); len(got) != K {
+	if got, all := nn.get(ih, now, 0); len(got) != K || !all {
 		t.Fatalf("get = %v, want the %d nodes set", got, K)
 	}
-	if got := nn.get(ih, now.Add(nearLife+time.Second)); got != nil {
+	// A few at a time, in turn: every node once in K/2 asks of 2.
+	seen := make(map[netip.AddrPort]int)
+	for range K / 2 {
+		got, all := nn.get(ih, now, 2)
+		if len(got) != 2 || all {
+			t.Fatalf("get of 2 = %v (all %v)", got, all)
+		}
+		for _, ap := range got {
+			seen[ap]++
+		}
+	}
+	if len(seen) != K {
+		t.Fatalf("%d asks of 2 named %d distinct nodes, want %d: %v", K/2, len(seen), K, seen)
+	}
+	if got, _ := nn.get(ih, now.Add(nearLife+time.Second), 0); got != nil {
 		t.Fatalf("get after nearLife = %v, want none", got)
 	}
 	nn.set(ih, nil, now) // a lookup that found no node forgets the old ones
-	if got := nn.get(ih, now); got != nil {
+	if got, _ := nn.get(ih, now, 0); got != nil {
 		t.Fatalf("get after an empty lookup = %v, want none", got)
 	}
 }

@@ -339,13 +339,13 @@ func TestPeersAgain(t *testing.T) {
 	ih[0], ih[19] = 0x5e, 0xed
 	asker := net.Nodes[20]
 	// Nothing remembered yet: a lookup.
-	if peers, err := asker.PeersAgain(ctx, ih); err != nil || len(peers) != 0 {
+	if peers, err := asker.PeersAgain(ctx, ih, 0); err != nil || len(peers) != 0 {
 		t.Fatalf("PeersAgain before any announce: %v, %v", peers, err)
 	}
 	if err := net.Nodes[21].Announce(ctx, ih, 7101); err != nil {
 		t.Fatal(err)
 	}
-	peers, err := asker.PeersAgain(ctx, ih)
+	peers, err := asker.PeersAgain(ctx, ih, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -108,7 +108,7 @@ type Client struct {
 	closed    bool
 
 	seedLookups *rate.Limiter // the DHT lookups of seeded bundles (see seedLookupWait)
-	natAsks     *rate.Limiter // the quick asks of seeded bundles behind NAT (see natEager)
+	natAsks     *rate.Limiter // the queries of quick asks of seeded bundles behind NAT (see natEager)
 }
 
 // active is a bundle in the client.
@@ -207,7 +207,7 @@ func NewClient(cfg Config) (*Client, error) {
 		evictions: make(chan *torrent.PeerConn, 256),
 
 		seedLookups: rate.NewLimiter(seedLookupRate, seedLookupBurst),
-		natAsks:     rate.NewLimiter(natAskRate, natAskRate),
+		natAsks:     rate.NewLimiter(natQueryRate, natQueryRate),
 	}
 	if err := os.MkdirAll(c.root, 0o700); err != nil {
 		return nil, fmt.Errorf("transfer: %w", err)

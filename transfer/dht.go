@@ -73,11 +73,11 @@ const (
 	dhtCallTimeout = 30 * time.Second
 )
 
-// dhtRepeater is a DHT node that can ask the closest nodes of its last
-// lookup of a bundle's peers again, for K packets instead of a lookup (as
-// *dht.Node does).
+// dhtRepeater is a DHT node that can ask count of the closest nodes of
+// its last lookup of a bundle's peers again, the next ones in turn, for
+// count packets instead of a lookup (as *dht.Node does).
 type dhtRepeater interface {
-	PeersAgain(ctx context.Context, ih record.Infohash) ([]netip.AddrPort, error)
+	PeersAgain(ctx context.Context, ih record.Infohash, count int) ([]netip.AddrPort, error)
 }
 
 // announce announces a bundle in the DHT with the client's TCP port and
@@ -111,8 +111,11 @@ func (c *Client) announce(ctx context.Context, ih record.Infohash, a *active) {
 		case fetching, seeding && !again && c.seedLookups.Wait(ctx) == nil:
 			err = c.lookupPeers(ctx, ih, a, c.cfg.DHT.Peers, &eagerUntil)
 			nextLookup = time.Time{}
-		case again && c.natAsks.Wait(ctx) == nil:
-			err = c.lookupPeers(ctx, ih, a, repeater.PeersAgain, &eagerUntil)
+		case again && c.natAsks.WaitN(ctx, natAskNodes) == nil:
+			ask := func(ctx context.Context, ih record.Infohash) ([]netip.AddrPort, error) {
+				return repeater.PeersAgain(ctx, ih, natAskNodes)
+			}
+			err = c.lookupPeers(ctx, ih, a, ask, &eagerUntil)
 		}
 		if announcing != nil {
 			if aerr := <-announcing; aerr == nil {

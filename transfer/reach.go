@@ -47,18 +47,22 @@ const (
 // the natEagerFor after a bundle is first seeded (a release just
 // published: watchers and CI jobs fetch it now) and after a lookup named
 // a peer not seen before (they come in waves), a seeder behind NAT asks
-// the closest nodes of its last lookup again every natAsk: K queries, one
-// round trip. It does so only while no peer holding the whole bundle is
-// connected to it: one that is (the seeder it fetched from) is where new
-// peers go, and a fleet of watchers behind NAT, each connected to its
-// seeder, would otherwise ask the same K nodes many times a second each.
-// All bundles of a Client share natAskRate asks a second (natAskRate*K
-// queries), and each of those nodes gets at most 1/natAsk queries a
-// second from a bundle (libtorrent blocks a sender above 5).
+// the closest nodes of its last lookup again: natAskNodes of them every
+// natAsk, in turn, so each is asked once a natRound (each stores every
+// peer's announce, so any of them names a new peer). It does so only
+// while no peer holding the whole bundle is connected to it: one that is
+// (the seeder it fetched from) is where new peers go, and a fleet of
+// watchers behind NAT, each connected to its seeder, would otherwise ask
+// the same nodes many times a second each. All bundles of a Client share
+// natQueryRate such queries a second, and each of those nodes gets at
+// most 1/natRound queries a second from a bundle (libtorrent blocks a
+// sender above 5).
 const (
-	natAsk      = 250 * time.Millisecond
-	natEagerFor = 30 * time.Second
-	natAskRate  = 8
+	natRound     = 250 * time.Millisecond
+	natAskNodes  = 2
+	natAsk       = natRound * natAskNodes / 8 // of the K=8 closest
+	natEagerFor  = 30 * time.Second
+	natQueryRate = 64
 )
 
 // natEager reports whether a seeded bundle asks for new peers every
