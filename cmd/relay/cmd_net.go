@@ -28,7 +28,7 @@ func (e *env) config(readOnly bool) relay.Config {
 	return relay.Config{
 		DataDir:   e.dataDir,
 		Bootstrap: e.bootstrapList(),
-		Listen:    e.listen,
+		Listen:    e.listenAddr("0"),
 		ReadOnly:  readOnly,
 		Reachable: e.reachable,
 		Relays:    e.relays,
@@ -60,10 +60,7 @@ func nodeCommand(e *env) *cli.Command {
 			if c.Int("max-items") < 1 {
 				return usageError{errors.New("--max-items must be at least 1")}
 			}
-			listen := e.listen
-			if listen == "" {
-				listen = ":6881"
-			}
+			listen := e.listenAddr("6881")
 			// The node keeps its identity and routing table there: a
 			// folder that is not there yet is made, as other commands do.
 			if err := os.MkdirAll(e.dataDir, 0o700); err != nil {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -136,6 +137,40 @@ func (e *env) warnOldVariables(cmd *cli.Command) {
 			e.note("warning: %s is not read; relay %s reads %s", old, cmd.Name, envName(cmd.Name, name))
 		}
 	}
+}
+
+// listenAddr is --listen or, when it is not given, the default at port:
+// on loopback when every bootstrap node is on loopback (a network on this
+// machine, which nothing outside it needs to reach), else every
+// interface. Port "0" leaves the choice to the library: a random port.
+func (e *env) listenAddr(port string) string {
+	switch {
+	case e.listen != "":
+		return e.listen
+	case len(e.bootstrap) > 0 && !slices.ContainsFunc(e.bootstrap, notLoopback):
+		host, _, _ := net.SplitHostPort(e.bootstrap[0])
+		if a, err := netip.ParseAddr(host); err == nil && a.Is6() {
+			return net.JoinHostPort("::1", port)
+		}
+		return net.JoinHostPort("127.0.0.1", port)
+	case port == "0":
+		return ""
+	}
+	return ":" + port
+}
+
+// notLoopback reports whether the host of a host:port is anything but a
+// loopback address or localhost.
+func notLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return true
+	}
+	if host == "localhost" {
+		return false
+	}
+	a, err := netip.ParseAddr(host)
+	return err != nil || !a.IsLoopback()
 }
 
 // checkHostPort checks that addr is host:port with a port from 1 to

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"regexp"
 	"strings"
+	"syscall"
 
 	"github.com/relay-sh/relay"
 	"github.com/relay-sh/relay/dht"
@@ -142,6 +143,8 @@ func hintFor(err error) string {
 		return "a thief may have published the release installed here: stop it, and install the provider's next release (above the installed version) as soon as it is out"
 	case errors.Is(err, record.ErrThreshold):
 		return "the root's delegation needs more release keys to sign this release (relay cosign), or they signed different bundles"
+	case errors.Is(err, syscall.EADDRINUSE):
+		return "another process listens on that port (a relay node or seed already running?): stop it, or give --listen host:port another port, or port 0 for any"
 	case errors.Is(err, relay.ErrDataDirInUse):
 		return "give each relay process its own --data-dir (RELAY_DATA_DIR)"
 	case errors.Is(err, relay.ErrNoPath):
