@@ -296,8 +296,8 @@ func BenchmarkMemorySeed100(b *testing.B) {
 	}
 	b.Logf("made 100 bundles in %v", time.Since(start))
 	cmd := runRelay(b, ln, dataDir, "--json", "seed")
-	// Its log (JSON lines on stderr) says when each bundle is served.
-	logs, err := cmd.StderrPipe()
+	// Its events (JSON lines on stdout) say when each bundle is served.
+	logs, err := cmd.StdoutPipe()
 	if err != nil {
 		b.Fatal(err)
 	}

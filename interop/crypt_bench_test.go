@@ -79,7 +79,7 @@ func BenchmarkFetchEncrypted(b *testing.B) {
 	pub.Close()
 	seed := runRelay(b, ln, seedDir, "--json", "seed")
 	seed.Env = append(seed.Env, fmt.Sprintf("RELAY_LISTEN=127.0.0.1:%d", freePort(b)))
-	waitStderr(b, seed, `"seeding"`, time.Minute)
+	waitStdoutFor(b, seed, `"seeding"`, time.Minute)
 
 	want := fileSHA256(b, filepath.Join(src, "big"))
 	var plain, enc, plainCPU, encCPU time.Duration

@@ -70,7 +70,7 @@ func BenchmarkFetchVsClients(b *testing.B) {
 	peer := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
 	seed := runRelay(b, ln, seedDir, "--json", "seed")
 	seed.Env = append(seed.Env, "RELAY_LISTEN="+peer.String())
-	waitStderr(b, seed, `"seeding"`, time.Minute)
+	waitStdoutFor(b, seed, `"seeding"`, time.Minute)
 	// A `relay node` the fetch command joins the DHT through.
 	node := runRelay(b, ln, b.TempDir(), "node")
 	node.Env = append(node.Env, fmt.Sprintf("RELAY_LISTEN=127.0.0.1:%d", freePort(b)))
@@ -246,9 +246,9 @@ func goSHA256(b *testing.B, p string) {
 	}
 }
 
-// waitStderr starts cmd and waits until a line of its stderr contains s.
-func waitStderr(b *testing.B, cmd *exec.Cmd, s string, d time.Duration) {
-	r, err := cmd.StderrPipe()
+// waitStdoutFor starts cmd and waits for a line on its stdout holding s.
+func waitStdoutFor(b *testing.B, cmd *exec.Cmd, s string, d time.Duration) {
+	r, err := cmd.StdoutPipe()
 	if err != nil {
 		b.Fatal(err)
 	}

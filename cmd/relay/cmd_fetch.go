@@ -324,20 +324,21 @@ func shellCommand(ctx context.Context, s string) *exec.Cmd {
 // any: an installed event names it rather than the bundle's folder.
 func (e *env) event(ev relay.Event, installed string) {
 	type eventJSON struct {
-		Time      time.Time `json:"time"`
-		Event     string    `json:"event"`
-		Key       string    `json:"public_key,omitempty"`
-		Channel   string    `json:"channel,omitempty"`
-		Version   string    `json:"version,omitempty"`
-		Error     string    `json:"error,omitempty"`
-		Retry     string    `json:"next_check,omitempty"`
-		Placed    []string  `json:"placed,omitempty"`
-		Installed string    `json:"installed,omitempty"`
-		Infohash  string    `json:"infohash,omitempty"`
-		Stored    int       `json:"dht_nodes_stored,omitempty"`
-		Waiting   string    `json:"waiting,omitempty"`
-		Known     *int      `json:"peers_known,omitempty"`
-		Peers     *int      `json:"peers_connected,omitempty"`
+		Time      time.Time  `json:"time"`
+		Event     string     `json:"event"`
+		Key       string     `json:"public_key,omitempty"`
+		Channel   string     `json:"channel,omitempty"`
+		Version   string     `json:"version,omitempty"`
+		Error     string     `json:"error,omitempty"`
+		Retry     string     `json:"next_check,omitempty"`
+		Placed    []string   `json:"placed,omitempty"`
+		Installed string     `json:"installed,omitempty"`
+		Infohash  string     `json:"infohash,omitempty"`
+		Stored    int        `json:"dht_nodes_stored,omitempty"`
+		Expires   *time.Time `json:"expires,omitempty"`
+		Waiting   string     `json:"waiting,omitempty"`
+		Known     *int       `json:"peers_known,omitempty"`
+		Peers     *int       `json:"peers_connected,omitempty"`
 	}
 	j := eventJSON{Time: ev.Time.UTC(), Event: string(ev.Kind), Version: ev.Version.String(), Stored: ev.Stored}
 	if !ev.Follow.Key.IsZero() {
@@ -354,6 +355,10 @@ func (e *env) event(ev relay.Event, installed string) {
 	}
 	if ev.Bundle != nil {
 		j.Infohash = ev.Bundle.Infohash.String()
+	}
+	if !ev.Expires.IsZero() {
+		exp := ev.Expires.UTC()
+		j.Expires = &exp
 	}
 	if w := ev.Waiting; w != nil {
 		j.Waiting, j.Known, j.Peers = w.String(), &w.Known, &w.Connected

@@ -63,7 +63,9 @@ func seedCommand(e *env) *cli.Command {
 			}
 			defer cl.Close()
 			log := e.eventLogger()
-			log.Info("seeding", "data_dir", e.dataDir, "dht", cl.Node().Addr().String(), "follow", len(follow), "resign", key != nil)
+			if !e.json {
+				log.Info("seeding", "data_dir", e.dataDir, "dht", cl.Node().Addr().String(), "follow", len(follow), "resign", key != nil)
+			}
 			status := newStatusLine(e, cl)
 			defer status.stop()
 			return e.serveHTTP(c, cl.Node(), func(ctx context.Context) error {
@@ -76,7 +78,13 @@ func seedCommand(e *env) *cli.Command {
 					OnEvent: func(ev relay.Event) {
 						status.event(ev)
 						status.clear()
-						logEvent(log, ev)
+						if e.json {
+							// Machine-readable output goes to stdout, one
+							// object a line, as relay watch --json's.
+							e.event(ev, "")
+						} else {
+							logEvent(log, ev)
+						}
 					},
 				})
 			})
