@@ -151,6 +151,20 @@ func (c *Client) checkRelease(ctx context.Context, key signer.PublicKey, channel
 	if ch.Root == key {
 		lastSeq = max(lastSeq, floor.Seq)
 	}
+	// The release keys the saved delegation names are looked up while
+	// the root is: when the root's packet still names them, as it does
+	// but after a rotation or revocation, a check costs one lookup's time.
+	pctx, cancel := context.WithCancel(ctx)
+	var pre *prefetch
+	if saved && ch.Packet != nil {
+		if d, ok, err := record.FindDelegation(ch.Root, ch.Packet.Packet); err == nil && ok && d.Next.IsZero() {
+			pre = c.prefetch(pctx, ch.Root, d.Signers(channel))
+		}
+	}
+	defer func() {
+		cancel()
+		pre.wait()
+	}()
 	for hop := 0; ; hop++ {
 		root := res.chain.Root
 		p, stats, relays, err := c.resolveBoth(ctx, root)
@@ -210,7 +224,7 @@ func (c *Client) checkRelease(ctx context.Context, key signer.PublicKey, channel
 		res.Release, err = record.Check(res.Root, root, channel, floor, pol)
 		return res, err
 	}
-	found, packets := c.resolveSigners(ctx, res.Root, res.Delegation.Signers(channel), channel)
+	found, packets := c.resolveSigners(ctx, res.Root, res.Delegation.Signers(channel), channel, pre.wait())
 	res.Release, res.Signers, err = record.Quorum(*res.Delegation, channel, found, floor, pol)
 	if len(res.Signers) > 0 {
 		res.Packet = packets[res.Signers[0]]
@@ -224,13 +238,17 @@ func (c *Client) checkRelease(ctx context.Context, key signer.PublicKey, channel
 // root's is read from root) and returns the records of channel they hold,
 // and the packets by key. A key that has none, or whose packet cannot be
 // had, is left out: the threshold says whether enough remain.
-func (c *Client) resolveSigners(ctx context.Context, root *record.SignedPacket, keys []signer.PublicKey, channel string) ([]record.Signed, map[signer.PublicKey]*record.SignedPacket) {
+func (c *Client) resolveSigners(ctx context.Context, root *record.SignedPacket, keys []signer.PublicKey, channel string, pre map[signer.PublicKey]*record.SignedPacket) ([]record.Signed, map[signer.PublicKey]*record.SignedPacket) {
 	packets := make(map[signer.PublicKey]*record.SignedPacket, len(keys))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, k := range keys {
 		if k == root.Key {
 			packets[k] = root
+			continue
+		}
+		if p := pre[k]; p != nil {
+			packets[k] = p
 			continue
 		}
 		wg.Go(func() {
@@ -259,6 +277,45 @@ func (c *Client) resolveSigners(ctx context.Context, root *record.SignedPacket, 
 		found = append(found, record.Signed{Key: k, Release: r})
 	}
 	return found, packets
+}
+
+// prefetch is a round of release keys' lookups started before the
+// delegation that names them is checked.
+type prefetch struct {
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	packets map[signer.PublicKey]*record.SignedPacket
+}
+
+// prefetch starts looking up the packets of keys, root's aside; wait
+// returns them.
+func (c *Client) prefetch(ctx context.Context, root signer.PublicKey, keys []signer.PublicKey) *prefetch {
+	pf := &prefetch{packets: make(map[signer.PublicKey]*record.SignedPacket, len(keys))}
+	for _, k := range keys {
+		if k == root {
+			continue
+		}
+		pf.wg.Go(func() {
+			if p, _, _, err := c.resolveBoth(ctx, k); err == nil {
+				pf.mu.Lock()
+				pf.packets[k] = p
+				pf.mu.Unlock()
+			}
+		})
+	}
+	return pf
+}
+
+// wait waits for the lookups and returns the packets found (nil for a nil
+// prefetch).
+func (pf *prefetch) wait() map[signer.PublicKey]*record.SignedPacket {
+	if pf == nil {
+		return nil
+	}
+	pf.wg.Wait()
+	pf.mu.Lock()
+	defer pf.mu.Unlock()
+	return pf.packets
 }
 
 // revokedSigners returns the keys among those that signed the accepted
@@ -355,7 +412,7 @@ func (c *Client) Cosign(ctx context.Context, o CosignOptions) (*record.SignedPac
 	if d == nil || !slices.Contains(d.Signers(channel), pub) {
 		return nil, record.Release{}, fmt.Errorf("%w: the delegation of root %s does not let %s sign channel %q", record.ErrThreshold, chk.Root.Key, pub, channel)
 	}
-	found, _ := c.resolveSigners(ctx, chk.Root, d.Signers(channel), channel)
+	found, _ := c.resolveSigners(ctx, chk.Root, d.Signers(channel), channel, nil)
 	var r record.Release
 	for _, s := range found {
 		if s.Key == pub || s.Release.Version.Compare(o.Version) != 0 {
