@@ -145,7 +145,7 @@ func resolveCommand(e *env) *cli.Command {
 				fmt.Fprintf(w, "version   %s\n", r.Version)
 				fmt.Fprintf(w, "infohash  %s\n", r.Infohash)
 				fmt.Fprintf(w, "manifest  %s\n", r.Manifest)
-				fmt.Fprintf(w, "size      %d\n", r.Size)
+				fmt.Fprintf(w, "size      %s (%d bytes)\n", megabytes(r.Size), r.Size)
 				fmt.Fprintf(w, "expires   %s%s\n", r.Expires.Format(time.RFC3339), map[bool]string{true: " (expired)"}[res.Stale])
 				for _, ws := range r.WebSeeds {
 					fmt.Fprintf(w, "web seed  %s\n", untrusted.Escape(ws))
