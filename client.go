@@ -80,6 +80,8 @@ type Client struct {
 	tcMu sync.Mutex
 	tc   *transfer.Client
 
+	pushes pushes // the newest packet of each key, and who waits for it (push.go)
+
 	lockMu sync.Mutex
 	lock   *lockfile.Lock
 }
@@ -141,6 +143,7 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 		return nil, errors.New("no data folder")
 	}
 	c := &Client{cfg: cfg, log: cfg.Logger, now: cfg.Now, states: newStateStore(cfg.DataDir)}
+	c.pushes.init()
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
@@ -246,6 +249,7 @@ func (c *Client) transfer() (*transfer.Client, error) {
 		UploadRate:   c.cfg.UploadRate,
 		DownloadRate: c.cfg.DownloadRate,
 		Logger:       c.cfg.Logger,
+		OnRecord:     c.onRecord,
 	}
 	tc, err := transfer.NewClient(tcfg)
 	if err != nil && c.ownNode && systemPort(c.cfg.Listen) && errors.Is(err, syscall.EADDRINUSE) {
@@ -260,6 +264,7 @@ func (c *Client) transfer() (*transfer.Client, error) {
 		return nil, fmt.Errorf("failed to start the torrent client: %w", err)
 	}
 	c.tc = tc
+	c.shareKnown(tc)
 	return tc, nil
 }
 

@@ -288,6 +288,9 @@ func (c *Client) fetchOnce(ctx context.Context, o FetchOptions) (*FetchResult, e
 	if err != nil {
 		return res, err
 	}
+	if chk.Root.Key == o.Key {
+		c.learnt(chk.Root) // the key's own packet, checked: told to its swarm
+	}
 	r := res.Release
 	stage.rel = r
 	if r.Version.Compare(floor.Version) == 0 {

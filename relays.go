@@ -40,6 +40,17 @@ func (c *Client) resolvePacket(ctx context.Context, key signer.PublicKey) (*reco
 // answer from either hides nothing the other holds. The caller runs the
 // rest of the verification chain on the packet, wherever it came from.
 func (c *Client) resolveBoth(ctx context.Context, key signer.PublicKey) (*record.SignedPacket, dht.ResolveStats, httprelay.GetStats, error) {
+	p, st, rst, err := c.resolveNetwork(ctx, key)
+	if known := c.pushes.get(key); err == nil && known != nil && known.Seq > p.Seq {
+		// A peer of the key's swarm told of a newer packet than the DHT
+		// and relays gave: it goes through the same checks.
+		p = known
+	}
+	return p, st, rst, err
+}
+
+// resolveNetwork is resolveBoth without what peers told of.
+func (c *Client) resolveNetwork(ctx context.Context, key signer.PublicKey) (*record.SignedPacket, dht.ResolveStats, httprelay.GetStats, error) {
 	if c.relays == nil {
 		p, st, err := c.node.Resolve(ctx, key)
 		return p, st, httprelay.GetStats{}, err

@@ -116,11 +116,24 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 		emit(Event{Kind: EventWaiting, Version: w.Release.Version, Waiting: &w})
 	}
 	checks := backoff.Checks{Interval: interval}
+	channel := o.Channel
+	if channel == "" {
+		channel = transfer.DefaultChannel
+	}
+	defer c.pushes.follow(Follow{Key: o.Key, Channel: channel})()
+	var seen int64                  // the highest seq checked, from the DHT or a peer
+	var pushed *record.SignedPacket // the packet a peer told of that ended the last wait
 	if !o.NoServe {
 		c.serveAccepted(ctx, o.Key, o.Channel, emit)
 	}
 	for {
 		res, err := c.Fetch(ctx, o.FetchOptions)
+		if pushed != nil {
+			seen = max(seen, pushed.Seq)
+		}
+		if res != nil && res.Packet != nil {
+			seen = max(seen, res.Packet.Seq)
+		}
 		if ctx.Err() != nil && err != nil {
 			// Interrupted. A fetch that finished before it saw the
 			// interruption installed its release: that is still said.
@@ -168,7 +181,10 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 				emit(Event{Kind: EventPruned, Version: b.Manifest.Version, Bundle: b})
 			}
 		}
-		if !backoff.Sleep(ctx, wait) {
+		// A peer of the key's swarm that tells of a newer packet ends the
+		// wait: the check takes that packet if the DHT has none newer.
+		var ok bool
+		if pushed, ok = c.pushes.wait(ctx, wait, o.Key, seen); !ok {
 			return nil
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/RoaringBitmap/roaring"
@@ -23,6 +24,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/relay-sh/relay/record"
+	"github.com/relay-sh/relay/signer"
 )
 
 // Config configures a Client. The zero value of every field but DataDir is
@@ -69,6 +71,14 @@ type Config struct {
 	// fetching it too (see capSeeds). Zero means DefaultSeedRequests;
 	// negative means no cap beyond the torrent library's own.
 	SeedRequests int
+	// OnRecord, when set, makes the client speak relay_record
+	// (RecordExtension) with the peers of its bundles that do: it is
+	// called with each packet a peer sends of the key of the bundle they
+	// share that is newer than the client's own (ShareRecord) and signed
+	// by that key, from one goroutine, never two at once. It must check
+	// the rest itself before it acts on the packet or shares it. Nil:
+	// the extension is not offered.
+	OnRecord func(*record.SignedPacket)
 	// ConnsPerIP bounds the connections a Client accepts from one IP
 	// address at a time: those beyond it are closed before their
 	// handshake. Zero means DefaultConnsPerIP; negative, no bound.
@@ -109,6 +119,15 @@ type Client struct {
 
 	seedLookups *rate.Limiter // the DHT lookups of seeded bundles (see seedLookupWait)
 	natAsks     *rate.Limiter // the queries of quick asks of seeded bundles behind NAT (see natEager)
+
+	// relay_record (records.go)
+	records        map[signer.PublicKey]*record.SignedPacket // the newest shared of each key
+	recordPeers    map[*torrent.PeerConn]*recordPeer
+	recordIn       chan *record.SignedPacket
+	recordWake     chan struct{}
+	recordsDropped atomic.Int64
+	ltepOnce       sync.Once
+	ltep           *torrent.LocalLtepProtocolMap
 }
 
 // active is a bundle in the client.
@@ -119,9 +138,10 @@ type active struct {
 	seeding  bool
 	fetches  int
 	semOnce  sync.Once
-	sem      chan struct{} // one Fetch of a bundle at a time
-	lastStat []fileStat    // for rechecks of a seeded bundle
-	share    [2]int        // the last fetch's share of its pieces: number, of (see shares)
+	sem      chan struct{}    // one Fetch of a bundle at a time
+	lastStat []fileStat       // for rechecks of a seeded bundle
+	key      signer.PublicKey // its publisher's key, once known (relay_record)
+	share    [2]int           // the last fetch's share of its pieces: number, of (see shares)
 
 	seedSince time.Time                    // when it was first seeded
 	reach     map[netip.AddrPort]PeerReach // its peers and how far they were reached (see Reach)
@@ -208,6 +228,11 @@ func NewClient(cfg Config) (*Client, error) {
 
 		seedLookups: rate.NewLimiter(seedLookupRate, seedLookupBurst),
 		natAsks:     rate.NewLimiter(natQueryRate, natQueryRate),
+
+		records:     make(map[signer.PublicKey]*record.SignedPacket),
+		recordPeers: make(map[*torrent.PeerConn]*recordPeer),
+		recordIn:    make(chan *record.SignedPacket, recordQueue),
+		recordWake:  make(chan struct{}, 1),
 	}
 	if err := os.MkdirAll(c.root, 0o700); err != nil {
 		return nil, fmt.Errorf("transfer: %w", err)
@@ -287,10 +312,14 @@ func NewClient(cfg Config) (*Client, error) {
 		tc.DownloadRateLimiter = rate.NewLimiter(rate.Limit(cfg.DownloadRate), 0)
 	}
 	tc.Callbacks.ReadMessage = c.onMessage
-	tc.Callbacks.ReadExtendedHandshake = c.onExtendedHandshake
+	tc.Callbacks.ReadExtendedHandshake = func(pc *torrent.PeerConn, m *pp.ExtendedHandshakeMessage) {
+		c.onExtendedHandshake(pc, m)
+		c.onRecordHandshake(pc, m)
+	}
+	tc.Callbacks.PeerConnReadExtensionMessage = append(tc.Callbacks.PeerConnReadExtensionMessage, c.onRecordMessage)
 	tc.Callbacks.PeerConnClosed = c.onPeerClosed
 	tc.Callbacks.SentRequest = append(tc.Callbacks.SentRequest, c.onSentRequest)
-	tc.Callbacks.PeerConnAdded = append(tc.Callbacks.PeerConnAdded, c.onConnAdded, c.onConnReached)
+	tc.Callbacks.PeerConnAdded = append(tc.Callbacks.PeerConnAdded, c.onConnAdded, c.onConnReached, c.recordProtocols)
 	tc.EstablishedConnsPerTorrent = bundleConns
 	// The Client dials through its own dialers, which note each dial
 	// (noteDials), to say later which peers it could not reach and why.
@@ -320,9 +349,10 @@ func NewClient(cfg Config) (*Client, error) {
 			cl.AddDhtServer(torrent.AnacrolixDhtServerWrapper{Server: s})
 		}
 	}
-	c.wg.Add(2)
+	c.wg.Add(3)
 	go c.background()
 	go c.evictor()
+	go c.recordLoop(c.ctx)
 	return c, nil
 }
 
@@ -704,6 +734,7 @@ func (c *Client) onPieces(k peerKey, p *peerPieces, pc *torrent.PeerConn, msg *p
 }
 
 func (c *Client) onPeerClosed(pc *torrent.PeerConn) {
+	c.forgetRecordPeer(pc)
 	k, ok := keyOf(pc)
 	if !ok {
 		return

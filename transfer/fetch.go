@@ -223,6 +223,7 @@ func (c *Client) Fetch(ctx context.Context, req FetchRequest) (*Fetched, error) 
 	}
 	c.mu.Lock()
 	a.fetches++
+	a.key = req.Key
 	c.mu.Unlock()
 	select {
 	case a.wake <- struct{}{}:

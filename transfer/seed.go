@@ -83,6 +83,7 @@ func (c *Client) Seed(ctx context.Context, ih record.Infohash) (*Bundle, error) 
 	}
 	c.mu.Lock()
 	a.lastStat = stats
+	a.key = b.Manifest.Key
 	c.mu.Unlock()
 	select { // its announcer looks for peers to dial now
 	case a.wake <- struct{}{}:

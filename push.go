@@ -1,0 +1,161 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/relay-sh/relay/record"
+	"github.com/relay-sh/relay/signer"
+	"github.com/relay-sh/relay/transfer"
+)
+
+// pushes holds the newest packet of each key that passed the verification
+// chain here, whether a DHT lookup or a peer (relay_record,
+// docs/spec/relay-record.md) brought it, and wakes the watches of its key.
+type pushes struct {
+	mu      sync.Mutex
+	newest  map[signer.PublicKey]*record.SignedPacket
+	follows map[Follow]int // the channels watched now, counted
+	changed chan struct{}  // closed, and replaced, when newest changes
+}
+
+func (ps *pushes) init() {
+	ps.newest = make(map[signer.PublicKey]*record.SignedPacket)
+	ps.follows = make(map[Follow]int)
+	ps.changed = make(chan struct{})
+}
+
+// follow notes a channel watched until the returned function is called.
+func (ps *pushes) follow(f Follow) (done func()) {
+	ps.mu.Lock()
+	ps.follows[f]++
+	ps.mu.Unlock()
+	return func() {
+		ps.mu.Lock()
+		if ps.follows[f]--; ps.follows[f] <= 0 {
+			delete(ps.follows, f)
+		}
+		ps.mu.Unlock()
+	}
+}
+
+// channels returns the channels of key watched now.
+func (ps *pushes) channels(key signer.PublicKey) []string {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	var chs []string
+	for f := range ps.follows {
+		if f.Key == key {
+			chs = append(chs, f.Channel)
+		}
+	}
+	return chs
+}
+
+// offer makes p the newest packet of its key if it is newer, and reports
+// whether it was.
+func (ps *pushes) offer(p *record.SignedPacket) bool {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if cur := ps.newest[p.Key]; cur != nil && cur.Seq >= p.Seq {
+		return false
+	}
+	ps.newest[p.Key] = p
+	close(ps.changed)
+	ps.changed = make(chan struct{})
+	return true
+}
+
+// get returns the newest packet of key, or nil.
+func (ps *pushes) get(key signer.PublicKey) *record.SignedPacket {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return ps.newest[key]
+}
+
+// wait sleeps for d, or until a packet of key with a seq above seen
+// arrives, which it returns. ok is false when ctx ended.
+func (ps *pushes) wait(ctx context.Context, d time.Duration, key signer.PublicKey, seen int64) (p *record.SignedPacket, ok bool) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		ps.mu.Lock()
+		p, changed := ps.newest[key], ps.changed
+		ps.mu.Unlock()
+		if p != nil && p.Seq > seen {
+			return p, true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, false
+		case <-t.C:
+			return nil, true
+		case <-changed:
+		}
+	}
+}
+
+// learnt is called with a packet that passed the record checks of a
+// fetch: it is kept, and told to the key's swarm if it is news.
+func (c *Client) learnt(p *record.SignedPacket) {
+	if !c.pushes.offer(p) {
+		return
+	}
+	c.tcMu.Lock()
+	tc := c.tc
+	c.tcMu.Unlock()
+	if tc != nil {
+		tc.ShareRecord(p)
+	}
+}
+
+// onRecord takes a packet a peer sent (relay_record; its signature is
+// checked). It runs the record checks of the verification chain on it,
+// as on a DHT answer, for every channel of its key that this client
+// watches or accepted a release of: with one passing, the packet is
+// kept, wakes the watches of its key (which fetch and check the rest),
+// and is passed on to the swarm; otherwise it is dropped.
+func (c *Client) onRecord(p *record.SignedPacket) {
+	if cur := c.pushes.get(p.Key); cur != nil && cur.Seq >= p.Seq {
+		return
+	}
+	accepted := map[string]record.Accepted{}
+	for _, ch := range c.pushes.channels(p.Key) {
+		accepted[ch] = record.Accepted{}
+	}
+	if states, err := c.states.List(); err == nil {
+		for _, st := range states {
+			if st.Key == p.Key {
+				accepted[st.Channel] = st.Accepted
+			}
+		}
+	}
+	policy := record.Policy{Now: c.now(), MaxFuture: c.cfg.MaxFuture}
+	var errs []error
+	for ch, last := range accepted {
+		_, err := record.Check(p, p.Key, ch, last, policy)
+		if err == nil {
+			c.log.Debug("a peer told of a newer record", "key", p.Key, "seq", p.Seq)
+			c.learnt(p)
+			return
+		}
+		errs = append(errs, err)
+	}
+	c.log.Debug("refused a record a peer sent", "key", p.Key, "seq", p.Seq, "err", errors.Join(errs...))
+}
+
+// shareKnown tells a torrent client just started the newest packet of
+// each key this client holds.
+func (c *Client) shareKnown(tc *transfer.Client) {
+	c.pushes.mu.Lock()
+	ps := make([]*record.SignedPacket, 0, len(c.pushes.newest))
+	for _, p := range c.pushes.newest {
+		ps = append(ps, p)
+	}
+	c.pushes.mu.Unlock()
+	for _, p := range ps {
+		tc.ShareRecord(p)
+	}
+}

@@ -1,0 +1,268 @@
+package transfer
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/binary"
+	"slices"
+	"time"
+
+	"github.com/anacrolix/torrent"
+	pp "github.com/anacrolix/torrent/peer_protocol"
+
+	"github.com/relay-sh/relay/record"
+	"github.com/relay-sh/relay/signer"
+)
+
+// RecordExtension is the name of the BEP 10 extension by which relay peers
+// in a bundle's swarm tell each other of the newest signed packet they
+// hold of the bundle's key (docs/spec/relay-record.md). Clients that do
+// not know it never receive it.
+const RecordExtension pp.ExtensionName = "relay_record"
+
+// A relay_record message is the key (32 bytes) and the pkarr relay body:
+// signature (64), seq (8, big-endian), DNS packet (at most
+// record.MaxPacketSize, so that it fits BEP 44's v).
+const (
+	recordHeader = ed25519.PublicKeySize + ed25519.SignatureSize + 8
+	// MaxRecordMessage is the largest relay_record payload: a longer one
+	// is dropped unread.
+	MaxRecordMessage = recordHeader + record.MaxPacketSize
+)
+
+// Per peer, relay_record messages are sent at most one every recordGap,
+// and taken at most recordBurst in a row, then one every recordGap: a
+// peer has nothing to say more often than a publisher signs.
+const (
+	recordGap   = time.Second
+	recordBurst = 4
+	recordQueue = 64 // packets checked and waiting for Config.OnRecord
+)
+
+// recordPeer is a connection whose peer takes relay_record messages.
+type recordPeer struct {
+	key      signer.PublicKey // its bundle's key
+	sent     int64            // the highest seq sent to it or heard from it
+	nextSend time.Time        // when it may be sent the next
+	tokens   int              // messages it may still send before the next refill
+	refill   time.Time        // when its tokens were last refilled
+}
+
+// EncodeRecord returns the relay_record payload of p.
+func EncodeRecord(p *record.SignedPacket) []byte {
+	return append(p.Key[:], p.Body()...)
+}
+
+// DecodeRecord parses a relay_record payload and checks its signature.
+// It refuses a payload over MaxRecordMessage before reading it.
+func DecodeRecord(b []byte) (*record.SignedPacket, error) {
+	if len(b) > MaxRecordMessage {
+		return nil, record.ErrTooLarge
+	}
+	if len(b) < recordHeader {
+		return nil, record.ErrMalformed
+	}
+	var key signer.PublicKey
+	copy(key[:], b)
+	return record.ParseBody(key, b[ed25519.PublicKeySize:])
+}
+
+// recordSeq reads the seq of a relay_record payload without checking it.
+func recordSeq(b []byte) int64 {
+	return int64(binary.BigEndian.Uint64(b[ed25519.PublicKeySize+ed25519.SignatureSize:]))
+}
+
+// ShareRecord makes p the newest packet of its key this client holds, if
+// it is newer than the one it held, and sends it to every peer of the
+// key's bundles that takes relay_record messages and has not got it (at
+// most one message a peer every second). Call it only with a packet that
+// passed the verification chain: peers act on it.
+func (c *Client) ShareRecord(p *record.SignedPacket) {
+	if c.cfg.OnRecord == nil {
+		return
+	}
+	c.mu.Lock()
+	if cur := c.records[p.Key]; cur == nil || p.Seq > cur.Seq {
+		c.records[p.Key] = p
+	}
+	c.mu.Unlock()
+	c.wakeRecords()
+}
+
+func (c *Client) wakeRecords() {
+	select {
+	case c.recordWake <- struct{}{}:
+	default:
+	}
+}
+
+// onRecordHandshake notes a peer that takes relay_record messages, and
+// has the newest packet of its bundle's key sent to it.
+func (c *Client) onRecordHandshake(pc *torrent.PeerConn, m *pp.ExtendedHandshakeMessage) {
+	if c.cfg.OnRecord == nil || m.M[RecordExtension] == 0 {
+		return
+	}
+	k, ok := keyOf(pc)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	a := c.bundles[k.ih]
+	if a == nil || a.key.IsZero() {
+		c.mu.Unlock()
+		return
+	}
+	c.recordPeers[pc] = &recordPeer{key: a.key, tokens: recordBurst, refill: time.Now()}
+	c.mu.Unlock()
+	c.wakeRecords()
+}
+
+// onRecordMessage takes a relay_record message: from a peer that said it
+// speaks the extension, about its bundle's key, within its rate, no
+// larger than MaxRecordMessage, newer than what this client holds, and
+// signed by the key. Anything else is dropped. What is left goes to
+// Config.OnRecord, from the client's own goroutine. It runs with the
+// torrent client locked.
+func (c *Client) onRecordMessage(ev torrent.PeerConnReadExtensionMessageEvent) {
+	if c.cfg.OnRecord == nil || ev.ExtensionNumber == pp.HandshakeExtendedID {
+		return
+	}
+	name, _, err := ev.PeerConn.LocalLtepProtocolMap.LookupId(ev.ExtensionNumber)
+	if err != nil || name != RecordExtension {
+		return
+	}
+	b := ev.Payload
+	c.mu.Lock()
+	rp := c.recordPeers[ev.PeerConn]
+	ok := rp != nil && len(b) <= MaxRecordMessage && len(b) >= recordHeader && rp.take(time.Now())
+	var cur *record.SignedPacket
+	if ok {
+		cur = c.records[rp.key]
+		ok = signer.PublicKey(b[:ed25519.PublicKeySize]) == rp.key && (cur == nil || recordSeq(b) > cur.Seq)
+	}
+	c.mu.Unlock()
+	if !ok {
+		c.recordsDropped.Add(1)
+		return
+	}
+	p, err := DecodeRecord(b)
+	if err != nil {
+		c.recordsDropped.Add(1)
+		c.log.Debug("dropped a relay_record message", "peer", connAddr(ev.PeerConn), "err", err)
+		return
+	}
+	c.mu.Lock()
+	if rp.sent < p.Seq {
+		rp.sent = p.Seq // it has it: not sent back
+	}
+	c.mu.Unlock()
+	select {
+	case c.recordIn <- p:
+	default:
+		c.recordsDropped.Add(1)
+	}
+}
+
+// take reports whether a peer may send a message now, and counts it.
+func (rp *recordPeer) take(now time.Time) bool {
+	if n := int(now.Sub(rp.refill) / recordGap); n > 0 {
+		rp.tokens = min(recordBurst, rp.tokens+n)
+		rp.refill = rp.refill.Add(time.Duration(n) * recordGap)
+	}
+	if rp.tokens == 0 {
+		return false
+	}
+	rp.tokens--
+	return true
+}
+
+// RecordsDropped counts the relay_record messages dropped unread or
+// refused: over a peer's rate, too large, malformed, about another key,
+// not newer than what the client holds, or not signed by their key.
+func (c *Client) RecordsDropped() int64 { return c.recordsDropped.Load() }
+
+// records hands received packets to Config.OnRecord and sends the newest
+// packet of each key to the peers that lack it, until ctx ends.
+func (c *Client) recordLoop(ctx context.Context) {
+	defer c.wg.Done()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case p := <-c.recordIn:
+			c.cfg.OnRecord(p)
+			continue
+		case <-c.recordWake:
+		case <-timer.C:
+		}
+		if next := c.sendRecords(); next > 0 {
+			timer.Reset(next)
+		}
+	}
+}
+
+// sendRecords sends each peer that lacks it the newest packet of its
+// bundle's key, where its gap allows, and returns when to look again for
+// those it did not (0: none left).
+func (c *Client) sendRecords() time.Duration {
+	type send struct {
+		pc      *torrent.PeerConn
+		payload []byte
+	}
+	var sends []send
+	var next time.Duration
+	now := time.Now()
+	c.mu.Lock()
+	for pc, rp := range c.recordPeers {
+		p := c.records[rp.key]
+		if p == nil || p.Seq <= rp.sent {
+			continue
+		}
+		if wait := rp.nextSend.Sub(now); wait > 0 {
+			if next == 0 || wait < next {
+				next = wait
+			}
+			continue
+		}
+		rp.sent, rp.nextSend = p.Seq, now.Add(recordGap)
+		sends = append(sends, send{pc, EncodeRecord(p)})
+	}
+	c.mu.Unlock()
+	for _, s := range sends {
+		if err := s.pc.WriteExtendedMessage(RecordExtension, s.payload); err != nil {
+			c.log.Debug("failed to send a relay_record message", "peer", connAddr(s.pc), "err", err)
+		}
+	}
+	return next
+}
+
+// recordProtocols returns the extension map of a connection: the torrent
+// library's, and relay_record.
+func (c *Client) recordProtocols(pc *torrent.PeerConn) {
+	if c.cfg.OnRecord == nil {
+		return
+	}
+	c.ltepOnce.Do(func() {
+		m := *pc.LocalLtepProtocolMap
+		m.Index = slices.Clone(m.Index)
+		m.AddUserProtocol(RecordExtension)
+		c.ltep = &m
+	})
+	pc.LocalLtepProtocolMap = c.ltep
+}
+
+// forgetRecordPeer drops a closed connection's relay_record state.
+func (c *Client) forgetRecordPeer(pc *torrent.PeerConn) {
+	c.mu.Lock()
+	delete(c.recordPeers, pc)
+	c.mu.Unlock()
+}
+
+// RecordPeers returns how many connected peers take relay_record messages.
+func (c *Client) RecordPeers() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.recordPeers)
+}
