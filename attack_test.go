@@ -57,6 +57,23 @@ func newVictim(t *testing.T, n *testNet, ctx context.Context, keyByte byte) *vic
 
 // moveTo reopens the user's data folder on the DHT node n, closing the
 // user's client first (one client per data folder).
+// networkHolding starts a network of 8 nodes that holds only p (an old
+// packet: a network that lost the newer one) and returns a read-only node
+// of it, closed when the test ends.
+func networkHolding(t *testing.T, ctx context.Context, p *record.SignedPacket) *dht.Node {
+	t.Helper()
+	other := localnet.ForTest(t, localnet.Config{Nodes: 8})
+	if st, err := other.Nodes[0].Store(ctx, p); err != nil || st.Acked == 0 {
+		t.Fatalf("store the old packet: %+v %v", st, err)
+	}
+	node, err := other.Add(ctx, func(c *dht.Config) { c.ReadOnly = true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { node.Close() })
+	return node
+}
+
 func (v *victim) moveTo(ctx context.Context, n *dht.Node) {
 	v.t.Helper()
 	v.user.Close()
@@ -247,17 +264,8 @@ func TestAttacksRefused(t *testing.T) {
 			t.Fatalf("fetch 2.0.0: %v", err)
 		}
 		v.state, v.files = v.snapshot()
-		other := localnet.ForTest(t, localnet.Config{Nodes: 8})
-		if st, err := other.Nodes[0].Store(ctx, old); err != nil || st.Acked == 0 {
-			t.Fatalf("store the old packet: %+v %v", st, err)
-		}
-		// The same data folder, on the other network.
-		node, err := other.Add(ctx, func(c *dht.Config) { c.ReadOnly = true })
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { node.Close() })
-		v.moveTo(ctx, node)
+		// The same data folder, on another network.
+		v.moveTo(ctx, networkHolding(t, ctx, old))
 		v.refused(ctx, record.ErrReplay, "older record than the one accepted")
 	})
 

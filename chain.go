@@ -179,10 +179,10 @@ func (c *Client) checkRelease(ctx context.Context, key signer.PublicKey, channel
 		}
 		res.Root = p
 		d, ok, err := record.CheckDelegation(p, root, lastSeq, pol)
-		if err != nil && (saved || hop > 0) {
-			return res, fmt.Errorf("root %s: %w", root, err)
-		}
 		if err != nil {
+			if saved || hop > 0 {
+				return res, fmt.Errorf("root %s: %w", root, err)
+			}
 			// A key that signs its own releases: as before delegations.
 			return res, err
 		}
@@ -218,7 +218,8 @@ func (c *Client) checkRelease(ctx context.Context, key signer.PublicKey, channel
 		if root != key {
 			res.Signers = []signer.PublicKey{root}
 		}
-		// The root signs its own releases: DESIGN.md's checks, the seq
+		// The root signs its own releases: the checks of
+		// docs/spec/verification.md, the seq
 		// already checked against the newest seen.
 		floor.Seq = 0
 		res.Release, err = record.Check(res.Root, root, channel, floor, pol)

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/relay-sh/relay/dht"
-	"github.com/relay-sh/relay/dht/localnet"
 	"github.com/relay-sh/relay/record"
 	"github.com/relay-sh/relay/signer"
 	"github.com/relay-sh/relay/transfer"
@@ -221,15 +219,7 @@ func TestTheftRevocation(t *testing.T) {
 
 	// Replay: a network that holds only the older delegation (and the
 	// thief's record) shows it to the late watcher, which saw the newer.
-	other := localnet.ForTest(t, localnet.Config{Nodes: 8})
-	if st, err := other.Nodes[0].Store(ctx, oldDelegation); err != nil || st.Acked == 0 {
-		t.Fatalf("store the old delegation: %+v, %v", st, err)
-	}
-	node, err := other.Add(ctx, func(c *dht.Config) { c.ReadOnly = true })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer node.Close()
+	node := networkHolding(t, ctx, oldDelegation)
 	late.Close()
 	moved, err := Open(ctx, Config{DataDir: late.cfg.DataDir, Network: node})
 	if err != nil {

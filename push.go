@@ -146,16 +146,21 @@ func (c *Client) onRecord(p *record.SignedPacket) {
 	c.log.Debug("refused a record a peer sent", "key", p.Key, "seq", p.Seq, "err", errors.Join(errs...))
 }
 
+// all returns the newest packet of every key held.
+func (ps *pushes) all() []*record.SignedPacket {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	out := make([]*record.SignedPacket, 0, len(ps.newest))
+	for _, p := range ps.newest {
+		out = append(out, p)
+	}
+	return out
+}
+
 // shareKnown tells a torrent client just started the newest packet of
 // each key this client holds.
 func (c *Client) shareKnown(tc *transfer.Client) {
-	c.pushes.mu.Lock()
-	ps := make([]*record.SignedPacket, 0, len(c.pushes.newest))
-	for _, p := range c.pushes.newest {
-		ps = append(ps, p)
-	}
-	c.pushes.mu.Unlock()
-	for _, p := range ps {
+	for _, p := range c.pushes.all() {
 		tc.ShareRecord(p)
 	}
 }

@@ -73,10 +73,7 @@ func (n *Node) Announce(ctx context.Context, infohash record.Infohash, port int)
 // node) know for it, each once. It is ErrNoNodes when no node answered.
 // The node remembers those closest nodes for PeersAgain.
 func (n *Node) Peers(ctx context.Context, infohash record.Infohash) ([]netip.AddrPort, error) {
-	found := newPeerSet()
-	for _, p := range n.peers.GetPeers(peer_store.InfoHash(infohash)) {
-		found.add(addrPort(p.IP, p.Port))
-	}
+	found := n.storedPeers(infohash)
 	closest, st, err := n.lookup(ctx, lookup{
 		q:      "get_peers",
 		target: krpc.ID(infohash),
@@ -107,10 +104,7 @@ func (n *Node) PeersAgain(ctx context.Context, infohash record.Infohash, count i
 	if len(nodes) == 0 {
 		return n.Peers(ctx, infohash)
 	}
-	found := newPeerSet()
-	for _, p := range n.peers.GetPeers(peer_store.InfoHash(infohash)) {
-		found.add(addrPort(p.IP, p.Port))
-	}
+	found := n.storedPeers(infohash)
 	var (
 		wg       sync.WaitGroup
 		answered atomic.Int32
@@ -137,6 +131,16 @@ func (n *Node) PeersAgain(ctx context.Context, infohash record.Infohash, count i
 		return n.Peers(ctx, infohash)
 	}
 	return found.list(), nil
+}
+
+// storedPeers returns a peerSet holding the peers this node's own store
+// holds for infohash: a lookup adds what other nodes know.
+func (n *Node) storedPeers(infohash record.Infohash) *peerSet {
+	found := newPeerSet()
+	for _, p := range n.peers.GetPeers(peer_store.InfoHash(infohash)) {
+		found.add(addrPort(p.IP, p.Port))
+	}
+	return found
 }
 
 // A peerSet collects the peers of a lookup, each once. A node names at

@@ -218,7 +218,7 @@ func storeCommand(e *env) *cli.Command {
 				Seq    int64            `json:"seq"`
 				Stored int              `json:"stored"`
 			}{p.Key, p.Seq, n}, func(w io.Writer) {
-				fmt.Fprintf(w, "stored %s seq %d on %d DHT nodes\n", p.Key, p.Seq, n)
+				fmt.Fprintf(w, "stored %s seq %d on %s\n", p.Key, p.Seq, count(n, "DHT node"))
 			})
 		},
 	}
