@@ -61,9 +61,6 @@ func (e *early) tee(blob record.File) io.WriteCloser {
 		e.files = make(map[string]*earlyFile)
 	}
 	e.mu.Unlock()
-	if err := os.MkdirAll(filepath.Dir(e.dir), 0o700); err != nil {
-		return nil
-	}
 	if err := os.MkdirAll(filepath.Dir(target), 0o700); err != nil {
 		return nil
 	}
@@ -115,16 +112,9 @@ func (e *early) place(target string, f record.File, mode fs.FileMode) *atomicfil
 	// Moved to target's folder, or copied across file systems.
 	name := ef.tmp.Name()
 	ef.tmp.Close()
-	if p, err := atomicfile.Adopt(target, name, mode); err == nil {
-		return p
-	}
-	defer os.Remove(name)
-	p, err := atomicfile.CreateMasked(target, mode)
+	p, err := moveOrCopy(target, name, f, mode)
+	os.Remove(name) // what a copy left behind; a move took it already
 	if err != nil {
-		return nil
-	}
-	if err := copyFile(p, name, f); err != nil {
-		p.Abort()
 		return nil
 	}
 	return p

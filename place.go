@@ -3,6 +3,7 @@ package relay
 import (
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 
 	"github.com/relay-sh/relay/internal/atomicfile"
@@ -50,9 +51,7 @@ func (pl placement) start(target, src string, f record.File) (*atomicfile.File, 
 		}
 	}
 	if pl.hashed[f.Path] && pl.move[f.Path] {
-		if p, err := atomicfile.Adopt(target, src, mode); err == nil {
-			return p, nil
-		}
+		return moveOrCopy(target, src, f, mode)
 	}
 	p, err := atomicfile.CreateMasked(target, mode)
 	if err != nil {
@@ -68,6 +67,25 @@ func (pl placement) start(target, src string, f record.File) (*atomicfile.File, 
 		err = copyVerified(w, src, f)
 	}
 	if err != nil {
+		p.Abort()
+		return nil, err
+	}
+	return p, nil
+}
+
+// moveOrCopy returns a temporary file beside target holding the file at
+// src, whose bytes (f's) were checked already: src itself, moved, where
+// it can be (atomicfile.Adopt: the same file system, no other name), else
+// a copy (copyFile).
+func moveOrCopy(target, src string, f record.File, mode fs.FileMode) (*atomicfile.File, error) {
+	if p, err := atomicfile.Adopt(target, src, mode); err == nil {
+		return p, nil
+	}
+	p, err := atomicfile.CreateMasked(target, mode)
+	if err != nil {
+		return nil, err
+	}
+	if err := copyFile(faultpoint.Writer(faultpoint.PlaceWrite, p), src, f); err != nil {
 		p.Abort()
 		return nil, err
 	}

@@ -293,16 +293,27 @@ func (u *Updater) Check(ctx context.Context) (*Release, error) {
 		return rel, err
 	}
 	m := res.Manifest()
-	rel.Manifest, rel.Notes = m, m.Notes
-	goos, goarch := runtime.GOOS, runtime.GOARCH
-	files := m.Select(goos, goarch)
-	if rel.File, err = executable(m, files, u.cfg.File, goos, goarch); err != nil {
+	if err := rel.describe(m, m.Select(runtime.GOOS, runtime.GOARCH), u.cfg.File); err != nil {
 		return rel, err
 	}
+	return rel, nil
+}
+
+// describe fills in what manifest m says of the release for this
+// platform: m, its notes, the file installed as the executable (named
+// name, see Config.File) among files, the files this platform fetches,
+// and their size.
+func (rel *Release) describe(m *record.Manifest, files []record.File, name string) error {
+	rel.Manifest, rel.Notes = m, m.Notes
+	f, err := executable(m, files, name, runtime.GOOS, runtime.GOARCH)
+	if err != nil {
+		return err
+	}
+	rel.File = f
 	for _, f := range files {
 		rel.Size += f.Size
 	}
-	return rel, nil
+	return nil
 }
 
 // Apply fetches the newest release if it is above the running program's
@@ -342,20 +353,13 @@ func (u *Updater) Apply(ctx context.Context) (*Release, error) {
 	rel := &Release{}
 	installed := false
 	o.Install = func(ctx context.Context, res *relay.FetchResult) error {
-		m := res.Manifest()
-		rel.Manifest, rel.Notes = m, m.Notes
-		f, err := executable(m, res.Files, u.cfg.File, runtime.GOOS, runtime.GOARCH)
-		if err != nil {
+		if err := rel.describe(res.Manifest(), res.Files, u.cfg.File); err != nil {
 			return err
-		}
-		rel.File = f
-		for _, f := range res.Files {
-			rel.Size += f.Size
 		}
 		if err := u.rolledBack(res.Release); err != nil {
 			return err
 		}
-		if err := u.install(ctx, res.Dir(), f, res.Release); err != nil {
+		if err := u.install(ctx, res.Dir(), rel.File, res.Release); err != nil {
 			return err
 		}
 		installed = true
