@@ -217,6 +217,14 @@ func (c *Client) releaseData() error {
 	return err
 }
 
+// startedTransfer returns the torrent client if transfer started it, nil
+// if not: for what only concerns a running one.
+func (c *Client) startedTransfer() *transfer.Client {
+	c.tcMu.Lock()
+	defer c.tcMu.Unlock()
+	return c.tc
+}
+
 // transfer returns the client's torrent client, starting it on first use:
 // it listens for peers on TCP at the DHT node's port number (so one port
 // number serves both; another when the system chose the number and it is

@@ -103,10 +103,7 @@ func (c *Client) learnt(p *record.SignedPacket) {
 	if !c.pushes.offer(p) {
 		return
 	}
-	c.tcMu.Lock()
-	tc := c.tc
-	c.tcMu.Unlock()
-	if tc != nil {
+	if tc := c.startedTransfer(); tc != nil {
 		tc.ShareRecord(p)
 	}
 }

@@ -70,10 +70,7 @@ func (c *Client) serveAccepted(ctx context.Context, key signer.PublicKey, channe
 func (c *Client) serveInstalled(ctx context.Context, res *FetchResult, noServe bool, emit func(Event)) {
 	ih := res.Release.Infohash
 	if noServe {
-		c.tcMu.Lock()
-		tc := c.tc
-		c.tcMu.Unlock()
-		if tc != nil {
+		if tc := c.startedTransfer(); tc != nil {
 			tc.Drop(ih)
 		}
 		return
