@@ -180,3 +180,45 @@ func TestRelayResolvesPkarrRecord(t *testing.T) {
 		t.Errorf("pkarr's own record after relay published: %+v, want its one TXT string kept", o)
 	}
 }
+
+// TestPkarrReadsDelegation: a root's delegation (docs/spec/keys.md) is a
+// plain pkarr signed packet: pkarr's own code reads its body, verifies
+// its signature, and finds at _keys._relay the TXT record relay wrote,
+// with each release key, its channels, the threshold and the revoked key.
+func TestPkarrReadsDelegation(t *testing.T) {
+	needNode(t)
+	ctx := ctxFor(t, time.Minute)
+	root, a, b, gone := newKey(t), newKey(t), newKey(t), newKey(t)
+	d := record.Delegation{
+		Keys:      []record.Delegate{{Key: a.PublicKey()}, {Key: b.PublicKey(), Channels: []string{"beta"}}},
+		Threshold: 2,
+		Expires:   time.Now().Add(time.Hour).Truncate(time.Second),
+		Revoked:   []signer.PublicKey{gone.PublicKey()},
+	}
+	packet, err := record.SetDelegation(root.PublicKey(), nil, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := record.Sign(root, record.NextSeq(time.Now(), 0), packet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const name = "_keys._relay"
+	var got pkarrView
+	nodeScript(t, ctx, &got, "pkarr.js", "body", root.PublicKey().String(), hex.EncodeToString(p.Body()), name)
+	checkPkarrView(t, got, root.PublicKey(), p)
+	recs := got.Records[name]
+	if len(recs) != 1 {
+		t.Fatalf("pkarr found %d records at %s, want the delegation: %+v", len(recs), name, got.Records)
+	}
+	for _, want := range []string{
+		"t=2",
+		"k=" + a.PublicKey().String(),
+		"k=" + b.PublicKey().String() + ":beta",
+		"rv=" + gone.PublicKey().String(),
+	} {
+		if !slices.Contains(recs[0].Data, want) {
+			t.Errorf("pkarr read %q, without %q", recs[0].Data, want)
+		}
+	}
+}
