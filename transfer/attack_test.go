@@ -152,7 +152,7 @@ func TestFetchAmongPieceCountFlood(t *testing.T) {
 		err error
 	}
 	done := make(chan result, 1)
-	ctx := fetchCtx(t, 60*time.Second) // a bound on a hang, not a speed: -race on a loaded machine
+	ctx := fetchCtx(t, 3*time.Minute) // a bound on a hang, not a speed: -race on a loaded machine
 	go func() {
 		res, err := l.Fetch(ctx, FetchRequest{Key: testKey(t), Release: b.Release(testTime),
 			Peers: []netip.AddrPort{netip.MustParseAddrPort(h.ln.Addr().String())}})
@@ -160,12 +160,12 @@ func TestFetchAmongPieceCountFlood(t *testing.T) {
 	}()
 	// The fetcher dials the hostile peer; the hostile peer dials the
 	// fetcher for the other connections.
-	waitFor(t, 20*time.Second, "the fetcher to connect to the hostile peer", func() bool { return h.held() == 1 })
+	waitFor(t, 60*time.Second, "the fetcher to connect to the hostile peer", func() bool { return h.held() == 1 })
 	for range conns - 1 {
 		h.dial(t, l.Addr().String())
 	}
-	waitFor(t, 20*time.Second, "every hostile connection to flood", func() bool { return h.held() == conns })
-	waitFor(t, 20*time.Second, "the fetcher to take every hostile connection", func() bool {
+	waitFor(t, 60*time.Second, "every hostile connection to flood", func() bool { return h.held() == conns })
+	waitFor(t, 60*time.Second, "the fetcher to take every hostile connection", func() bool {
 		st, _ := l.Stats(b.Infohash)
 		return st.Peers == conns
 	})

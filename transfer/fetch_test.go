@@ -220,9 +220,10 @@ func TestRateLimitedSeederNoStall(t *testing.T) {
 		dir := t.TempDir()
 		l := newClient(t, Config{DataDir: dir})
 		start := time.Now()
-		// 0.25 s at the cap; the stall is a minute. 20 s leaves room for
-		// the race detector on a loaded machine.
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		// 0.25 s at the cap; the stall is a minute. 45 s leaves room for
+		// the race detector on a loaded machine (CI once took 26 s) and
+		// still fails on the stall.
+		ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 		_, err := l.Fetch(ctx, FetchRequest{Key: testKey(t), Release: b.Release(testTime), Peers: peersOf(s)})
 		cancel()
 		if err != nil {

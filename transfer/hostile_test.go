@@ -143,7 +143,9 @@ func (h *hostilePeer) serve(conn net.Conn) {
 	h.nextID++
 	id := [20]byte{'-', 'H', 'P', '0', '0', '0', '1', '-', 19: h.nextID}
 	h.mu.Unlock()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	// A bound on a hang: the fetcher's side of the handshake can take
+	// seconds under -race on a loaded machine.
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
 	if err := wireHandshake(conn, h.b.Infohash, id); err != nil {
 		return
 	}
