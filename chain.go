@@ -127,6 +127,8 @@ type checked struct {
 	Signers []signer.PublicKey
 	Stats   dht.ResolveStats
 	Relays  httprelay.GetStats
+	// packets are the packets of the current root and of Signers.
+	packets map[signer.PublicKey]*record.SignedPacket
 	// chain is the chain to save once the check passed the root's steps;
 	// moved says whether it differs from the saved one.
 	chain Chain
@@ -141,12 +143,21 @@ type checked struct {
 // what was found so far. With save, a newer root packet or a move to a
 // successor is persisted at once, whatever the release's fate: a watcher
 // never goes back to an older delegation.
-func (c *Client) checkRelease(ctx context.Context, key signer.PublicKey, channel string, floor record.Accepted, pol record.Policy, save bool) (*checked, error) {
+//
+// With held, no network is asked: each packet is the newest this client
+// holds (told by a peer of the key's swarm, or found by an earlier check;
+// the root's may be the saved chain's), and a packet not held is
+// ErrNotHeld.
+func (c *Client) checkRelease(ctx context.Context, key signer.PublicKey, channel string, floor record.Accepted, pol record.Policy, save, held bool) (*checked, error) {
 	ch, saved, err := c.states.loadChain(key)
 	if err != nil {
 		return nil, err
 	}
-	res := &checked{chain: ch}
+	resolve := c.resolveBoth
+	if held {
+		resolve = c.heldResolver(ch)
+	}
+	res := &checked{chain: ch, packets: make(map[signer.PublicKey]*record.SignedPacket)}
 	lastSeq := ch.Seq
 	if ch.Root == key {
 		lastSeq = max(lastSeq, floor.Seq)
@@ -156,7 +167,7 @@ func (c *Client) checkRelease(ctx context.Context, key signer.PublicKey, channel
 	// but after a rotation or revocation, a check costs one lookup's time.
 	pctx, cancel := context.WithCancel(ctx)
 	var pre *prefetch
-	if saved && ch.Packet != nil {
+	if saved && ch.Packet != nil && !held {
 		if d, ok, err := record.FindDelegation(ch.Root, ch.Packet.Packet); err == nil && ok && d.Next.IsZero() {
 			pre = c.prefetch(pctx, ch.Root, d.Signers(channel))
 		}
@@ -167,7 +178,7 @@ func (c *Client) checkRelease(ctx context.Context, key signer.PublicKey, channel
 	}()
 	for hop := 0; ; hop++ {
 		root := res.chain.Root
-		p, stats, relays, err := c.resolveBoth(ctx, root)
+		p, stats, relays, err := resolve(ctx, root)
 		if hop == 0 {
 			res.Stats, res.Relays = stats, relays
 		}
@@ -178,6 +189,7 @@ func (c *Client) checkRelease(ctx context.Context, key signer.PublicKey, channel
 			return res, err
 		}
 		res.Root = p
+		res.packets[root] = p
 		d, ok, err := record.CheckDelegation(p, root, lastSeq, pol)
 		if err != nil {
 			if saved || hop > 0 {
@@ -225,8 +237,11 @@ func (c *Client) checkRelease(ctx context.Context, key signer.PublicKey, channel
 		res.Release, err = record.Check(res.Root, root, channel, floor, pol)
 		return res, err
 	}
-	found, packets := c.resolveSigners(ctx, res.Root, res.Delegation.Signers(channel), channel, pre.wait())
+	found, packets := c.resolveSigners(ctx, resolve, res.Root, res.Delegation.Signers(channel), channel, pre.wait())
 	res.Release, res.Signers, err = record.Quorum(*res.Delegation, channel, found, floor, pol)
+	for _, k := range res.Signers {
+		res.packets[k] = packets[k]
+	}
 	if len(res.Signers) > 0 {
 		res.Packet = packets[res.Signers[0]]
 	} else if len(found) > 0 {
@@ -235,11 +250,33 @@ func (c *Client) checkRelease(ctx context.Context, key signer.PublicKey, channel
 	return res, err
 }
 
+// resolver gets a key's packet: resolveBoth, or heldResolver's.
+type resolver func(ctx context.Context, key signer.PublicKey) (*record.SignedPacket, dht.ResolveStats, httprelay.GetStats, error)
+
+// ErrNotHeld is returned by a check with FetchOptions.Pushed when this
+// client holds no packet of a key the check needs.
+var ErrNotHeld = errors.New("no packet of this key held here")
+
+// heldResolver returns a resolver that asks no network: the newest packet
+// of a key this client holds, or for ch's root the saved one if newer.
+func (c *Client) heldResolver(ch Chain) resolver {
+	return func(_ context.Context, k signer.PublicKey) (*record.SignedPacket, dht.ResolveStats, httprelay.GetStats, error) {
+		p := c.pushes.get(k)
+		if k == ch.Root && ch.Packet != nil && (p == nil || ch.Packet.Seq > p.Seq) {
+			p = ch.Packet
+		}
+		if p == nil {
+			return nil, dht.ResolveStats{}, httprelay.GetStats{}, fmt.Errorf("%w: %s", ErrNotHeld, k)
+		}
+		return p, dht.ResolveStats{}, httprelay.GetStats{}, nil
+	}
+}
+
 // resolveSigners resolves the packets of keys in parallel (a key equal to
 // root's is read from root) and returns the records of channel they hold,
 // and the packets by key. A key that has none, or whose packet cannot be
 // had, is left out: the threshold says whether enough remain.
-func (c *Client) resolveSigners(ctx context.Context, root *record.SignedPacket, keys []signer.PublicKey, channel string, pre map[signer.PublicKey]*record.SignedPacket) ([]record.Signed, map[signer.PublicKey]*record.SignedPacket) {
+func (c *Client) resolveSigners(ctx context.Context, resolve resolver, root *record.SignedPacket, keys []signer.PublicKey, channel string, pre map[signer.PublicKey]*record.SignedPacket) ([]record.Signed, map[signer.PublicKey]*record.SignedPacket) {
 	packets := make(map[signer.PublicKey]*record.SignedPacket, len(keys))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -253,7 +290,7 @@ func (c *Client) resolveSigners(ctx context.Context, root *record.SignedPacket, 
 			continue
 		}
 		wg.Go(func() {
-			p, _, _, err := c.resolveBoth(ctx, k)
+			p, _, _, err := resolve(ctx, k)
 			if err != nil {
 				c.log.Debug("no packet from a release key", "key", k, "err", err)
 				return
@@ -404,7 +441,7 @@ func (c *Client) Cosign(ctx context.Context, o CosignOptions) (*record.SignedPac
 		return nil, record.Release{}, fmt.Errorf("%w: cosign needs a key and a version", errBadOptions)
 	}
 	pol := record.Policy{Now: c.now(), MaxFuture: c.cfg.MaxFuture}
-	chk, err := c.checkRelease(ctx, o.Root, channel, record.Accepted{}, pol, false)
+	chk, err := c.checkRelease(ctx, o.Root, channel, record.Accepted{}, pol, false, false)
 	if chk == nil || chk.Root == nil {
 		return nil, record.Release{}, err
 	}
@@ -413,7 +450,7 @@ func (c *Client) Cosign(ctx context.Context, o CosignOptions) (*record.SignedPac
 	if d == nil || !slices.Contains(d.Signers(channel), pub) {
 		return nil, record.Release{}, fmt.Errorf("%w: the delegation of root %s does not let %s sign channel %q", record.ErrThreshold, chk.Root.Key, pub, channel)
 	}
-	found, _ := c.resolveSigners(ctx, chk.Root, d.Signers(channel), channel, nil)
+	found, _ := c.resolveSigners(ctx, c.resolveBoth, chk.Root, d.Signers(channel), channel, nil)
 	var r record.Release
 	for _, s := range found {
 		if s.Key == pub || s.Release.Version.Compare(o.Version) != 0 {

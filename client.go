@@ -322,7 +322,7 @@ func (c *Client) Resolve(ctx context.Context, key signer.PublicKey, channel stri
 	}
 	// Any seq and expiry: this says what the network holds now.
 	pol := record.Policy{Now: c.now(), MaxFuture: 100 * 365 * 24 * time.Hour, AllowExpired: true}
-	chk, err := c.checkRelease(ctx, key, channel, record.Accepted{}, pol, false)
+	chk, err := c.checkRelease(ctx, key, channel, record.Accepted{}, pol, false, false)
 	if err != nil {
 		return nil, err
 	}

@@ -122,6 +122,13 @@ type FetchOptions struct {
 	// the bundle, as a seeder serves them. Files and Path are then the
 	// ciphertexts'. Ignored for a release in the clear.
 	Sealed bool
+	// Pushed checks the key's records as the packets this client holds
+	// have them, asking no DHT node nor relay: packets that peers of the
+	// key's swarm told of (relay_record, docs/spec/relay-record.md) or that
+	// an earlier check found. The checks are those of a DHT answer. A key
+	// the check needs and no packet is held of fails with ErrNotHeld. Watch,
+	// Seed and update.Run set it when a peer's packet wakes them.
+	Pushed bool
 	// Install, when set, is called with the verified release after its
 	// files are placed in Out and before the new state is saved: an error
 	// from it leaves the state unchanged, so the next Fetch tries again.
@@ -242,6 +249,7 @@ func (c *Client) Fetch(ctx context.Context, o FetchOptions) (*FetchResult, error
 		if !errors.Is(err, errSuperseded) {
 			return res, err
 		}
+		o.Pushed = false // the network found the newer release
 		c.log.Info("fetching the newer release", "reason", err)
 	}
 }
@@ -273,7 +281,7 @@ func (c *Client) fetchOnce(ctx context.Context, o FetchOptions) (*FetchResult, e
 		MaxFuture:    c.cfg.MaxFuture,
 		AllowExpired: o.AllowExpired,
 	}
-	chk, err := c.checkRelease(ctx, o.Key, channel, floor, policy, true)
+	chk, err := c.checkRelease(ctx, o.Key, channel, floor, policy, true, o.Pushed)
 	if chk == nil || chk.Root == nil {
 		return nil, err
 	}
@@ -288,8 +296,9 @@ func (c *Client) fetchOnce(ctx context.Context, o FetchOptions) (*FetchResult, e
 	if err != nil {
 		return res, err
 	}
-	if chk.Root.Key == o.Key {
-		c.learnt(chk.Root) // the key's own packet, checked: told to its swarm
+	// The packets checked: kept, and told to the key's swarm.
+	for _, p := range chk.packets {
+		c.learnt(p)
 	}
 	r := res.Release
 	stage.rel = r

@@ -19,12 +19,17 @@ type pushes struct {
 	newest  map[signer.PublicKey]*record.SignedPacket
 	follows map[Follow]int // the channels watched now, counted
 	changed chan struct{}  // closed, and replaced, when newest changes
+	// gen counts the changes of newest; at is the gen of each key's
+	// last change.
+	gen uint64
+	at  map[signer.PublicKey]uint64
 }
 
 func (ps *pushes) init() {
 	ps.newest = make(map[signer.PublicKey]*record.SignedPacket)
 	ps.follows = make(map[Follow]int)
 	ps.changed = make(chan struct{})
+	ps.at = make(map[signer.PublicKey]uint64)
 }
 
 // follow notes a channel watched until the returned function is called.
@@ -63,6 +68,8 @@ func (ps *pushes) offer(p *record.SignedPacket) bool {
 		return false
 	}
 	ps.newest[p.Key] = p
+	ps.gen++
+	ps.at[p.Key] = ps.gen
 	close(ps.changed)
 	ps.changed = make(chan struct{})
 	return true
@@ -75,23 +82,34 @@ func (ps *pushes) get(key signer.PublicKey) *record.SignedPacket {
 	return ps.newest[key]
 }
 
-// wait sleeps for d, or until a packet of key with a seq above seen
-// arrives, which it returns. ok is false when ctx ended.
-func (ps *pushes) wait(ctx context.Context, d time.Duration, key signer.PublicKey, seen int64) (p *record.SignedPacket, ok bool) {
-	t := time.NewTimer(d)
+// mark returns what has changed so far, for wait.
+func (ps *pushes) mark() uint64 {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return ps.gen
+}
+
+// wait sleeps until the deadline, or until the newest packet of one of
+// keys changed after mark, and then reports pushed. ok is false when ctx
+// ended.
+func (ps *pushes) wait(ctx context.Context, deadline time.Time, keys []signer.PublicKey, mark uint64) (pushed, ok bool) {
+	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
 	for {
 		ps.mu.Lock()
-		p, changed := ps.newest[key], ps.changed
+		changed := ps.changed
+		for _, k := range keys {
+			pushed = pushed || ps.at[k] > mark
+		}
 		ps.mu.Unlock()
-		if p != nil && p.Seq > seen {
-			return p, true
+		if pushed {
+			return true, true
 		}
 		select {
 		case <-ctx.Done():
-			return nil, false
+			return false, false
 		case <-t.C:
-			return nil, true
+			return false, true
 		case <-changed:
 		}
 	}

@@ -58,7 +58,12 @@ func TestPushInstalls(t *testing.T) {
 		}
 	}
 
-	// 2.0.0: the seeder finds it in the DHT and tells the watcher.
+	// 2.0.0: the seeder finds it in the DHT and tells the watcher, which
+	// installs it from that packet, asking the DHT nothing.
+	gets := watcher.Node().GetQueries()
+	if gets == 0 {
+		t.Fatal("the watcher's DHT node counted no get query for its first check")
+	}
 	pub2 := n.client(false)
 	p2, err := pub2.Publish(ctx, PublishOptions{Key: key, Version: record.MustParseVersion("2.0.0"),
 		Sources: []transfer.Source{{Path: releaseDir(t, "2.0.0")}}})
@@ -68,6 +73,9 @@ func TestPushInstalls(t *testing.T) {
 	start := time.Now()
 	awaitEvent(t, events, EventInstalled, "2.0.0")
 	t.Logf("the watcher (checking the DHT hourly) installed 2.0.0 %s after it was published", time.Since(start).Round(time.Millisecond))
+	if got := watcher.Node().GetQueries(); got != gets {
+		t.Errorf("the watcher sent %d DHT get queries to install a pushed release, want none", got-gets)
+	}
 
 	// A hostile peer in 2.0.0's swarm.
 	st, err := watcher.State(key.PublicKey(), "stable")

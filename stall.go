@@ -114,7 +114,7 @@ func (c *Client) guardedFetch(ctx context.Context, o FetchOptions, r record.Rele
 	if o.Recheck > 0 {
 		every(ctx, &wg, o.Recheck, func() bool {
 			policy.Now = c.now()
-			if chk, err := c.checkRelease(ctx, o.Key, r.Channel, floor, policy, false); err == nil && chk.Release.Version.Compare(r.Version) > 0 {
+			if chk, err := c.checkRelease(ctx, o.Key, r.Channel, floor, policy, false, false); err == nil && chk.Release.Version.Compare(r.Version) > 0 {
 				cancel(fmt.Errorf("%w: %s while %s downloaded", errSuperseded, chk.Release.Version, r.Version))
 				return false
 			}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/relay-sh/relay/internal/backoff"
 	"github.com/relay-sh/relay/record"
+	"github.com/relay-sh/relay/signer"
 	"github.com/relay-sh/relay/transfer"
 )
 
@@ -121,19 +122,23 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 		channel = transfer.DefaultChannel
 	}
 	defer c.pushes.follow(Follow{Key: o.Key, Channel: channel})()
-	var seen int64                  // the highest seq checked, from the DHT or a peer
-	var pushed *record.SignedPacket // the packet a peer told of that ended the last wait
 	if !o.NoServe {
 		c.serveAccepted(ctx, o.Key, o.Channel, emit)
 	}
+	var next time.Time // when the DHT is checked next
+	pushed := false    // a peer told of a packet: check the packets held
 	for {
-		res, err := c.Fetch(ctx, o.FetchOptions)
-		if pushed != nil {
-			seen = max(seen, pushed.Seq)
+		mark := c.pushes.mark()
+		fo := o.FetchOptions
+		fo.Pushed = pushed
+		found := false
+		fo.OnFound = func(r record.Release, previous record.Version) {
+			found = true
+			if o.OnFound != nil {
+				o.OnFound(r, previous)
+			}
 		}
-		if res != nil && res.Packet != nil {
-			seen = max(seen, res.Packet.Seq)
-		}
+		res, err := c.Fetch(ctx, fo)
 		if ctx.Err() != nil && err != nil {
 			// Interrupted. A fetch that finished before it saw the
 			// interruption installed its release: that is still said.
@@ -143,6 +148,15 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 		if err == nil {
 			// Again holds until one check has installed the release again.
 			o.Again = false
+		}
+		if pushed && !found && !errors.Is(err, ErrRevokedInstall) && (err != nil || res.UpToDate && !again) {
+			// The packets held make no new release (not yet enough
+			// release keys' records, another channel's change): nothing
+			// to say, and the DHT is checked when it was due.
+			if pushed, err = c.waitPush(ctx, next, o.Key, mark); err != nil {
+				return nil
+			}
+			continue
 		}
 		var ev Event
 		switch {
@@ -170,7 +184,14 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 		if res != nil && ev.Version.IsZero() {
 			ev.Version = res.Release.Version
 		}
-		wait := checks.Next(ev.Kind == EventError)
+		wait := time.Until(next)
+		if failed := ev.Kind == EventError; failed || !pushed || next.IsZero() {
+			// A check that a peer's packet started leaves the DHT's
+			// schedule as it was: a fleet told of a release at once
+			// does not come to ask the DHT at once.
+			wait = checks.Next(failed)
+			next = time.Now().Add(wait)
+		}
 		ev.Retry = wait
 		emit(ev)
 		if err == nil {
@@ -181,11 +202,21 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 				emit(Event{Kind: EventPruned, Version: b.Manifest.Version, Bundle: b})
 			}
 		}
-		// A peer of the key's swarm that tells of a newer packet ends the
-		// wait: the check takes that packet if the DHT has none newer.
-		var ok bool
-		if pushed, ok = c.pushes.wait(ctx, wait, o.Key, seen); !ok {
+		if pushed, err = c.waitPush(ctx, next, o.Key, mark); err != nil {
 			return nil
 		}
 	}
+}
+
+// waitPush waits until next, or until a peer of key's swarm tells of a
+// packet of key, or of a key its releases depend on (docs/spec/keys.md),
+// that passed the record checks after mark, and then reports pushed. It
+// returns ctx's error when ctx ends first.
+func (c *Client) waitPush(ctx context.Context, next time.Time, key signer.PublicKey, mark uint64) (pushed bool, err error) {
+	keys := append([]signer.PublicKey{key}, c.chainKeys(key)...)
+	pushed, ok := c.pushes.wait(ctx, next, keys, mark)
+	if !ok {
+		return false, ctx.Err()
+	}
+	return pushed, nil
 }

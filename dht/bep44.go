@@ -92,6 +92,7 @@ func (n *Node) get(ctx context.Context, key signer.PublicKey) (found, error) {
 		},
 	})
 	f.stats.Queried, f.stats.Answered, f.stats.Messages = st.queried, st.answered, st.messages
+	n.gets.Add(int64(st.messages))
 	f.lookup = st
 	if err != nil {
 		return f, err
@@ -119,6 +120,11 @@ func (n *Node) get(ctx context.Context, key signer.PublicKey) (found, error) {
 	f.stats.Held, f.stats.Older = len(held), len(older)
 	return f, nil
 }
+
+// GetQueries returns how many BEP 44 get queries the node has sent, its
+// lookups' resends included: what its resolves, and the reads before its
+// puts, cost the nodes closest to the keys.
+func (n *Node) GetQueries() int64 { return n.gets.Load() }
 
 // itemPacket verifies a get reply's mutable item as key's signed packet.
 func itemPacket(key signer.PublicKey, r *krpc.Return) (*record.SignedPacket, error) {

@@ -70,6 +70,9 @@ type Node struct {
 	// introduce).
 	intros *rate.Limiter
 
+	// gets counts the BEP 44 get queries the node sent (GetQueries).
+	gets atomic.Int64
+
 	mu       sync.Mutex // guards closed, pinged and the wg.Add calls
 	closed   bool
 	pinged   map[netip.AddrPort]time.Time
