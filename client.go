@@ -55,6 +55,12 @@ type Config struct {
 	// Network is an already running DHT node to use instead of starting
 	// one (tests and the demo share one process); Close leaves it open.
 	Network *dht.Node
+	// PeerNetwork, when set, is the network BitTorrent peers are listened
+	// for and dialled on instead of the system's TCP
+	// (transfer.Config.Network): with Network, a node on the same
+	// network, whole clients run on an in-process simulated Internet
+	// (internal/simnet). Nil means TCP.
+	PeerNetwork transfer.Network
 
 	// Relays are pkarr HTTP relays' base URLs (httprelay.ClientConfig):
 	// records are read from the DHT and from them at once, the highest
@@ -258,6 +264,7 @@ func (c *Client) transfer() (*transfer.Client, error) {
 		DownloadRate: c.cfg.DownloadRate,
 		Logger:       c.cfg.Logger,
 		OnRecord:     c.onRecord,
+		Network:      c.cfg.PeerNetwork,
 	}
 	tc, err := transfer.NewClient(tcfg)
 	if err != nil && c.ownNode && systemPort(c.cfg.Listen) && errors.Is(err, syscall.EADDRINUSE) {

@@ -145,6 +145,11 @@ func itemPacket(key signer.PublicKey, r *krpc.Return) (*record.SignedPacket, err
 	return p, nil
 }
 
+// Held returns the packet of key that this node holds in its store for
+// the network (what a put stored on it), or nil: to see which nodes a
+// publish reached.
+func (n *Node) Held(key signer.PublicKey) *record.SignedPacket { return n.localPacket(key) }
+
 // localPacket returns key's packet from this node's own store, if it holds
 // a valid one.
 func (n *Node) localPacket(key signer.PublicKey) *record.SignedPacket {

@@ -79,10 +79,21 @@ type Config struct {
 	// the rest itself before it acts on the packet or shares it. Nil:
 	// the extension is not offered.
 	OnRecord func(*record.SignedPacket)
+	// Network, when set, is the network peers are listened for and dialled
+	// on instead of the system's TCP: an in-process simulated Internet
+	// (internal/simnet) runs hundreds of clients in one process. Nil means
+	// TCP.
+	Network Network
 	// ConnsPerIP bounds the connections a Client accepts from one IP
 	// address at a time: those beyond it are closed before their
 	// handshake. Zero means DefaultConnsPerIP; negative, no bound.
 	ConnsPerIP int
+}
+
+// Network is a stream network peers are reached on (Config.Network).
+type Network interface {
+	Listen(ctx context.Context, network, address string) (net.Listener, error)
+	DialContext(ctx context.Context, network, address string) (net.Conn, error)
 }
 
 // Client serves and fetches bundles. It is safe for concurrent use.
@@ -245,7 +256,7 @@ func NewClient(cfg Config) (*Client, error) {
 	if perIP == 0 {
 		perIP = DefaultConnsPerIP
 	}
-	c.tcp, err = listenTCP(host, port)
+	c.tcp, err = listenTCP(cfg.Network, host, port)
 	if err != nil {
 		return nil, fmt.Errorf("transfer: failed to listen for peers: %w", err)
 	}
@@ -334,7 +345,7 @@ func NewClient(cfg Config) (*Client, error) {
 	c.port = port
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.noteDials() // the library's own sockets (uTP, with cfg.UTP)
-	cl.AddDialer(notingDialer{Dialer: tcpDialer(), c: c})
+	cl.AddDialer(notingDialer{Dialer: tcpDialer(cfg.Network), c: c})
 	cl.AddListener(newPeerListener(c.tcp, max(0, perIP), c.ctx.Done()))
 	// uTP (BEP 29) on the DHT node's socket, from peers that dial it:
 	// most clients try uTP first (webtorrent took TCP only after 22 s of

@@ -34,8 +34,8 @@ func newPeerListener(inner torrent.Listener, perIP int, done <-chan struct{}) *p
 }
 
 // listenTCP listens on host:port ("" is every interface; an IPv4 host
-// IPv4 only, an IPv6 host IPv6 only).
-func listenTCP(host string, port int) (net.Listener, error) {
+// IPv4 only, an IPv6 host IPv6 only), on nw or else the system's TCP.
+func listenTCP(nw Network, host string, port int) (net.Listener, error) {
 	network := "tcp"
 	if ip, err := netip.ParseAddr(host); err == nil {
 		if ip.Unmap().Is4() {
@@ -44,9 +44,13 @@ func listenTCP(host string, port int) (net.Listener, error) {
 			network = "tcp6"
 		}
 	}
+	address := net.JoinHostPort(host, strconv.Itoa(port))
+	if nw != nil {
+		return nw.Listen(context.Background(), network, address)
+	}
 	// BitTorrent connections keep themselves alive.
 	lc := net.ListenConfig{KeepAlive: -1}
-	return lc.Listen(context.Background(), network, net.JoinHostPort(host, strconv.Itoa(port)))
+	return lc.Listen(context.Background(), network, address)
 }
 
 // Addr returns the socket's address.
@@ -107,7 +111,11 @@ func (c *countedConn) Close() error {
 	return c.Conn.Close()
 }
 
-// tcpDialer dials peers over TCP for the torrent library.
-func tcpDialer() torrent.Dialer {
+// tcpDialer dials peers over TCP for the torrent library, on nw when it
+// is not nil.
+func tcpDialer(nw Network) torrent.Dialer {
+	if nw != nil {
+		return torrent.NetworkDialer{Network: "tcp", Dialer: nw}
+	}
 	return torrent.NetworkDialer{Network: "tcp", Dialer: &net.Dialer{FallbackDelay: -1, KeepAlive: -1}}
 }
