@@ -9,6 +9,7 @@ import (
 
 	"github.com/relay-sh/relay/internal/atomicfile"
 	"github.com/relay-sh/relay/record"
+	"github.com/relay-sh/relay/transfer"
 )
 
 // early decrypts the files of an encrypted release while the fetch
@@ -82,8 +83,29 @@ func (e *early) tee(blob record.File) io.WriteCloser {
 		ef.err = decryptTo(tmp, r, pf, e.ids)
 		r.drain()
 	}()
-	return r
+	return &earlyWriter{chanReader: r, ef: ef}
 }
+
+// earlyWriter is the transfer.Checker early.tee returns: the ciphertext
+// written to it is checked by its decryption, which authenticates every
+// age chunk and compares the plaintext with the sealed manifest.
+type earlyWriter struct {
+	*chanReader
+	ef *earlyFile
+}
+
+var _ transfer.Checker = (*earlyWriter)(nil)
+
+// Close ends the ciphertext and waits for its decryption to end.
+func (w *earlyWriter) Close() error {
+	w.chanReader.Close()
+	<-w.ef.done
+	return nil
+}
+
+// Checked reports whether the ciphertext written decrypted, whole, to the
+// plaintext the sealed manifest names. It is valid once Close returned.
+func (w *earlyWriter) Checked() bool { return w.ef.err == nil }
 
 // earlyQueue is how many buffers of ciphertext (up to 1 MiB each, as the
 // fetch reads them) wait for a file's decryption at most.
