@@ -196,7 +196,7 @@ func watchCommand(e *env) *cli.Command {
 			"a newer release found meanwhile (the channel is resolved every --interval) takes its place.",
 		Flags: append(followFlags(),
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "folder to place each release's files in, `DIR` (default: they stay in the data folder)"},
-			&cli.StringFlag{Name: "interval", Value: "10m", Usage: "time between checks, `DURATION`"},
+			&cli.StringFlag{Name: "interval", Value: "10m", Usage: "time between checks, `DURATION` (at least 30s on the public DHT, 100ms with --bootstrap)"},
 			&cli.StringFlag{Name: "exec", Usage: "shell `COMMAND` run for each new release"},
 			&cli.StringFlag{Name: "install", Usage: "executable `PATH` replaced atomically by the release's program for this platform"},
 			&cli.BoolFlag{Name: "no-serve", EnvVars: []string{"RELAY_NO_SERVE"}, Usage: "do not serve the installed release to other peers (served by default, within --upload-rate)"},

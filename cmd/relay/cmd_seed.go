@@ -27,7 +27,7 @@ func seedCommand(e *env) *cli.Command {
 			&cli.StringSliceFlag{Name: "follow", Usage: "`KEY[/CHANNEL]` to follow (repeatable; channel default stable)", EnvVars: []string{"RELAY_FOLLOW"}},
 			&cli.StringFlag{Name: "key", Usage: "the publisher's key `FILE`, to re-sign its records before they expire", EnvVars: []string{"RELAY_KEY"}},
 			&cli.IntFlag{Name: "keep", Value: relay.DefaultKeep, Usage: "releases to keep per followed channel, `K`"},
-			&cli.StringFlag{Name: "interval", Value: "1m", Usage: "time between checks of followed keys (sooner after a failed one), `DURATION`"},
+			&cli.StringFlag{Name: "interval", Value: "1m", Usage: "time between checks of followed keys (sooner after a failed one), `DURATION` (at least 30s on the public DHT, 100ms with --bootstrap)"},
 			&cli.StringFlag{Name: "restore", Value: "1h", Usage: "time between stores of each followed record, `DURATION`"},
 			httpFlag(),
 		},

@@ -55,7 +55,7 @@ func globalFlags() []cli.Flag {
 		},
 		&cli.StringFlag{
 			Name:    "listen",
-			Usage:   "address to listen on for DHT and BitTorrent, `host:port`",
+			Usage:   "address to listen on for DHT (UDP) and BitTorrent (TCP), one port for both, `host:port` (default: every interface, a random port; loopback when every --bootstrap node is on loopback)",
 			EnvVars: []string{"RELAY_LISTEN"},
 		},
 		&cli.BoolFlag{
