@@ -129,6 +129,16 @@ type FetchOptions struct {
 	// the check needs and no packet is held of fails with ErrNotHeld. Watch,
 	// Seed and update.Run set it when a peer's packet wakes them.
 	Pushed bool
+	// Staged honours staged rollouts (docs/spec/rollout.md), as a
+	// machine that updates itself should: a new release whose rollout
+	// this machine (its data folder's RolloutSecret) is not yet in is not
+	// fetched, and Fetch returns ErrHeldBack with the release in the
+	// result; the release accepted before stays current. A critical
+	// release, a release accepted before, and any release for a data
+	// folder that accepted none (nor Current) are never held back.
+	// Without Staged, Fetch takes the release at once, as a person who
+	// asks for it (relay fetch) or a seeder does.
+	Staged bool
 	// Install, when set, is called with the verified release after its
 	// files are placed in Out and before the new state is saved: an error
 	// from it leaves the state unchanged, so the next Fetch tries again.
@@ -165,6 +175,10 @@ type FetchResult struct {
 	// Pruned are the channel's older bundles removed from the data folder
 	// after this release was accepted (FetchOptions.Keep).
 	Pruned []*transfer.Bundle
+	// Place is this machine's place, 0 to 99, in the staged rollout of
+	// Release (record.RolloutPlace), set by a Staged fetch of a new
+	// release in one; it took the release if Place < Release.Rollout.
+	Place int
 	// Sealed is the decrypted manifest of an encrypted release (whose
 	// Bundle holds ciphertexts); nil for a release in the clear.
 	Sealed *record.Sealed
@@ -321,6 +335,8 @@ func (c *Client) fetchOnce(ctx context.Context, o FetchOptions) (*FetchResult, e
 		if !o.Again || o.CheckOnly {
 			return res, nil
 		}
+	} else if err := c.holdBack(o.Key, r, floor.Version, res, o.Staged); err != nil {
+		return res, err
 	} else if o.CheckOnly {
 		return res, nil
 	} else if o.OnFound != nil && !o.ManifestOnly {

@@ -68,6 +68,13 @@ type PublishOptions struct {
 	// StageBundling, StageStoring), with the release once it is known;
 	// nil drops it.
 	OnStage func(Stage, record.Release)
+	// Rollout is the percentage of machines, 1 to 99, that take the
+	// release now: a staged rollout (docs/spec/rollout.md), widened later
+	// with SetRollout. 0 or 100 means every machine.
+	Rollout int
+	// Critical marks a security fix: no machine holds it back for a
+	// rollout, and watchers install it as soon as they see it.
+	Critical bool
 	// Force publishes even when the channel already has this version or a
 	// higher one.
 	Force bool
@@ -179,6 +186,10 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*Published, err
 		return nil, err
 	}
 	r := b.Release(now.Add(expires).UTC().Truncate(time.Second), o.WebSeeds...)
+	r.Rollout, r.Critical = o.Rollout, o.Critical
+	if r.Rollout == 100 {
+		r.Rollout = 0
+	}
 	if err := r.Validate(); err != nil {
 		return nil, err
 	}

@@ -32,6 +32,10 @@ const (
 	// EventRefused: a record, manifest or file failed verification; nothing
 	// was installed and the state is unchanged.
 	EventRefused EventKind = "refused"
+	// EventHeldBack: the new release is in a staged rollout this machine
+	// is not yet in (FetchOptions.Staged, ErrHeldBack): not installed, and
+	// checked again at the interval. Result.Place is the machine's place.
+	EventHeldBack EventKind = "held-back"
 	// EventStale: the current record is past its expiry; not installed.
 	EventStale EventKind = "stale"
 	// EventRevoked: the installed release was signed by a key the root's
@@ -47,7 +51,7 @@ type Event struct {
 	Time    time.Time
 	Kind    EventKind
 	Version record.Version
-	// Result is set for EventInstalled and EventChecked.
+	// Result is set for EventInstalled, EventChecked and EventHeldBack.
 	Result *FetchResult
 	// Err is set for EventRefused, EventStale and EventError.
 	Err error
@@ -95,6 +99,14 @@ type WatchOptions struct {
 // (ErrNoIdentity), are reported and the watch goes on. It returns nil when ctx is
 // cancelled, and an error only for what retrying cannot mend (bad options,
 // unreadable state, ErrWouldOverwrite: a user's own file in the way).
+//
+// With FetchOptions.Staged (relay watch sets it) a release in a staged
+// rollout this machine is not yet in is reported (EventHeldBack) and
+// checked again at each interval, or at once when a peer of the key's
+// swarm tells of a newer record (the rollout widened, or a newer
+// release). A critical release is never held back, and, like every
+// release, is installed as soon as a check or a peer's record shows it:
+// not at the next interval.
 func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 	interval := o.Interval
 	if interval <= 0 {
@@ -115,6 +127,14 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 			onWaiting(w)
 		}
 		emit(Event{Kind: EventWaiting, Version: w.Release.Version, Waiting: &w})
+	}
+	if o.Staged {
+		// Made now, so that a data folder that cannot keep one says so
+		// at the start, and the machine's place never depends on when
+		// it first met a rollout.
+		if _, err := c.RolloutSecret(); err != nil {
+			return err
+		}
 	}
 	checks := backoff.Checks{Interval: interval}
 	channel := o.Channel
@@ -172,6 +192,8 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 			if res != nil {
 				ev.Version = res.Previous
 			}
+		case errors.Is(err, ErrHeldBack):
+			ev = Event{Kind: EventHeldBack, Err: err, Result: res}
 		case errors.Is(err, record.ErrExpired):
 			ev = Event{Kind: EventStale, Err: err}
 		case record.IsVerification(err) || errors.Is(err, ErrNoIdentity):

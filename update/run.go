@@ -31,7 +31,10 @@ const (
 // this platform) is logged and the checks go on; one whose download or
 // health check failed is not tried again by this Run, so a bad release
 // costs one download, not one per interval. A key or channel with nothing
-// published yet is checked again at the interval. Network failures are
+// published yet is checked again at the interval, and so is a release in
+// a staged rollout this machine is not yet in (ErrHeldBack): nothing to
+// do yet, logged once; it is installed at the first check after the
+// provider widens the rollout to this machine's place. Network failures are
 // logged and retried sooner, from a few seconds up to the interval. An
 // error no retry can mend, ErrPermission (the executable's folder or the
 // data folder is not writable by this process) or ErrManaged, is
@@ -93,6 +96,13 @@ func (u *Updater) Run(ctx context.Context, mode Mode) (*Release, error) {
 		switch {
 		case err == nil:
 			lastLogged = ""
+		case errors.Is(err, ErrHeldBack):
+			// Nothing to do yet: the provider widens the rollout, or a
+			// newer release comes.
+			if msg := err.Error(); msg != lastLogged {
+				u.log.Info("a new release is not yet rolled out to this machine", "err", err)
+				lastLogged = msg
+			}
 		case errors.Is(err, dht.ErrNotFound) || errors.Is(err, record.ErrNoRelease):
 			// An answer, not a failure: checked again at the interval.
 			if lastLogged != "nothing published" {

@@ -38,6 +38,12 @@ var (
 	ErrHealthCheck = errors.New("new executable failed its health check")
 	// ErrNoVersion: BuildVersion found no version for the program.
 	ErrNoVersion = errors.New("program has no version")
+	// ErrHeldBack: the new release is in a staged rollout this machine
+	// is not yet in (docs/spec/rollout.md); the program keeps its
+	// version. Check and Apply return it with the release; Run takes it
+	// as nothing to do yet and checks again at the interval. It is
+	// relay.ErrHeldBack.
+	ErrHeldBack = relay.ErrHeldBack
 )
 
 // Config configures an Updater. Key and Version are required; every other
@@ -258,6 +264,11 @@ func (u *Updater) Executable() string { return u.exe }
 // the reason (record's sentinels, ErrNoExecutable for a release with no
 // file for this platform, ErrRolledBack) and naming its version.
 //
+// A release in a staged rollout this machine is not yet in is returned
+// with ErrHeldBack (docs/spec/rollout.md); a critical one
+// (Release.Record.Critical) never is, and a program that only tells its
+// user of releases should Apply it, and Restart, at once.
+//
 // A release this Updater installed already counts as running.
 func (u *Updater) Check(ctx context.Context) (*Release, error) {
 	u.mu.Lock()
@@ -471,6 +482,7 @@ func (u *Updater) fetchOptions() relay.FetchOptions {
 		Recheck:      cmp.Or(u.cfg.Interval, DefaultInterval),
 		StallTimeout: u.cfg.StallTimeout,
 		Identities:   u.cfg.Identities,
+		Staged:       true,
 		OnWaiting: func(w relay.Waiting) {
 			u.log.Info("download makes no progress", "version", w.Release.Version, "waiting", w.String())
 		},

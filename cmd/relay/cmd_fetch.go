@@ -212,6 +212,8 @@ func watchCommand(e *env) *cli.Command {
 				return err
 			}
 			o.Out = c.String("out")
+			// A watcher updates a machine: it honours staged rollouts.
+			o.Staged = true
 			execCmd, install := c.String("exec"), c.String("install")
 			if install != "" {
 				if install, err = filepath.Abs(install); err != nil {
@@ -339,6 +341,10 @@ func (e *env) event(ev relay.Event, installed string) {
 		Waiting   string     `json:"waiting,omitempty"`
 		Known     *int       `json:"peers_known,omitempty"`
 		Peers     *int       `json:"peers_connected,omitempty"`
+		Rollout   int        `json:"rollout,omitempty"`
+		Place     *int       `json:"place,omitempty"`
+		Keeping   string     `json:"keeping,omitempty"`
+		Critical  bool       `json:"critical,omitempty"`
 	}
 	j := eventJSON{Time: ev.Time.UTC(), Event: string(ev.Kind), Version: ev.Version.String(), Stored: ev.Stored}
 	if !ev.Follow.Key.IsZero() {
@@ -352,6 +358,12 @@ func (e *env) event(ev relay.Event, installed string) {
 	}
 	if ev.Result != nil && ev.Kind == relay.EventInstalled {
 		j.Placed, j.Installed = ev.Result.Placed, installed
+	}
+	if r := ev.Result; r != nil && (ev.Kind == relay.EventInstalled || ev.Kind == relay.EventHeldBack) {
+		j.Rollout, j.Critical = r.Release.Rollout, r.Release.Critical
+		if ev.Kind == relay.EventHeldBack {
+			j.Place, j.Keeping = &r.Place, r.Previous.String()
+		}
 	}
 	if ev.Bundle != nil {
 		j.Infohash = ev.Bundle.Infohash.String()
@@ -389,6 +401,14 @@ func (e *env) event(ev relay.Event, installed string) {
 		line += " " + j.Waiting
 	case relay.EventRestored, relay.EventResigned:
 		line += " on " + count(j.Stored, "DHT node")
+	case relay.EventHeldBack:
+		if j.Place != nil {
+			// Said in words; the error says the same.
+			line += fmt.Sprintf(": rolled out to %d%% of machines, this machine's place is %d; keeping %s (next check in %s)",
+				j.Rollout, *j.Place, j.Keeping, j.Retry)
+			fmt.Fprintln(e.stdout, line)
+			return
+		}
 	}
 	if j.Error != "" {
 		line += ": " + untrusted.Escape(j.Error)

@@ -150,6 +150,9 @@ func resolveCommand(e *env) *cli.Command {
 				for _, ws := range r.WebSeeds {
 					fmt.Fprintf(w, "web seed  %s\n", untrusted.Escape(ws))
 				}
+				if r.Rollout > 0 || r.Critical {
+					fmt.Fprintf(w, "rollout   %d%% of machines%s\n", everyone(r.Rollout), map[bool]string{true: ", critical"}[r.Critical])
+				}
 				if out.Root != nil {
 					fmt.Fprintf(w, "root      %s\n", res.Root.Key)
 				}

@@ -21,12 +21,16 @@ func publishCommand(e *env) *cli.Command {
 	return &cli.Command{
 		Name:      "publish",
 		Usage:     "bundle files, sign and store the release record, and seed until others hold it",
-		ArgsUsage: "PATH...",
+		ArgsUsage: "[PATH...]",
 		Description: "Makes the bundle (the files, and relay.json, the manifest) in the data folder, signs the\n" +
 			"channel's release record and stores it in the DHT, keeping the key's other channels, then\n" +
 			"seeds until --wait-for other peers hold the whole bundle. A file's platform comes from its\n" +
 			"name (app_linux_amd64, app-darwin-arm64.tar.gz, app.exe) or from --os/--arch.\n" +
-			"The publication time is SOURCE_DATE_EPOCH when set, so rebuilds make the same bundle.",
+			"The publication time is SOURCE_DATE_EPOCH when set, so rebuilds make the same bundle.\n" +
+			"--rollout 10 releases to 10% of the machines that watch the channel (relay watch, update);\n" +
+			"with no PATH, publish signs the channel's current release --version again with the\n" +
+			"--rollout and --critical given (widening 10% to 50%, or 100%: everyone), and returns once\n" +
+			"the record is stored. --critical marks a security fix: no machine holds it back.",
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "key", Usage: "provider key `FILE` (default: the one relay init writes)", EnvVars: []string{"RELAY_KEY"}},
 			&cli.StringFlag{Name: "root", Usage: "with a release key, the root `KEY` users follow: the manifest names it, so release keys that build the same files make the same bundle", EnvVars: []string{"RELAY_ROOT"}},
@@ -39,6 +43,8 @@ func publishCommand(e *env) *cli.Command {
 			&cli.StringFlag{Name: "os", Usage: "the platform `OS` of every file (default: from each file's name)"},
 			&cli.StringFlag{Name: "arch", Usage: "the platform `ARCH` of every file, with --os"},
 			&cli.IntFlag{Name: "keep", Value: relay.DefaultPublishKeep, Usage: "releases of the channel to keep in the data folder, this one among them, `K`"},
+			&cli.StringFlag{Name: "rollout", Value: "100", Usage: "the `PERCENT` of machines that take the release now, 1 to 100 (a staged rollout; widen it by publishing again without PATH)"},
+			&cli.BoolFlag{Name: "critical", Usage: "a critical release (a security fix): installed by every watcher that sees it, never held back by a rollout"},
 			&cli.BoolFlag{Name: "force", Usage: "publish even if the channel has this version or a higher one"},
 			&cli.BoolFlag{Name: "allow-ahead", Usage: "build on a current record signed ahead of this clock (when this clock is behind); the new record is dated as far ahead"},
 			&cli.IntFlag{Name: "wait-for", Value: 1, Usage: "seed until `N` other peers hold the whole bundle"},
@@ -86,6 +92,10 @@ func publishCommand(e *env) *cli.Command {
 			if c.IsSet("arch") && !c.IsSet("os") {
 				return usagef("--arch needs --os")
 			}
+			rollout, err := rolloutFlag(c)
+			if err != nil {
+				return err
+			}
 			var sources []transfer.Source
 			for _, p := range c.Args().Slice() {
 				sources = append(sources, transfer.Source{Path: p, OS: c.String("os"), Arch: c.String("arch")})
@@ -112,6 +122,12 @@ func publishCommand(e *env) *cli.Command {
 			if err != nil {
 				return err
 			}
+			if c.NArg() == 0 {
+				if !rolloutGiven(c) && !c.IsSet("critical") {
+					return usagef("publish needs PATH... (or, to change the rollout of the current release, --rollout or --critical)")
+				}
+				return e.setRollout(c, key, v, channel, rollout)
+			}
 			// A build machine's run is short: its DHT node is read-only, so
 			// nobody waits on it after it leaves. It still stores, announces
 			// and serves the bundle.
@@ -126,6 +142,8 @@ func publishCommand(e *env) *cli.Command {
 				AllowAhead: c.Bool("allow-ahead"),
 				Keep:       c.Int("keep"),
 				Recipients: rcpts,
+				Rollout:    rollout,
+				Critical:   c.Bool("critical"),
 				OnStage: func(s relay.Stage, r record.Release) {
 					switch s {
 					case relay.StageResolving:
@@ -159,6 +177,8 @@ func publishCommand(e *env) *cli.Command {
 				Relays:   p.RelaysStored,
 				Files:    len(p.Bundle.Manifest.Files),
 				LeftOut:  p.LeftOut,
+				Rollout:  everyone(p.Release.Rollout),
+				Critical: p.Release.Critical,
 			}
 			if out.LeftOut == nil {
 				out.LeftOut = []transfer.LeftOut{}
@@ -214,6 +234,9 @@ type publishJSON struct {
 	Stored   int       `json:"dht_nodes_stored"`
 	Relays   int       `json:"relays_stored,omitempty"`
 	Complete int       `json:"peers_complete"`
+	// Rollout is the percentage of machines that take the release now.
+	Rollout  int  `json:"rollout"`
+	Critical bool `json:"critical"`
 	// LeftOut is what the folders held that was not bundled.
 	LeftOut []transfer.LeftOut `json:"left_out"`
 }
@@ -223,7 +246,7 @@ func printPublished(w io.Writer, p publishJSON) {
 	if p.Previous != "" {
 		was = " (was " + p.Previous + ")"
 	}
-	fmt.Fprintf(w, "published %s %s%s\n", p.Channel, p.Version, was)
+	fmt.Fprintf(w, "published %s %s%s%s\n", p.Channel, p.Version, was, rolloutWords(p.Rollout, p.Critical))
 	fmt.Fprintf(w, "key       %s\n", p.Key)
 	fmt.Fprintf(w, "infohash  %s\n", p.Infohash)
 	fmt.Fprintf(w, "magnet    %s\n", p.Magnet)
@@ -287,7 +310,11 @@ func describeReach(peers []transfer.PeerReach, more int) (summary, hint string) 
 
 func withPublishHint(err error) error {
 	if isNotNewer(err) {
-		return withHint(err, "publish a higher version, or pass --force to publish this one anyway")
+		return withHint(err, "publish a higher version, or pass --force to publish this one anyway; "+
+			"to widen the rollout of the current release, publish its --version with --rollout and no PATH")
+	}
+	if errors.Is(err, relay.ErrNotCurrent) {
+		return withHint(err, "a rollout is changed for the channel's current release only: give its --version")
 	}
 	if errors.Is(err, relay.ErrCurrentAhead) {
 		return withHint(err, "check this machine's clock. If it is right, the record came from a machine whose clock ran ahead: "+

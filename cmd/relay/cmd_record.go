@@ -165,10 +165,14 @@ type releaseJSON struct {
 	Size     int64           `json:"size"`
 	Expires  time.Time       `json:"expires"`
 	WebSeeds []string        `json:"web_seeds,omitempty"`
+	// Rollout and Critical are docs/spec/rollout.md's fields: the
+	// percentage of machines that take the release (100: every one).
+	Rollout  int  `json:"rollout"`
+	Critical bool `json:"critical,omitempty"`
 }
 
 func toReleaseJSON(r record.Release) releaseJSON {
-	return releaseJSON{r.Channel, r.Version, r.Infohash, r.Manifest, r.Size, r.Expires, r.WebSeeds}
+	return releaseJSON{r.Channel, r.Version, r.Infohash, r.Manifest, r.Size, r.Expires, r.WebSeeds, everyone(r.Rollout), r.Critical}
 }
 
 // signedPacketJSON is a signed packet with every field, for inspection.

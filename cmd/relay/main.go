@@ -132,10 +132,12 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 // perCommandFlags are the command flags whose meaning depends on the
 // command (publish waits an hour by default, fetch ten minutes; watch
 // checks every ten minutes, seed every minute; --version is a release's
-// version, and a common name for other tools' settings): their variables
-// name the command, RELAY_PUBLISH_TIMEOUT, so that one variable means one
-// thing.
-var perCommandFlags = []string{"timeout", "interval", "version"}
+// version, and a common name for other tools' settings), or whose plain
+// name would say too little in an environment (--rollout, --critical: a
+// CI job's RELAY_CRITICAL would mark every release it publishes): their
+// variables name the command, RELAY_PUBLISH_TIMEOUT, so that one
+// variable means one thing.
+var perCommandFlags = []string{"timeout", "interval", "version", "rollout", "critical"}
 
 // envName is the variable of a command's flag: RELAY_<FLAG>, or
 // RELAY_<COMMAND>_<FLAG> for perCommandFlags.
@@ -189,11 +191,12 @@ func orNone(s string) string {
 	return s
 }
 
-// argBounds reads an ArgsUsage such as "FILE", "KEY [DIR]" or "PATH...".
+// argBounds reads an ArgsUsage such as "FILE", "KEY [DIR]", "PATH..." or
+// "[PATH...]".
 func argBounds(usage string) (min, max int) {
 	for _, w := range strings.Fields(usage) {
 		switch {
-		case len(w) > 3 && w[len(w)-3:] == "...":
+		case strings.HasSuffix(strings.TrimSuffix(w, "]"), "..."): // PATH... or [PATH...]
 			if w[0] != '[' {
 				min++
 			}
