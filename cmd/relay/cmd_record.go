@@ -38,6 +38,8 @@ func recordCommand(e *env) *cli.Command {
 			&cli.Int64Flag{Name: "size", Usage: "the bundle's total size in `BYTES`"},
 			&cli.StringSliceFlag{Name: "web-seed", Usage: "HTTP(S) `URL` serving the same files (repeatable)"},
 			&cli.Int64Flag{Name: "seq", Usage: "BEP 44 seq, `MICROSECONDS` since the Unix epoch (default: now)"},
+			&cli.StringFlag{Name: "rollout", Value: "100", Usage: "the `PERCENT` of machines that take the release now, 1 to 100 (docs/spec/rollout.md)"},
+			&cli.BoolFlag{Name: "critical", Usage: "mark the release critical (a security fix no machine holds back)"},
 		},
 		Action: func(c *cli.Context) error {
 			if err := requireFlags(c, "version", "infohash", "manifest-sha256", "size"); err != nil {
@@ -60,6 +62,10 @@ func recordCommand(e *env) *cli.Command {
 			if err != nil {
 				return usageError{fmt.Errorf("--manifest-sha256: %w", err)}
 			}
+			if r.Rollout, err = rolloutFlag(c); err != nil {
+				return err
+			}
+			r.Critical = c.Bool("critical")
 			r.Infohash, r.Manifest, r.Size = ih, m, c.Int64("size")
 			if err := r.Validate(); err != nil {
 				return usageError{err}
