@@ -26,9 +26,10 @@ type simWorld struct {
 }
 
 // newSimWorld starts a bootstrap node and nodes DHT nodes on a network of
-// cfg, then kills the share dead of them without notice: they stay in the
-// others' routing tables. Everything closes when the test ends.
-func newSimWorld(tb testing.TB, ctx context.Context, cfg simnet.Config, nodes int, dead float64) *simWorld {
+// cfg, with settled, refreshes every node's routing table once all have
+// joined, then kills the share dead of them without notice: they stay in
+// the others' routing tables. Everything closes when the test ends.
+func newSimWorld(tb testing.TB, ctx context.Context, cfg simnet.Config, nodes int, dead float64, settled bool) *simWorld {
 	tb.Helper()
 	w := &simWorld{tb: tb, net: simnet.New(cfg), hosts: make(map[*dht.Node]*simnet.Host)}
 	boot, _, err := w.newNode(ctx, false, func(c *dht.Config) {
@@ -56,6 +57,23 @@ func newSimWorld(tb testing.TB, ctx context.Context, cfg simnet.Config, nodes in
 			tb.Fatal(err)
 		}
 	}
+	// A network that has run a while: each node has refreshed its routing
+	// table once the others joined (as its maintenance would within
+	// minutes), so that the nodes closest to a key are known to those
+	// near it. (A node is read-only until answers show it reachable, and
+	// nobody keeps a read-only node: what it learns when joining, others
+	// learn of it only later.)
+	for _, n := range started {
+		if !settled {
+			break
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			n.Refresh(ctx)
+		})
+	}
+	wg.Wait()
 	// Gone without notice: a share of the nodes others know.
 	perm := rand.Perm(len(started))
 	for _, i := range perm[:int(dead*float64(len(started)))] {
@@ -107,14 +125,15 @@ func (w *simWorld) newNode(ctx context.Context, nat bool, configure func(*dht.Co
 }
 
 // client opens a relay client with a DHT node of its own on a new host,
-// behind NAT if nat.
-func (w *simWorld) client(ctx context.Context, nat bool) (*Client, *simnet.Host) {
+// behind NAT if nat, uploading at most upload bytes a second (zero: no
+// cap but the host's uplink).
+func (w *simWorld) client(ctx context.Context, nat bool, upload int64) (*Client, *simnet.Host) {
 	w.tb.Helper()
 	n, h, err := w.newNode(ctx, nat, nil)
 	if err != nil {
 		w.tb.Fatal(err)
 	}
-	c, err := Open(ctx, Config{DataDir: w.tb.TempDir(), Network: n, PeerNetwork: h})
+	c, err := Open(ctx, Config{DataDir: w.tb.TempDir(), Network: n, PeerNetwork: h, UploadRate: upload})
 	if err != nil {
 		w.tb.Fatal(err)
 	}
@@ -130,11 +149,11 @@ func (w *simWorld) client(ctx context.Context, nat bool) (*Client, *simnet.Host)
 func TestSimulatedInternet(t *testing.T) {
 	ctx := ctxFor(t, 4*time.Minute)
 	t0 := time.Now()
-	w := newSimWorld(t, ctx, simnet.Config{Loss: 0.03, Seed: 19}, 60, 0.3)
+	w := newSimWorld(t, ctx, simnet.Config{Loss: 0.03, Seed: 19}, 60, 0.3, false)
 	key := testKey(t, 19)
 	t.Logf("%d nodes joined in %s", 60, time.Since(t0).Round(time.Millisecond))
 
-	pub, _ := w.client(ctx, false)
+	pub, _ := w.client(ctx, false, 0)
 	p1, err := pub.Publish(ctx, PublishOptions{Key: key, Version: record.MustParseVersion("1.0.0"),
 		Sources: []transfer.Source{{Path: releaseDir(t, "1.0.0")}}})
 	if err != nil {
@@ -182,7 +201,7 @@ func TestSimulatedInternet(t *testing.T) {
 	}
 	var watchers []watcher
 	for i := range 3 {
-		c, _ := w.client(ctx, i == 2)
+		c, _ := w.client(ctx, i == 2, 0)
 		events := make(chan Event, 64)
 		watchers = append(watchers, watcher{c, events})
 		wg.Go(func() {
