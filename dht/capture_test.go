@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -319,4 +320,159 @@ func TestPeersBoundedFromHostileAnswers(t *testing.T) {
 	if len(peers) > 100 {
 		t.Errorf("%d peers taken from one hostile answer, want at most 100", len(peers))
 	}
+}
+
+// TestSlowHonestNodesKeepTheirPlaces: the same ring answers at once while
+// every honest node's answer reaches the publisher 700 ms late, past the
+// wait its round-trip estimate (set by the ring) allows. A lookup that
+// gave up on a node at that wait kept the ring's one place and nothing
+// else: the publish was acked by one host and no honest node held the
+// record. Late answers are still taken, and the lookup waits for them
+// while it has fewer than k nodes.
+func TestSlowHonestNodesKeepTheirPlaces(t *testing.T) {
+	ln := localnet.ForTest(t, localnet.Config{Nodes: 12, Spread: true})
+	ctx := ctxFor(t, 60*time.Second)
+	key := newKey(t)
+	pk := key.PublicKey()
+	r := startRing(t, "127.69.0.1", record.Target(pk), 8, nil)
+	r.join(t, ln)
+	ringAddr := netip.MustParseAddr("127.69.0.1")
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 70, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The honest nodes turn slow once the publisher has joined: its
+	// round-trip estimate is of fast answers then, as on a machine whose
+	// load rose.
+	var late atomic.Bool
+	slow := newLateConn(conn, 700*time.Millisecond, func(from netip.Addr) bool { return late.Load() && from != ringAddr })
+	t.Cleanup(func() { slow.Close() })
+	pub, err := ln.Add(ctx, func(c *dht.Config) {
+		c.Conn = slow
+		c.ReadOnly = true
+		c.QueryTimeout = 5 * time.Second // the full wait; the short one is the estimate's
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := pub.Resolve(ctx, pk); !errors.Is(err, dht.ErrNotFound) {
+		t.Fatalf("resolve before any publish: %v, want ErrNotFound", err) // and the estimate learns the ring
+	}
+	late.Store(true)
+	p, st, err := pub.Publish(ctx, key, setRelease(pk, release(t, "stable", "1.0.0")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	asker := listenOn(t, "127.71.0.1")
+	target := record.Target(pk)
+	honest := 0
+	for _, n := range ln.All() {
+		m := asker.ask(n.Addr(), "get", map[string]any{"target": string(target[:])}, 2*time.Second)
+		if m != nil && m.R != nil && m.R.Seq != nil && *m.R.Seq == p.Seq {
+			honest++
+		}
+	}
+	t.Logf("publish: %d nodes queried, %d answered, %d refused; acked by %d hosts; %d honest nodes hold it", st.Queried, st.Answered, st.Refused, st.Acked, honest)
+	if honest < dht.K/2 {
+		t.Errorf("%d honest nodes hold the packet, want at least %d: the slow honest nodes lost their places to the fast ring", honest, dht.K/2)
+	}
+}
+
+// lateConn is a packet connection that hands over the packets of the
+// senders slow picks delay after they arrived, the others at once: a
+// path to some nodes that is slower than to the rest.
+type lateConn struct {
+	net.PacketConn
+	in   chan lateDatagram
+	done chan struct{}
+	wg   sync.WaitGroup
+}
+
+type lateDatagram struct {
+	b    []byte
+	from net.Addr
+	at   time.Time
+}
+
+func newLateConn(c net.PacketConn, delay time.Duration, slow func(netip.Addr) bool) *lateConn {
+	l := &lateConn{PacketConn: c, in: make(chan lateDatagram, 1024), done: make(chan struct{})}
+	held := make(chan lateDatagram, 1024)
+	l.wg.Go(func() {
+		defer close(held)
+		for {
+			b := make([]byte, 2048)
+			n, from, err := c.ReadFrom(b)
+			if err != nil {
+				return
+			}
+			d := lateDatagram{b: b[:n], from: from}
+			if ap, ok := from.(*net.UDPAddr); ok && slow(ap.AddrPort().Addr().Unmap()) {
+				d.at = time.Now().Add(delay)
+			}
+			select {
+			case held <- d:
+			case <-l.done:
+				return
+			}
+		}
+	})
+	// One queue in arrival order: every slow packet waits the same delay,
+	// so none overtakes another, and a fast one waits for none of them.
+	l.wg.Go(func() {
+		var slowQ []lateDatagram
+		timer := time.NewTimer(time.Hour)
+		defer timer.Stop()
+		for {
+			if len(slowQ) > 0 {
+				timer.Reset(time.Until(slowQ[0].at))
+			}
+			select {
+			case d, ok := <-held:
+				if !ok {
+					return
+				}
+				if d.at.IsZero() {
+					l.deliver(d)
+				} else {
+					slowQ = append(slowQ, d)
+				}
+			case <-timer.C:
+				for len(slowQ) > 0 && !time.Now().Before(slowQ[0].at) {
+					l.deliver(slowQ[0])
+					slowQ = slowQ[1:]
+				}
+			case <-l.done:
+				return
+			}
+		}
+	})
+	return l
+}
+
+func (l *lateConn) deliver(d lateDatagram) {
+	select {
+	case l.in <- d:
+	case <-l.done:
+	}
+}
+
+func (l *lateConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	select {
+	case d := <-l.in:
+		return copy(b, d.b), d.from, nil
+	case <-l.done:
+		return 0, nil, net.ErrClosed
+	}
+}
+
+func (l *lateConn) Close() error {
+	select {
+	case <-l.done:
+		return nil
+	default:
+	}
+	close(l.done)
+	err := l.PacketConn.Close()
+	l.wg.Wait()
+	return err
 }

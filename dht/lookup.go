@@ -5,11 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/anacrolix/dht/v2"
-	k_nearest_nodes "github.com/anacrolix/dht/v2/k-nearest-nodes"
+	"github.com/anacrolix/dht/v2/int160"
 	"github.com/anacrolix/dht/v2/krpc"
 	"github.com/anacrolix/dht/v2/traversal"
 	"github.com/anacrolix/dht/v2/types"
@@ -92,20 +93,21 @@ func (s *lookupStats) noteFailure(why string) {
 // a publish stored only on them and a resolver asked only them. Here the
 // first node of a host to answer takes its one place; the others of that
 // host are not asked (or, asked already, do not count).
+//
+// A node that has not answered within the wait n.rtt sets frees its
+// place among the alpha queries in flight, so that a slow or gone node
+// does not hold the walk, but its answer is still taken until
+// Config.QueryTimeout (a short and a full timeout, as libtorrent's
+// lookups have). Once the walk has no node left to ask, the lookup waits
+// for such late answers while fewer than k nodes have answered, for one
+// more of the estimate's waits after the last that came: a fast group of
+// nodes, which sets the round-trip estimate, cannot then push slower
+// honest nodes out of the closest set (a ring of hostile
+// nodes on one address answering at once took all but one of eight
+// places when the honest nodes answered after the estimate's wait).
 func (n *Node) lookup(ctx context.Context, l lookup) ([]closeNode, lookupStats, error) {
-	var (
-		mu    sync.Mutex
-		st    lookupStats
-		hosts = make(map[host]bool) // hosts with a node that answered
-	)
-	// taken reports whether a node of ap's host has answered.
-	taken := func(ap netip.AddrPort) bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return hosts[netHost(ap)]
-	}
 	if n.ctx.Err() != nil {
-		return nil, st, ErrClosed
+		return nil, lookupStats{}, ErrClosed
 	}
 	if l.k == 0 {
 		l.k = K
@@ -113,128 +115,269 @@ func (n *Node) lookup(ctx context.Context, l lookup) ([]closeNode, lookupStats, 
 	// Both lists, as most clients ask: a dual-stack node answers with both,
 	// and usableNodes keeps what this socket reaches, each node once.
 	l.args.Want = []krpc.Want{krpc.WantNodes, krpc.WantNodes6}
-	self := n.srv.ID()
-	input := traversal.OperationInput{
-		Target: l.target,
-		Alpha:  alpha,
-		K:      l.k,
-		DoQuery: func(tctx context.Context, addr krpc.NodeAddr) traversal.QueryResult {
-			from := addrPort(addr.IP, addr.Port)
-			if taken(from) {
-				return traversal.QueryResult{}
-			}
-			// The traversal's context ends when it stops; the caller's when
-			// the caller gives up. Either ends the query.
-			// A node that has not answered within the wait n.rtt sets for
-			// now is left behind: the lookup goes on without it.
-			qctx, cancel := context.WithTimeout(ctx, n.rtt.wait(n.queryTimeout))
-			defer cancel()
-			defer context.AfterFunc(tctx, cancel)()
-			sent := time.Now()
-			res := n.srv.Query(qctx, dht.NewAddr(addr.UDP()), l.q, dht.QueryInput{MsgArgs: l.args})
-			r := res.Reply.R
-			if res.Err == nil && r != nil {
-				n.rtt.add(time.Since(sent))
-			}
-			mu.Lock()
-			st.queried++
-			st.messages += int(res.Writes)
-			first := false
-			switch {
-			case r != nil:
-				st.answered++
-				h := netHost(from)
-				first = !hosts[h]
-				hosts[h] = true
-			case res.Err == nil && res.Reply.E != nil:
-				st.noteFailure(fmt.Sprintf("%s answered %q with an error: %v", from, l.q, res.Reply.E))
-			case res.Err != nil && qctx.Err() == nil && !errors.Is(res.Err, dht.TransactionTimeout):
-				st.noteFailure(res.Err.Error())
-			}
-			mu.Unlock()
-			if res.Err != nil || r == nil {
-				return traversal.QueryResult{}
-			}
-			if n.external.add(res.Reply.IP) {
-				n.checkReachable()
-			}
-			if l.reply != nil {
-				l.reply(from, r)
-			}
-			out := traversal.QueryResult{Nodes: usableNodes(r, n.family, self)}
-			if !first {
-				// Its host has a place already: what it knows still
-				// counts, it does not.
-				return out
-			}
-			out.ResponseFrom = &krpc.NodeInfo{ID: r.ID, Addr: nodeAddr(from)}
-			if r.Token != nil {
-				out.ClosestData = *r.Token
-			}
-			return out
-		},
-		NodeFilter: func(a types.AddrMaybeId) bool {
-			if a.Id.Ok && a.Id.Value.AsByteArray() == self {
-				return false
-			}
-			ap := a.Addr.AddrPort
-			ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-			return ap != n.addr && n.family.reaches(ap) && n.srv.TraversalNodeFilter(a)
-		},
-		DataFilter: func(data any) bool {
-			_, ok := data.(string)
-			return ok || !l.tokens
-		},
-	}
+	lctx, stop := context.WithCancel(ctx)
+	w := &walk{n: n, l: l, ctx: lctx, self: n.srv.ID(), hosts: make(map[host]bool), changed: make(chan struct{})}
 	start, err := n.startingNodes()
 	if err != nil {
-		return nil, st, err
+		stop()
+		return nil, w.st, err
 	}
-	op := traversal.Start(input)
-	op.AddNodes(start)
-	err = n.walked(ctx, op)
-	if err == nil && st.answered == 0 {
+	err = w.run(ctx, start)
+	if err == nil && w.answeredCount() == 0 {
 		// Every node the routing table named was silent: after a sleep or
 		// a change of network its entries can all be stale. The bootstrap
 		// nodes are asked once before the lookup gives up.
 		if boot := n.bootstrapNodes(start); len(boot) > 0 {
-			n.log.Debug("no node of the routing table answered; asking the bootstrap nodes", "q", l.q, "queried", st.queried)
-			op = traversal.Start(input)
-			op.AddNodes(boot)
-			err = n.walked(ctx, op)
+			n.log.Debug("no node of the routing table answered; asking the bootstrap nodes", "q", l.q, "queried", w.queriedCount())
+			err = w.run(ctx, boot)
 		}
 	}
+	w.mu.Lock()
+	w.done = true // answers from now on are dropped
+	w.mu.Unlock()
+	stop()
+	w.queries.Wait()
 	if err != nil {
-		return nil, st, err
+		return nil, w.st, err
 	}
-	var closest []closeNode
-	op.Closest().Range(func(e k_nearest_nodes.Elem) {
-		tok, _ := e.Data.(string)
-		closest = append(closest, closeNode{
-			id:    e.ID,
-			addr:  netip.AddrPortFrom(e.Addr.Addr().Unmap(), e.Addr.Port()),
-			token: tok,
-		})
-	})
-	mu.Lock()
-	defer mu.Unlock()
-	return closest, st, nil
+	return w.closest(), w.st, nil
 }
 
-// walked waits until traversal op has no node left to ask, ctx ends or
-// the node closes, and stops it.
-func (n *Node) walked(ctx context.Context, op *traversal.Operation) error {
-	var err error
-	select {
-	case <-op.Stalled():
-	case <-ctx.Done():
-		err = ctx.Err()
-	case <-n.ctx.Done():
-		err = ErrClosed
+// walk is the state of one lookup, shared by its traversals' queries.
+type walk struct {
+	n    *Node
+	l    lookup
+	ctx  context.Context // ends when the lookup returns
+	self krpc.ID
+
+	queries sync.WaitGroup // every query sent, until it ends
+
+	mu        sync.Mutex
+	st        lookupStats
+	hosts     map[host]bool // hosts with a node that answered
+	op        *traversal.Operation
+	found     []closeNode   // closest-set candidates, whether on time or late
+	responded int           // of them
+	late      int           // queries given up on that may still answer
+	changed   chan struct{} // closed and replaced when late falls
+	done      bool
+}
+
+func (w *walk) answeredCount() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.st.answered
+}
+
+func (w *walk) queriedCount() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.st.queried
+}
+
+// run walks from the nodes start until no closer node is left to ask and
+// no late answer is worth waiting for, or ctx ends.
+func (w *walk) run(ctx context.Context, start []types.AddrMaybeId) error {
+	op := traversal.Start(traversal.OperationInput{
+		Target:  w.l.target,
+		Alpha:   alpha,
+		K:       w.l.k,
+		DoQuery: w.query,
+		NodeFilter: func(a types.AddrMaybeId) bool {
+			if a.Id.Ok && a.Id.Value.AsByteArray() == w.self {
+				return false
+			}
+			ap := a.Addr.AddrPort
+			ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+			return ap != w.n.addr && w.n.family.reaches(ap) && w.n.srv.TraversalNodeFilter(a)
+		},
+		// The closest set is w.found; the traversal's own only steers it.
+		DataFilter: func(data any) bool {
+			_, ok := data.(string)
+			return ok || !w.l.tokens
+		},
+	})
+	w.mu.Lock()
+	w.op = op
+	w.mu.Unlock()
+	op.AddNodes(start)
+	defer func() {
+		op.Stop()
+		<-op.Stopped()
+	}()
+	for {
+		select {
+		case <-op.Stalled():
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-w.n.ctx.Done():
+			return ErrClosed
+		}
+		w.mu.Lock()
+		wait := w.changed
+		if w.late == 0 || w.responded >= w.l.k {
+			wait = nil
+		}
+		w.mu.Unlock()
+		if wait == nil {
+			return nil
+		}
+		// A late answer adds its nodes to op, which then walks on. The
+		// wait for one is the estimate's wait again (it has grown with
+		// any late answer taken): a node gone for good holds the lookup
+		// that long, not QueryTimeout.
+		grace := time.NewTimer(w.n.rtt.wait(w.n.queryTimeout))
+		select {
+		case <-wait:
+			grace.Stop()
+		case <-grace.C:
+			return nil
+		case <-ctx.Done():
+			grace.Stop()
+			return ctx.Err()
+		case <-w.n.ctx.Done():
+			grace.Stop()
+			return ErrClosed
+		}
 	}
-	op.Stop()
-	<-op.Stopped()
-	return err
+}
+
+// query is the traversal's DoQuery: it sends l.q to addr and returns the
+// answer if it comes within the wait n.rtt sets, or nothing, leaving the
+// query to end on its own (see lookup).
+func (w *walk) query(tctx context.Context, addr krpc.NodeAddr) traversal.QueryResult {
+	from := addrPort(addr.IP, addr.Port)
+	w.mu.Lock()
+	if w.hosts[netHost(from)] || w.done {
+		w.mu.Unlock()
+		return traversal.QueryResult{}
+	}
+	w.mu.Unlock()
+	var (
+		answer = make(chan dht.QueryResult, 1)
+		gaveUp bool // under w.mu: the traversal went on without it
+	)
+	qctx, cancel := context.WithTimeout(w.ctx, w.n.queryTimeout)
+	sent := time.Now()
+	w.queries.Go(func() {
+		defer cancel()
+		res := w.n.srv.Query(qctx, dht.NewAddr(addr.UDP()), w.l.q, dht.QueryInput{MsgArgs: w.l.args})
+		w.mu.Lock()
+		late := gaveUp
+		w.mu.Unlock()
+		if !late {
+			answer <- res
+			return
+		}
+		w.take(from, res, sent, true)
+		w.mu.Lock()
+		w.late--
+		close(w.changed)
+		w.changed = make(chan struct{})
+		w.mu.Unlock()
+	})
+	soft := time.NewTimer(w.n.rtt.wait(w.n.queryTimeout))
+	defer soft.Stop()
+	select {
+	case res := <-answer:
+		return w.take(from, res, sent, false)
+	case <-soft.C:
+	case <-tctx.Done():
+	}
+	w.mu.Lock()
+	select {
+	case res := <-answer:
+		// It came as the wait ended.
+		w.mu.Unlock()
+		return w.take(from, res, sent, false)
+	default:
+	}
+	gaveUp = true
+	w.late++
+	w.mu.Unlock()
+	return traversal.QueryResult{}
+}
+
+// take counts the result of one query and returns what the traversal
+// learns from it. A late answer (the traversal went on without it) gives
+// its nodes to the traversal and its node to the closest set directly.
+func (w *walk) take(from netip.AddrPort, res dht.QueryResult, sent time.Time, late bool) traversal.QueryResult {
+	r := res.Reply.R
+	if res.Err == nil && r != nil {
+		w.n.rtt.add(time.Since(sent))
+	}
+	w.mu.Lock()
+	if w.done {
+		w.mu.Unlock()
+		return traversal.QueryResult{}
+	}
+	w.st.queried++
+	w.st.messages += int(res.Writes)
+	first := false
+	switch {
+	case r != nil:
+		w.st.answered++
+		h := netHost(from)
+		first = !w.hosts[h]
+		w.hosts[h] = true
+	case res.Err == nil && res.Reply.E != nil:
+		w.st.noteFailure(fmt.Sprintf("%s answered %q with an error: %v", from, w.l.q, res.Reply.E))
+	case res.Err != nil && !errors.Is(res.Err, context.DeadlineExceeded) && !errors.Is(res.Err, context.Canceled) && !errors.Is(res.Err, dht.TransactionTimeout):
+		w.st.noteFailure(res.Err.Error())
+	}
+	var tok string
+	if r != nil && r.Token != nil {
+		tok = *r.Token
+	}
+	if first && (tok != "" || !w.l.tokens) {
+		w.found = append(w.found, closeNode{id: r.ID, addr: from, token: tok})
+		w.responded++
+	}
+	op := w.op
+	w.mu.Unlock()
+	if res.Err != nil || r == nil {
+		return traversal.QueryResult{}
+	}
+	if w.n.external.add(res.Reply.IP) {
+		w.n.checkReachable()
+	}
+	if w.l.reply != nil {
+		w.l.reply(from, r)
+	}
+	out := traversal.QueryResult{Nodes: usableNodes(r, w.n.family, w.self)}
+	if late {
+		nodes := make([]types.AddrMaybeId, len(out.Nodes))
+		for i, ni := range out.Nodes {
+			nodes[i].FromNodeInfo(ni)
+		}
+		op.AddNodes(nodes)
+		return out
+	}
+	if !first {
+		// Its host has a place already: what it knows still counts, it
+		// does not.
+		return out
+	}
+	out.ResponseFrom = &krpc.NodeInfo{ID: r.ID, Addr: nodeAddr(from)}
+	if r.Token != nil {
+		out.ClosestData = *r.Token
+	}
+	return out
+}
+
+// closest returns the k nodes of w.found closest to the target, closest
+// first.
+func (w *walk) closest() []closeNode {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	target := int160.FromByteArray(w.l.target)
+	out := slices.Clone(w.found)
+	slices.SortFunc(out, func(a, b closeNode) int {
+		da := int160.FromByteArray(a.id)
+		db := int160.FromByteArray(b.id)
+		return da.Distance(target).Cmp(db.Distance(target))
+	})
+	return out[:min(len(out), w.l.k)]
 }
 
 // bootstrapNodes returns the bootstrap nodes a lookup that started from
