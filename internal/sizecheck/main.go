@@ -4,7 +4,8 @@
 // '-s -w'): a hello-world, the same hello-world embedding update (embed),
 // embed with the torrent library's build tag noboltdb, the least a fetch
 // path without the torrent library's client would link (floor), and
-// cmd/relay without and with noboltdb. It prints their sizes, the growth
+// cmd/relay (also unstripped, as go install makes it, and with noboltdb,
+// as task build does). It prints their sizes, the growth
 // over hello-world, and with -modules the modules that make up embed and
 // relay, largest first.
 //
@@ -50,14 +51,20 @@ type target struct {
 	// keepPaths builds without -trimpath, which reuses what plain builds
 	// compiled (TestUpdateGrowth: CI builds relay so before its tests).
 	keepPaths bool
+	// symbols keeps the symbol table and DWARF (no -ldflags '-s -w'), as
+	// a plain go build or go install does.
+	symbols bool
+	// listed: -modules lists this program's modules.
+	listed bool
 }
 
 var targets = []target{
 	{name: "hello-world", pkg: "./internal/sizecheck/hello"},
-	{name: "hello-world + update", pkg: "./internal/sizecheck/embed"},
+	{name: "hello-world + update", pkg: "./internal/sizecheck/embed", listed: true},
 	{name: "hello-world + update, -tags noboltdb", pkg: "./internal/sizecheck/embed", tags: "noboltdb"},
 	{name: "floor: DHT, HTTP relay, age, bencode", pkg: "./internal/sizecheck/floor"},
-	{name: "relay (cmd/relay)", pkg: "./cmd/relay"},
+	{name: "relay, not stripped (go install)", pkg: "./cmd/relay", symbols: true},
+	{name: "relay (cmd/relay)", pkg: "./cmd/relay", listed: true},
 	{name: "relay, -tags noboltdb (task build)", pkg: "./cmd/relay", tags: "noboltdb"},
 }
 
@@ -75,7 +82,7 @@ func run(ctx context.Context, budget float64, modules int) error {
 	fmt.Printf("CGO_ENABLED=0 go build -trimpath -ldflags '-s -w', %s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	sizes := make([]int64, len(targets))
 	for i, t := range targets {
-		if sizes[i], err = shipped(ctx, root, t, filepath.Join(tmp, fmt.Sprint(i))); err != nil {
+		if sizes[i], err = builtSize(ctx, root, t, filepath.Join(tmp, fmt.Sprint(i))); err != nil {
 			return err
 		}
 		growth := ""
@@ -84,11 +91,10 @@ func run(ctx context.Context, budget float64, modules int) error {
 		}
 		fmt.Printf("  %-38s %9s%s\n", t.name, mb(sizes[i]), growth)
 	}
-	for _, i := range []int{1, 4} {
-		if modules <= 0 {
-			break
+	for _, t := range targets {
+		if modules <= 0 || !t.listed {
+			continue
 		}
-		t := targets[i]
 		fmt.Printf("\n%s, by module (bytes of code and read-only data symbols, unstripped):\n", t.name)
 		if err := byModule(ctx, root, t, filepath.Join(tmp, "full"), modules); err != nil {
 			return err
@@ -110,9 +116,9 @@ func moduleRoot(ctx context.Context) (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
-// shipped is the size of t built into out as it is shipped (stripped).
-func shipped(ctx context.Context, root string, t target, out string) (int64, error) {
-	if err := build(ctx, root, t, out, true); err != nil {
+// builtSize is the size of t built into out.
+func builtSize(ctx context.Context, root string, t target, out string) (int64, error) {
+	if err := build(ctx, root, t, out); err != nil {
 		return 0, err
 	}
 	fi, err := os.Stat(out)
@@ -122,13 +128,13 @@ func shipped(ctx context.Context, root string, t target, out string) (int64, err
 	return fi.Size(), nil
 }
 
-// build builds t into out, stripped as shipped or with its symbols.
-func build(ctx context.Context, root string, t target, out string, strip bool) error {
+// build builds t into out.
+func build(ctx context.Context, root string, t target, out string) error {
 	args := []string{"build", "-o", out}
 	if !t.keepPaths {
 		args = append(args, "-trimpath")
 	}
-	if strip {
+	if !t.symbols {
 		args = append(args, "-ldflags", "-s -w")
 	}
 	if t.tags != "" {
@@ -156,7 +162,8 @@ func gocmd(ctx context.Context, root string, env []string, stdout *bytes.Buffer,
 
 // byModule prints the n modules with the most symbol bytes in t.
 func byModule(ctx context.Context, root string, t target, out string, n int) error {
-	if err := build(ctx, root, t, out, false); err != nil {
+	t.symbols = true
+	if err := build(ctx, root, t, out); err != nil {
 		return err
 	}
 	var list bytes.Buffer

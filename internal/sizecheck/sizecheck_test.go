@@ -65,7 +65,7 @@ func TestUpdateGrowth(t *testing.T) {
 	}
 	var size [2]int64
 	for i, pkg := range []string{"./internal/sizecheck/hello", "./internal/sizecheck/embed"} {
-		if size[i], err = shipped(t.Context(), root, target{pkg: pkg, keepPaths: true}, filepath.Join(t.TempDir(), "bin")); err != nil {
+		if size[i], err = builtSize(t.Context(), root, target{pkg: pkg, keepPaths: true}, filepath.Join(t.TempDir(), "bin")); err != nil {
 			t.Fatal(err)
 		}
 	}
