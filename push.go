@@ -115,6 +115,69 @@ func (ps *pushes) wait(ctx context.Context, deadline time.Time, keys []signer.Pu
 	}
 }
 
+// PushWaiter follows what peers of a key's swarm tell of (relay_record,
+// docs/spec/relay-record.md) for one channel: while it is open, the
+// client takes the packets of the key that pass the record checks for
+// the channel, and Wait returns when one arrives. Watch and Seed use one;
+// a program that checks on its own (update.Run) opens its own.
+type PushWaiter struct {
+	c    *Client
+	key  signer.PublicKey
+	mark uint64
+	stop func()
+}
+
+// AwaitPushes returns a PushWaiter for key's channel ("" is "stable").
+// Close it when done.
+func (c *Client) AwaitPushes(key signer.PublicKey, channel string) *PushWaiter {
+	if channel == "" {
+		channel = transfer.DefaultChannel
+	}
+	w := &PushWaiter{c: c, key: key, stop: c.pushes.follow(Follow{Key: key, Channel: channel})}
+	w.Mark()
+	return w
+}
+
+// Mark notes the packets held now: Wait returns for what arrives after.
+// Call it before each check.
+func (w *PushWaiter) Mark() { w.mark = w.c.pushes.mark() }
+
+// Wait waits until deadline, or until a peer tells of a packet of the key,
+// or of a key its releases depend on (a root's or release key's:
+// docs/spec/keys.md), that passed the record checks after the last Mark,
+// and then reports pushed: check again with FetchOptions.Pushed, which
+// asks no DHT node. It returns ctx's error when ctx ends first.
+func (w *PushWaiter) Wait(ctx context.Context, deadline time.Time) (pushed bool, err error) {
+	keys := append([]signer.PublicKey{w.key}, w.c.chainKeys(w.key)...)
+	pushed, ok := w.c.pushes.wait(ctx, deadline, keys, w.mark)
+	if !ok {
+		return false, ctx.Err()
+	}
+	return pushed, nil
+}
+
+// Close stops following the channel.
+func (w *PushWaiter) Close() { w.stop() }
+
+// fetchWoken runs Fetch, with o.Pushed for a check a peer's packet woke,
+// and reports quiet when such a check found nothing to say: the packets
+// held name no new release (not yet enough release keys' records, or the
+// change was another channel's).
+func (c *Client) fetchWoken(ctx context.Context, o FetchOptions, pushed bool) (res *FetchResult, err error, quiet bool) {
+	o.Pushed = pushed
+	found := false
+	onFound := o.OnFound
+	o.OnFound = func(r record.Release, previous record.Version) {
+		found = true
+		if onFound != nil {
+			onFound(r, previous)
+		}
+	}
+	res, err = c.Fetch(ctx, o)
+	quiet = pushed && !found && !errors.Is(err, ErrRevokedInstall) && (err != nil || res.UpToDate && !o.Again)
+	return res, err, quiet
+}
+
 // learnt is called with a packet that passed the record checks of a
 // fetch: it is kept, and told to the key's swarm if it is news.
 func (c *Client) learnt(p *record.SignedPacket) {

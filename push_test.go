@@ -208,3 +208,52 @@ func hostileRecords(t *testing.T, ctx context.Context, addr string, ih record.In
 		time.Sleep(400 * time.Millisecond)
 	}
 }
+
+// TestPushWakesSeeder: a seeder that checks the DHT once an hour fetches
+// and serves a followed key's new release as soon as a peer of its swarm
+// tells it of it.
+func TestPushWakesSeeder(t *testing.T) {
+	n := newTestNet(t)
+	ctx := ctxFor(t, 3*time.Minute)
+	key := testKey(t, 43)
+	follow := []Follow{{Key: key.PublicKey(), Channel: "stable"}}
+
+	pub := n.client(false)
+	if _, err := pub.Publish(ctx, PublishOptions{Key: key, Version: record.MustParseVersion("1.0.0"),
+		Sources: []transfer.Source{{Path: releaseDir(t, "1.0.0")}}}); err != nil {
+		t.Fatal(err)
+	}
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 2)
+	slow := n.client(false)
+	events := make(chan Event, 64)
+	go func() {
+		done <- slow.Seed(sctx, SeedOptions{Follow: follow, Interval: time.Hour, OnEvent: func(e Event) { events <- e }})
+	}()
+	awaitEvent(t, events, EventSeeding, "1.0.0")
+	pub.Close()
+
+	// A seeder that checks often gets 1.0.0 from the slow one.
+	fast := n.client(false)
+	seeded := make(chan Event, 64)
+	go func() {
+		done <- fast.Seed(sctx, SeedOptions{Follow: follow, Interval: 300 * time.Millisecond, OnEvent: func(e Event) { seeded <- e }})
+	}()
+	awaitEvent(t, seeded, EventSeeding, "1.0.0")
+
+	pub2 := n.client(false)
+	if _, err := pub2.Publish(ctx, PublishOptions{Key: key, Version: record.MustParseVersion("2.0.0"),
+		Sources: []transfer.Source{{Path: releaseDir(t, "2.0.0")}}}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	awaitEvent(t, events, EventSeeding, "2.0.0")
+	t.Logf("the seeder (checking the DHT hourly) served 2.0.0 %s after it was published", time.Since(start).Round(time.Millisecond))
+	stop()
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -144,22 +144,32 @@ func (c *Client) Seed(ctx context.Context, o SeedOptions) error {
 			emit(Event{Kind: EventError, Follow: f, Err: err})
 		}
 		wg.Go(func() {
+			// A peer's packet (relay_record) wakes the channel's check
+			// before the interval; the DHT is still checked at it.
+			pw := c.AwaitPushes(f.Key, f.Channel)
+			defer pw.Close()
 			checks := backoff.Checks{Interval: o.Interval}
+			var next time.Time
+			pushed := false
 			for {
+				pw.Mark()
 				fctx, cancel := context.WithTimeout(ctx, o.FetchTimeout)
-				err := c.seedFollow(fctx, tc, f, o.Keep, emit)
+				err := c.seedFollow(fctx, tc, f, o.Keep, pushed, emit)
 				cancel()
 				if ctx.Err() != nil {
 					return
 				}
-				wait := checks.Next(err != nil)
-				if errors.Is(err, context.DeadlineExceeded) {
-					err = fmt.Errorf("gave up after %s (the fetch timeout): %w", o.FetchTimeout, err)
+				if err != nil || !pushed || next.IsZero() {
+					wait := checks.Next(err != nil)
+					next = time.Now().Add(wait)
+					if errors.Is(err, context.DeadlineExceeded) {
+						err = fmt.Errorf("gave up after %s (the fetch timeout): %w", o.FetchTimeout, err)
+					}
+					if err != nil {
+						emit(Event{Kind: EventError, Follow: f, Err: err, Retry: wait})
+					}
 				}
-				if err != nil {
-					emit(Event{Kind: EventError, Follow: f, Err: err, Retry: wait})
-				}
-				if !backoff.Sleep(ctx, wait) {
+				if pushed, err = pw.Wait(ctx, next); err != nil {
 					return
 				}
 			}
@@ -204,13 +214,17 @@ func followedKeys(fs []Follow) []signer.PublicKey {
 // seedFollow fetches a followed channel's new release, serves it, and
 // prunes the channel's old bundles. It reports refusals as events and
 // returns what failed, to be tried again sooner.
-func (c *Client) seedFollow(ctx context.Context, tc *transfer.Client, f Follow, keep int, emit func(Event)) error {
-	res, err := c.Fetch(ctx, FetchOptions{Key: f.Key, Channel: f.Channel, AllPlatforms: true, Keep: keep, Sealed: true})
+// With pushed, the check is one a peer's packet woke (FetchOptions.Pushed):
+// when the packets held name no new release it says nothing.
+func (c *Client) seedFollow(ctx context.Context, tc *transfer.Client, f Follow, keep int, pushed bool, emit func(Event)) error {
+	res, err, quiet := c.fetchWoken(ctx, FetchOptions{Key: f.Key, Channel: f.Channel, AllPlatforms: true, Keep: keep, Sealed: true}, pushed)
 	var fetchPruned []*transfer.Bundle
 	if res != nil {
 		fetchPruned = res.Pruned
 	}
 	switch {
+	case quiet:
+		return nil
 	case err != nil && record.IsVerification(err):
 		emit(Event{Kind: EventRefused, Follow: f, Err: err})
 		return nil

@@ -7,7 +7,6 @@ import (
 
 	"github.com/relay-sh/relay/internal/backoff"
 	"github.com/relay-sh/relay/record"
-	"github.com/relay-sh/relay/signer"
 	"github.com/relay-sh/relay/transfer"
 )
 
@@ -141,24 +140,16 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 	if channel == "" {
 		channel = transfer.DefaultChannel
 	}
-	defer c.pushes.follow(Follow{Key: o.Key, Channel: channel})()
+	pw := c.AwaitPushes(o.Key, channel)
+	defer pw.Close()
 	if !o.NoServe {
 		c.serveAccepted(ctx, o.Key, o.Channel, emit)
 	}
 	var next time.Time // when the DHT is checked next
 	pushed := false    // a peer told of a packet: check the packets held
 	for {
-		mark := c.pushes.mark()
-		fo := o.FetchOptions
-		fo.Pushed = pushed
-		found := false
-		fo.OnFound = func(r record.Release, previous record.Version) {
-			found = true
-			if o.OnFound != nil {
-				o.OnFound(r, previous)
-			}
-		}
-		res, err := c.Fetch(ctx, fo)
+		pw.Mark()
+		res, err, quiet := c.fetchWoken(ctx, o.FetchOptions, pushed)
 		if ctx.Err() != nil && err != nil {
 			// Interrupted. A fetch that finished before it saw the
 			// interruption installed its release: that is still said.
@@ -169,11 +160,9 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 			// Again holds until one check has installed the release again.
 			o.Again = false
 		}
-		if pushed && !found && !errors.Is(err, ErrRevokedInstall) && (err != nil || res.UpToDate && !again) {
-			// The packets held make no new release (not yet enough
-			// release keys' records, another channel's change): nothing
-			// to say, and the DHT is checked when it was due.
-			if pushed, err = c.waitPush(ctx, next, o.Key, mark); err != nil {
+		if quiet {
+			// Nothing to say, and the DHT is checked when it was due.
+			if pushed, err = pw.Wait(ctx, next); err != nil {
 				return nil
 			}
 			continue
@@ -224,21 +213,8 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 				emit(Event{Kind: EventPruned, Version: b.Manifest.Version, Bundle: b})
 			}
 		}
-		if pushed, err = c.waitPush(ctx, next, o.Key, mark); err != nil {
+		if pushed, err = pw.Wait(ctx, next); err != nil {
 			return nil
 		}
 	}
-}
-
-// waitPush waits until next, or until a peer of key's swarm tells of a
-// packet of key, or of a key its releases depend on (docs/spec/keys.md),
-// that passed the record checks after mark, and then reports pushed. It
-// returns ctx's error when ctx ends first.
-func (c *Client) waitPush(ctx context.Context, next time.Time, key signer.PublicKey, mark uint64) (pushed bool, err error) {
-	keys := append([]signer.PublicKey{key}, c.chainKeys(key)...)
-	pushed, ok := c.pushes.wait(ctx, next, keys, mark)
-	if !ok {
-		return false, ctx.Err()
-	}
-	return pushed, nil
 }

@@ -3,7 +3,9 @@ package update
 import (
 	"context"
 	"errors"
+	"time"
 
+	"github.com/relay-sh/relay"
 	"github.com/relay-sh/relay/dht"
 	"github.com/relay-sh/relay/internal/backoff"
 	"github.com/relay-sh/relay/record"
@@ -56,15 +58,29 @@ func (u *Updater) Run(ctx context.Context, mode Mode) (*Release, error) {
 			return nil, err
 		}
 	}
+	// While Run serves, the peers of the release's swarm tell it of a
+	// newer packet (relay_record): it checks at once, asking no DHT node.
+	var pw *relay.PushWaiter
 	if !u.cfg.NoServe {
 		stop := u.serve(ctx)
 		defer stop()
+		u.mu.Lock()
+		if u.serving != nil {
+			pw = u.serving.AwaitPushes(u.cfg.Key, u.cfg.Channel)
+			defer pw.Close()
+		}
+		u.mu.Unlock()
 	}
 	checks := backoff.Checks{Interval: interval}
-	lastLogged := "" // a message not to repeat at every check
+	lastLogged := ""   // a message not to repeat at every check
+	var next time.Time // when the DHT is checked next
+	pushed := false
 	for {
+		if pw != nil {
+			pw.Mark()
+		}
 		failure := "could not check for a new release"
-		rel, err := u.Check(ctx)
+		rel, err := u.check(ctx, pushed)
 		if err == nil && rel != nil {
 			switch {
 			case failed[bundle{rel.Record.Infohash, rel.Record.Manifest}]:
@@ -75,7 +91,7 @@ func (u *Updater) Run(ctx context.Context, mode Mode) (*Release, error) {
 			default:
 				var got *Release
 				failure = "could not install a new release"
-				got, err = u.Apply(ctx)
+				got, err = u.apply(ctx, pushed)
 				if err == nil && got != nil {
 					return got, nil
 				}
@@ -94,6 +110,10 @@ func (u *Updater) Run(ctx context.Context, mode Mode) (*Release, error) {
 		}
 		failedCheck := false
 		switch {
+		case pushed && (rel == nil || errors.Is(err, relay.ErrNotHeld) || errors.Is(err, record.ErrThreshold)):
+			// The packets held name no new release for this program:
+			// the DHT is checked when it was due.
+			u.log.Debug("a peer's packet named no new release", "err", err)
 		case err == nil:
 			lastLogged = ""
 		case errors.Is(err, ErrHeldBack):
@@ -119,12 +139,23 @@ func (u *Updater) Run(ctx context.Context, mode Mode) (*Release, error) {
 		default:
 			failedCheck = true
 		}
-		wait := checks.Next(failedCheck)
-		if failedCheck {
-			u.log.Info(failure, "err", err, "retry", wait)
+		if failedCheck || !pushed || next.IsZero() {
+			// A check a peer's packet woke leaves the DHT's schedule as
+			// it was.
+			wait := checks.Next(failedCheck)
+			next = time.Now().Add(wait)
+			if failedCheck {
+				u.log.Info(failure, "err", err, "retry", wait)
+			}
 		}
-		if !backoff.Sleep(ctx, wait) {
-			return nil, ctx.Err()
+		if pw == nil {
+			if !backoff.Sleep(ctx, time.Until(next)) {
+				return nil, ctx.Err()
+			}
+			continue
+		}
+		if pushed, err = pw.Wait(ctx, next); err != nil {
+			return nil, err
 		}
 	}
 }

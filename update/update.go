@@ -271,6 +271,13 @@ func (u *Updater) Executable() string { return u.exe }
 //
 // A release this Updater installed already counts as running.
 func (u *Updater) Check(ctx context.Context) (*Release, error) {
+	return u.check(ctx, false)
+}
+
+// check is Check; with pushed it reads the key's records from the packets
+// the client holds, as relay.FetchOptions.Pushed does (Run, woken by a
+// peer's packet).
+func (u *Updater) check(ctx context.Context, pushed bool) (*Release, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.cleanup()
@@ -280,7 +287,7 @@ func (u *Updater) Check(ctx context.Context) (*Release, error) {
 	}
 	defer done()
 	o := u.fetchOptions()
-	o.ManifestOnly = true
+	o.ManifestOnly, o.Pushed = true, pushed
 	// Up to date for the data folder, which accepted this release, is not
 	// up to date for an executable that was put back to an older version
 	// since: that one needs the release again.
@@ -341,6 +348,11 @@ func (rel *Release) describe(m *record.Manifest, files []record.File, name strin
 // (CheckPermissions), before it looks for a release: if not, it fails at
 // once with ErrPermission, having downloaded nothing.
 func (u *Updater) Apply(ctx context.Context) (*Release, error) {
+	return u.apply(ctx, false)
+}
+
+// apply is Apply; pushed is as for check.
+func (u *Updater) apply(ctx context.Context, pushed bool) (*Release, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.cleanup()
@@ -353,6 +365,7 @@ func (u *Updater) Apply(ctx context.Context) (*Release, error) {
 	}
 	defer done()
 	o := u.fetchOptions()
+	o.Pushed = pushed
 	// A release the data folder accepted but the executable does not hold
 	// (an older version was put back since) is installed again.
 	if st, err := c.State(u.cfg.Key, u.cfg.Channel); err == nil && st.Version.Compare(o.Current) > 0 {
