@@ -1,23 +1,29 @@
 package relay
 
 import (
+	"crypto/sha256"
+	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
 
+	"github.com/relay-sh/relay/internal/agestream"
 	"github.com/relay-sh/relay/internal/atomicfile"
+	"github.com/relay-sh/relay/internal/diskio"
 	"github.com/relay-sh/relay/record"
 	"github.com/relay-sh/relay/transfer"
 )
 
 // early decrypts the files of an encrypted release while the fetch
-// downloads them (transfer.FetchRequest.Tee): each ciphertext is fed to
-// its own goroutine in order as its pieces are verified, and the plaintext
-// is written, hashed and checked against the sealed manifest into a
-// temporary file in a folder of the data folder (earlyDir), beside the
-// download instead of after it. Placing a file takes its temporary
+// downloads them (transfer.FetchRequest.Tee): each ciphertext is
+// decrypted in order as its pieces are verified, in a goroutine of its own
+// (the fetch computes no SHA-256 of a ciphertext it decrypts:
+// transfer.Checker), and the plaintext is written, hashed and
+// checked against the sealed manifest into a temporary file in a folder
+// of the data folder (earlyDir), beside the download instead of after it. Placing a file takes its temporary
 // file (place) rather than decrypting the bundle's copy; a file it has none
 // for (the data folder held its ciphertext before, or decrypting it
 // failed) is decrypted from the bundle as before.
@@ -77,39 +83,102 @@ func (e *early) tee(blob record.File) io.WriteCloser {
 	}
 	e.files[pf.Path] = ef
 	e.mu.Unlock()
-	r := newChanReader()
-	go func() {
-		defer close(ef.done)
-		ef.err = decryptTo(tmp, r, pf, e.ids)
-		r.drain()
-	}()
-	return &earlyWriter{chanReader: r, ef: ef}
+	return newEarlyWriter(tmp, blob, pf, e.ids, ef)
 }
 
-// earlyWriter is the transfer.Checker early.tee returns: the ciphertext
-// written to it is checked by its decryption, which authenticates every
-// age chunk and compares the plaintext with the sealed manifest.
+// earlyWriter is the transfer.Checker early.tee returns: it decrypts the
+// ciphertext written to it as it comes (agestream, which authenticates
+// every age chunk), writes the plaintext to the temporary file and checks
+// it against the sealed manifest. The decryption runs in a goroutine of
+// its own, beside the fetch's reading of the next pieces: Write queues a
+// copy of what it is given, up to earlyQueue buffers.
 type earlyWriter struct {
-	*chanReader
-	ef *earlyFile
+	d       *agestream.Decrypter
+	ew      *errWriter // the temporary file
+	h       hash.Hash  // the plaintext's SHA-256
+	n       int64      // plaintext bytes
+	pf      record.File
+	ef      *earlyFile
+	queue   chan []byte
+	free    chan []byte // buffers decrypted, for Write to fill again
+	stopped chan struct{}
+	end     bool
 }
+
+// earlyQueue is how many buffers of ciphertext (up to 1 MiB each, as the
+// fetch reads them) wait for a file's decryption at most.
+const earlyQueue = 8
 
 var _ transfer.Checker = (*earlyWriter)(nil)
 
-// Close ends the ciphertext and waits for its decryption to end.
+func newEarlyWriter(tmp *atomicfile.File, blob, pf record.File, ids []Identity, ef *earlyFile) *earlyWriter {
+	w := &earlyWriter{ew: &errWriter{w: tmp, wb: diskio.NewWriteback(tmp.Name())}, h: sha256.New(), pf: pf, ef: ef,
+		queue: make(chan []byte, earlyQueue), free: make(chan []byte, earlyQueue+1), stopped: make(chan struct{})}
+	w.d = agestream.NewDecrypter(plainSink{w}, blob.Size, ids...)
+	go func() {
+		defer close(w.stopped)
+		for b := range w.queue {
+			w.d.Write(b)
+			select {
+			case w.free <- b:
+			default:
+			}
+		}
+	}()
+	return w
+}
+
+// plainSink takes the plaintext the Decrypter authenticated.
+type plainSink struct{ w *earlyWriter }
+
+func (s plainSink) Write(p []byte) (int, error) {
+	w := s.w
+	if w.n += int64(len(p)); w.n > w.pf.Size {
+		return 0, fmt.Errorf("%w: %s has over %d bytes, the manifest says %d", record.ErrFileMismatch, w.pf.Path, w.pf.Size, w.pf.Size)
+	}
+	w.h.Write(p)
+	return w.ew.Write(p)
+}
+
+// Write queues a copy of p, the ciphertext's next bytes, for decryption.
+func (w *earlyWriter) Write(p []byte) (int, error) {
+	var b []byte
+	select {
+	case b = <-w.free:
+	default:
+	}
+	w.queue <- append(b[:0], p...)
+	return len(p), nil
+}
+
+// Close ends the ciphertext and checks the plaintext.
 func (w *earlyWriter) Close() error {
-	w.chanReader.Close()
-	<-w.ef.done
+	if w.end {
+		return nil
+	}
+	w.end = true
+	close(w.queue)
+	<-w.stopped
+	defer close(w.ef.done)
+	defer w.ew.wb.Close()
+	err := w.d.Close()
+	switch {
+	case w.ew.err != nil:
+		err = fmt.Errorf("failed to write %s: %w", w.pf.Path, w.ew.err)
+	case err != nil:
+		err = fmt.Errorf("%w: %s does not decrypt: %v", record.ErrFileMismatch, w.pf.Path, err)
+	case w.n != w.pf.Size:
+		err = fmt.Errorf("%w: %s has %d bytes, the manifest says %d", record.ErrFileMismatch, w.pf.Path, w.n, w.pf.Size)
+	case record.Digest(w.h.Sum(nil)) != w.pf.SHA256:
+		err = fmt.Errorf("%w: %s has sha-256 %s, the manifest says %s", record.ErrFileMismatch, w.pf.Path, record.Digest(w.h.Sum(nil)), w.pf.SHA256)
+	}
+	w.ef.err = err
 	return nil
 }
 
 // Checked reports whether the ciphertext written decrypted, whole, to the
 // plaintext the sealed manifest names. It is valid once Close returned.
 func (w *earlyWriter) Checked() bool { return w.ef.err == nil }
-
-// earlyQueue is how many buffers of ciphertext (up to 1 MiB each, as the
-// fetch reads them) wait for a file's decryption at most.
-const earlyQueue = 8
 
 // place returns the temporary file to commit as target, holding f
 // decrypted and checked while it downloaded, or nil if there is none (the
@@ -166,74 +235,4 @@ func (e *early) close() {
 // while it downloads, in dataDir.
 func earlyDir(dataDir string, ih record.Infohash) string {
 	return filepath.Join(dataDir, "plain", ".early-"+ih.String())
-}
-
-// chanReader is an io.Reader of the buffers written to it (copies), in
-// order: a pipe that lets its writer run ahead by up to earlyQueue
-// buffers.
-type chanReader struct {
-	ch     chan []byte
-	free   chan []byte // buffers read, for Write to fill again
-	cur    []byte
-	buf    []byte // cur's whole buffer
-	closed bool
-}
-
-func newChanReader() *chanReader {
-	return &chanReader{ch: make(chan []byte, earlyQueue), free: make(chan []byte, earlyQueue+1)}
-}
-
-// Write queues a copy of b.
-func (r *chanReader) Write(b []byte) (int, error) {
-	var c []byte
-	select {
-	case c = <-r.free:
-	default:
-	}
-	r.ch <- append(c[:0], b...)
-	return len(b), nil
-}
-
-// Close ends what Read returns with io.EOF.
-func (r *chanReader) Close() error {
-	if !r.closed {
-		r.closed = true
-		close(r.ch)
-	}
-	return nil
-}
-
-func (r *chanReader) Read(p []byte) (int, error) {
-	for len(r.cur) == 0 {
-		r.recycle()
-		b, ok := <-r.ch
-		if !ok {
-			return 0, io.EOF
-		}
-		r.cur, r.buf = b, b
-	}
-	n := copy(p, r.cur)
-	r.cur = r.cur[n:]
-	return n, nil
-}
-
-// recycle hands the buffer read last back to Write.
-func (r *chanReader) recycle() {
-	if r.buf != nil {
-		select {
-		case r.free <- r.buf:
-		default:
-		}
-		r.buf = nil
-	}
-}
-
-// drain reads and drops what is still written, until Close, so that
-// Write never blocks once the reader stopped early.
-func (r *chanReader) drain() {
-	r.recycle()
-	for b := range r.ch {
-		r.buf = b
-		r.recycle()
-	}
 }
