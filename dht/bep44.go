@@ -40,7 +40,7 @@ type PutStats struct {
 	// Queried and Answered count the nodes of the read before the put.
 	Queried, Answered int
 	// Acked is the number of distinct hosts (an address, or a public
-	// IPv4 /24 or IPv6 /64: see README) that acknowledged the put: they
+	// IPv4 /24 or IPv6 /64: see docs/security.md) that acknowledged the put: they
 	// hold the packet now, unless they lie. Nodes of one host count once,
 	// and a lookup's closest set holds one node of each host, so however
 	// many node IDs one host runs, it makes one of Acked.

@@ -116,7 +116,7 @@ type Config struct {
 	// DefaultSendRate. Every node has limiters of its own. Besides, a node
 	// takes at most 50 queries a second from one address and 100 from one
 	// network, and sends one address at most 32 KiB of answers a second
-	// (see guard.go and README's "What a DHT node promises").
+	// (see guard.go and docs/security.md, "What a DHT node promises").
 	SendRate float64
 	// QueryTimeout is how long to wait for an answer before giving up on a
 	// node; zero means DefaultQueryTimeout. Lookups (resolve, publish,

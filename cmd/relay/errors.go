@@ -16,7 +16,8 @@ import (
 	"github.com/relay-sh/relay/signer"
 )
 
-// Exit codes, as docs/spec/verification.md and the README document them.
+// Exit codes, as docs/spec/verification.md and docs/cli.md document them
+// (cmd/relay/reference_test.go writes docs/cli.md's table from these).
 const (
 	exitOK       = 0
 	exitError    = 1

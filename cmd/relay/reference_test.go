@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"io"
 	"os"
 	"runtime"
@@ -32,6 +35,9 @@ func TestCommandReference(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("the reference shows Linux's defaults (the data folder's)")
 	}
+	if n := exitConstants(t); n != len(exitCodes) {
+		t.Fatalf("errors.go declares %d exit codes, the reference tells %d: add the new one to exitCodes", n, len(exitCodes))
+	}
 	app := newApp(strings.NewReader(""), io.Discard, io.Discard)
 	ref := commandReference(app, false)
 	man := manPage(commandReference(app, true))
@@ -52,6 +58,29 @@ func TestCommandReference(t *testing.T) {
 			t.Errorf("%s differs from what the command's definitions make: run go generate ./cmd/relay (or task docs) and commit it", path)
 		}
 	}
+}
+
+// exitConstants counts the exit code constants errors.go declares
+// (exitOK, exitError, ...), so that a new one cannot be left out of the
+// reference.
+func exitConstants(t *testing.T) int {
+	f, err := parser.ParseFile(token.NewFileSet(), "errors.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, d := range f.Decls {
+		if g, ok := d.(*ast.GenDecl); ok && g.Tok == token.CONST {
+			for _, s := range g.Specs {
+				for _, name := range s.(*ast.ValueSpec).Names {
+					if strings.HasPrefix(name.Name, "exit") {
+						n++
+					}
+				}
+			}
+		}
+	}
+	return n
 }
 
 // exitCodes are the exit codes exitCode returns, as the reference tells
