@@ -115,16 +115,29 @@ func (ps *pushes) wait(ctx context.Context, deadline time.Time, keys []signer.Pu
 	}
 }
 
+// PushBackoff is how many times further apart the DHT checks of a Watch
+// or an update.Run are while the client has a peer that takes relay_record
+// messages in a swarm of the key's bundles: that peer passes on a newer
+// packet within seconds, so the DHT is the fallback, not the news. Seeders
+// keep their interval: they find releases for the swarm.
+const PushBackoff = 12
+
 // PushWaiter follows what peers of a key's swarm tell of (relay_record,
-// docs/spec/relay-record.md) for one channel: while it is open, the
-// client takes the packets of the key that pass the record checks for
-// the channel, and Wait returns when one arrives. Watch and Seed use one;
-// a program that checks on its own (update.Run) opens its own.
+// docs/spec/relay-record.md) for one channel, and times the channel's DHT
+// checks: while it is open, the client takes the packets of the key that
+// pass the record checks for the channel, and Wait returns when one
+// arrives or a DHT check is due. Watch and Seed use one; a program that
+// checks on its own (update.Run) opens its own.
 type PushWaiter struct {
 	c    *Client
 	key  signer.PublicKey
 	mark uint64
 	stop func()
+	// next is when the DHT is checked next; step how far it is put off
+	// at a time while a peer would tell of news, skips how often it was.
+	next  time.Time
+	step  time.Duration
+	skips int
 }
 
 // AwaitPushes returns a PushWaiter for key's channel ("" is "stable").
@@ -142,22 +155,55 @@ func (c *Client) AwaitPushes(key signer.PublicKey, channel string) *PushWaiter {
 // Call it before each check.
 func (w *PushWaiter) Mark() { w.mark = w.c.pushes.mark() }
 
-// Wait waits until deadline, or until a peer tells of a packet of the key,
-// or of a key its releases depend on (a root's or release key's:
-// docs/spec/keys.md), that passed the record checks after the last Mark,
-// and then reports pushed: check again with FetchOptions.Pushed, which
-// asks no DHT node. It returns ctx's error when ctx ends first.
-func (w *PushWaiter) Wait(ctx context.Context, deadline time.Time) (pushed bool, err error) {
-	keys := append([]signer.PublicKey{w.key}, w.c.chainKeys(w.key)...)
-	pushed, ok := w.c.pushes.wait(ctx, deadline, keys, w.mark)
-	if !ok {
-		return false, ctx.Err()
+// Schedule sets the next DHT check wait from now. With stretch (the check
+// got an answer, and wait is the jittered interval) the check is put off
+// by wait at a time, up to PushBackoff times in all, whenever it comes due
+// while the client has a relay_record peer in the key's swarm.
+func (w *PushWaiter) Schedule(wait time.Duration, stretch bool) {
+	w.next, w.step, w.skips = time.Now().Add(wait), 0, 0
+	if stretch {
+		w.step = wait
 	}
-	return pushed, nil
+}
+
+// Next returns when the DHT is checked next, as far as known now.
+func (w *PushWaiter) Next() time.Time { return w.next }
+
+// Wait waits until the DHT check is due (pushed is false), or until a peer
+// tells of a packet of the key, or of a key its releases depend on (a
+// root's or release key's: docs/spec/keys.md), that passed the record
+// checks after the last Mark (pushed is true: check with
+// FetchOptions.Pushed, which asks no DHT node). It returns ctx's error
+// when ctx ends first.
+func (w *PushWaiter) Wait(ctx context.Context) (pushed bool, err error) {
+	keys := append([]signer.PublicKey{w.key}, w.c.chainKeys(w.key)...)
+	for {
+		pushed, ok := w.c.pushes.wait(ctx, w.next, keys, w.mark)
+		switch {
+		case !ok:
+			return false, ctx.Err()
+		case pushed:
+			return true, nil
+		case w.step > 0 && w.skips < PushBackoff-1 && w.c.PushPeers(w.key) > 0:
+			w.skips++
+			w.next = w.next.Add(w.step)
+		default:
+			return false, nil
+		}
+	}
 }
 
 // Close stops following the channel.
 func (w *PushWaiter) Close() { w.stop() }
+
+// PushPeers returns how many peers connected in swarms of key's bundles
+// take relay_record messages.
+func (c *Client) PushPeers(key signer.PublicKey) int {
+	if tc := c.startedTransfer(); tc != nil {
+		return tc.RecordPeersOf(key)
+	}
+	return 0
+}
 
 // fetchWoken runs Fetch, with o.Pushed for a check a peer's packet woke,
 // and reports quiet when such a check found nothing to say: the packets

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -252,6 +253,73 @@ func TestPushWakesSeeder(t *testing.T) {
 	t.Logf("the seeder (checking the DHT hourly) served 2.0.0 %s after it was published", time.Since(start).Round(time.Millisecond))
 	stop()
 	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestPushBackoff: a watcher with a peer that takes relay_record messages
+// in its release's swarm checks the DHT PushBackoff times less often; one
+// that serves nothing (no such peer) keeps its interval.
+func TestPushBackoff(t *testing.T) {
+	n := newTestNet(t)
+	ctx := ctxFor(t, 3*time.Minute)
+	key := testKey(t, 44)
+	pub := n.client(false)
+	if _, err := pub.Publish(ctx, PublishOptions{Key: key, Version: record.MustParseVersion("1.0.0"),
+		Sources: []transfer.Source{{Path: releaseDir(t, "1.0.0")}}}); err != nil {
+		t.Fatal(err)
+	}
+	const interval = 400 * time.Millisecond
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 3)
+	var checks [2]atomic.Int64 // EventChecked of the serving watcher, and of the other
+	watch := func(c *Client, noServe bool, count *atomic.Int64, events chan<- Event) {
+		done <- c.Watch(wctx, WatchOptions{FetchOptions: FetchOptions{Key: key.PublicKey(), Out: t.TempDir()},
+			Interval: interval, NoServe: noServe, OnEvent: func(e Event) {
+				if e.Kind == EventChecked {
+					count.Add(1)
+				}
+				select {
+				case events <- e:
+				default:
+				}
+			}})
+	}
+	serving, quiet := n.client(false), n.client(false)
+	events := make(chan Event, 256)
+	go watch(serving, false, &checks[0], events)
+	go watch(quiet, true, &checks[1], make(chan Event))
+	awaitEvent(t, events, EventSeeding, "1.0.0")
+	pub.Close()
+
+	// A seeder gets 1.0.0 from the serving watcher: the two are
+	// connected.
+	seeder := n.client(false)
+	go func() {
+		done <- seeder.Seed(wctx, SeedOptions{Follow: []Follow{{Key: key.PublicKey(), Channel: "stable"}}, Interval: time.Hour})
+	}()
+	for serving.PushPeers(key.PublicKey()) == 0 {
+		if !sleepCtx(ctx, 50*time.Millisecond) {
+			t.Fatal("the watcher never had a peer that speaks relay_record")
+		}
+	}
+	before := [2]int64{checks[0].Load(), checks[1].Load()}
+	const window = 8 * time.Second
+	sleepCtx(ctx, window)
+	got := [2]int64{checks[0].Load() - before[0], checks[1].Load() - before[1]}
+	t.Logf("DHT checks in %s at a %s interval: %d with a relay_record peer, %d without", window, interval, got[0], got[1])
+	// Each wait is at least half the interval, PushBackoff times over.
+	if most := int64(window/(PushBackoff*interval/2)) + 1; got[0] > most {
+		t.Errorf("the watcher with a relay_record peer checked the DHT %d times in %s, want at most %d", got[0], window, most)
+	}
+	if serving.PushPeers(key.PublicKey()) == 0 {
+		t.Error("the watcher lost its peer during the count")
+	}
+	stop()
+	for range 3 {
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}

@@ -149,7 +149,6 @@ func (c *Client) Seed(ctx context.Context, o SeedOptions) error {
 			pw := c.AwaitPushes(f.Key, f.Channel)
 			defer pw.Close()
 			checks := backoff.Checks{Interval: o.Interval}
-			var next time.Time
 			pushed := false
 			for {
 				pw.Mark()
@@ -159,9 +158,9 @@ func (c *Client) Seed(ctx context.Context, o SeedOptions) error {
 				if ctx.Err() != nil {
 					return
 				}
-				if err != nil || !pushed || next.IsZero() {
+				if err != nil || !pushed || pw.Next().IsZero() {
 					wait := checks.Next(err != nil)
-					next = time.Now().Add(wait)
+					pw.Schedule(wait, false) // seeders keep their interval
 					if errors.Is(err, context.DeadlineExceeded) {
 						err = fmt.Errorf("gave up after %s (the fetch timeout): %w", o.FetchTimeout, err)
 					}
@@ -169,7 +168,7 @@ func (c *Client) Seed(ctx context.Context, o SeedOptions) error {
 						emit(Event{Kind: EventError, Follow: f, Err: err, Retry: wait})
 					}
 				}
-				if pushed, err = pw.Wait(ctx, next); err != nil {
+				if pushed, err = pw.Wait(ctx); err != nil {
 					return
 				}
 			}

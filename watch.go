@@ -70,9 +70,12 @@ type Event struct {
 // WatchOptions configures Watch.
 type WatchOptions struct {
 	FetchOptions
-	// Interval is the time between checks; zero means DefaultInterval.
-	// Each wait is jittered by up to a tenth either way, so that a fleet
-	// does not ask the DHT all at once.
+	// Interval is the time between DHT checks; zero means
+	// DefaultInterval. Each wait is jittered, drawn uniformly from half to
+	// one and a half times it, so that a fleet does not ask the DHT all at
+	// once; while a peer that takes relay_record messages is connected in
+	// the release's swarm, checks are put off up to PushBackoff times
+	// further (docs/spec/relay-record.md).
 	Interval time.Duration
 	// OnEvent receives every event; nil drops them.
 	OnEvent func(Event)
@@ -145,8 +148,7 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 	if !o.NoServe {
 		c.serveAccepted(ctx, o.Key, o.Channel, emit)
 	}
-	var next time.Time // when the DHT is checked next
-	pushed := false    // a peer told of a packet: check the packets held
+	pushed := false // a peer told of a packet: check the packets held
 	for {
 		pw.Mark()
 		res, err, quiet := c.fetchWoken(ctx, o.FetchOptions, pushed)
@@ -162,7 +164,7 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 		}
 		if quiet {
 			// Nothing to say, and the DHT is checked when it was due.
-			if pushed, err = pw.Wait(ctx, next); err != nil {
+			if pushed, err = pw.Wait(ctx); err != nil {
 				return nil
 			}
 			continue
@@ -195,13 +197,13 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 		if res != nil && ev.Version.IsZero() {
 			ev.Version = res.Release.Version
 		}
-		wait := time.Until(next)
-		if failed := ev.Kind == EventError; failed || !pushed || next.IsZero() {
+		wait := time.Until(pw.Next())
+		if failed := ev.Kind == EventError; failed || !pushed || pw.Next().IsZero() {
 			// A check that a peer's packet started leaves the DHT's
 			// schedule as it was: a fleet told of a release at once
 			// does not come to ask the DHT at once.
 			wait = checks.Next(failed)
-			next = time.Now().Add(wait)
+			pw.Schedule(wait, !failed)
 		}
 		ev.Retry = wait
 		emit(ev)
@@ -213,7 +215,7 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 				emit(Event{Kind: EventPruned, Version: b.Manifest.Version, Bundle: b})
 			}
 		}
-		if pushed, err = pw.Wait(ctx, next); err != nil {
+		if pushed, err = pw.Wait(ctx); err != nil {
 			return nil
 		}
 	}

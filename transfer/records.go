@@ -266,3 +266,18 @@ func (c *Client) RecordPeers() int {
 	defer c.mu.Unlock()
 	return len(c.recordPeers)
 }
+
+// RecordPeersOf returns how many connected peers in swarms of key's
+// bundles take relay_record messages: peers that pass on a newer packet
+// of key as soon as they hold one.
+func (c *Client) RecordPeersOf(key signer.PublicKey) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, rp := range c.recordPeers {
+		if rp.key == key {
+			n++
+		}
+	}
+	return n
+}

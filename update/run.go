@@ -73,7 +73,7 @@ func (u *Updater) Run(ctx context.Context, mode Mode) (*Release, error) {
 	}
 	checks := backoff.Checks{Interval: interval}
 	lastLogged := ""   // a message not to repeat at every check
-	var next time.Time // when the DHT is checked next
+	var next time.Time // when the DHT is checked next, without pw
 	pushed := false
 	for {
 		if pw != nil {
@@ -139,11 +139,15 @@ func (u *Updater) Run(ctx context.Context, mode Mode) (*Release, error) {
 		default:
 			failedCheck = true
 		}
-		if failedCheck || !pushed || next.IsZero() {
+		if failedCheck || !pushed {
 			// A check a peer's packet woke leaves the DHT's schedule as
-			// it was.
+			// it was; a peer that would tell of news puts it off
+			// (relay.PushBackoff).
 			wait := checks.Next(failedCheck)
 			next = time.Now().Add(wait)
+			if pw != nil {
+				pw.Schedule(wait, !failedCheck)
+			}
 			if failedCheck {
 				u.log.Info(failure, "err", err, "retry", wait)
 			}
@@ -154,7 +158,7 @@ func (u *Updater) Run(ctx context.Context, mode Mode) (*Release, error) {
 			}
 			continue
 		}
-		if pushed, err = pw.Wait(ctx, next); err != nil {
+		if pushed, err = pw.Wait(ctx); err != nil {
 			return nil, err
 		}
 	}

@@ -84,7 +84,10 @@ type Config struct {
 	DataDir string
 
 	// Interval is the time between Run's checks; zero means
-	// DefaultInterval. Each wait is jittered by up to a tenth either way.
+	// DefaultInterval. Each wait is jittered, drawn uniformly from half to
+	// one and a half times it; while Run serves and a peer that takes
+	// relay_record messages is connected in the release's swarm, checks
+	// are put off up to relay.PushBackoff times further.
 	Interval time.Duration
 	// HealthCheck, when set, makes Apply start the new executable before
 	// keeping it; see HealthCheck.

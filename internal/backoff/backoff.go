@@ -1,6 +1,7 @@
 // Package backoff times the checks of relay's long-running loops (watch,
 // seed, update): a jittered interval after a check that got an answer, and
-// after failures a wait that starts short and doubles up to the interval.
+// after failures a wait that starts short and doubles up to the interval,
+// each jittered by up to a half either way.
 package backoff
 
 import (
@@ -20,21 +21,24 @@ type Checks struct {
 }
 
 // Next returns the wait before the next check, after one that failed or
-// not. A success waits Interval, jittered by up to a tenth either way so
-// that a fleet does not ask the network all at once; the n-th failure in a
-// row waits First·2ⁿ⁻¹, at most Interval.
+// not. A success waits Interval; the n-th failure in a row waits
+// First·2ⁿ⁻¹, at most Interval. Every wait is jittered (Jitter), so that a
+// fleet started together, or cut off together, does not ask the network
+// together.
 func (c *Checks) Next(failed bool) time.Duration {
 	if !failed {
 		c.failures = 0
 		return Jitter(c.Interval)
 	}
 	c.failures++
-	return min(c.Interval, First<<min(c.failures-1, 20))
+	return Jitter(min(c.Interval, First<<min(c.failures-1, 20)))
 }
 
-// Jitter returns d moved by up to a tenth either way.
+// Jitter returns d times a factor drawn uniformly from [0.5, 1.5): the
+// mean wait is d, and the checks of machines that started together are
+// spread over a whole interval after one wait.
 func Jitter(d time.Duration) time.Duration {
-	return d + time.Duration((rand.Float64()*0.2-0.1)*float64(d))
+	return time.Duration((0.5 + rand.Float64()) * float64(d))
 }
 
 // Sleep waits d, and reports false if ctx ended first.
