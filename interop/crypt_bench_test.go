@@ -23,9 +23,10 @@ import (
 // `relay seed` process, as a release in the clear and as the same file
 // encrypted to the fetcher (`--identity`), in turn; the best of
 // RELAY_BENCH_ROUNDS rounds (default 2) of each. The encrypted fetch
-// downloads and hashes the ciphertext, then decrypts it into --out,
-// hashing the plaintext; the plain one moves the verified file into
-// --out. Target: encrypted at most 1.2× plain.
+// decrypts the ciphertext as its pieces are verified, hashing the
+// plaintext (not the ciphertext: transfer.Checker), and moves the
+// plaintext into --out; the plain one hashes the file as its pieces are
+// verified and moves it into --out. Target: encrypted at most 1.2× plain.
 func BenchmarkFetchEncrypted(b *testing.B) {
 	size := int64(128 << 20)
 	if os.Getenv("RELAY_BENCH_BIG") != "" {
