@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -70,6 +71,11 @@ type Config struct {
 	// httprelay.DefaultTimeout.
 	Relays       []string
 	RelayTimeout time.Duration
+	// HTTPTransport makes every HTTP request the client makes: to the
+	// relays and to web seeds. Nil means http.DefaultTransport's
+	// behaviour, which takes its proxy from HTTPS_PROXY, HTTP_PROXY and
+	// NO_PROXY (http.ProxyFromEnvironment).
+	HTTPTransport http.RoundTripper
 }
 
 // Client is a relay participant: a DHT node, and the state and bundles of
@@ -256,15 +262,16 @@ func (c *Client) transfer() (*transfer.Client, error) {
 		listen = net.JoinHostPort(host, "0")
 	}
 	tcfg := transfer.Config{
-		DataDir:      c.cfg.DataDir,
-		Listen:       listen,
-		DHT:          c.node,
-		UTP:          c.cfg.UTP,
-		UploadRate:   c.cfg.UploadRate,
-		DownloadRate: c.cfg.DownloadRate,
-		Logger:       c.cfg.Logger,
-		OnRecord:     c.onRecord,
-		Network:      c.cfg.PeerNetwork,
+		DataDir:       c.cfg.DataDir,
+		Listen:        listen,
+		DHT:           c.node,
+		UTP:           c.cfg.UTP,
+		UploadRate:    c.cfg.UploadRate,
+		DownloadRate:  c.cfg.DownloadRate,
+		HTTPTransport: c.cfg.HTTPTransport,
+		Logger:        c.cfg.Logger,
+		OnRecord:      c.onRecord,
+		Network:       c.cfg.PeerNetwork,
 	}
 	tc, err := transfer.NewClient(tcfg)
 	if err != nil && c.ownNode && systemPort(c.cfg.Listen) && errors.Is(err, syscall.EADDRINUSE) {

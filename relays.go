@@ -23,7 +23,7 @@ func relayClient(cfg Config) (*httprelay.Client, error) {
 	if len(cfg.Relays) == 0 {
 		return nil, nil
 	}
-	return httprelay.NewClient(httprelay.ClientConfig{URLs: cfg.Relays, Timeout: cfg.RelayTimeout, Logger: cfg.Logger})
+	return httprelay.NewClient(httprelay.ClientConfig{URLs: cfg.Relays, Timeout: cfg.RelayTimeout, Transport: cfg.HTTPTransport, Logger: cfg.Logger})
 }
 
 // resolvePacket returns key's packet with the highest valid seq that the

@@ -38,6 +38,11 @@
 // ErrManaged, before anything is downloaded; Run returns either rather
 // than retry.
 //
+// Config also sets the updater's network: an HTTP transport (a proxy)
+// for relays and web seeds, peers to ask, rate caps and uTP. A program's
+// own tests serve it releases from 127.0.0.1 with package updatetest,
+// through the whole verification chain.
+//
 // The package never prints, never reads flags or environment variables
 // and never exits the program; it logs to the *slog.Logger it is given
 // (nil is silent). Two things are documented exceptions by purpose:

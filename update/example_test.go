@@ -5,10 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/netip"
 	"os"
+	"path/filepath"
+	"time"
 
+	"github.com/relay-sh/relay/record"
 	"github.com/relay-sh/relay/signer"
 	"github.com/relay-sh/relay/update"
+	"github.com/relay-sh/relay/update/updatetest"
 )
 
 // version is set at build time: go build -ldflags "-X main.version=1.2.3".
@@ -66,4 +72,54 @@ func Example() {
 	}()
 	// ... the program's work; once it is known to work:
 	u.Confirm()
+}
+
+// An updater's network settings: a proxy for its HTTP requests, a peer to
+// ask for the release's files, and caps on what it downloads and serves.
+// It runs against a release server of package updatetest, as a program's
+// own test would: version 2.0.0 replaces an executable of 1.0.0.
+func ExampleConfig_network() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir, _ := os.MkdirTemp("", "update-example-")
+	defer os.RemoveAll(dir)
+	srv, err := updatetest.Start(ctx, filepath.Join(dir, "server"))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer srv.Close()
+	if _, err := srv.PublishFiles(ctx, "2.0.0", map[string][]byte{updatetest.Name("app"): []byte("app 2.0.0")}); err != nil {
+		fmt.Println(err)
+		return
+	}
+	seeder, _ := srv.Peer()
+	exe := filepath.Join(dir, "app")
+	os.WriteFile(exe, []byte("app 1.0.0"), 0o755)
+
+	u, err := update.New(srv.Config(update.Config{
+		Version:    record.MustParseVersion("1.0.0"),
+		Executable: exe,
+		DataDir:    filepath.Join(dir, "data"),
+		// Relays and web seeds are asked through the proxy that
+		// HTTPS_PROXY names; a program with its own proxy setting
+		// passes http.ProxyURL of it.
+		HTTPTransport: &http.Transport{Proxy: http.ProxyFromEnvironment},
+		Peers:         []netip.AddrPort{seeder},
+		DownloadRate:  4 << 20,   // bytes a second
+		UploadRate:    512 << 10, // what Run serves
+		UTP:           false,     // TCP only (the default)
+	}))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	rel, err := u.Apply(ctx)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	b, _ := os.ReadFile(exe)
+	fmt.Printf("installed %s: %s\n", rel.Version, b)
+	// Output: installed 2.0.0: app 2.0.0
 }

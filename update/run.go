@@ -80,6 +80,12 @@ func (u *Updater) Run(ctx context.Context, mode Mode) (*Release, error) {
 			pw.Mark()
 		}
 		failure := "could not check for a new release"
+		done := func() {}
+		if u.cfg.NoServe {
+			// One client for the check and the update that follows:
+			// it holds the packets the check verified.
+			done = u.share(ctx)
+		}
 		rel, err := u.check(ctx, pushed)
 		if err == nil && rel != nil {
 			switch {
@@ -87,12 +93,16 @@ func (u *Updater) Run(ctx context.Context, mode Mode) (*Release, error) {
 				u.log.Debug("skipping a release refused before", "version", rel.Version)
 				rel = nil
 			case mode == NotifyOnly:
+				done()
 				return rel, nil
 			default:
 				var got *Release
 				failure = "could not install a new release"
-				got, err = u.apply(ctx, pushed)
+				// The record the check verified is installed: one
+				// lookup a release.
+				got, err = u.apply(ctx, true)
 				if err == nil && got != nil {
+					done()
 					return got, nil
 				}
 				if got != nil && failedBundle(err) {
@@ -100,6 +110,7 @@ func (u *Updater) Run(ctx context.Context, mode Mode) (*Release, error) {
 				}
 			}
 		}
+		done()
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -198,6 +209,23 @@ func (u *Updater) serve(ctx context.Context) (stop func()) {
 	case b != nil:
 		u.log.Debug("serving the installed release", "version", b.Manifest.Version, "infohash", b.Infohash)
 	}
+	return u.shareClient(c)
+}
+
+// share opens a client that Check and Apply share until done is called:
+// for a Run that does not serve, one check and the update that follows
+// it. Where it cannot, each opens its own.
+func (u *Updater) share(ctx context.Context) (done func()) {
+	c, err := u.open(ctx, true)
+	if err != nil {
+		return func() {}
+	}
+	return u.shareClient(c)
+}
+
+// shareClient makes c the client Check and Apply use, until done, which
+// closes it.
+func (u *Updater) shareClient(c *relay.Client) (done func()) {
 	u.mu.Lock()
 	u.serving = c
 	u.mu.Unlock()

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -119,6 +121,28 @@ type Config struct {
 	// web seeds. Nil means the DHT alone.
 	Relays []string
 
+	// HTTPTransport makes every HTTP request the updater makes: to the
+	// Relays and to a release's web seeds. Nil means
+	// http.DefaultTransport's behaviour, which takes its proxy from
+	// HTTPS_PROXY, HTTP_PROXY and NO_PROXY (http.ProxyFromEnvironment).
+	// A program with a proxy setting of its own passes an
+	// *http.Transport whose Proxy is http.ProxyURL of it.
+	HTTPTransport http.RoundTripper
+	// Peers are BitTorrent peers asked for a release's files besides
+	// those the DHT and web seeds give (like relay's FetchOptions.Peers):
+	// a seeder on the local network, or one the program knows of. They
+	// are trusted no more than any peer: what they send is checked
+	// against the signed record.
+	Peers []netip.AddrPort
+	// DownloadRate caps the download of releases, in bytes per second;
+	// zero or negative means no cap. UploadRate caps what Run serves.
+	DownloadRate int64
+	// UTP makes the updater dial and accept BitTorrent over uTP (BEP 29)
+	// besides TCP, for peers behind NATs that pass UDP only. Off by
+	// default: TCP is faster and steadier; peers that dial uTP are
+	// accepted on the DHT's socket either way (relay.Config.UTP).
+	UTP bool
+
 	// AllowManaged lets the updater replace an executable that a package
 	// manager installed (see ErrManaged), which is refused otherwise.
 	AllowManaged bool
@@ -194,8 +218,9 @@ type Updater struct {
 	log *slog.Logger
 
 	mu sync.Mutex
-	// serving is the client Run serves through while it runs; Check and
-	// Apply use it then (it holds the data folder).
+	// serving is the client Run checks and updates through while it
+	// runs, and serves through unless NoServe; Check and Apply use it
+	// then (it holds the data folder, and the packets a check verified).
 	serving *relay.Client
 	// installed is the version this Updater installed, which the
 	// executable holds now, though the program runs cfg.Version until it
@@ -354,7 +379,11 @@ func (u *Updater) Apply(ctx context.Context) (*Release, error) {
 	return u.apply(ctx, false)
 }
 
-// apply is Apply; pushed is as for check.
+// apply is Apply; with pushed it reads the key's records from the
+// packets the client holds, as check does: Run's after a check through
+// the same client, which holds the packets that check verified, installs
+// that record without a second lookup. Where the client holds none, the
+// record is looked up.
 func (u *Updater) apply(ctx context.Context, pushed bool) (*Release, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -393,6 +422,10 @@ func (u *Updater) apply(ctx context.Context, pushed bool) (*Release, error) {
 		return nil
 	}
 	res, err := c.Fetch(ctx, o)
+	if o.Pushed && errors.Is(err, relay.ErrNotHeld) {
+		o.Pushed = false
+		res, err = c.Fetch(ctx, o)
+	}
 	u.noteResolve(res)
 	if res != nil {
 		rel.Version, rel.Record = res.Release.Version, res.Release
@@ -465,13 +498,16 @@ func (u *Updater) open(ctx context.Context, readOnly bool) (*relay.Client, error
 		rate = 0
 	}
 	c, err := relay.Open(ctx, relay.Config{
-		DataDir:    u.cfg.DataDir,
-		Bootstrap:  u.cfg.Bootstrap,
-		Listen:     u.cfg.Listen,
-		Relays:     u.cfg.Relays,
-		ReadOnly:   readOnly,
-		UploadRate: rate,
-		Logger:     quiet(u.cfg.Logger),
+		DataDir:       u.cfg.DataDir,
+		Bootstrap:     u.cfg.Bootstrap,
+		Listen:        u.cfg.Listen,
+		Relays:        u.cfg.Relays,
+		HTTPTransport: u.cfg.HTTPTransport,
+		ReadOnly:      readOnly,
+		UploadRate:    rate,
+		DownloadRate:  max(0, u.cfg.DownloadRate),
+		UTP:           u.cfg.UTP,
+		Logger:        quiet(u.cfg.Logger),
 	})
 	return c, permissionError("cannot use the data folder "+u.cfg.DataDir, err)
 }
@@ -493,6 +529,7 @@ func (u *Updater) fetchOptions() relay.FetchOptions {
 		OS:       runtime.GOOS,
 		Arch:     runtime.GOARCH,
 		Current:  current,
+		Peers:    u.cfg.Peers,
 		Progress: u.cfg.Progress,
 		// A newer release found while one downloads takes its place.
 		Recheck:      cmp.Or(u.cfg.Interval, DefaultInterval),
