@@ -271,6 +271,7 @@ func (c *Client) transfer() (*transfer.Client, error) {
 		HTTPTransport: c.cfg.HTTPTransport,
 		Logger:        c.cfg.Logger,
 		OnRecord:      c.onRecord,
+		RecordKeys:    c.chainKeys,
 		Network:       c.cfg.PeerNetwork,
 	}
 	tc, err := transfer.NewClient(tcfg)

@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -257,6 +258,19 @@ func (c *Client) onRecord(p *record.SignedPacket) {
 		}
 	}
 	policy := record.Policy{Now: c.now(), MaxFuture: c.cfg.MaxFuture}
+	if len(accepted) == 0 {
+		c.onChainRecord(p, policy)
+		return
+	}
+	if ch, saved, err := c.states.loadChain(p.Key); err == nil && saved && ch.Root == p.Key {
+		// A root that delegates: its packet holds the delegation.
+		if _, ok, err := record.CheckDelegation(p, p.Key, ch.Seq, policy); err == nil && ok {
+			c.learnt(p)
+		} else {
+			c.log.Debug("refused a root's record a peer sent", "key", p.Key, "seq", p.Seq, "err", err)
+		}
+		return
+	}
 	var errs []error
 	for ch, last := range accepted {
 		_, err := record.Check(p, p.Key, ch, last, policy)
@@ -266,6 +280,64 @@ func (c *Client) onRecord(p *record.SignedPacket) {
 			return
 		}
 		errs = append(errs, err)
+	}
+	c.log.Debug("refused a record a peer sent", "key", p.Key, "seq", p.Seq, "err", errors.Join(errs...))
+}
+
+// onChainRecord takes a packet a peer sent of a key that a followed key's
+// releases depend on (docs/spec/keys.md): the current root's, checked as
+// a delegation against the newest seq seen from it, or a release key's
+// that the newest delegation held names, unrevoked, for a followed channel,
+// whose record there passes the record checks (signature, seq, expiry, not
+// below the accepted version). It is kept and passed on if it passes.
+func (c *Client) onChainRecord(p *record.SignedPacket, policy record.Policy) {
+	var follows []Follow
+	c.pushes.mu.Lock()
+	for f := range c.pushes.follows {
+		follows = append(follows, f)
+	}
+	c.pushes.mu.Unlock()
+	if states, err := c.states.List(); err == nil {
+		for _, st := range states {
+			follows = append(follows, Follow{Key: st.Key, Channel: st.Channel})
+		}
+	}
+	var errs []error
+	for _, f := range follows {
+		ch, saved, err := c.states.loadChain(f.Key)
+		if err != nil || !saved || ch.Packet == nil {
+			continue
+		}
+		if p.Key == ch.Root {
+			if _, ok, err := record.CheckDelegation(p, ch.Root, ch.Seq, policy); err == nil && ok {
+				c.learnt(p)
+				return
+			}
+			errs = append(errs, err)
+			continue
+		}
+		rootp := ch.Packet
+		if held := c.pushes.get(ch.Root); held != nil && held.Seq > rootp.Seq {
+			rootp = held
+		}
+		d, ok, err := record.FindDelegation(ch.Root, rootp.Packet)
+		if err != nil || !ok || !slices.Contains(d.Signers(f.Channel), p.Key) {
+			continue
+		}
+		st, err := c.states.Load(f.Key, f.Channel)
+		if err != nil {
+			continue
+		}
+		last := record.Accepted{Version: st.Version}
+		if cur := c.pushes.get(p.Key); cur != nil {
+			last.Seq = cur.Seq
+		}
+		if _, err := record.Check(p, p.Key, f.Channel, last, policy); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		c.learnt(p)
+		return
 	}
 	c.log.Debug("refused a record a peer sent", "key", p.Key, "seq", p.Seq, "err", errors.Join(errs...))
 }

@@ -325,3 +325,61 @@ func TestPushBackoff(t *testing.T) {
 		}
 	}
 }
+
+// TestPushDelegated: a root that delegates to a release key. A watcher
+// following the root, checking the DHT hourly, installs the release key's
+// new release as soon as a seeder of its swarm tells it of the release
+// key's packet, checked against the root's delegation, asking the DHT
+// nothing.
+func TestPushDelegated(t *testing.T) {
+	n := newTestNet(t)
+	ctx := ctxFor(t, 3*time.Minute)
+	root, rel := testKey(t, 45), testKey(t, 46)
+	pub := n.client(false)
+	delegate(t, ctx, pub, root, record.Delegation{Keys: delegates(rel)})
+	publishAs(t, ctx, pub, root.PublicKey(), rel, "1.0.0")
+	follow := []Follow{{Key: root.PublicKey(), Channel: "stable"}}
+
+	watcher := n.client(false)
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	events := make(chan Event, 256)
+	done := make(chan error, 2)
+	go func() {
+		done <- watcher.Watch(wctx, WatchOptions{FetchOptions: FetchOptions{Key: root.PublicKey(), Out: t.TempDir()},
+			Interval: time.Hour, OnEvent: func(e Event) { events <- e }})
+	}()
+	awaitEvent(t, events, EventSeeding, "1.0.0")
+	pub.Close()
+	seeder := n.client(false)
+	seeded := make(chan Event, 256)
+	go func() {
+		done <- seeder.Seed(wctx, SeedOptions{Follow: follow, Interval: 300 * time.Millisecond, OnEvent: func(e Event) { seeded <- e }})
+	}()
+	awaitEvent(t, seeded, EventSeeding, "1.0.0")
+	for watcher.PushPeers(root.PublicKey()) == 0 {
+		if !sleepCtx(ctx, 50*time.Millisecond) {
+			t.Fatal("the watcher never had a peer that speaks relay_record")
+		}
+	}
+
+	gets := watcher.Node().GetQueries()
+	pub2 := n.client(false)
+	publishAs(t, ctx, pub2, root.PublicKey(), rel, "2.0.0")
+	start := time.Now()
+	awaitEvent(t, events, EventInstalled, "2.0.0")
+	t.Logf("the watcher (checking the DHT hourly) installed the release key's 2.0.0 %s after it was published", time.Since(start).Round(time.Millisecond))
+	if got := watcher.Node().GetQueries(); got != gets {
+		t.Errorf("the watcher sent %d DHT get queries to install a pushed release, want none", got-gets)
+	}
+	st, err := watcher.State(root.PublicKey(), "stable")
+	if err != nil || st.Version.String() != "2.0.0" || len(st.Signers) != 1 || st.Signers[0] != rel.PublicKey() {
+		t.Fatalf("state %+v, %v", st, err)
+	}
+	stop()
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

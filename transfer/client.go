@@ -79,6 +79,10 @@ type Config struct {
 	// the rest itself before it acts on the packet or shares it. Nil:
 	// the extension is not offered.
 	OnRecord func(*record.SignedPacket)
+	// RecordKeys, when set, returns the keys besides a bundle's own whose
+	// packets relay_record messages in its swarm may carry: a root's
+	// release keys and successors (docs/spec/keys.md).
+	RecordKeys func(signer.PublicKey) []signer.PublicKey
 	// Network, when set, is the network peers are listened for and dialled
 	// on instead of the system's TCP: an in-process simulated Internet
 	// (internal/simnet) runs hundreds of clients in one process. Nil means

@@ -41,11 +41,21 @@ const (
 
 // recordPeer is a connection whose peer takes relay_record messages.
 type recordPeer struct {
-	key      signer.PublicKey // its bundle's key
-	sent     int64            // the highest seq sent to it or heard from it
-	nextSend time.Time        // when it may be sent the next
-	tokens   int              // messages it may still send before the next refill
-	refill   time.Time        // when its tokens were last refilled
+	key      signer.PublicKey           // its bundle's key
+	sent     map[signer.PublicKey]int64 // by key, the highest seq sent to it or heard from it
+	nextSend time.Time                  // when it may be sent the next
+	tokens   int                        // messages it may still send before the next refill
+	refill   time.Time                  // when its tokens were last refilled
+}
+
+// swarmKeys returns the keys whose packets a swarm of key's bundles
+// carries: key, and Config.RecordKeys'. c.mu is held.
+func (c *Client) swarmKeys(key signer.PublicKey) []signer.PublicKey {
+	keys := []signer.PublicKey{key}
+	if c.cfg.RecordKeys != nil {
+		keys = append(keys, c.cfg.RecordKeys(key)...)
+	}
+	return keys
 }
 
 // EncodeRecord returns the relay_record payload of p.
@@ -112,7 +122,7 @@ func (c *Client) onRecordHandshake(pc *torrent.PeerConn, m *pp.ExtendedHandshake
 		c.mu.Unlock()
 		return
 	}
-	c.recordPeers[pc] = &recordPeer{key: a.key, tokens: recordBurst, refill: time.Now()}
+	c.recordPeers[pc] = &recordPeer{key: a.key, sent: make(map[signer.PublicKey]int64), tokens: recordBurst, refill: time.Now()}
 	c.mu.Unlock()
 	c.wakeRecords()
 }
@@ -135,10 +145,10 @@ func (c *Client) onRecordMessage(ev torrent.PeerConnReadExtensionMessageEvent) {
 	c.mu.Lock()
 	rp := c.recordPeers[ev.PeerConn]
 	ok := rp != nil && len(b) <= MaxRecordMessage && len(b) >= recordHeader && rp.take(time.Now())
-	var cur *record.SignedPacket
 	if ok {
-		cur = c.records[rp.key]
-		ok = signer.PublicKey(b[:ed25519.PublicKeySize]) == rp.key && (cur == nil || recordSeq(b) > cur.Seq)
+		k := signer.PublicKey(b[:ed25519.PublicKeySize])
+		cur := c.records[k]
+		ok = slices.Contains(c.swarmKeys(rp.key), k) && (cur == nil || recordSeq(b) > cur.Seq)
 	}
 	c.mu.Unlock()
 	if !ok {
@@ -152,8 +162,8 @@ func (c *Client) onRecordMessage(ev torrent.PeerConnReadExtensionMessageEvent) {
 		return
 	}
 	c.mu.Lock()
-	if rp.sent < p.Seq {
-		rp.sent = p.Seq // it has it: not sent back
+	if rp.sent[p.Key] < p.Seq {
+		rp.sent[p.Key] = p.Seq // it has it: not sent back
 	}
 	c.mu.Unlock()
 	select {
@@ -216,18 +226,20 @@ func (c *Client) sendRecords() time.Duration {
 	now := time.Now()
 	c.mu.Lock()
 	for pc, rp := range c.recordPeers {
-		p := c.records[rp.key]
-		if p == nil || p.Seq <= rp.sent {
-			continue
-		}
-		if wait := rp.nextSend.Sub(now); wait > 0 {
-			if next == 0 || wait < next {
-				next = wait
+		for _, k := range c.swarmKeys(rp.key) {
+			p := c.records[k]
+			if p == nil || p.Seq <= rp.sent[k] {
+				continue
 			}
-			continue
+			if wait := rp.nextSend.Sub(now); wait > 0 {
+				if next == 0 || wait < next {
+					next = wait
+				}
+				break
+			}
+			rp.sent[k], rp.nextSend = p.Seq, now.Add(recordGap)
+			sends = append(sends, send{pc, EncodeRecord(p)})
 		}
-		rp.sent, rp.nextSend = p.Seq, now.Add(recordGap)
-		sends = append(sends, send{pc, EncodeRecord(p)})
 	}
 	c.mu.Unlock()
 	for _, s := range sends {
@@ -275,7 +287,7 @@ func (c *Client) RecordPeersOf(key signer.PublicKey) int {
 	defer c.mu.Unlock()
 	n := 0
 	for _, rp := range c.recordPeers {
-		if rp.key == key {
+		if slices.Contains(c.swarmKeys(rp.key), key) {
 			n++
 		}
 	}
