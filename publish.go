@@ -212,6 +212,9 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*Published, err
 		return nil, err
 	}
 	res := &Published{Bundle: b, Release: r, Packet: p, Previous: prev, Stats: stats, RelaysStored: relays, LeftOut: leftOut}
+	// The key's swarm hears of it at once (relay_record): the watchers
+	// this client serves, and theirs, need not wait for a DHT check.
+	c.learnt(p)
 	// The record names the new bundle now: older ones beyond Keep go.
 	keep := o.Keep
 	if keep <= 0 {
