@@ -380,7 +380,47 @@ func revokedSigners(st State, d *record.Delegation) []signer.PublicKey {
 // besides key's own, as far as this data folder knows: the roots it moved
 // through and to, and the release keys the current root's delegation
 // names. A seeder stores each of their packets again.
+//
+// The torrent client asks for every relay_record message it sends or
+// takes, holding its lock, so an answer is kept for swarmKeysLife instead
+// of reading the chain from the data folder each time; a key a newer
+// delegation adds or revokes travels (or stops) that much later, and a
+// receiver checks every packet against its own chain anyway.
 func (c *Client) chainKeys(key signer.PublicKey) []signer.PublicKey {
+	return c.swarmKeys.get(key, c.now(), c.readChainKeys)
+}
+
+// swarmKeysLife is how long chainKeys keeps an answer.
+const swarmKeysLife = 2 * time.Second
+
+// swarmKeys keeps chainKeys' recent answers, at most one per key followed
+// in the swarms (a handful); it is emptied when it grows past 256.
+type swarmKeys struct {
+	mu sync.Mutex
+	m  map[signer.PublicKey]keptKeys
+}
+
+type keptKeys struct {
+	keys []signer.PublicKey
+	at   time.Time
+}
+
+func (s *swarmKeys) get(key signer.PublicKey, now time.Time, read func(signer.PublicKey) []signer.PublicKey) []signer.PublicKey {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if k, ok := s.m[key]; ok && now.Sub(k.at) < swarmKeysLife && !now.Before(k.at) {
+		return k.keys
+	}
+	if s.m == nil || len(s.m) >= 256 {
+		s.m = make(map[signer.PublicKey]keptKeys)
+	}
+	keys := read(key)
+	s.m[key] = keptKeys{keys: keys, at: now}
+	return keys
+}
+
+// readChainKeys is chainKeys read from the data folder.
+func (c *Client) readChainKeys(key signer.PublicKey) []signer.PublicKey {
 	ch, ok, err := c.states.loadChain(key)
 	if err != nil || !ok {
 		return nil

@@ -94,6 +94,8 @@ type Client struct {
 
 	pushes pushes // the newest packet of each key, and who waits for it (push.go)
 
+	swarmKeys swarmKeys // chainKeys' answers, kept a moment (chain.go)
+
 	lockMu sync.Mutex
 	lock   *lockfile.Lock
 }
