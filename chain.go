@@ -473,10 +473,7 @@ type CosignOptions struct {
 // size, web seeds) into Key's own packet, so that the release can reach the
 // delegation's threshold. It returns the stored packet and the release.
 func (c *Client) Cosign(ctx context.Context, o CosignOptions) (*record.SignedPacket, record.Release, error) {
-	channel := o.Channel
-	if channel == "" {
-		channel = "stable"
-	}
+	channel := channelName(o.Channel)
 	if o.Key == nil || o.Version.IsZero() {
 		return nil, record.Release{}, fmt.Errorf("%w: cosign needs a key and a version", errBadOptions)
 	}

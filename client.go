@@ -352,3 +352,18 @@ func (c *Client) Resolve(ctx context.Context, key signer.PublicKey, channel stri
 func (c *Client) State(key signer.PublicKey, channel string) (State, error) {
 	return c.states.Load(key, channel)
 }
+
+// channelName returns channel, or transfer.DefaultChannel ("stable") when
+// it is empty.
+func channelName(channel string) string {
+	if channel == "" {
+		return transfer.DefaultChannel
+	}
+	return channel
+}
+
+// checkedChannel is channelName, checked (record.ValidChannel).
+func checkedChannel(channel string) (string, error) {
+	channel = channelName(channel)
+	return channel, record.ValidChannel(channel)
+}

@@ -270,11 +270,8 @@ func (c *Client) Fetch(ctx context.Context, o FetchOptions) (*FetchResult, error
 
 // fetchOnce is Fetch for the release the channel has now.
 func (c *Client) fetchOnce(ctx context.Context, o FetchOptions) (*FetchResult, error) {
-	channel := o.Channel
-	if channel == "" {
-		channel = transfer.DefaultChannel
-	}
-	if err := record.ValidChannel(channel); err != nil {
+	channel, err := checkedChannel(o.Channel)
+	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errBadOptions, err)
 	}
 	if o.Key.IsZero() {

@@ -113,11 +113,8 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*Published, err
 	if o.Key == nil || o.Version.IsZero() {
 		return nil, fmt.Errorf("%w: publish needs a key and a version", errBadOptions)
 	}
-	channel := o.Channel
-	if channel == "" {
-		channel = transfer.DefaultChannel
-	}
-	if err := record.ValidChannel(channel); err != nil {
+	channel, err := checkedChannel(o.Channel)
+	if err != nil {
 		return nil, err
 	}
 	key := o.Key.PublicKey()

@@ -144,9 +144,7 @@ type PushWaiter struct {
 // AwaitPushes returns a PushWaiter for key's channel ("" is "stable").
 // Close it when done.
 func (c *Client) AwaitPushes(key signer.PublicKey, channel string) *PushWaiter {
-	if channel == "" {
-		channel = transfer.DefaultChannel
-	}
+	channel = channelName(channel)
 	w := &PushWaiter{c: c, key: key, stop: c.pushes.follow(Follow{Key: key, Channel: channel})}
 	w.Mark()
 	return w

@@ -13,7 +13,6 @@ import (
 	"github.com/relay-sh/relay/dht"
 	"github.com/relay-sh/relay/record"
 	"github.com/relay-sh/relay/signer"
-	"github.com/relay-sh/relay/transfer"
 )
 
 // ErrHeldBack is returned by a Fetch with FetchOptions.Staged when the
@@ -147,16 +146,12 @@ func (c *Client) SetRollout(ctx context.Context, o RolloutOptions) (*RolloutChan
 	if o.Rollout == 100 {
 		o.Rollout = 0
 	}
-	channel := o.Channel
-	if channel == "" {
-		channel = transfer.DefaultChannel
-	}
-	if err := record.ValidChannel(channel); err != nil {
+	channel, err := checkedChannel(o.Channel)
+	if err != nil {
 		return nil, err
 	}
 	key := o.Key.PublicKey()
 	res := &RolloutChanged{}
-	var err error
 	res.Packet, res.Stats, res.RelaysStored, err = c.publishPacket(ctx, o.Key, func(cur *record.SignedPacket) ([]byte, error) {
 		if cur == nil {
 			return nil, fmt.Errorf("%w: %s has no release to change", ErrNotCurrent, channel)

@@ -22,9 +22,7 @@ const DefaultServeRate = 512 << 10
 // Config.UploadRate. It returns the bundle served, or nil when nothing was
 // accepted or the bundle is gone from the data folder.
 func (c *Client) Serve(ctx context.Context, key signer.PublicKey, channel string) (*transfer.Bundle, error) {
-	if channel == "" {
-		channel = transfer.DefaultChannel
-	}
+	channel = channelName(channel)
 	st, err := c.states.Load(key, channel)
 	if err != nil {
 		return nil, err

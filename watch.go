@@ -139,10 +139,7 @@ func (c *Client) Watch(ctx context.Context, o WatchOptions) error {
 		}
 	}
 	checks := backoff.Checks{Interval: interval}
-	channel := o.Channel
-	if channel == "" {
-		channel = transfer.DefaultChannel
-	}
+	channel := channelName(o.Channel)
 	pw := c.AwaitPushes(o.Key, channel)
 	defer pw.Close()
 	if !o.NoServe {
