@@ -269,12 +269,13 @@ func utpSeeder(t *testing.T, dataDir string, ih record.Infohash) netip.AddrPort 
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := tt.VerifyData(); err != nil {
+	ctx := ctxFor(t, time.Minute)
+	if err := tt.VerifyDataContext(ctx); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case <-tt.Complete().On():
-	case <-ctxFor(t, time.Minute).Done():
+	case <-ctx.Done():
 		t.Fatal("the uTP seeder did not verify the bundle")
 	}
 	return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(cl.LocalPort()))
