@@ -85,6 +85,16 @@ func (v *victim) moveTo(ctx context.Context, n *dht.Node) {
 	v.user = c
 }
 
+// restart closes the user's client and opens its data folder again on
+// the same network, as a user's next run does: the new client holds no
+// packet a peer told the old one of.
+func (v *victim) restart() {
+	v.t.Helper()
+	dir := v.user.cfg.DataDir
+	v.user.Close()
+	v.user = v.n.clientIn(dir, true)
+}
+
 func (v *victim) statePath() string {
 	return v.user.states.path(v.key.PublicKey(), "stable")
 }
@@ -183,8 +193,12 @@ func (v *victim) watchRefuses(ctx context.Context, want EventKind) {
 	events := make(chan Event, 16)
 	done := make(chan error, 1)
 	go func() {
+		// NoServe: a watch that served its accepted release would join
+		// that bundle's swarm, where the publisher tells it of the newest
+		// genuine packet it holds (relay_record): a valid record from
+		// elsewhere, not what the DHT alone gives.
 		done <- v.user.Watch(wctx, WatchOptions{FetchOptions: FetchOptions{Key: v.key.PublicKey(), Out: v.out},
-			Interval: 100 * time.Millisecond, OnEvent: func(e Event) { events <- e }})
+			Interval: 100 * time.Millisecond, NoServe: true, OnEvent: func(e Event) { events <- e }})
 	}()
 	for n := 0; n < 2; {
 		e := <-events
@@ -290,6 +304,11 @@ func TestAttacksRefused(t *testing.T) {
 		r := p.Release
 		r.Expires = time.Now().Add(-time.Minute).Truncate(time.Second)
 		v.store(ctx, r, 0)
+		// The user's client, connected to the publisher since it fetched
+		// 1.0.0, was told of the genuine 2.0.0 packet (relay_record) and
+		// would rightly install it: the user's next run knows only what
+		// the DHT holds.
+		v.restart()
 		v.refused(ctx, record.ErrExpired, "expired")
 		v.watchRefuses(ctx, EventStale)
 		res, err := v.user.Fetch(ctx, FetchOptions{Key: v.key.PublicKey(), Out: v.out, AllowExpired: true})

@@ -27,10 +27,16 @@ func newTestNet(t *testing.T) *testNet {
 // client opens a client with its own data folder on the network.
 func (n *testNet) client(readOnly bool) *Client {
 	n.t.Helper()
+	return n.clientIn(n.t.TempDir(), readOnly)
+}
+
+// clientIn opens a client with data folder dir on the network.
+func (n *testNet) clientIn(dir string, readOnly bool) *Client {
+	n.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c, err := Open(ctx, Config{
-		DataDir:   n.t.TempDir(),
+		DataDir:   dir,
 		Bootstrap: []string{n.net.Bootstrap.Addr().String()},
 		Listen:    "127.0.0.1:0",
 		ReadOnly:  readOnly,
