@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -114,4 +115,47 @@ func TestFetchWhileHostsFloodSeeder(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestNoEvictionBeforeInfo: a bundle whose info is not known yet keeps the
+// connections its per-address bound would close, and the bound applies
+// again once the info is in. The torrent library miscounts the pieces of a
+// connection closed before the info arrives (closeConn), and dropping the
+// bundle afterwards panicked in a fleet of 200 watchers.
+func TestNoEvictionBeforeInfo(t *testing.T) {
+	b := testBundle(t, t.TempDir(), map[string]int64{"app": 1 << 20})
+	_, infoBytes, err := loadMetainfo(filepath.Dir(b.Dir), b.Infohash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newClient(t, Config{})
+	a, err := l.add(b.Infohash, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peers := func() int {
+		st, _ := l.Stats(b.Infohash)
+		return st.Peers
+	}
+	// 30 connections from two addresses (the listener holds at most 16 from
+	// one): more than half the bundle's places, and more than
+	// bundleConnsPerIP from each address.
+	f := startConnFlood(t, l.Addr().String(), b.Infohash, []string{"127.0.0.9", "127.0.0.11"}, 15, time.Hour)
+	waitFor(t, 30*time.Second, "30 connections held", func() bool { return f.opened.Load() == 30 && peers() == 30 })
+	time.Sleep(time.Second) // the evictor would have closed some by now
+	if n := peers(); n != 30 {
+		t.Fatalf("the bundle holds %d connections without its info, want all 30 kept", n)
+	}
+	if err := a.t.SetInfoBytes(infoBytes); err != nil {
+		t.Fatal(err)
+	}
+	a.t.DownloadAll() // as a fetch does: the library takes connections only for a bundle it wants
+	// With the info in, a new host's connections beyond its share are
+	// closed as they come.
+	startConnFlood(t, l.Addr().String(), b.Infohash, []string{"127.0.0.10"}, 2*bundleConnsPerIP, time.Hour)
+	waitFor(t, 30*time.Second, "the new host's excess connections closed", func() bool {
+		n := peers()
+		return n > 30 && n <= 30+bundleConnsPerIP
+	})
+	l.Drop(b.Infohash)
 }

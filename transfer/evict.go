@@ -21,6 +21,9 @@ import (
 //   - once it holds three quarters, connections idle for idleEvict (the
 //     peer is not interested in us and sent us no block) are closed, the
 //     longest idle first, down to three quarters.
+//
+// Neither closes a connection of a bundle whose info is not known yet
+// (closeConn says why).
 
 // bundleConns is the number of connections a bundle may hold.
 const bundleConns = 50
@@ -88,9 +91,32 @@ func (c *Client) evictor() {
 		case <-c.ctx.Done():
 			return
 		case pc := <-c.evictions:
-			pc.Close()
+			closeConn(pc)
 		}
 	}
+}
+
+// closeConn closes a connection the torrent library holds, unless its
+// bundle's info is not known yet; it reports whether it closed it.
+//
+// The library (anacrolix/torrent v1.61) keeps a closed connection among
+// its bundle's peers until the connection's reader notices, and when the
+// info arrives in between it counts that connection's pieces (from a
+// bitfield or haves sent before the info) as available, and never takes
+// them back: dropping the bundle later fails the library's own check of
+// those counts, a panic that ends the process ("piece 0 has relative
+// availability 2", seen in a fleet of 200 watchers whose pushes start
+// fetches by infohash). Once the info is known, closing is safe: the
+// close itself takes the pieces back. Until then, the library's own limit
+// (it makes room by closing, in one step, a connection that did little)
+// bounds a bundle's connections, and sweep closes idle ones once the info
+// is in.
+func closeConn(pc *torrent.PeerConn) bool {
+	if t := pc.Torrent(); t == nil || t.Info() == nil {
+		return false
+	}
+	pc.Close()
+	return true
 }
 
 // sweep closes idle connections of bundles that hold three quarters of
@@ -127,8 +153,9 @@ func (c *Client) sweep() {
 		// The longest idle first.
 		slices.SortFunc(list, func(a, b idle) int { return a.since.Compare(b.since) })
 		for _, d := range list[:min(excess, len(list))] {
-			c.log.Debug("closing an idle connection to make room", "peer", d.pc.RemoteAddr.String(), "infohash", t.InfoHash())
-			d.pc.Close()
+			if closeConn(d.pc) {
+				c.log.Debug("closed an idle connection to make room", "peer", d.pc.RemoteAddr.String(), "infohash", t.InfoHash())
+			}
 		}
 	}
 }

@@ -213,7 +213,7 @@ func (c *Client) unstall() {
 func (c *Client) redial(s stalled) {
 	addrs := redialAddrs(s.pc)
 	c.log.Debug("peer sent nothing while unchoked: connecting again", "peer", addrs, "infohash", s.t.InfoHash())
-	s.pc.Close()
+	closeConn(s.pc) // a stalled bundle's info is known
 	c.redials = append(c.redials, s)
 }
 
