@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -13,9 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -72,7 +69,7 @@ func TestWatchInstallKilled(t *testing.T) {
 	// from a copy of its state and executable, taken before 2.0.0 is
 	// published (the watcher goes on and installs it too).
 	base, v1 := filepath.Join(k.work, "base"), filepath.Join(k.work, "v1")
-	k.watch(t, base).waitFor(t, "installed", "1.0.0")
+	k.watch(t, k.top, base).waitEvent(t, "installed", "1.0.0")
 	k.checkExe(t, base, "1.0.0")
 	copyState(t, base, v1)
 	k.run(t, pubDir, "-v", "publish", "--key", "k.key", "--version", "2.0.0", "--timeout", "60s", filepath.Join(k.work, "rel-2.0.0"))
@@ -110,7 +107,7 @@ func TestWatchInstallKilled(t *testing.T) {
 			checkTemp(t, dir, c.temp)
 			checkHooks(t, dir, c.hooks[0])
 
-			k.watch(t, dir).waitFor(t, c.next, "2.0.0")
+			k.watch(t, k.top, dir).waitEvent(t, c.next, "2.0.0")
 			k.checkExe(t, dir, "2.0.0")
 			k.checkState(t, dir, "2.0.0")
 			checkTemp(t, dir, nil)
@@ -165,7 +162,7 @@ func TestWatchInstallKilled(t *testing.T) {
 		k.run(t, dir, "fetch", k.pub, "--out", "out", "--timeout", "60s")
 		k.checkState(t, dir, "2.0.0")
 		k.checkExe(t, dir, "1.0.0")
-		k.watch(t, dir).waitFor(t, "installed", "2.0.0")
+		k.watch(t, k.top, dir).waitEvent(t, "installed", "2.0.0")
 		k.checkExe(t, dir, "2.0.0")
 		k.checkState(t, dir, "2.0.0")
 	})
@@ -240,78 +237,11 @@ func (k *killTest) watchArgs() []string {
 		"--exec", `echo "$RELEASE_VERSION" >> hooks.log`}
 }
 
-// watcher is a relay watch process, whose stdout is read as it prints.
-type watcher struct {
-	cmd    *exec.Cmd
-	stderr bytes.Buffer
-	read   chan struct{} // closed when stdout ends
-
-	mu    sync.Mutex
-	lines []string
-}
-
-// watch starts relay watch in dir. It runs until the whole test ends, and
-// is then stopped with SIGINT and must end cleanly: a stopped watcher
-// would stay in the other nodes' routing tables, and every lookup that
-// reached it would wait out a query timeout.
-func (k *killTest) watch(t *testing.T, dir string) *watcher {
+// watch starts relay watch --install app in dir, with the test's hook;
+// owner's end stops it (startWatcher).
+func (k *killTest) watch(t, owner testing.TB, dir string) *watcher {
 	t.Helper()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	w := &watcher{cmd: k.command(context.Background(), dir, k.watchArgs()...), read: make(chan struct{})}
-	w.cmd.Stderr = &w.stderr
-	out, err := w.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		defer close(w.read)
-		for sc := bufio.NewScanner(out); sc.Scan(); {
-			w.mu.Lock()
-			w.lines = append(w.lines, sc.Text())
-			w.mu.Unlock()
-		}
-	}()
-	k.top.Cleanup(func() {
-		w.cmd.Process.Signal(os.Interrupt)
-		stop := time.AfterFunc(10*time.Second, func() { w.cmd.Process.Kill() })
-		defer stop.Stop()
-		<-w.read
-		if err := w.cmd.Wait(); err != nil {
-			k.top.Errorf("relay watch in %s, interrupted: %v\n%s", dir, err, w.stderr.Bytes())
-		} else if k.top.Failed() {
-			k.top.Logf("relay watch in %s printed on stderr:\n%s", dir, w.stderr.Bytes())
-		}
-	})
-	return w
-}
-
-// waitFor waits until the watcher reports event for version, for a
-// minute at most.
-func (w *watcher) waitFor(t *testing.T, event, version string) {
-	t.Helper()
-	for deadline := time.Now().Add(time.Minute); ; {
-		w.mu.Lock()
-		lines := slices.Clone(w.lines)
-		w.mu.Unlock()
-		for _, l := range lines {
-			var ev struct{ Event, Version string }
-			if err := json.Unmarshal([]byte(l), &ev); err != nil {
-				t.Fatalf("relay watch printed a line that is not JSON: %v\n%s", err, l)
-			}
-			if ev.Event == event && ev.Version == version {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("relay watch did not report %s %s within a minute; it printed:\n%s", event, version, strings.Join(lines, "\n"))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return startWatcher(t, owner, k.command(context.Background(), dir, k.watchArgs()...), dir)
 }
 
 // runKilled runs relay in dir with the fault point armed, checks that it

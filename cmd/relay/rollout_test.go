@@ -3,20 +3,14 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
-	"context"
 	"crypto/rand"
-	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/relay-sh/relay"
 	"github.com/relay-sh/relay/dht/localnet"
@@ -92,14 +86,14 @@ func TestRolloutFleet(t *testing.T) {
 		}
 	}
 	const n = 10
-	fleet := make([]*fleetWatcher, n)
+	fleet := make([]*watcher, n)
 	dirs := make([]string, n)
 	for i := range fleet {
 		dirs[i] = filepath.Join(k.work, fmt.Sprintf("m%d", i))
-		fleet[i] = startFleetWatcher(t, k, dirs[i])
+		fleet[i] = k.watch(t, t, dirs[i])
 	}
 	for _, w := range fleet {
-		w.waitFor(t, "installed 1.0.0", func(e fleetEvent) bool { return e.Event == "installed" && e.Version == "1.0.0" })
+		w.waitFor(t, "installed 1.0.0", func(e watchEvent) bool { return e.Event == "installed" && e.Version == "1.0.0" })
 	}
 	secrets := make([][]byte, n)
 	for i, d := range dirs {
@@ -125,11 +119,11 @@ func TestRolloutFleet(t *testing.T) {
 
 	publish("2.0.0", "--rollout", "10", filepath.Join(k.work, "rel-2.0.0"))
 	for _, i := range early {
-		fleet[i].waitFor(t, "installed 2.0.0", func(e fleetEvent) bool { return e.Event == "installed" && e.Version == "2.0.0" })
+		fleet[i].waitFor(t, "installed 2.0.0", func(e watchEvent) bool { return e.Event == "installed" && e.Version == "2.0.0" })
 	}
 	for _, i := range held {
 		want := place(secrets[i], "2.0.0")
-		fleet[i].waitFor(t, fmt.Sprintf("held-back 2.0.0 at place %d twice", want), func(e fleetEvent) bool {
+		fleet[i].waitFor(t, fmt.Sprintf("held-back 2.0.0 at place %d twice", want), func(e watchEvent) bool {
 			if e.Event == "held-back" && (e.Place == nil || *e.Place != want || e.Rollout != 10 || e.Keeping != "1.0.0") {
 				t.Fatalf("machine %d: %+v, want place %d of a 10%% rollout, keeping 1.0.0", i, e, want)
 			}
@@ -150,8 +144,8 @@ func TestRolloutFleet(t *testing.T) {
 	// Restarted, a held machine has the same secret and place.
 	j := held[0]
 	fleet[j].stop(t)
-	fleet[j] = startFleetWatcher(t, k, dirs[j])
-	fleet[j].waitFor(t, "held-back 2.0.0 after a restart", func(e fleetEvent) bool {
+	fleet[j] = k.watch(t, t, dirs[j])
+	fleet[j].waitFor(t, "held-back 2.0.0 after a restart", func(e watchEvent) bool {
 		return e.Event == "held-back" && e.Version == "2.0.0" && e.Place != nil && *e.Place == place(secrets[j], "2.0.0")
 	})
 	if s := readFile(t, filepath.Join(dirs[j], "data", relay.SecretFile)); !bytes.Equal(s, secrets[j]) {
@@ -161,7 +155,7 @@ func TestRolloutFleet(t *testing.T) {
 	// Widened to everyone: the same release, signed again.
 	publish("2.0.0", "--rollout", "100")
 	for _, w := range fleet {
-		w.waitFor(t, "installed 2.0.0", func(e fleetEvent) bool { return e.Event == "installed" && e.Version == "2.0.0" })
+		w.waitFor(t, "installed 2.0.0", func(e watchEvent) bool { return e.Event == "installed" && e.Version == "2.0.0" })
 	}
 	for _, d := range dirs {
 		k.checkExe(t, d, "2.0.0")
@@ -170,7 +164,7 @@ func TestRolloutFleet(t *testing.T) {
 	// A critical release is held back by no machine.
 	publish("3.0.0", "--rollout", "1", "--critical", filepath.Join(k.work, "rel-3.0.0"))
 	for _, w := range fleet {
-		w.waitFor(t, "installed 3.0.0", func(e fleetEvent) bool { return e.Event == "installed" && e.Version == "3.0.0" })
+		w.waitFor(t, "installed 3.0.0", func(e watchEvent) bool { return e.Event == "installed" && e.Version == "3.0.0" })
 		if w.count("held-back", "3.0.0") != 0 {
 			t.Fatal("a machine held the critical release back")
 		}
@@ -180,130 +174,17 @@ func TestRolloutFleet(t *testing.T) {
 	publish("4.0.0", "--rollout", "1", filepath.Join(k.work, "rel-4.0.0"))
 	for i, w := range fleet {
 		if place(secrets[i], "4.0.0") >= 1 {
-			w.waitFor(t, "held-back 4.0.0", func(e fleetEvent) bool { return e.Event == "held-back" && e.Version == "4.0.0" })
+			w.waitFor(t, "held-back 4.0.0", func(e watchEvent) bool { return e.Event == "held-back" && e.Version == "4.0.0" })
 		}
 	}
 	publish("4.0.1", filepath.Join(k.work, "rel-4.0.1"))
 	for i, w := range fleet {
-		w.waitFor(t, "installed 4.0.1", func(e fleetEvent) bool { return e.Event == "installed" && e.Version == "4.0.1" })
+		w.waitFor(t, "installed 4.0.1", func(e watchEvent) bool { return e.Event == "installed" && e.Version == "4.0.1" })
 		k.checkExe(t, dirs[i], "4.0.1")
 	}
 	for i, w := range fleet {
 		if c := w.count("installed", "2.0.0"); c != 1 {
 			t.Errorf("machine %d installed 2.0.0 %d times", i, c)
 		}
-	}
-}
-
-// fleetEvent is what the test reads of a watch event.
-type fleetEvent struct {
-	Event, Version, Keeping string
-	Place                   *int
-	Rollout                 int
-}
-
-// fleetWatcher is `relay watch --install app --json` run in a machine's
-// folder, whose events are read as it prints them.
-type fleetWatcher struct {
-	cmd    *exec.Cmd
-	stderr bytes.Buffer
-	read   chan struct{}
-
-	mu      sync.Mutex
-	events  []fleetEvent
-	stopped bool
-}
-
-func startFleetWatcher(t *testing.T, k *killTest, dir string) *fleetWatcher {
-	t.Helper()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	w := &fleetWatcher{read: make(chan struct{})}
-	w.cmd = k.command(context.Background(), dir, "-v", "watch", k.pub, "--install", "app", "--interval", "1s", "--json")
-	w.cmd.Stderr = &w.stderr
-	out, err := w.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		defer close(w.read)
-		for sc := bufio.NewScanner(out); sc.Scan(); {
-			var e fleetEvent
-			if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-				e.Event = "not JSON: " + sc.Text()
-			}
-			w.mu.Lock()
-			w.events = append(w.events, e)
-			w.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		w.stop(t)
-		if t.Failed() {
-			t.Logf("relay watch in %s printed on stderr:\n%s", dir, lastLines(w.stderr.String(), 40))
-		}
-	})
-	return w
-}
-
-// stop interrupts the watcher and waits for it to end, once.
-func (w *fleetWatcher) stop(t *testing.T) {
-	w.mu.Lock()
-	stopped := w.stopped
-	w.stopped = true
-	w.mu.Unlock()
-	if stopped {
-		return
-	}
-	w.cmd.Process.Signal(os.Interrupt)
-	kill := time.AfterFunc(10*time.Second, func() { w.cmd.Process.Kill() })
-	defer kill.Stop()
-	<-w.read
-	if err := w.cmd.Wait(); err != nil {
-		t.Errorf("relay watch, interrupted: %v", err)
-	}
-}
-
-// count returns how many events of kind for version the watcher printed.
-func (w *fleetWatcher) count(kind, version string) int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	n := 0
-	for _, e := range w.events {
-		if e.Event == kind && e.Version == version {
-			n++
-		}
-	}
-	return n
-}
-
-// waitFor waits until one of the watcher's events meets ok, for two
-// minutes at most (a bound on a hang, not a speed).
-func (w *fleetWatcher) waitFor(t *testing.T, what string, ok func(fleetEvent) bool) {
-	t.Helper()
-	for deadline := time.Now().Add(2 * time.Minute); ; {
-		w.mu.Lock()
-		events := slices.Clone(w.events)
-		w.mu.Unlock()
-		for _, e := range events {
-			if strings.HasPrefix(e.Event, "not JSON") {
-				t.Fatalf("relay watch printed a line that is %s", e.Event)
-			}
-			if ok(e) {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			var b strings.Builder
-			for _, e := range events {
-				fmt.Fprintf(&b, "%s %s\n", e.Event, e.Version)
-			}
-			t.Fatalf("relay watch did not report %s within two minutes; it reported:\n%s", what, lastLines(b.String(), 30))
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
