@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	pp "github.com/anacrolix/torrent/peer_protocol"
+
 	"github.com/relay-sh/relay/record"
 )
 
@@ -158,4 +160,47 @@ func TestNoEvictionBeforeInfo(t *testing.T) {
 		return n > 30 && n <= 30+bundleConnsPerIP
 	})
 	l.Drop(b.Infohash)
+}
+
+// TestDropAfterCloseBeforeInfo: a connection closed through closeConn
+// before its bundle's info is known, with the info set right after, leaves
+// the bundle safe to drop. Closing it directly (pc.Close) there makes the
+// torrent library's Drop panic ("piece 0 has relative availability 1")
+// every time: closeConn leaves it open instead.
+func TestDropAfterCloseBeforeInfo(t *testing.T) {
+	b := testBundle(t, t.TempDir(), map[string]int64{"app": 4 << 20})
+	_, infoBytes, err := loadMetainfo(filepath.Dir(b.Dir), b.Infohash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newClient(t, Config{})
+	a, err := l.add(b.Infohash, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := wireHandshake(conn, b.Infohash, [20]byte{'-', 'T', 'D', '0', '0', '0', '1', '-'}); err != nil {
+		t.Fatal(err)
+	}
+	// A peer that has two pieces, told before the info is known.
+	bf := make([]bool, 64)
+	bf[0], bf[1] = true, true
+	if _, err := conn.Write(pp.Message{Type: pp.Bitfield, Bitfield: bf}.MustMarshalBinary()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the peer's bitfield", func() bool {
+		pcs := a.t.PeerConns()
+		return len(pcs) == 1 && pcs[0].PeerPieces().GetCardinality() == 2
+	})
+	if closeConn(a.t.PeerConns()[0]) {
+		t.Fatal("closeConn closed a connection of a bundle without info")
+	}
+	if err := a.t.SetInfoBytes(infoBytes); err != nil {
+		t.Fatal(err)
+	}
+	l.Drop(b.Infohash) // panicked with the connection closed
 }
