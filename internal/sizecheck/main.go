@@ -62,7 +62,7 @@ var targets = []target{
 	{name: "hello-world", pkg: "./internal/sizecheck/hello"},
 	{name: "hello-world + update", pkg: "./internal/sizecheck/embed", listed: true},
 	{name: "hello-world + update, -tags noboltdb", pkg: "./internal/sizecheck/embed", tags: "noboltdb"},
-	{name: "floor: DHT, HTTP relay, age, bencode", pkg: "./internal/sizecheck/floor"},
+	{name: "floor: DHT, HTTP relay, age, peerwire", pkg: "./internal/sizecheck/floor"},
 	{name: "relay, not stripped (go install)", pkg: "./cmd/relay", symbols: true},
 	{name: "relay (cmd/relay)", pkg: "./cmd/relay", listed: true},
 	{name: "relay, -tags noboltdb (task build)", pkg: "./cmd/relay", tags: "noboltdb"},

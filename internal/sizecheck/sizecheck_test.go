@@ -37,7 +37,7 @@ func isHeavy(pkg string) bool {
 // client's weight, with cgo or without. An import that changed it would
 // put the floor of a lean update out of reach.
 func TestLeanPackages(t *testing.T) {
-	pkgs := []string{"./record", "./signer", "./dht", "./httprelay"}
+	pkgs := []string{"./record", "./signer", "./dht", "./httprelay", "./internal/peerwire"}
 	for _, cgo := range []string{"0", "1"} {
 		var out bytes.Buffer
 		env := []string{"CGO_ENABLED=" + cgo}

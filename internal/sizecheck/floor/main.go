@@ -1,7 +1,8 @@
 // Command floor is the least an update that fetches without the torrent
 // library's client would link: relay's DHT node (resolve a key, find and
 // announce peers of an infohash), an HTTP relay lookup, an age decryption
-// and the bencode and metainfo codecs a BitTorrent peer wire needs.
+// and relay's own BitTorrent peer (internal/peerwire: the info from peers,
+// a download, serving what it has).
 // internal/sizecheck measures it beside embed, to show what a lean fetch
 // path could save and what it could not.
 package main
@@ -10,14 +11,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 
 	"filippo.io/age"
-	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/metainfo"
-	"github.com/anacrolix/torrent/peer_protocol"
 	"github.com/relay-sh/relay/dht"
 	"github.com/relay-sh/relay/httprelay"
+	"github.com/relay-sh/relay/internal/peerwire"
 	"github.com/relay-sh/relay/record"
 	"github.com/relay-sh/relay/signer"
 )
@@ -66,10 +67,30 @@ func run(ctx context.Context) error {
 	if _, err := io.Copy(os.Stdout, r); err != nil {
 		return err
 	}
-	var info metainfo.Info
-	if err := bencode.Unmarshal([]byte(os.Getenv("HELLO_INFO")), &info); err != nil {
+	pw := peerwire.New(peerwire.Config{})
+	infoBytes, err := pw.FetchInfo(ctx, metainfo.Hash(ih), []string{os.Getenv("HELLO_PEER")}, nil)
+	if err != nil {
 		return err
 	}
-	var m peer_protocol.Message
-	return m.UnmarshalBinary([]byte(info.Name))
+	info, err := peerwire.ParseInfo(infoBytes)
+	if err != nil {
+		return err
+	}
+	files, err := peerwire.CreateFiles(os.TempDir(), info)
+	if err != nil {
+		return err
+	}
+	defer files.Close()
+	t, err := pw.Add(infoBytes, files, peerwire.TorrentOptions{})
+	if err != nil {
+		return err
+	}
+	if err := t.Download(ctx, peerwire.DownloadOptions{Peers: []string{os.Getenv("HELLO_PEER")}}); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", ":0")
+	if err != nil {
+		return err
+	}
+	return pw.Serve(ctx, ln)
 }

@@ -1,0 +1,30 @@
+// Package peerwire is a lean BitTorrent v1 peer for one torrent at a
+// time: the peer wire (BEP 3) with the extension protocol (BEP 10) and
+// the fast extension (BEP 6), the info from peers (BEP 9), a download
+// that verifies each piece's SHA-1 in memory before it writes it, and
+// serving what a torrent has.
+//
+// It exists so that relay's fetch path (the update package, relay fetch
+// and relay watch) need not link the torrent library's whole client
+// (WebRTC, SQLite, OpenTelemetry: about 13 MB of an embedding program),
+// and to move a bundle with less work per block than that client does.
+// It imports only the standard library and the torrent library's codecs
+// (bencode, metainfo, peer_protocol).
+//
+// A Client holds torrents (Add) and their peers. FetchInfo gets a
+// torrent's info dictionary by its infohash; Torrent.Download fetches the
+// pieces a torrent lacks from the peers it is given, with requests
+// pipelined to each peer's reqq, rarest pieces first (in index order from
+// seeds, so that a reader of the files in order can follow), an endgame,
+// bounded memory, and peers that send bad pieces banned; Client.Serve
+// accepts peers for the client's torrents and answers their requests
+// within upload slots and an upload rate. Extensions (Config.Extensions)
+// carry other BEP 10 messages, such as relay_record
+// (docs/spec/relay-record.md).
+//
+// The package never prints, reads the environment or exits; it never
+// holds more than Config.InFlight bytes of pieces in memory, reads no
+// message longer than its type allows, writes no byte to Storage that did
+// not verify, and every goroutine it starts ends with the context of the
+// call that started it.
+package peerwire

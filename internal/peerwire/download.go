@@ -1,0 +1,628 @@
+package peerwire
+
+import (
+	"context"
+	"crypto/sha1"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"math"
+	"slices"
+	"sync"
+	"time"
+
+	pp "github.com/anacrolix/torrent/peer_protocol"
+)
+
+// DownloadOptions says where a download finds peers and whom it tells of
+// its progress.
+type DownloadOptions struct {
+	// Peers are addresses (host:port) to dial.
+	Peers []string
+	// MorePeers, when set, brings addresses found later (from the DHT, a
+	// tracker); the download reads it until it is closed or the download
+	// ends.
+	MorePeers <-chan string
+	// OnPiece, when set, is called with each piece after its SHA-1
+	// verified and it was written to the torrent's Storage, before the
+	// torrent counts it as had: from one goroutine, one piece at a time,
+	// in the order pieces verify (index order from a single seed). data
+	// is valid only during the call. An error ends the download with it.
+	OnPiece func(piece int, data []byte) error
+	// Progress, when set, is called after each verified piece, from the
+	// same goroutine as OnPiece.
+	Progress func(Stats)
+}
+
+// Block states of a piece in flight.
+const (
+	blockFree      = iota // to be requested
+	blockRequested        // queued at one peer or more
+	blockReceiving        // being read from a peer into the piece
+	blockDone             // in the piece
+)
+
+// stealAfter is how long a block waits at a peer before another peer
+// with nothing else to do may be asked for it too (besides the endgame,
+// when any block still waited for may be asked twice).
+const (
+	stealAfter = time.Second
+	maxAsked   = 2 // peers one block is queued at, at most
+)
+
+// blockKey names a block: its piece, and its index in the piece.
+type blockKey struct{ piece, block int32 }
+
+// piece is a piece in flight: its blocks arrive into buf.
+type piece struct {
+	index     int
+	buf       []byte
+	nblocks   int
+	state     []uint8
+	asked     []uint8         // peers the block is queued at
+	askedAt   []time.Duration // since the download started
+	next      int             // blocks from next on were never requested
+	retry     []int           // blocks to request again
+	done      int
+	from      []*Peer // peers that sent its blocks
+	solo      bool    // it failed its check with blocks from several peers: one peer sends it whole
+	soloPeer  *Peer
+	verifying bool
+}
+
+func (pc *piece) blockLen(b int) int {
+	return min(BlockSize, len(pc.buf)-b*BlockSize)
+}
+
+// download is a Torrent's download in progress. Its fields are under
+// t.mu.
+type download struct {
+	t         *Torrent
+	opts      DownloadOptions
+	start     time.Time
+	active    []*piece // in flight, by index
+	byIndex   map[int]*piece
+	maxActive int
+	unstarted int // pieces neither had nor in flight
+	free      [][]byte
+	verify    chan *piece
+	done      chan struct{}
+	err       error
+}
+
+// ErrDownloading is returned by Download while another Download of the
+// torrent runs.
+var ErrDownloading = errors.New("torrent is being downloaded")
+
+// Download fetches the pieces the torrent lacks from peers, verifying
+// each piece's SHA-1 in memory before it writes it to Storage, and
+// returns when it has them all, when ctx ends, or when writing or OnPiece
+// fails. Peers are dialled from o (each again after a pause when its
+// connection ends, unless it sent a bad piece); peers that connect to
+// the client's Serve take part too. It holds at most Config.InFlight
+// bytes of pieces in memory, whatever peers do, and every goroutine it
+// starts has ended when it returns.
+func (t *Torrent) Download(ctx context.Context, o DownloadOptions) error {
+	cfg := &t.c.cfg
+	t.mu.Lock()
+	if t.dl != nil {
+		t.mu.Unlock()
+		return ErrDownloading
+	}
+	if t.nhave == t.npieces {
+		t.mu.Unlock()
+		return nil
+	}
+	dl := &download{
+		t: t, opts: o, start: time.Now(), byIndex: map[int]*piece{},
+		maxActive: int(max(2, cfg.InFlight/t.pieceLen)),
+		unstarted: t.npieces - t.nhave,
+		done:      make(chan struct{}),
+	}
+	dl.verify = make(chan *piece, dl.maxActive)
+	t.dl = dl
+	for p := range t.peers {
+		t.interest(p)
+	}
+	t.mu.Unlock()
+
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { dl.verifier(ctx) })
+	wg.Go(func() { dl.watch(ctx) })
+	err := dl.dialLoop(ctx, &wg)
+	cancel()
+	wg.Wait()
+
+	t.mu.Lock()
+	t.dl = nil
+	for p := range t.peers {
+		clear(p.reqs)
+		if p.amInterested {
+			p.amInterested = false
+			p.send(appendMsg(nil, pp.NotInterested))
+		}
+	}
+	t.mu.Unlock()
+	return err
+}
+
+// finish ends the download with err (nil: complete). t.mu is held.
+func (dl *download) finish(err error) {
+	select {
+	case <-dl.done:
+	default:
+		dl.err = err
+		close(dl.done)
+	}
+}
+
+// dialLoop dials the download's peers, keeping them connected, until the
+// download is done or ctx ends.
+func (dl *download) dialLoop(ctx context.Context, wg *sync.WaitGroup) error {
+	t := dl.t
+	maxConns := t.c.cfg.MaxConns
+	type candidate struct {
+		next     time.Time
+		failures int
+		busy     bool
+	}
+	known := map[string]*candidate{}
+	add := func(a string) {
+		if known[a] == nil {
+			known[a] = &candidate{}
+		}
+	}
+	for _, a := range dl.opts.Peers {
+		add(a)
+	}
+	type result struct {
+		addr   string
+		err    error
+		lasted time.Duration
+	}
+	results := make(chan result, maxConns)
+	busy := 0
+	more := dl.opts.MorePeers
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		now := time.Now()
+		for a, c := range known {
+			if busy >= maxConns {
+				break
+			}
+			t.mu.Lock()
+			banned := t.banned[a]
+			t.mu.Unlock()
+			if c.busy || banned || now.Before(c.next) {
+				continue
+			}
+			c.busy = true
+			busy++
+			wg.Go(func() {
+				start := time.Now()
+				err := t.dial(ctx, a)
+				results <- result{a, err, time.Since(start)}
+			})
+		}
+		select {
+		case <-dl.done:
+			return dl.err
+		case <-ctx.Done():
+			return ctx.Err()
+		case a, ok := <-more:
+			if !ok {
+				more = nil
+				continue
+			}
+			add(a)
+		case r := <-results:
+			busy--
+			c := known[r.addr]
+			c.busy = false
+			if r.lasted > time.Minute {
+				c.failures = 0
+			}
+			c.failures++
+			c.next = time.Now().Add(min(time.Minute, time.Second<<min(c.failures-1, 6)))
+		case <-tick.C:
+		}
+	}
+}
+
+// watch drops peers that hold requests and send nothing for
+// Config.SnubTimeout, until ctx ends.
+func (dl *download) watch(ctx context.Context) {
+	t := dl.t
+	snub := t.c.cfg.SnubTimeout
+	tick := time.NewTicker(min(time.Second, snub/4))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			t.mu.Lock()
+			for p := range t.peers {
+				if len(p.reqs) > 0 && !p.inBlock && now.Sub(p.lastBlock) > snub {
+					p.conn.Close()
+				}
+			}
+			// Blocks waited for long enough go to idle peers (next).
+			t.fillAll()
+			t.mu.Unlock()
+		}
+	}
+}
+
+// fill queues requests at p up to its depth. t.mu is held.
+func (t *Torrent) fill(p *Peer) {
+	dl := t.dl
+	if dl == nil || p.choked || !p.amInterested {
+		return
+	}
+	depth := min(p.reqq, t.c.cfg.Requests)
+	var msgs []byte
+	for len(p.reqs) < depth {
+		pc, b, ok := dl.next(p)
+		if !ok {
+			break
+		}
+		msgs = appendMsg(msgs, pp.Request, uint32(pc.index), uint32(b*BlockSize), uint32(pc.blockLen(b)))
+	}
+	if len(msgs) > 0 {
+		p.send(msgs)
+	}
+}
+
+// fillAll fills every peer's queue. t.mu is held.
+func (t *Torrent) fillAll() {
+	for p := range t.peers {
+		t.fill(p)
+	}
+}
+
+// next chooses the block p is asked for next: one of a piece in flight,
+// else the first of a new piece (the rarest among peers, the lowest
+// index among equals), else one another peer has been slow to send (any
+// one still waited for in the endgame). t.mu is held.
+func (dl *download) next(p *Peer) (*piece, int, bool) {
+	for _, pc := range dl.active {
+		if pc.verifying || !p.hasPiece(pc.index) || !dl.soloFor(pc, p) {
+			continue
+		}
+		if n := len(pc.retry); n > 0 {
+			b := pc.retry[n-1]
+			pc.retry = pc.retry[:n-1]
+			return dl.ask(p, pc, b)
+		}
+		if pc.next < pc.nblocks {
+			pc.next++
+			return dl.ask(p, pc, pc.next-1)
+		}
+	}
+	if len(dl.active) < dl.maxActive {
+		if i := dl.pick(p); i >= 0 {
+			pc := dl.startPiece(i)
+			pc.next = 1
+			return dl.ask(p, pc, 0)
+		}
+	}
+	endgame := dl.unstarted == 0
+	now := time.Since(dl.start)
+	for _, pc := range dl.active {
+		if pc.verifying || pc.solo || !p.hasPiece(pc.index) {
+			continue
+		}
+		for b := range pc.nblocks {
+			if pc.state[b] != blockRequested || pc.asked[b] >= maxAsked || (!endgame && now-pc.askedAt[b] < stealAfter) {
+				continue
+			}
+			if _, mine := p.reqs[blockKey{int32(pc.index), int32(b)}]; !mine {
+				return dl.ask(p, pc, b)
+			}
+		}
+	}
+	return nil, 0, false
+}
+
+// soloFor reports whether p may be asked for blocks of pc: any peer may,
+// but only one the blocks of a piece that failed with blocks of several.
+func (dl *download) soloFor(pc *piece, p *Peer) bool {
+	if !pc.solo {
+		return true
+	}
+	if pc.soloPeer == nil {
+		pc.soloPeer = p
+	}
+	return pc.soloPeer == p
+}
+
+// ask notes block b of pc as queued at p.
+func (dl *download) ask(p *Peer, pc *piece, b int) (*piece, int, bool) {
+	pc.state[b] = blockRequested
+	pc.asked[b]++
+	pc.askedAt[b] = time.Since(dl.start)
+	if len(p.reqs) == 0 {
+		p.lastBlock = time.Now()
+	}
+	p.reqs[blockKey{int32(pc.index), int32(b)}] = struct{}{}
+	return pc, b, true
+}
+
+// unask notes that block b of pc is no longer queued at one peer: with
+// no peer left, it is requested again.
+func (pc *piece) unask(b int) {
+	pc.asked[b]--
+	if pc.asked[b] == 0 && pc.state[b] == blockRequested {
+		pc.state[b] = blockFree
+		pc.retry = append(pc.retry, b)
+	}
+}
+
+// pick returns the piece to start next at p: the one fewest peers have,
+// the lowest index among those; -1 when p has none the download lacks.
+func (dl *download) pick(p *Peer) int {
+	t := dl.t
+	best, fewest := -1, int32(math.MaxInt32)
+	for i := range t.npieces {
+		if t.have.has(i) || dl.byIndex[i] != nil || !p.hasPiece(i) {
+			continue
+		}
+		if a := t.avail[i]; a < fewest {
+			best, fewest = i, a
+			if a == 0 {
+				break // only seeds have it: as rare as it gets
+			}
+		}
+	}
+	return best
+}
+
+// startPiece puts piece i in flight.
+func (dl *download) startPiece(i int) *piece {
+	t := dl.t
+	size := int(t.pieceSize(i))
+	n := (size + BlockSize - 1) / BlockSize
+	var buf []byte
+	if k := len(dl.free); k > 0 {
+		buf, dl.free = dl.free[k-1][:size], dl.free[:k-1]
+	} else {
+		buf = make([]byte, size, t.pieceLen)
+	}
+	pc := &piece{index: i, buf: buf, nblocks: n, state: make([]uint8, n), asked: make([]uint8, n), askedAt: make([]time.Duration, n)}
+	at, _ := slices.BinarySearchFunc(dl.active, i, func(a *piece, i int) int { return a.index - i })
+	dl.active = slices.Insert(dl.active, at, pc)
+	dl.byIndex[i] = pc
+	dl.unstarted--
+	return pc
+}
+
+// releaseAll takes back every request queued at p. t.mu is held.
+func (dl *download) releaseAll(p *Peer) {
+	for k := range p.reqs {
+		if pc := dl.byIndex[int(k.piece)]; pc != nil {
+			pc.unask(int(k.block))
+		}
+	}
+	clear(p.reqs)
+	for _, pc := range dl.active {
+		if pc.soloPeer == p {
+			pc.soloPeer = nil
+		}
+	}
+}
+
+// rejected takes back a request p rejected (BEP 6). t.mu is held.
+func (dl *download) rejected(p *Peer, r request) {
+	k := blockKey{int32(r.index), int32(r.begin / BlockSize)}
+	if _, ok := p.reqs[k]; !ok {
+		return
+	}
+	delete(p.reqs, k)
+	if pc := dl.byIndex[int(k.piece)]; pc != nil {
+		pc.unask(int(k.block))
+	}
+	for q := range dl.t.peers {
+		if q != p {
+			dl.t.fill(q)
+		}
+	}
+}
+
+// readBlock reads the rest of a piece message of n bytes (index, begin,
+// block) into the piece it belongs to, or discards it when no download
+// asked p for it.
+func (p *Peer) readBlock(n int) error {
+	var h [8]byte
+	if _, err := io.ReadFull(p.r, h[:]); err != nil {
+		return err
+	}
+	r := request{be32(h[:]), be32(h[4:]), uint32(n - 8)}
+	t := p.t
+	t.mu.Lock()
+	dl := t.dl
+	var pc *piece
+	var b int
+	if dl != nil {
+		pc, b = dl.claim(p, r)
+	}
+	t.mu.Unlock()
+	if pc == nil {
+		_, err := io.CopyN(io.Discard, p.r, int64(r.length))
+		return err
+	}
+	p.conn.SetReadDeadline(time.Now().Add(t.c.cfg.SnubTimeout))
+	_, err := io.ReadFull(p.r, pc.buf[r.begin:r.begin+r.length])
+	t.mu.Lock()
+	p.inBlock = false
+	dl.received(p, pc, b, err == nil)
+	if err == nil {
+		p.downloaded.Add(int64(r.length))
+		if t.dl == dl && len(p.reqs) <= min(p.reqq, t.c.cfg.Requests)*3/4 {
+			t.fill(p)
+		}
+	}
+	t.mu.Unlock()
+	return err
+}
+
+func be32(b []byte) uint32 {
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+// claim returns the piece and block a block p sent goes into, or nil: p
+// was not asked for it, or another peer's copy arrived first. t.mu is
+// held.
+func (dl *download) claim(p *Peer, r request) (*piece, int) {
+	k := blockKey{int32(r.index), int32(r.begin / BlockSize)}
+	if _, ok := p.reqs[k]; !ok {
+		return nil, 0
+	}
+	delete(p.reqs, k)
+	pc := dl.byIndex[int(r.index)]
+	if pc == nil {
+		return nil, 0
+	}
+	b := int(k.block)
+	pc.asked[b]--
+	if r.begin%BlockSize != 0 || int(r.length) != pc.blockLen(b) || pc.state[b] != blockRequested {
+		if pc.asked[b] == 0 && pc.state[b] == blockRequested {
+			pc.state[b] = blockFree
+			pc.retry = append(pc.retry, b)
+		}
+		return nil, 0
+	}
+	pc.state[b] = blockReceiving
+	p.inBlock = true
+	return pc, b
+}
+
+// received notes the end of reading block b of pc from p: in the piece
+// when ok, else to be requested again. t.mu is held.
+func (dl *download) received(p *Peer, pc *piece, b int, ok bool) {
+	if !ok {
+		pc.state[b] = blockRequested
+		pc.asked[b]++
+		pc.unask(b)
+		dl.t.fillAll()
+		return
+	}
+	pc.state[b] = blockDone
+	pc.done++
+	p.lastBlock = time.Now()
+	if !slices.Contains(pc.from, p) {
+		pc.from = append(pc.from, p)
+	}
+	if pc.asked[b] > 0 {
+		// Asked of others too: they are told not to send it.
+		k := blockKey{int32(pc.index), int32(b)}
+		for q := range dl.t.peers {
+			if _, ok := q.reqs[k]; ok {
+				delete(q.reqs, k)
+				pc.asked[b]--
+				q.send(appendMsg(nil, pp.Cancel, uint32(pc.index), uint32(b*BlockSize), uint32(pc.blockLen(b))))
+			}
+		}
+	}
+	if pc.done == pc.nblocks {
+		pc.verifying = true
+		dl.verify <- pc // never blocks: it holds maxActive pieces
+	}
+}
+
+// verifier checks each whole piece, writes it and hands it to OnPiece,
+// until ctx ends.
+func (dl *download) verifier(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case pc := <-dl.verify:
+			dl.check(pc)
+		}
+	}
+}
+
+// check verifies pc's SHA-1, then writes it, or drops its blocks and
+// bans its sender.
+func (dl *download) check(pc *piece) {
+	t := dl.t
+	sum := sha1.Sum(pc.buf)
+	good := string(sum[:]) == string(t.pieceHash(pc.index))
+	var err error
+	if good {
+		if _, err = t.store.WriteAt(pc.buf, int64(pc.index)*t.pieceLen); err != nil {
+			err = fmt.Errorf("failed to write piece %d: %w", pc.index, err)
+		} else if dl.opts.OnPiece != nil {
+			err = dl.opts.OnPiece(pc.index, pc.buf)
+		}
+	}
+	t.mu.Lock()
+	if err != nil {
+		dl.finish(err)
+		t.mu.Unlock()
+		return
+	}
+	if !good {
+		dl.badPiece(pc)
+		t.fillAll()
+		t.mu.Unlock()
+		return
+	}
+	i := slices.Index(dl.active, pc)
+	dl.active = slices.Delete(dl.active, i, i+1)
+	delete(dl.byIndex, pc.index)
+	dl.free = append(dl.free, pc.buf)
+	t.gotPiece(pc.index)
+	st := t.stats()
+	if t.nhave == t.npieces {
+		dl.finish(nil)
+	} else {
+		t.fillAll()
+	}
+	t.mu.Unlock()
+	if dl.opts.Progress != nil {
+		dl.opts.Progress(st)
+	}
+}
+
+// badPiece handles a piece whose SHA-1 did not verify: a peer that sent
+// all its blocks is banned and dropped; a piece of several peers' blocks
+// is fetched again whole from one, so that a second failure names its
+// sender. t.mu is held.
+func (dl *download) badPiece(pc *piece) {
+	dl.t.badPieces++
+	if len(pc.from) == 1 {
+		q := pc.from[0]
+		dl.t.banned[q.addr] = true
+		q.conn.Close()
+	} else {
+		pc.solo = true
+	}
+	pc.soloPeer = nil
+	for b := range pc.nblocks {
+		pc.state[b], pc.asked[b] = blockFree, 0
+	}
+	pc.next, pc.retry, pc.done, pc.from, pc.verifying = 0, nil, 0, nil, false
+}
+
+// Banned returns the addresses of the peers banned for sending a bad
+// piece: they are not dialled again, nor accepted from the same address
+// (an address that dialled in is its address and port, so this holds
+// less well for them).
+func (t *Torrent) Banned() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Sorted(maps.Keys(t.banned))
+}
+
+// BadPieces returns how many pieces failed their SHA-1 check in the
+// torrent's downloads.
+func (t *Torrent) BadPieces() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.badPieces
+}

@@ -1,0 +1,157 @@
+package peerwire
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/relay-sh/relay/dht/localnet"
+	"github.com/relay-sh/relay/signer"
+	"github.com/relay-sh/relay/transfer"
+)
+
+// ltScript drives libtorrent-rasterbar through its Python bindings (the
+// interop package's helper).
+var ltScript, _ = filepath.Abs(filepath.Join("..", "..", "interop", "testdata", "py", "lt.py"))
+
+// ltPython is the first python3 that imports libtorrent (the one on PATH,
+// else Debian's), or "".
+var ltPython = sync.OnceValue(func() string {
+	for _, p := range []string{"python3", "/usr/bin/python3"} {
+		if exec.Command(p, "-c", "import libtorrent").Run() == nil {
+			return p
+		}
+	}
+	return ""
+})
+
+// needLibtorrent returns the python3 that imports libtorrent or skips t.
+func needLibtorrent(t testing.TB) string {
+	t.Helper()
+	p := ltPython()
+	if p == "" {
+		t.Skip("python3-libtorrent is not installed (Debian: apt-get install python3-libtorrent)")
+	}
+	return p
+}
+
+// seeded returns a client that has b (checked from its files) and serves
+// it on 127.0.0.1 until the test ends, and its address.
+func seeded(t testing.TB, b *bundle, cfg Config) (*Client, *Torrent, string) {
+	t.Helper()
+	files, err := OpenFiles(b.root, b.info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { files.Close() })
+	c := New(cfg)
+	tor, err := c.Add(b.infoBytes, files, TorrentOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := tor.Check(context.Background()); err != nil || n != tor.npieces {
+		t.Fatalf("Check: %d of %d pieces, %v", n, tor.npieces, err)
+	}
+	return c, tor, serveOn(t, c)
+}
+
+// TestServeToAnacrolix: relay's transfer client (the torrent library's)
+// fetches and verifies a bundle that only this package serves, info
+// included.
+func TestServeToAnacrolix(t *testing.T) {
+	t.Parallel()
+	b := makeBundle(t, map[string]int64{"app": 2<<20 + 777, "data/big": 1 << 20}, 64<<10)
+	_, tor, addr := seeded(t, b, Config{})
+	ctx := ctxFor(t, 2*time.Minute)
+	l, err := transfer.NewClient(transfer.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", Recheck: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	k, _ := signer.NewPrivateKey(make([]byte, 32))
+	res, err := l.Fetch(ctx, transfer.FetchRequest{
+		Key:     k.PublicKey(),
+		Release: b.Release(time.Now().Add(time.Hour)),
+		Peers:   []netip.AddrPort{netip.MustParseAddrPort(addr)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameFiles(t, b, filepath.Dir(res.Bundle.Dir))
+	if st := tor.Stats(); st.Peers > 1 {
+		t.Errorf("%d peers connected, want the one", st.Peers)
+	}
+}
+
+// TestDownloadFromLibtorrent: the info and the pieces come from
+// libtorrent seeding the bundle.
+func TestDownloadFromLibtorrent(t *testing.T) {
+	py := needLibtorrent(t)
+	t.Parallel()
+	b := makeBundle(t, map[string]int64{"app": 3<<20 + 4321, "lib/a": 100 << 10}, 64<<10)
+	ln := localnet.ForTest(t, localnet.Config{Nodes: 2})
+	ctx := ctxFor(t, 2*time.Minute)
+	cmd := exec.CommandContext(ctx, py, ltScript, "seed", ln.Bootstrap.Addr().String(),
+		filepath.Join(b.root, b.Name+".torrent"), b.root)
+	if _, err := cmd.StdinPipe(); err != nil { // lt.py seeds until its stdin closes
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadBytes('\n')
+	var ready struct{ Port int }
+	if err != nil || json.Unmarshal(line, &ready) != nil || ready.Port == 0 {
+		t.Fatalf("lt.py seed printed %q (%v): %s", line, err, stderr.Bytes())
+	}
+	seed := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(ready.Port)).String()
+
+	tor, dir := leecher(t, ctx, New(Config{}), b, seed)
+	if err := tor.Download(ctx, DownloadOptions{Peers: []string{seed}}); err != nil {
+		t.Fatal(err)
+	}
+	sameFiles(t, b, dir)
+}
+
+// TestServeToLibtorrent: libtorrent, given the magnet link and this
+// package's address, fetches the info and every piece and checks them.
+func TestServeToLibtorrent(t *testing.T) {
+	py := needLibtorrent(t)
+	t.Parallel()
+	b := makeBundle(t, map[string]int64{"app": 2<<20 + 99, "x/y": 300 << 10}, 64<<10)
+	_, _, addr := seeded(t, b, Config{})
+	ln := localnet.ForTest(t, localnet.Config{Nodes: 2})
+	ctx := ctxFor(t, 2*time.Minute)
+	dir := t.TempDir()
+	cmd := exec.CommandContext(ctx, py, ltScript, "fetch", ln.Bootstrap.Addr().String(), b.Magnet(), dir, addr)
+	cmd.Env = append(os.Environ(), "LT_TCP=1")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	got, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("lt.py fetch: %v\n%s", err, stderr.Bytes())
+	}
+	var res struct {
+		Name string
+		Size int64
+	}
+	if err := json.Unmarshal(got, &res); err != nil || res.Size != b.Size || res.Name != b.Name {
+		t.Fatalf("lt.py fetch printed %s (%v), want %s of %d bytes", got, err, b.Name, b.Size)
+	}
+	sameFiles(t, b, dir)
+}

@@ -1,0 +1,600 @@
+package peerwire
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/anacrolix/torrent/bencode"
+	pp "github.com/anacrolix/torrent/peer_protocol"
+)
+
+// Timings of a connection.
+const (
+	keepAliveEvery = 2 * time.Minute
+	writeTimeout   = time.Minute
+	// ourReqq is the reqq this client announces: the requests of a peer it
+	// queues; more are refused.
+	ourReqq = 250
+	// defaultReqq is the reqq of a peer that announces none (libtorrent's
+	// default).
+	defaultReqq = 250
+)
+
+// ErrBanned is returned (wrapped) for a peer dropped because it sent data
+// that failed its SHA-1 check, and for a dial of a peer banned so.
+var ErrBanned = errors.New("peer sent a bad piece")
+
+// Peer is a connection to another BitTorrent client in one torrent. The
+// extensions of Config.Extensions are handed a Peer.
+type Peer struct {
+	c      *Client
+	t      *Torrent
+	conn   net.Conn
+	addr   string
+	id     [20]byte
+	fast   bool // BEP 6 on both sides
+	ltep   bool // BEP 10 on both sides
+	dialed bool
+	r      *bufio.Reader
+
+	// Under t.mu.
+	theirExt     map[string]byte // their extended message ids
+	reqq         int             // requests they queue
+	extOn        []bool          // by Config.Extensions index: OnPeer was called
+	has          bitfield
+	nhas         int
+	hasAll       bool
+	choked       bool // they choke us
+	interested   bool // they are interested in us
+	amChoking    bool
+	amInterested bool
+	reqs         map[blockKey]struct{} // requests of the download queued at them
+	lastBlock    time.Time             // the last block received, or the first request queued after none
+	inBlock      bool                  // a block of theirs is being read
+
+	wmu     sync.Mutex
+	out     []byte    // messages waiting to be written
+	serving []request // their requests waiting to be served
+	wake    chan struct{}
+
+	uploaded, downloaded atomic.Int64
+}
+
+// request is a block asked for: piece, offset, length.
+type request struct{ index, begin, length uint32 }
+
+// Addr returns the peer's address.
+func (p *Peer) Addr() string { return p.addr }
+
+// ID returns the peer's peer id.
+func (p *Peer) ID() [20]byte { return p.id }
+
+// Torrent returns the torrent the peer is connected in.
+func (p *Peer) Torrent() *Torrent { return p.t }
+
+// Close closes the connection.
+func (p *Peer) Close() { p.conn.Close() }
+
+// SendExtended sends the peer a message of the extension of Config.Extensions
+// named name; the peer must have offered it (Extension.OnPeer was called).
+func (p *Peer) SendExtended(name string, payload []byte) error {
+	p.t.mu.Lock()
+	id, ok := p.theirExt[name]
+	p.t.mu.Unlock()
+	if !ok || id == 0 {
+		return fmt.Errorf("peer %s does not take %s messages", p.addr, name)
+	}
+	p.send(appendExtended(nil, id, payload))
+	return nil
+}
+
+// send queues b to be written to the peer.
+func (p *Peer) send(b []byte) {
+	p.wmu.Lock()
+	p.out = append(p.out, b...)
+	p.wmu.Unlock()
+	p.wakeWriter()
+}
+
+func (p *Peer) wakeWriter() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// hasPiece reports whether the peer has piece i. t.mu is held.
+func (p *Peer) hasPiece(i int) bool { return p.hasAll || (p.has != nil && p.has.has(i)) }
+
+// dial connects to addr in t, and runs the connection until ctx ends or
+// it does.
+func (t *Torrent) dial(ctx context.Context, addr string) error {
+	cfg := &t.c.cfg
+	hctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
+	conn, err := cfg.Dial(hctx, addr)
+	cancel()
+	if err != nil {
+		return err
+	}
+	conn.SetDeadline(time.Now().Add(cfg.HandshakeTimeout))
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	ours := handshake{reserved: ourReserved(), infohash: t.ih, peerID: cfg.PeerID}
+	if _, err := conn.Write(ours.marshal()); err != nil {
+		stop()
+		conn.Close()
+		return fmt.Errorf("failed to send the handshake: %w", err)
+	}
+	r := bufio.NewReaderSize(conn, 64<<10)
+	h, err := readHandshake(r)
+	stop()
+	if err == nil && h.infohash != t.ih {
+		err = fmt.Errorf("peer answered for infohash %x", h.infohash)
+	}
+	if err == nil && h.peerID == cfg.PeerID {
+		err = errors.New("connected to itself")
+	}
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	return t.run(ctx, conn, r, h, addr, true)
+}
+
+// accept runs a connection a peer opened: its handshake names the
+// torrent.
+func (c *Client) accept(ctx context.Context, conn net.Conn) error {
+	conn.SetDeadline(time.Now().Add(c.cfg.HandshakeTimeout))
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	r := bufio.NewReaderSize(conn, 64<<10)
+	h, err := readHandshake(r)
+	var t *Torrent
+	if err == nil {
+		if t = c.torrent(h.infohash); t == nil {
+			err = fmt.Errorf("no torrent %x here", h.infohash)
+		} else if h.peerID == c.cfg.PeerID {
+			err = errors.New("connected to itself")
+		}
+	}
+	if err == nil {
+		ours := handshake{reserved: ourReserved(), infohash: t.ih, peerID: c.cfg.PeerID}
+		_, err = conn.Write(ours.marshal())
+	}
+	stop()
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	return t.run(ctx, conn, r, h, conn.RemoteAddr().String(), false)
+}
+
+// errTooMany is returned for a connection over Config.MaxConns.
+var errTooMany = errors.New("too many connections")
+
+// run runs a connection whose handshakes are done until ctx ends or the
+// connection does, and returns why it ended.
+func (t *Torrent) run(ctx context.Context, conn net.Conn, r *bufio.Reader, h handshake, addr string, dialed bool) error {
+	cfg := &t.c.cfg
+	p := &Peer{
+		c: t.c, t: t, conn: conn, addr: addr, id: h.peerID, r: r, dialed: dialed,
+		fast: h.fast(), ltep: h.extended(),
+		choked: true, amChoking: true, reqq: defaultReqq,
+		extOn: make([]bool, len(cfg.Extensions)),
+		reqs:  map[blockKey]struct{}{}, wake: make(chan struct{}, 1),
+	}
+	t.mu.Lock()
+	if len(t.peers) >= cfg.MaxConns {
+		t.mu.Unlock()
+		conn.Close()
+		return errTooMany
+	}
+	if t.banned[addr] {
+		t.mu.Unlock()
+		conn.Close()
+		return ErrBanned
+	}
+	t.peers[p] = struct{}{}
+	// BEP 3 and 6: what it has comes first.
+	switch {
+	case p.fast && t.nhave == t.npieces:
+		p.out = appendMsg(p.out, pp.HaveAll)
+	case p.fast && t.nhave == 0:
+		p.out = appendMsg(p.out, pp.HaveNone)
+	case t.nhave > 0:
+		p.out = appendBitfield(p.out, t.have)
+	}
+	if p.ltep {
+		p.out = appendExtended(p.out, 0, t.extHandshake())
+	}
+	t.mu.Unlock()
+	conn.SetDeadline(time.Time{})
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	var wg sync.WaitGroup
+	wg.Add(1)
+	done := make(chan struct{})
+	go func() {
+		defer wg.Done()
+		if err := p.writeLoop(done); err != nil {
+			conn.Close()
+		}
+	}()
+	p.wakeWriter()
+	err := p.readLoop()
+	conn.Close()
+	close(done)
+	stop()
+	wg.Wait()
+	t.mu.Lock()
+	t.dropPeer(p)
+	t.mu.Unlock()
+	for i, on := range p.extOn {
+		if on && cfg.Extensions[i].OnClose != nil {
+			cfg.Extensions[i].OnClose(p)
+		}
+	}
+	return err
+}
+
+// extHandshake is the payload of this client's extended handshake. t.mu
+// is held.
+func (t *Torrent) extHandshake() []byte {
+	m := map[string]int{pp.ExtensionNameMetadata: metadataID}
+	for i, e := range t.c.cfg.Extensions {
+		m[e.Name] = firstExtensionID + i
+	}
+	b, err := bencode.Marshal(extHandshake{M: m, V: Version, Reqq: ourReqq, MetadataSize: len(t.infoBytes)})
+	if err != nil {
+		panic(err) // a map of strings to ints and plain fields
+	}
+	return b
+}
+
+// Extended message ids this client receives under.
+const (
+	metadataID       = 1
+	firstExtensionID = 2
+)
+
+// extHandshake is the part of a BEP 10 extended handshake this package
+// reads or writes.
+type extHandshake struct {
+	M            map[string]int `bencode:"m"`
+	V            string         `bencode:"v,omitempty"`
+	Reqq         int            `bencode:"reqq,omitempty"`
+	MetadataSize int            `bencode:"metadata_size,omitempty"`
+}
+
+// dropPeer forgets a closed peer: its requests go back to the download,
+// its slot to a waiting peer. t.mu is held.
+func (t *Torrent) dropPeer(p *Peer) {
+	delete(t.peers, p)
+	if t.dl != nil {
+		t.dl.releaseAll(p)
+		t.fillAll()
+	}
+	t.forgetHas(p)
+	if !p.amChoking {
+		p.amChoking = true
+		t.slots--
+		t.unchokeNext()
+	}
+	t.unwait(p)
+}
+
+// forgetHas takes p's pieces out of the availability counts. t.mu is held.
+func (t *Torrent) forgetHas(p *Peer) {
+	switch {
+	case p.hasAll:
+		t.seeds--
+	case p.has != nil:
+		for i := range t.npieces {
+			if p.has.has(i) {
+				t.avail[i]--
+			}
+		}
+	}
+	p.has, p.hasAll, p.nhas = nil, false, 0
+}
+
+// readLoop reads and handles the peer's messages until the connection
+// fails or the peer breaks the protocol.
+func (p *Peer) readLoop() error {
+	var body []byte
+	idle := p.c.cfg.IdleTimeout
+	for {
+		p.conn.SetReadDeadline(time.Now().Add(idle))
+		typ, n, err := readHeader(p.r, p.t.npieces)
+		if err != nil {
+			return err
+		}
+		if n < 0 {
+			continue // keep-alive
+		}
+		if typ == pp.Piece {
+			if err := p.readBlock(n); err != nil {
+				return err
+			}
+			continue
+		}
+		if cap(body) < n {
+			body = make([]byte, n)
+		}
+		body = body[:n]
+		if _, err := io.ReadFull(p.r, body); err != nil {
+			return err
+		}
+		if err := p.handle(typ, body); err != nil {
+			return err
+		}
+	}
+}
+
+// handle acts on a message other than a piece.
+func (p *Peer) handle(typ pp.MessageType, body []byte) error {
+	t := p.t
+	u32 := func(i int) uint32 { return binary.BigEndian.Uint32(body[4*i:]) }
+	switch typ {
+	case pp.Choke:
+		t.mu.Lock()
+		p.choked = true
+		if t.dl != nil {
+			t.dl.releaseAll(p)
+			t.fillAll()
+		}
+		t.mu.Unlock()
+	case pp.Unchoke:
+		t.mu.Lock()
+		p.choked = false
+		t.fill(p)
+		t.mu.Unlock()
+	case pp.Interested:
+		t.mu.Lock()
+		p.interested = true
+		t.considerUnchoke(p)
+		t.mu.Unlock()
+	case pp.NotInterested:
+		t.mu.Lock()
+		p.interested = false
+		t.choke(p)
+		t.mu.Unlock()
+	case pp.Have:
+		i := int(u32(0))
+		if i >= t.npieces {
+			return fmt.Errorf("have of piece %d of %d", i, t.npieces)
+		}
+		t.mu.Lock()
+		t.peerHas(p, i)
+		t.mu.Unlock()
+	case pp.Bitfield:
+		bf := bitfield(body)
+		if !bf.valid(t.npieces) {
+			return errors.New("malformed bitfield")
+		}
+		t.mu.Lock()
+		t.forgetHas(p)
+		p.has = newBitfield(t.npieces)
+		for i := range t.npieces {
+			if bf.has(i) {
+				t.peerHas(p, i)
+			}
+		}
+		t.mu.Unlock()
+	case pp.HaveAll:
+		t.mu.Lock()
+		t.forgetHas(p)
+		p.hasAll = true
+		t.seeds++
+		t.interest(p)
+		t.mu.Unlock()
+	case pp.HaveNone:
+		t.mu.Lock()
+		t.forgetHas(p)
+		t.mu.Unlock()
+	case pp.Request:
+		p.onRequest(request{u32(0), u32(1), u32(2)})
+	case pp.Cancel:
+		p.onCancel(request{u32(0), u32(1), u32(2)})
+	case pp.Reject:
+		t.mu.Lock()
+		if t.dl != nil {
+			t.dl.rejected(p, request{u32(0), u32(1), u32(2)})
+		}
+		t.mu.Unlock()
+	case pp.Extended:
+		return p.onExtended(body[0], body[1:])
+	}
+	// Suggest, allowed fast, port and types this package does not know
+	// are ignored.
+	return nil
+}
+
+// peerHas notes that p has piece i. t.mu is held.
+func (t *Torrent) peerHas(p *Peer, i int) {
+	if p.hasAll {
+		return
+	}
+	if p.has == nil {
+		p.has = newBitfield(t.npieces)
+	}
+	if p.has.has(i) {
+		return
+	}
+	p.has.set(i)
+	p.nhas++
+	t.avail[i]++
+	if p.nhas == t.npieces {
+		// A seed: counted apart, so that the picker sees its pieces as
+		// equally common.
+		t.forgetHas(p)
+		p.hasAll = true
+		t.seeds++
+	}
+	if !p.amInterested && t.dl != nil && !t.have.has(i) {
+		t.interest(p)
+	}
+}
+
+// interest sends p interested when the download wants a piece it has,
+// and fills its queue. t.mu is held.
+func (t *Torrent) interest(p *Peer) {
+	if t.dl == nil || p.amInterested || !t.wants(p) {
+		return
+	}
+	p.amInterested = true
+	p.send(appendMsg(nil, pp.Interested))
+	t.fill(p)
+}
+
+// wants reports whether p has a piece t lacks. t.mu is held.
+func (t *Torrent) wants(p *Peer) bool {
+	if t.nhave == t.npieces {
+		return false
+	}
+	if p.hasAll {
+		return true
+	}
+	for i := range t.npieces {
+		if p.hasPiece(i) && !t.have.has(i) {
+			return true
+		}
+	}
+	return false
+}
+
+// onExtended handles an extended message (BEP 10).
+func (p *Peer) onExtended(id byte, payload []byte) error {
+	t := p.t
+	exts := p.c.cfg.Extensions
+	switch {
+	case id == 0:
+		var h extHandshake
+		if err := bencode.Unmarshal(payload, &h); err != nil {
+			return fmt.Errorf("malformed extended handshake: %w", err)
+		}
+		var offered []int
+		t.mu.Lock()
+		p.theirExt = map[string]byte{}
+		for name, id := range h.M {
+			if id > 0 && id < 256 {
+				p.theirExt[name] = byte(id)
+			}
+		}
+		if h.Reqq > 0 {
+			p.reqq = h.Reqq
+		}
+		for i, e := range exts {
+			if p.theirExt[e.Name] != 0 && !p.extOn[i] {
+				p.extOn[i] = true
+				offered = append(offered, i)
+			}
+		}
+		t.fill(p)
+		t.mu.Unlock()
+		for _, i := range offered {
+			if exts[i].OnPeer != nil {
+				exts[i].OnPeer(p)
+			}
+		}
+	case id == metadataID:
+		p.serveMetadata(payload)
+	case int(id)-firstExtensionID < len(exts):
+		i := int(id) - firstExtensionID
+		e := exts[i]
+		t.mu.Lock()
+		on := p.extOn[i]
+		t.mu.Unlock()
+		if on && e.OnMessage != nil && len(payload) <= e.maxSize() {
+			e.OnMessage(p, payload)
+		}
+	}
+	return nil
+}
+
+// serveMetadata answers a ut_metadata request (BEP 9) with its piece of
+// the info, or a reject.
+func (p *Peer) serveMetadata(payload []byte) {
+	var m pp.ExtendedMetadataRequestMsg
+	if err := bencode.Unmarshal(payload, &m); err != nil || m.Type != pp.RequestMetadataExtensionMsgType {
+		return // only requests are answered; anything else is ignored
+	}
+	t := p.t
+	t.mu.Lock()
+	id := p.theirExt[pp.ExtensionNameMetadata]
+	t.mu.Unlock()
+	if id == 0 {
+		return
+	}
+	info := t.infoBytes
+	if m.Piece < 0 || m.Piece*metadataPiece >= len(info) {
+		b, _ := bencode.Marshal(pp.ExtendedMetadataRequestMsg{Type: pp.RejectMetadataExtensionMsgType, Piece: m.Piece})
+		p.send(appendExtended(nil, id, b))
+		return
+	}
+	b, _ := bencode.Marshal(pp.ExtendedMetadataRequestMsg{Type: pp.DataMetadataExtensionMsgType, Piece: m.Piece, TotalSize: len(info)})
+	end := min(len(info), (m.Piece+1)*metadataPiece)
+	p.send(appendExtended(nil, id, append(b, info[m.Piece*metadataPiece:end]...)))
+}
+
+// metadataPiece is BEP 9's piece of the info: 16 KiB.
+const metadataPiece = 16 << 10
+
+// writeLoop writes queued messages and serves queued requests, until done
+// is closed or a write fails.
+func (p *Peer) writeLoop(done <-chan struct{}) error {
+	ka := time.NewTimer(keepAliveEvery)
+	defer ka.Stop()
+	var spare, block []byte
+	for {
+		select {
+		case <-done:
+			return nil
+		case <-p.wake:
+		case <-ka.C:
+			p.wmu.Lock()
+			if len(p.out) == 0 {
+				p.out = append(p.out, keepAlive...)
+			}
+			p.wmu.Unlock()
+		}
+		for {
+			p.wmu.Lock()
+			var out []byte
+			if len(p.out) > 0 {
+				out, p.out, spare = p.out, spare[:0], nil
+			}
+			var req request
+			serve := len(out) == 0 && len(p.serving) > 0
+			if serve {
+				req = p.serving[0]
+				p.serving = p.serving[1:]
+			}
+			p.wmu.Unlock()
+			if len(out) > 0 {
+				p.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+				if _, err := p.conn.Write(out); err != nil {
+					return err
+				}
+				spare = out
+				ka.Reset(keepAliveEvery)
+				continue
+			}
+			if !serve {
+				break
+			}
+			if cap(block) < int(req.length) {
+				block = make([]byte, maxRequestLen)
+			}
+			if err := p.serveBlock(done, req, block[:req.length]); err != nil {
+				return err
+			}
+			ka.Reset(keepAliveEvery)
+		}
+	}
+}
