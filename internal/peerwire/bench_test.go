@@ -1,0 +1,231 @@
+package peerwire
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/relay-sh/relay/dht/localnet"
+	"github.com/relay-sh/relay/record"
+	"github.com/relay-sh/relay/signer"
+	"github.com/relay-sh/relay/transfer"
+)
+
+// seedEnv, set to "<data folder> <infohash>", makes the test binary a
+// seeder: the torrent library's client through transfer.Client.Seed, as
+// `relay seed` runs it, in a process of its own. It prints its address
+// and seeds until its stdin closes.
+const seedEnv = "PEERWIRE_TEST_SEED"
+
+func TestMain(m *testing.M) {
+	if v := os.Getenv(seedEnv); v != "" {
+		if err := seedProcess(v); err != nil {
+			fmt.Fprintln(os.Stderr, "seeder:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func seedProcess(v string) error {
+	dataDir, ihs, _ := strings.Cut(v, " ")
+	ih, err := record.ParseInfohash(ihs)
+	if err != nil {
+		return err
+	}
+	c, err := transfer.NewClient(transfer.Config{DataDir: dataDir, Listen: "127.0.0.1:0", Recheck: -1})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := c.Seed(context.Background(), ih); err != nil {
+		return err
+	}
+	fmt.Println(c.Addr())
+	bufio.NewReader(os.Stdin).ReadString('\n') // until stdin closes
+	return nil
+}
+
+// seederProcess starts a seeder process for b and returns its address; it
+// stops when the benchmark ends.
+func seederProcess(b *testing.B, bu *bundle) string {
+	exe, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), seedEnv+"="+bu.dataDir+" "+bu.Infohash.String())
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { stdin.Close(); cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		b.Fatalf("seeder process: %v", err)
+	}
+	return strings.TrimSpace(line)
+}
+
+// cpuTime is the CPU time (user and system) this process has used.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkPeerwireVsClients: a bundle of one file (64 MiB; 1 GiB with
+// RELAY_BENCH_BIG=1, relay's piece length for it) seeded by the torrent
+// library's client in a process of its own, as `relay seed` seeds it,
+// fetched in turn by:
+//
+//   - this package (FetchInfo and Download into new files, in this
+//     process, the seeder's address given);
+//   - relay's transfer.Client.Fetch in this process (the torrent library's
+//     client; it also checks the manifest and every file's SHA-256);
+//   - libtorrent (lt.py fetch over TCP, the magnet link and the seeder's
+//     address given; timed by lt.py from adding the magnet link to every
+//     piece checked, and as a whole run for its CPU time);
+//
+// beside `cp` of the file. Wall times are the best of RELAY_BENCH_ROUNDS
+// rounds (default 2), CPU times (user and system) per GiB those of the
+// same best rounds' processes: of this process for the two in-process
+// fetches, the seeder excluded.
+func BenchmarkPeerwireVsClients(b *testing.B) {
+	size := int64(64 << 20)
+	if os.Getenv("RELAY_BENCH_BIG") != "" {
+		size = 1 << 30
+	}
+	rounds := 2
+	if n, err := strconv.Atoi(os.Getenv("RELAY_BENCH_ROUNDS")); err == nil && n > 0 {
+		rounds = n
+	}
+	bu := makeBundle(b, map[string]int64{"big": size}, 0)
+	seed := seederProcess(b, bu)
+	ctx := ctxFor(b, 30*time.Minute)
+	py := ltPython()
+	var ln *localnet.Net
+	if py != "" {
+		ln = localnet.ForTest(b, localnet.Config{Nodes: 2})
+	}
+	type fig struct{ wall, cpu time.Duration }
+	best := map[string]*fig{}
+	better := func(name string, wall, cpu time.Duration) {
+		if f := best[name]; f == nil || wall < f.wall {
+			best[name] = &fig{wall, cpu}
+		}
+	}
+	inProcess := func(name string, f func()) {
+		syscall.Sync()
+		cpu0, start := cpuTime(b), time.Now()
+		f()
+		better(name, time.Since(start), cpuTime(b)-cpu0)
+	}
+	for round := range rounds {
+		dir := b.TempDir()
+		inProcess("peerwire", func() {
+			c := New(Config{})
+			info, err := c.FetchInfo(ctx, bu.info2hash(), []string{seed}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			files, err := CreateFiles(dir, bu.info)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer files.Close()
+			tor, err := c.Add(info, files, TorrentOptions{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := tor.Download(ctx, DownloadOptions{Peers: []string{seed}}); err != nil {
+				b.Fatal(err)
+			}
+		})
+		if fi, err := os.Stat(filepath.Join(dir, bu.Name, "big")); err != nil || fi.Size() != size {
+			b.Fatalf("peerwire wrote %v (%v), want %d bytes", fi, err, size)
+		}
+		os.RemoveAll(dir)
+
+		l, err := transfer.NewClient(transfer.Config{DataDir: b.TempDir(), Listen: "127.0.0.1:0", Recheck: -1})
+		if err != nil {
+			b.Fatal(err)
+		}
+		k, _ := signer.NewPrivateKey(make([]byte, 32))
+		inProcess("anacrolix", func() {
+			if _, err := l.Fetch(ctx, transfer.FetchRequest{
+				Key: k.PublicKey(), Release: bu.Release(time.Now().Add(time.Hour)),
+				Peers: []netip.AddrPort{netip.MustParseAddrPort(seed)},
+			}); err != nil {
+				b.Fatal(err)
+			}
+		})
+		l.Close()
+
+		if py != "" {
+			out := b.TempDir()
+			cmd := exec.CommandContext(ctx, py, ltScript, "fetch", ln.Bootstrap.Addr().String(), bu.Magnet(), out, seed)
+			cmd.Env = append(os.Environ(), "LT_TCP=1")
+			cmd.Stderr = os.Stderr
+			syscall.Sync()
+			start := time.Now()
+			got, err := cmd.Output()
+			run := time.Since(start)
+			var res struct{ Seconds float64 }
+			if err != nil || json.Unmarshal(got, &res) != nil {
+				b.Fatalf("lt.py fetch: %v: %s", err, got)
+			}
+			cpu := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+			better("libtorrent", time.Duration(res.Seconds*float64(time.Second)), cpu)
+			better("libtorrent-run", run, cpu)
+			os.RemoveAll(out)
+		}
+
+		cp := exec.Command("cp", filepath.Join(bu.root, bu.Name, "big"), filepath.Join(b.TempDir(), "copy"))
+		syscall.Sync()
+		start := time.Now()
+		if out, err := cp.CombinedOutput(); err != nil {
+			b.Fatalf("cp: %v: %s", err, out)
+		}
+		better("cp", time.Since(start), cp.ProcessState.UserTime()+cp.ProcessState.SystemTime())
+		b.Logf("round %d: peerwire %v, anacrolix %v, libtorrent %v, cp %v", round+1,
+			best["peerwire"].wall, best["anacrolix"].wall, best["libtorrent"], best["cp"].wall)
+	}
+	gib := float64(size) / (1 << 30)
+	for _, name := range []string{"peerwire", "anacrolix", "libtorrent-run", "cp"} {
+		if f := best[name]; f != nil {
+			b.ReportMetric(f.wall.Seconds(), "s/"+name)
+			b.ReportMetric(f.cpu.Seconds()/gib, "cpu-s/GiB-"+name)
+		}
+	}
+	pw := best["peerwire"].wall.Seconds()
+	b.ReportMetric(pw/best["anacrolix"].wall.Seconds(), "x-anacrolix")
+	b.ReportMetric(pw/best["cp"].wall.Seconds(), "x-cp")
+	if f := best["libtorrent"]; f != nil {
+		b.ReportMetric(f.wall.Seconds(), "s/libtorrent")
+		b.ReportMetric(pw/f.wall.Seconds(), "x-libtorrent")
+	} else {
+		b.Log("python3-libtorrent is not installed: libtorrent left out")
+	}
+}

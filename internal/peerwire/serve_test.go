@@ -1,0 +1,250 @@
+package peerwire
+
+import (
+	"context"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/relay-sh/relay/record"
+	"github.com/relay-sh/relay/signer"
+	"github.com/relay-sh/relay/transfer"
+)
+
+// TestExtensionRelayRecord: an Extension carries relay_record
+// (docs/spec/relay-record.md) both ways with the torrent library's client
+// as relay's transfer package runs it: the seeder sends the packet it
+// holds of the bundle's key once this package's handshake lists the
+// extension, and takes the newer one this package sends back.
+func TestExtensionRelayRecord(t *testing.T) {
+	t.Parallel()
+	b := makeBundle(t, map[string]int64{"app": 200 << 10}, 64<<10)
+	key, err := signer.NewPrivateKey(make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	packet := func(seq int64) *record.SignedPacket {
+		t.Helper()
+		pk, err := record.SetRelease(key.PublicKey(), nil, b.Release(time.Now().Add(time.Hour)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := record.Sign(key, seq, pk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	heard := make(chan *record.SignedPacket, 4)
+	s, err := transfer.NewClient(transfer.Config{
+		DataDir: b.dataDir, Listen: "127.0.0.1:0", Recheck: -1,
+		OnRecord: func(p *record.SignedPacket) { heard <- p },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Seed(context.Background(), b.Infohash); err != nil {
+		t.Fatal(err)
+	}
+	s.ShareRecord(packet(100))
+
+	got := make(chan []byte, 4)
+	newer := packet(200)
+	c := New(Config{Extensions: []Extension{{
+		Name:    string(transfer.RecordExtension),
+		MaxSize: transfer.MaxRecordMessage,
+		OnMessage: func(p *Peer, payload []byte) {
+			got <- append([]byte(nil), payload...)
+			// Sent back only now: a peer that sent a newer packet first
+			// would not be sent the older one (relay-record.md).
+			if err := p.SendExtended(string(transfer.RecordExtension), transfer.EncodeRecord(newer)); err != nil {
+				t.Error(err)
+			}
+		},
+	}}})
+	tor, _ := addTorrent(t, c, b, b.infoBytes)
+	ctx := ctxFor(t, time.Minute)
+	conn, cancel := context.WithCancel(ctx)
+	ended := make(chan error, 1)
+	go func() { ended <- tor.dial(conn, s.Addr().String()) }()
+	defer func() { cancel(); <-ended }()
+	select {
+	case payload := <-got:
+		p, err := transfer.DecodeRecord(payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Key != key.PublicKey() || p.Seq != 100 {
+			t.Errorf("got the packet of %s seq %d, want seq 100", p.Key, p.Seq)
+		}
+	case <-ctx.Done():
+		t.Fatal("no relay_record message from the seeder", tor.debugState())
+	}
+	select {
+	case p := <-heard:
+		if p.Seq != newer.Seq {
+			t.Errorf("the seeder heard seq %d, want %d", p.Seq, newer.Seq)
+		}
+	case <-ctx.Done():
+		t.Fatal("the seeder heard no relay_record message")
+	}
+}
+
+// TestUploadRate: a leecher of a client that serves at most 1 MiB/s takes
+// at least the time that rate allows (beyond a first second's burst).
+func TestUploadRate(t *testing.T) {
+	t.Parallel()
+	const rate = 1 << 20
+	b := makeBundle(t, map[string]int64{"app": 3 << 20}, 64<<10)
+	_, _, addr := seeded(t, b, Config{UploadRate: rate})
+	ctx := ctxFor(t, 2*time.Minute)
+	tor, dir := addTorrent(t, New(Config{}), b, b.infoBytes)
+	start := time.Now()
+	if err := tor.Download(ctx, DownloadOptions{Peers: []string{addr}}); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	sameFiles(t, b, dir)
+	if least := time.Duration(float64(b.Size-rate) / rate * float64(time.Second)); took < least {
+		t.Errorf("%d bytes in %v at most %d B/s: want at least %v", b.Size, took, rate, least)
+	}
+}
+
+// TestServeLimits: with one upload slot, two leechers both finish (the
+// first that is done hands its slot on), and a connection beyond
+// Config.MaxConns is closed after its handshake.
+func TestServeLimits(t *testing.T) {
+	t.Parallel()
+	b := makeBundle(t, map[string]int64{"app": 1 << 20}, 64<<10)
+	_, tor, addr := seeded(t, b, Config{UploadSlots: 1, MaxConns: 2})
+	ctx := ctxFor(t, 2*time.Minute)
+	var wg sync.WaitGroup
+	for range 2 {
+		l, dir := addTorrent(t, New(Config{}), b, b.infoBytes)
+		wg.Go(func() {
+			if err := l.Download(ctx, DownloadOptions{Peers: []string{addr}}); err != nil {
+				t.Error(err)
+				return
+			}
+			sameFiles(t, b, dir)
+		})
+	}
+	wg.Wait()
+
+	// Two idle connections take the two places; a third is refused.
+	hold := func() net.Conn {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		h := handshake{reserved: ourReserved(), infohash: b.info2hash()}
+		h.peerID[0] = byte(time.Now().UnixNano())
+		conn.Write(h.marshal())
+		conn.SetReadDeadline(time.Now().Add(time.Minute))
+		if _, err := readHandshake(conn); err != nil {
+			t.Fatalf("handshake: %v", err)
+		}
+		return conn
+	}
+	hold()
+	hold()
+	for tor.Stats().Peers < 2 {
+		if ctx.Err() != nil {
+			t.Fatal("the two connections were not taken")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	third := hold()
+	buf := make([]byte, 1<<10)
+	for {
+		if _, err := third.Read(buf); err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("the connection beyond MaxConns was not closed")
+			}
+			break
+		}
+	}
+}
+
+// TestPartialSeeds: two clients that each have half the pieces (one the
+// first half, the other the second) serve them; a download from both
+// completes.
+func TestPartialSeeds(t *testing.T) {
+	t.Parallel()
+	b := makeBundle(t, map[string]int64{"app": 2<<20 + 100, "b": 50 << 10}, 64<<10)
+	n := len(b.info.Pieces) / 20
+	half := func(first bool) string {
+		files, err := OpenFiles(b.root, b.info)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { files.Close() })
+		c := New(Config{})
+		if _, err := c.Add(b.infoBytes, files, TorrentOptions{Have: func(i int) bool { return (i < n/2) == first }}); err != nil {
+			t.Fatal(err)
+		}
+		return serveOn(t, c)
+	}
+	a, z := half(true), half(false)
+	tor, dir := addTorrent(t, New(Config{}), b, b.infoBytes)
+	if err := tor.Download(ctxFor(t, 2*time.Minute), DownloadOptions{Peers: []string{a, z}}); err != nil {
+		t.Fatal(err)
+	}
+	sameFiles(t, b, dir)
+}
+
+// TestNoGoroutineLeft: once a download returned and Serve's context
+// ended, no goroutine of the package is left. Not parallel: the other
+// tests wait while it runs.
+func TestNoGoroutineLeft(t *testing.T) {
+	b := makeBundle(t, map[string]int64{"app": 1 << 20}, 64<<10)
+	files, err := OpenFiles(b.root, b.info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer files.Close()
+	s := New(Config{})
+	if _, err := s.Add(b.infoBytes, files, TorrentOptions{Have: func(int) bool { return true }}); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(ctxFor(t, time.Minute))
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ctx, ln) }()
+	tor, _ := leecher(t, ctx, New(Config{}), b, ln.Addr().String())
+	if err := tor.Download(ctx, DownloadOptions{Peers: []string{ln.Addr().String()}}); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		buf := make([]byte, 1<<20)
+		stacks := string(buf[:runtime.Stack(buf, true)])
+		var left []string
+		for _, g := range strings.Split(stacks, "\n\n") {
+			// Methods of the package's types: the tests' own goroutines are
+			// functions.
+			if strings.Contains(g, "internal/peerwire.(") {
+				left = append(left, g)
+			}
+		}
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines left:\n%s", len(left), strings.Join(left, "\n\n"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
