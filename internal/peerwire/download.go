@@ -33,6 +33,11 @@ type DownloadOptions struct {
 	// Progress, when set, is called after each verified piece, from the
 	// same goroutine as OnPiece.
 	Progress func(Stats)
+	// Want, when set, says which pieces to fetch (called once for each
+	// piece when the download starts): the download returns once it has
+	// those. Nil: every piece. relay fetches the pieces of relay.json
+	// first, and then those of the files it wants.
+	Want func(piece int) bool
 }
 
 // Block states of a piece in flight.
@@ -84,7 +89,9 @@ type download struct {
 	active    []*piece // in flight, by index
 	byIndex   map[int]*piece
 	maxActive int
-	unstarted int // pieces neither had nor in flight
+	want      bitfield // the pieces to fetch
+	left      int      // wanted pieces not had yet
+	unstarted int      // wanted pieces neither had nor in flight
 	free      [][]byte
 	verify    chan *piece
 	done      chan struct{}
@@ -95,10 +102,10 @@ type download struct {
 // torrent runs.
 var ErrDownloading = errors.New("torrent is being downloaded")
 
-// Download fetches the pieces the torrent lacks from peers, verifying
-// each piece's SHA-1 in memory before it writes it to Storage, and
-// returns when it has them all, when ctx ends, or when writing or OnPiece
-// fails. Peers are dialled from o (each again after a pause when its
+// Download fetches the pieces the torrent lacks (those o.Want wants) from
+// peers, verifying each piece's SHA-1 in memory before it writes it to
+// Storage, and returns when it has them all, when ctx ends, or when
+// writing or OnPiece fails. Peers are dialled from o (each again after a pause when its
 // connection ends, unless it sent a bad piece); peers that connect to
 // the client's Serve take part too. It holds at most Config.InFlight
 // bytes of pieces in memory, whatever peers do, and every goroutine it
@@ -110,16 +117,23 @@ func (t *Torrent) Download(ctx context.Context, o DownloadOptions) error {
 		t.mu.Unlock()
 		return ErrDownloading
 	}
-	if t.nhave == t.npieces {
-		t.mu.Unlock()
-		return nil
-	}
 	dl := &download{
 		t: t, opts: o, start: time.Now(), byIndex: map[int]*piece{},
 		maxActive: int(max(2, cfg.InFlight/t.pieceLen)),
-		unstarted: t.npieces - t.nhave,
+		want:      newBitfield(t.npieces),
 		done:      make(chan struct{}),
 	}
+	for i := range t.npieces {
+		if !t.have.has(i) && (o.Want == nil || o.Want(i)) {
+			dl.want.set(i)
+			dl.left++
+		}
+	}
+	if dl.left == 0 {
+		t.mu.Unlock()
+		return nil
+	}
+	dl.unstarted = dl.left
 	dl.verify = make(chan *piece, dl.maxActive)
 	t.dl = dl
 	for p := range t.peers {
@@ -368,7 +382,7 @@ func (dl *download) pick(p *Peer) int {
 	t := dl.t
 	best, fewest := -1, int32(math.MaxInt32)
 	for i := range t.npieces {
-		if t.have.has(i) || dl.byIndex[i] != nil || !p.hasPiece(i) {
+		if !dl.want.has(i) || t.have.has(i) || dl.byIndex[i] != nil || !p.hasPiece(i) {
 			continue
 		}
 		if a := t.avail[i]; a < fewest {
@@ -577,8 +591,9 @@ func (dl *download) check(pc *piece) {
 	delete(dl.byIndex, pc.index)
 	dl.free = append(dl.free, pc.buf)
 	t.gotPiece(pc.index)
+	dl.left--
 	st := t.stats()
-	if t.nhave == t.npieces {
+	if dl.left == 0 {
 		dl.finish(nil)
 	} else {
 		t.fillAll()

@@ -41,3 +41,32 @@ func TestDownloadFromAnacrolix(t *testing.T) {
 		t.Errorf("stats %+v, want every piece and %d bytes", st, b.Size)
 	}
 }
+
+// TestDownloadWant: a download of some pieces (as relay fetches the
+// pieces of relay.json first) fetches those and returns; a second one
+// fetches the rest, and only the rest.
+func TestDownloadWant(t *testing.T) {
+	t.Parallel()
+	b := makeBundle(t, map[string]int64{"app": 1<<20 + 1}, 64<<10)
+	seed := anacrolixSeeds(t, b)
+	ctx := ctxFor(t, 2*time.Minute)
+	tor, dir := addTorrent(t, New(Config{}), b, b.infoBytes)
+	first := func(i int) bool { return i < 3 }
+	var got []int
+	onPiece := func(i int, _ []byte) error { got = append(got, i); return nil }
+	if err := tor.Download(ctx, DownloadOptions{Peers: []string{seed}, Want: first, OnPiece: onPiece}); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, []int{0, 1, 2}) {
+		t.Fatalf("the first download verified pieces %v, want 0 to 2", got)
+	}
+	got = nil
+	if err := tor.Download(ctx, DownloadOptions{Peers: []string{seed}, OnPiece: onPiece}); err != nil {
+		t.Fatal(err)
+	}
+	sameFiles(t, b, dir)
+	if len(got) != tor.npieces-3 || slices.ContainsFunc(got, first) {
+		t.Errorf("the second download verified pieces %v, want the %d others", got, tor.npieces-3)
+	}
+}

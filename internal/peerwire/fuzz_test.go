@@ -64,7 +64,7 @@ func FuzzServe(f *testing.F) {
 			client.Close()
 		}()
 		go io.Copy(io.Discard, client)
-		c.accept(context.Background(), server)
+		c.accept(context.Background(), server, func() {})
 	})
 }
 

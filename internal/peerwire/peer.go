@@ -149,8 +149,8 @@ func (t *Torrent) dial(ctx context.Context, addr string) error {
 }
 
 // accept runs a connection a peer opened: its handshake names the
-// torrent.
-func (c *Client) accept(ctx context.Context, conn net.Conn) error {
+// torrent. handshaken is called once the handshakes are over.
+func (c *Client) accept(ctx context.Context, conn net.Conn, handshaken func()) error {
 	conn.SetDeadline(time.Now().Add(c.cfg.HandshakeTimeout))
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	r := bufio.NewReaderSize(conn, 64<<10)
@@ -168,6 +168,7 @@ func (c *Client) accept(ctx context.Context, conn net.Conn) error {
 		_, err = conn.Write(ours.marshal())
 	}
 	stop()
+	handshaken()
 	if err != nil {
 		conn.Close()
 		return err
@@ -436,7 +437,7 @@ func (t *Torrent) peerHas(p *Peer, i int) {
 		p.hasAll = true
 		t.seeds++
 	}
-	if !p.amInterested && t.dl != nil && !t.have.has(i) {
+	if !p.amInterested && t.dl != nil && t.dl.want.has(i) && !t.have.has(i) {
 		t.interest(p)
 	}
 }
@@ -452,16 +453,11 @@ func (t *Torrent) interest(p *Peer) {
 	t.fill(p)
 }
 
-// wants reports whether p has a piece t lacks. t.mu is held.
+// wants reports whether p has a piece the download wants and t lacks.
+// t.mu is held, and a download runs.
 func (t *Torrent) wants(p *Peer) bool {
-	if t.nhave == t.npieces {
-		return false
-	}
-	if p.hasAll {
-		return true
-	}
 	for i := range t.npieces {
-		if p.hasPiece(i) && !t.have.has(i) {
+		if t.dl.want.has(i) && !t.have.has(i) && p.hasPiece(i) {
 			return true
 		}
 	}
@@ -548,7 +544,10 @@ const metadataPiece = 16 << 10
 // writeLoop writes queued messages and serves queued requests, until done
 // is closed or a write fails.
 func (p *Peer) writeLoop(done <-chan struct{}) error {
-	ka := time.NewTimer(keepAliveEvery)
+	// Keep-alives every 2 minutes (BEP 3), or half the idle time this
+	// client allows, if shorter: peers are taken to allow as much.
+	every := min(keepAliveEvery, p.c.cfg.IdleTimeout/2)
+	ka := time.NewTimer(every)
 	defer ka.Stop()
 	var spare, block []byte
 	for {
@@ -582,7 +581,7 @@ func (p *Peer) writeLoop(done <-chan struct{}) error {
 					return err
 				}
 				spare = out
-				ka.Reset(keepAliveEvery)
+				ka.Reset(every)
 				continue
 			}
 			if !serve {
@@ -594,7 +593,7 @@ func (p *Peer) writeLoop(done <-chan struct{}) error {
 			if err := p.serveBlock(done, req, block[:req.length]); err != nil {
 				return err
 			}
-			ka.Reset(keepAliveEvery)
+			ka.Reset(every)
 		}
 	}
 }

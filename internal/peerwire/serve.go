@@ -43,13 +43,18 @@ func (e *Extension) maxSize() int {
 
 // Serve accepts connections on ln for the client's torrents until ctx
 // ends, then closes ln and every connection it accepted, and returns
-// when they are gone.
+// when they are gone. It holds at most Config.MaxConns connections whose
+// handshake is not over (closing those beyond), for at most
+// Config.HandshakeTimeout each.
 func (c *Client) Serve(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	var delay time.Duration
+	// Connections are held at most HandshakeTimeout before their
+	// handshake is over; at most MaxConns at once.
+	handshakes := make(chan struct{}, c.cfg.MaxConns)
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
@@ -71,7 +76,13 @@ func (c *Client) Serve(ctx context.Context, ln net.Listener) error {
 			return err
 		}
 		delay = 0
-		wg.Go(func() { c.accept(ctx, conn) })
+		select {
+		case handshakes <- struct{}{}:
+		default:
+			conn.Close() // too many handshakes at once
+			continue
+		}
+		wg.Go(func() { c.accept(ctx, conn, func() { <-handshakes }) })
 	}
 }
 

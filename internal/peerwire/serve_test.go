@@ -1,7 +1,10 @@
 package peerwire
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"io"
 	"net"
 	"runtime"
 	"strings"
@@ -246,5 +249,63 @@ func TestNoGoroutineLeft(t *testing.T) {
 			t.Fatalf("%d goroutines left:\n%s", len(left), strings.Join(left, "\n\n"))
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestIdleTimeout: a peer that sends nothing is cut off after
+// Config.IdleTimeout; one that sends keep-alives is not, and is sent
+// keep-alives.
+func TestIdleTimeout(t *testing.T) {
+	t.Parallel()
+	b := makeBundle(t, map[string]int64{"app": 100 << 10}, 64<<10)
+	_, _, addr := seeded(t, b, Config{IdleTimeout: 2 * time.Second})
+	open := func() net.Conn {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		h := handshake{reserved: ourReserved(), infohash: b.info2hash()}
+		h.peerID[0] = byte(time.Now().UnixNano())
+		conn.Write(h.marshal())
+		return conn
+	}
+	silent, talker := open(), open()
+	stop := make(chan struct{})
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+				if _, err := talker.Write(keepAlive); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	start := time.Now()
+	silent.SetReadDeadline(time.Now().Add(time.Minute))
+	if _, err := io.Copy(io.Discard, silent); err != nil {
+		t.Fatalf("the silent peer was not cut off: %v", err)
+	}
+	if took := time.Since(start); took < 2*time.Second {
+		t.Errorf("the silent peer was cut off after %v, before the idle timeout", took)
+	}
+	// The talker is still connected, and was sent keep-alives: its
+	// stream holds a keep-alive (four zero bytes) after its handshake,
+	// bitfield and extended handshake.
+	talker.SetReadDeadline(time.Now().Add(time.Second))
+	got, err := io.ReadAll(talker)
+	close(stop)
+	<-sent
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("the peer that sent keep-alives: %v, want it still connected", err)
+	}
+	if !bytes.Contains(got[handshakeLen:], keepAlive) {
+		t.Errorf("no keep-alive among the %d bytes sent to the peer", len(got))
 	}
 }
