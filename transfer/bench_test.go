@@ -109,6 +109,11 @@ func BenchmarkFetch1GiB(b *testing.B) {
 		b.StopTimer()
 		stopProfile()
 		b.Logf("stages: %v", stages)
+		if pc := l.store.check(bundle.Infohash); pc != nil {
+			st := pc.hasher.Stats()
+			b.Logf("hashed %d MB as written, %d MB from chunks kept, %d MB read back for pieces, %d MB for files",
+				st.Streamed>>20, st.Buffered>>20, st.ReadBack>>20, pc.fileRead.Load()>>20)
+		}
 		l.Close()
 		os.RemoveAll(dir)
 		b.StartTimer()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -116,6 +117,9 @@ type Client struct {
 
 	redials   []stalled              // closed by unstall, to dial again (background's own)
 	evictions chan *torrent.PeerConn // for evictor to close
+
+	banMu  sync.Mutex
+	banned map[netip.Addr]bool // addresses that sent bad data (hashing.go)
 
 	closeOnce sync.Once
 	closeErr  error
@@ -333,6 +337,8 @@ func NewClient(cfg Config) (*Client, error) {
 	}
 	tc.Callbacks.PeerConnReadExtensionMessage = append(tc.Callbacks.PeerConnReadExtensionMessage, c.onRecordMessage)
 	tc.Callbacks.PeerConnClosed = c.onPeerClosed
+	tc.Callbacks.ReceivedUsefulData = append(tc.Callbacks.ReceivedUsefulData, c.onUsefulData)
+	tc.IPBlocklist = blocklist{c}
 	tc.Callbacks.SentRequest = append(tc.Callbacks.SentRequest, c.onSentRequest)
 	tc.Callbacks.PeerConnAdded = append(tc.Callbacks.PeerConnAdded, c.onConnAdded, c.onConnReached, c.recordProtocols)
 	tc.EstablishedConnsPerTorrent = bundleConns
@@ -510,6 +516,13 @@ func (s *storageImpl) OpenTorrent(ctx context.Context, info *metainfo.Info, mih 
 		s.c.refuse(ih, fmt.Errorf("failed to write the bundle: %w", err))
 	})
 	pieceFn := ti.Piece
+	w.check, err = newPieceCheck(info, func(i int) io.ReaderAt { return pieceFn(info.Piece(i)) }, s.c.banIP)
+	if err != nil {
+		ti.Close()
+		s.c.store.close(ih)
+		return storage.TorrentImpl{}, err
+	}
+	s.c.store.setCheck(ih, w.check)
 	ti.Piece = func(p metainfo.Piece) storage.PieceImpl {
 		return behindPiece{PieceImpl: pieceFn(p), w: w, index: p.Index(), length: p.Length()}
 	}

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"maps"
@@ -61,8 +62,8 @@ type FetchRequest struct {
 	// two).
 	ProgressInterval time.Duration
 	// Tee, if not nil, is called for each wanted file whose bytes this
-	// fetch reads as they come in (Fetched.Hashed lists them), before its
-	// first byte. The writer it returns (nil for none) gets the file's
+	// fetch reads as they come in (Fetched.Hashed lists them), once the
+	// manifest is checked and before any file is asked for. The writer it returns (nil for none) gets the file's
 	// bytes in order, each piece once it is verified, from the goroutine
 	// that hashes them, and Close once the last was written or the fetch
 	// of the file ended early. The file's SHA-256 is not yet compared with
@@ -501,6 +502,7 @@ func (f *fetch) fetch(ctx context.Context, wg *sync.WaitGroup) (*Fetched, error)
 		file record.File
 		tf   *torrent.File
 		j    int
+		tee  io.WriteCloser
 	}
 	var jobs []job
 	f.total = int64(len(mb))
@@ -519,8 +521,18 @@ func (f *fetch) fetch(ctx context.Context, wg *sync.WaitGroup) (*Fetched, error)
 			f.checked.Add(mf.Size)
 			continue
 		}
+		jb := job{file: mf, tf: tfiles[j], j: j}
+		if f.req.Tee != nil {
+			jb.tee = f.req.Tee(mf)
+		}
+		if _, ok := jb.tee.(Checker); ok {
+			// Checked otherwise: its SHA-256 is not computed.
+			if pc := f.c.store.check(f.ih); pc != nil {
+				pc.hasher.Skip(j)
+			}
+		}
 		tfiles[j].SetPriority(torrent.PiecePriorityNormal)
-		jobs = append(jobs, job{mf, tfiles[j], j})
+		jobs = append(jobs, jb)
 	}
 	// Hash the files in torrent order, as they arrive.
 	slices.SortFunc(jobs, func(a, b job) int { return a.j - b.j })
@@ -548,29 +560,42 @@ func (f *fetch) fetch(ctx context.Context, wg *sync.WaitGroup) (*Fetched, error)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for _, jb := range jobs {
-			p := filepath.Join(f.dir, info.Name, filepath.FromSlash(jb.file.Path))
-			var tee io.WriteCloser
-			if f.req.Tee != nil {
-				tee = f.req.Tee(jb.file)
+		next := 0
+		defer func() {
+			// The fetch of the files after one that failed ended early.
+			for _, jb := range jobs[next:] {
+				if jb.tee != nil {
+					jb.tee.Close()
+				}
 			}
+		}()
+		for k, jb := range jobs {
+			next = k + 1
+			p := filepath.Join(f.dir, info.Name, filepath.FromSlash(jb.file.Path))
+			tee := jb.tee
 			chk, _ := tee.(Checker)
-			h := sha256.New()
+			var h hash.Hash = sha256.New()
 			var n int64
-			// A file the caller reads as it comes in (an encrypted one,
-			// decrypted into another file) is never synced: its
-			// write-back is left to the system.
-			err := f.streamFile(ctx, p, info, jb.j, tee == nil, func(b []byte) {
-				if chk == nil {
-					h.Write(b)
+			var err error
+			if tee == nil {
+				// The file's SHA-256 was computed as its chunks were
+				// written (internal/piecehash); once its pieces are
+				// verified, it holds their bytes.
+				if err = f.streamFile(ctx, p, info, jb.j, true, nil); err == nil {
+					h, n, err = f.fileHash(p, jb.j)
 				}
-				if tee != nil {
+			} else {
+				// A file the caller reads as it comes in (an encrypted
+				// one, decrypted into another file) is never synced: its
+				// write-back is left to the system.
+				err = f.streamFile(ctx, p, info, jb.j, false, func(b []byte) {
+					if chk == nil {
+						h.Write(b)
+					}
 					tee.Write(b)
-				}
-				n += int64(len(b))
-				f.checked.Add(int64(len(b)))
-			})
-			if tee != nil {
+					n += int64(len(b))
+					f.checked.Add(int64(len(b)))
+				})
 				tee.Close()
 			}
 			if err != nil {
@@ -666,6 +691,30 @@ func (f *fetch) report(now bool) {
 	f.req.Progress(p)
 }
 
+// fileHash returns the SHA-256 of file j of the bundle, at path p, once
+// every piece of it is verified, and its size: the hash its chunks were
+// hashed into as they were written, finished with what it lacks read
+// back from disk (chunks that came before the hasher, or out of its
+// reach).
+func (f *fetch) fileHash(p string, j int) (hash.Hash, int64, error) {
+	pc := f.c.store.check(f.ih)
+	if pc == nil {
+		return nil, 0, errBundleClosed
+	}
+	h, n := pc.hasher.File(j)
+	r, err := os.Open(p)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer r.Close()
+	m, err := io.CopyBuffer(h, io.NewSectionReader(r, n, 1<<62), make([]byte, 1<<20))
+	pc.fileRead.Add(m)
+	if err != nil {
+		return nil, 0, err
+	}
+	return h, n + m, nil
+}
+
 // hashFile writes the file at p to h and returns its size.
 func hashFile(p string, h io.Writer) (int64, error) {
 	r, err := os.Open(p)
@@ -707,7 +756,9 @@ func filePieces(info *metainfo.Info, j int) (off int64, first, end int) {
 
 // streamFile feeds fn the data of file j of the torrent, read from disk
 // at path p piece by piece as each piece is verified, in order: the file
-// is hashed while it streams in, without a second pass. It reads exactly
+// is hashed while it streams in, without a second pass. With fn nil it
+// reads nothing: it waits for the pieces in order and counts them
+// checked, as the caller checks the file's hash (fileHash) at the end. It reads exactly
 // the file's length as the info states it. With writeback, it asks for
 // the write-back of each piece it has read to start (diskio.Writeback,
 // which never makes it wait for the disk), so that the sync of the file
@@ -727,7 +778,10 @@ func (f *fetch) streamFile(ctx context.Context, p string, info *metainfo.Info, j
 			wb.Close()
 		}
 	}()
-	buf := make([]byte, min(size, 1<<20))
+	var buf []byte
+	if fn != nil {
+		buf = make([]byte, min(size, 1<<20))
+	}
 	// Ask for the pieces just ahead first, so that they arrive about in
 	// the order they are hashed and the hash ends soon after the last.
 	// Only from one or two sources, though: in a swarm, peers asking for
@@ -758,6 +812,10 @@ func (f *fetch) streamFile(ctx context.Context, p string, info *metainfo.Info, j
 		}
 		end := min(size, int64(piece+1)*info.PieceLength-off)
 		begin := pos
+		if fn == nil {
+			f.checked.Add(end - pos)
+			pos = end
+		}
 		for pos < end {
 			n, err := file.ReadAt(buf[:min(int64(len(buf)), end-pos)], pos)
 			if n == 0 && err != nil {

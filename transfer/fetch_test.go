@@ -488,3 +488,35 @@ func TestFetchWebSeedStatusEscaped(t *testing.T) {
 		t.Fatalf("the error does not show the web seed's status, escaped: %q", msg)
 	}
 }
+
+// TestFetchHashesAsItArrives: a fetch from one seeder hashes each piece
+// (SHA-1) and each file (SHA-256) from the chunks as they are written: the
+// torrent library reads nothing back to hash a piece, and what relay
+// reads back (chunks that came ahead of their turn) is a small part of
+// the bundle, not the files again.
+func TestFetchHashesAsItArrives(t *testing.T) {
+	t.Parallel()
+	s, b := seeder(t, map[string]int64{"app": 8<<20 + 4321}, Config{})
+	l := newClient(t, Config{})
+	res, err := l.Fetch(fetchCtx(t, 60*time.Second), FetchRequest{Key: testKey(t), Release: b.Release(testTime), Peers: peersOf(s)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFetched(t, b, res)
+	pc := l.store.check(b.Infohash)
+	if pc == nil {
+		t.Fatal("the fetched bundle is not open")
+	}
+	st := pc.hasher.Stats()
+	lib, file := pc.libRead.Load(), pc.fileRead.Load()
+	t.Logf("%d bytes: hashed %d as written, %d from chunks kept, read back %d for pieces and %d for files; the torrent library read %d", b.Size, st.Streamed, st.Buffered, st.ReadBack, file, lib)
+	if lib != 0 {
+		t.Errorf("the torrent library read %d bytes back (to hash pieces), want none", lib)
+	}
+	if st.Streamed+st.Buffered+st.ReadBack < b.Size {
+		t.Errorf("hashed %d bytes of %d", st.Streamed+st.Buffered+st.ReadBack, b.Size)
+	}
+	if st.ReadBack+file > b.Size/2 {
+		t.Errorf("read back %d bytes of %d to hash them", st.ReadBack+file, b.Size)
+	}
+}

@@ -112,6 +112,8 @@ type bundleState struct {
 	// was opened.
 	present []bool
 	dirty   bool
+	// check hashes the bundle's pieces and files as they are written.
+	check *pieceCheck
 	// changed is closed (and replaced) when a piece is verified.
 	changed chan struct{}
 }
@@ -423,4 +425,24 @@ func (c *completion) forget(ih record.Infohash, i int) {
 		}
 		bs.dirty = true
 	}
+}
+
+// setCheck records the pieceCheck of a bundle.
+func (c *completion) setCheck(ih record.Infohash, pc *pieceCheck) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if bs := c.bundles[ih]; bs != nil {
+		bs.check = pc
+	}
+}
+
+// check returns the pieceCheck of a bundle, nil if the bundle is not
+// open.
+func (c *completion) check(ih record.Infohash) *pieceCheck {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if bs := c.bundles[ih]; bs != nil {
+		return bs.check
+	}
+	return nil
 }

@@ -1,9 +1,11 @@
 package transfer
 
 import (
+	"crypto/sha1"
 	"io"
 	"sync"
 
+	"github.com/anacrolix/torrent/metainfo"
 	"github.com/anacrolix/torrent/storage"
 )
 
@@ -31,15 +33,23 @@ const writeBehindMax = 8 << 20
 // their torrent is gone, and their pieces are recorded missing.
 type writeBehind struct {
 	onErr func(error)
+	// check, if not nil, hashes each chunk once written, from its
+	// buffer: the piece's SHA-1 that SelfHash answers with, and the
+	// SHA-256 of its file (hashing.go). It hashes in a goroutine of its
+	// own, beside the writer: on two cores, writing and hashing one
+	// chunk after the other in one goroutine held the download back.
+	check *pieceCheck
 
 	mu      sync.Mutex
 	changed *sync.Cond // a write landed, the writer stopped, or close began
 	queue   []chunkWrite
-	queued  int         // bytes queued or being written
-	pending map[int]int // piece index: its writes queued or being written
+	hashes  []chunkWrite // written, to hash
+	queued  int          // bytes queued, being written or to hash
+	pending map[int]int  // piece index: its writes queued, being written or to hash
 	failed  map[int]bool
 	err     error // the first write that failed
 	running bool  // the writer goroutine runs
+	hashing bool  // the hashing goroutine runs
 	closed  bool
 }
 
@@ -111,19 +121,19 @@ func (w *writeBehind) run() {
 		if err == nil && n < len(*cw.b) {
 			err = io.ErrShortWrite
 		}
-		size := len(*cw.b)
-		if cap(*cw.b) == chunkSize {
-			chunkBufs.Put(cw.b)
-		}
 		w.mu.Lock()
-		w.queued -= size
-		if w.pending[cw.piece]--; w.pending[cw.piece] == 0 {
-			delete(w.pending, cw.piece)
+		if err == nil && w.check != nil {
+			w.hashes = append(w.hashes, cw)
+			if !w.hashing {
+				w.hashing = true
+				go w.hash()
+			}
+			continue
 		}
+		w.done(cw, false)
 		if err != nil {
 			w.failed[cw.piece] = true
 		}
-		w.changed.Broadcast()
 		if err != nil && w.err == nil {
 			w.err = err
 			w.mu.Unlock()
@@ -133,6 +143,40 @@ func (w *writeBehind) run() {
 	}
 	w.queue = nil
 	w.running = false
+	w.changed.Broadcast()
+}
+
+// hash hands the written chunks to the hasher in order, and ends when
+// none is left. A chunk the hasher cannot take (it failed to read back
+// what came ahead of it) is not a failed write: its piece is read back
+// whole when it is checked.
+func (w *writeBehind) hash() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for len(w.hashes) > 0 {
+		cw := w.hashes[0]
+		w.hashes[0] = chunkWrite{}
+		w.hashes = w.hashes[1:]
+		w.mu.Unlock()
+		kept, _ := w.check.hasher.Wrote(cw.piece, cw.off, *cw.b)
+		w.mu.Lock()
+		w.done(cw, kept)
+	}
+	w.hashes = nil
+	w.hashing = false
+	w.changed.Broadcast()
+}
+
+// done counts a chunk written (and hashed), and pools its buffer unless
+// the hasher kept it; w.mu is held.
+func (w *writeBehind) done(cw chunkWrite, kept bool) {
+	w.queued -= len(*cw.b)
+	if w.pending[cw.piece]--; w.pending[cw.piece] == 0 {
+		delete(w.pending, cw.piece)
+	}
+	if !kept && cap(*cw.b) == chunkSize {
+		chunkBufs.Put(cw.b)
+	}
 	w.changed.Broadcast()
 }
 
@@ -156,7 +200,7 @@ func (w *writeBehind) close() {
 	defer w.mu.Unlock()
 	w.closed = true
 	w.changed.Broadcast()
-	for w.running {
+	for w.running || w.hashing {
 		w.changed.Wait()
 	}
 }
@@ -177,7 +221,31 @@ func (p behindPiece) ReadAt(b []byte, off int64) (int, error) {
 	if err := p.w.wait(p.index); err != nil {
 		return 0, err
 	}
-	return p.PieceImpl.ReadAt(b, off)
+	n, err := p.PieceImpl.ReadAt(b, off)
+	if p.w.check != nil {
+		p.w.check.libRead.Add(int64(n))
+	}
+	return n, err
+}
+
+// SelfHash answers the torrent library's hash of the piece with the SHA-1
+// the hasher computed from the chunks as they were written, reading back
+// only what it could not hash then (storage.SelfHashing): the library
+// would otherwise read the whole piece back to hash it.
+func (p behindPiece) SelfHash() (metainfo.Hash, error) {
+	if err := p.w.wait(p.index); err != nil {
+		return metainfo.Hash{}, err
+	}
+	if p.w.check == nil {
+		h := sha1.New()
+		_, err := p.WriteTo(h)
+		return metainfo.Hash(h.Sum(nil)), err
+	}
+	sum, ok, err := p.w.check.hasher.Piece(p.index)
+	if err == nil {
+		p.w.check.checked(p.index, ok)
+	}
+	return metainfo.Hash(sum), err
 }
 
 // WriteTo passes on the file storage's efficient read of a whole piece
@@ -186,8 +254,15 @@ func (p behindPiece) WriteTo(dst io.Writer) (int64, error) {
 	if err := p.w.wait(p.index); err != nil {
 		return 0, err
 	}
+	var n int64
+	var err error
 	if wt, ok := p.PieceImpl.(io.WriterTo); ok {
-		return wt.WriteTo(dst)
+		n, err = wt.WriteTo(dst)
+	} else {
+		n, err = io.Copy(dst, io.NewSectionReader(p.PieceImpl, 0, p.length))
 	}
-	return io.Copy(dst, io.NewSectionReader(p.PieceImpl, 0, p.length))
+	if p.w.check != nil {
+		p.w.check.libRead.Add(n)
+	}
+	return n, err
 }
