@@ -27,12 +27,18 @@ type DownloadOptions struct {
 	// OnPiece, when set, is called with each piece after its SHA-1
 	// verified and it was written to the torrent's Storage, before the
 	// torrent counts it as had: from one goroutine, one piece at a time,
-	// in the order pieces verify (index order from a single seed). data
-	// is valid only during the call. An error ends the download with it.
+	// in the order pieces verify (see InOrder). data is valid only during
+	// the call. An error ends the download with it.
 	OnPiece func(piece int, data []byte) error
 	// Progress, when set, is called after each verified piece, from the
 	// same goroutine as OnPiece.
 	Progress func(Stats)
+	// InOrder calls OnPiece in index order: a piece that verified waits
+	// in memory (within Config.InFlight) for those before it. Without
+	// it, pieces are handed over as they verify, within a window of the
+	// requests queued: seeders answer queued requests in any order (the
+	// torrent library's in random order).
+	InOrder bool
 	// Want, when set, says which pieces to fetch (called once for each
 	// piece when the download starts): the download returns once it has
 	// those. Nil: every piece. relay fetches the pieces of relay.json
@@ -74,6 +80,7 @@ type piece struct {
 	solo      bool    // it failed its check with blocks from several peers: one peer sends it whole
 	soloPeer  *Peer
 	verifying bool
+	written   bool // verified and written, waiting for the pieces before it (InOrder)
 }
 
 func (pc *piece) blockLen(b int) int {
@@ -92,6 +99,7 @@ type download struct {
 	want      bitfield // the pieces to fetch
 	left      int      // wanted pieces not had yet
 	unstarted int      // wanted pieces neither had nor in flight
+	cursor    int      // InOrder: the next piece OnPiece may be called with
 	free      [][]byte
 	verify    chan *piece
 	done      chan struct{}
@@ -560,48 +568,78 @@ func (dl *download) verifier(ctx context.Context) {
 	}
 }
 
-// check verifies pc's SHA-1, then writes it, or drops its blocks and
-// bans its sender.
+// check verifies pc's SHA-1, then writes it and hands it to OnPiece (with
+// InOrder, once the pieces before it were), or drops its blocks and bans
+// its sender.
 func (dl *download) check(pc *piece) {
 	t := dl.t
 	sum := sha1.Sum(pc.buf)
-	good := string(sum[:]) == string(t.pieceHash(pc.index))
-	var err error
-	if good {
-		if _, err = t.store.WriteAt(pc.buf, int64(pc.index)*t.pieceLen); err != nil {
-			err = fmt.Errorf("failed to write piece %d: %w", pc.index, err)
-		} else if dl.opts.OnPiece != nil {
-			err = dl.opts.OnPiece(pc.index, pc.buf)
-		}
-	}
-	t.mu.Lock()
-	if err != nil {
-		dl.finish(err)
-		t.mu.Unlock()
-		return
-	}
-	if !good {
+	if string(sum[:]) != string(t.pieceHash(pc.index)) {
+		t.mu.Lock()
 		dl.badPiece(pc)
 		t.fillAll()
 		t.mu.Unlock()
 		return
 	}
-	i := slices.Index(dl.active, pc)
-	dl.active = slices.Delete(dl.active, i, i+1)
-	delete(dl.byIndex, pc.index)
-	dl.free = append(dl.free, pc.buf)
-	t.gotPiece(pc.index)
-	dl.left--
-	st := t.stats()
-	if dl.left == 0 {
-		dl.finish(nil)
-	} else {
-		t.fillAll()
+	if _, err := t.store.WriteAt(pc.buf, int64(pc.index)*t.pieceLen); err != nil {
+		t.mu.Lock()
+		dl.finish(fmt.Errorf("failed to write piece %d: %w", pc.index, err))
+		t.mu.Unlock()
+		return
 	}
-	t.mu.Unlock()
-	if dl.opts.Progress != nil {
-		dl.opts.Progress(st)
+	ready := []*piece{pc}
+	if dl.opts.InOrder {
+		t.mu.Lock()
+		pc.written = true
+		ready = dl.ready()
+		t.mu.Unlock()
 	}
+	for _, pc := range ready {
+		if dl.opts.OnPiece != nil {
+			if err := dl.opts.OnPiece(pc.index, pc.buf); err != nil {
+				t.mu.Lock()
+				dl.finish(err)
+				t.mu.Unlock()
+				return
+			}
+		}
+		t.mu.Lock()
+		i := slices.Index(dl.active, pc)
+		dl.active = slices.Delete(dl.active, i, i+1)
+		delete(dl.byIndex, pc.index)
+		dl.free = append(dl.free, pc.buf)
+		t.gotPiece(pc.index)
+		dl.left--
+		st := t.stats()
+		if dl.left == 0 {
+			dl.finish(nil)
+		} else {
+			t.fillAll()
+		}
+		t.mu.Unlock()
+		if dl.opts.Progress != nil {
+			dl.opts.Progress(st)
+		}
+	}
+}
+
+// ready returns the written pieces that come next in index order (InOrder),
+// and moves the cursor past them. t.mu is held.
+func (dl *download) ready() []*piece {
+	var out []*piece
+	for dl.cursor < dl.t.npieces {
+		if !dl.want.has(dl.cursor) {
+			dl.cursor++
+			continue
+		}
+		pc := dl.byIndex[dl.cursor]
+		if pc == nil || !pc.written {
+			break
+		}
+		out = append(out, pc)
+		dl.cursor++
+	}
+	return out
 }
 
 // badPiece handles a piece whose SHA-1 did not verify: a peer that sent
