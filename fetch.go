@@ -377,6 +377,7 @@ func (c *Client) fetchOnce(ctx context.Context, o FetchOptions) (*FetchResult, e
 			OS:         goos,
 			Arch:       goarch,
 			Peers:      o.Peers,
+			Swarm:      o.Pushed,
 			Progress:   stage.progress(progress),
 			OnManifest: onManifest,
 			Tee:        tee,

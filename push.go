@@ -119,9 +119,26 @@ func (ps *pushes) wait(ctx context.Context, deadline time.Time, keys []signer.Pu
 // PushBackoff is how many times further apart the DHT checks of a Watch
 // or an update.Run are while the client has a peer that takes relay_record
 // messages in a swarm of the key's bundles: that peer passes on a newer
-// packet within seconds, so the DHT is the fallback, not the news. Seeders
+// packet within seconds, so the DHT is the fallback, not the news. With
+// more such peers than PushBackoff-1, each of which checks the DHT too
+// and tells of what it finds, a check is put off one interval more for
+// each, up to MaxPushBackoff intervals in all: a client and its P peers
+// then ask the DHT together about as often as one of them polling alone,
+// so news reaches them as soon, and each asks 1/(P+1) as often. Seeders
 // keep their interval: they find releases for the swarm.
-const PushBackoff = 12
+const (
+	PushBackoff    = 12
+	MaxPushBackoff = 24
+)
+
+// pushBackoff is how many intervals a check is put off in all with peers
+// relay_record peers of the key.
+func pushBackoff(peers int) int {
+	if peers <= 0 {
+		return 1
+	}
+	return min(max(PushBackoff, peers+1), MaxPushBackoff)
+}
 
 // PushWaiter follows what peers of a key's swarm tell of (relay_record,
 // docs/spec/relay-record.md) for one channel, and times the channel's DHT
@@ -156,8 +173,9 @@ func (w *PushWaiter) Mark() { w.mark = w.c.pushes.mark() }
 
 // Schedule sets the next DHT check wait from now. With stretch (the check
 // got an answer, and wait is the jittered interval) the check is put off
-// by wait at a time, up to PushBackoff times in all, whenever it comes due
-// while the client has a relay_record peer in the key's swarm.
+// by wait at a time, up to PushBackoff times in all (more with many peers:
+// MaxPushBackoff), whenever it comes due while the client has a
+// relay_record peer in the key's swarm.
 func (w *PushWaiter) Schedule(wait time.Duration, stretch bool) {
 	w.next, w.step, w.skips = time.Now().Add(wait), 0, 0
 	if stretch {
@@ -183,7 +201,7 @@ func (w *PushWaiter) Wait(ctx context.Context) (pushed bool, err error) {
 			return false, ctx.Err()
 		case pushed:
 			return true, nil
-		case w.step > 0 && w.skips < PushBackoff-1 && w.c.PushPeers(w.key) > 0:
+		case w.step > 0 && w.skips < pushBackoff(w.c.PushPeers(w.key))-1:
 			w.skips++
 			w.next = w.next.Add(w.step)
 		default:

@@ -37,8 +37,9 @@ func (c *Client) Serve(ctx context.Context, key signer.PublicKey, channel string
 	return b, err
 }
 
-// serveBundle seeds bundle ih unless it is seeded already (then it
-// returns nil, nil).
+// serveBundle serves bundle ih as one of the fleet that holds it
+// (transfer.Client.Serve: announced by a few of them, chosen by its
+// infohash) unless it is seeded already (then it returns nil, nil).
 func (c *Client) serveBundle(ctx context.Context, ih record.Infohash) (*transfer.Bundle, error) {
 	tc, err := c.transfer()
 	if err != nil {
@@ -47,7 +48,7 @@ func (c *Client) serveBundle(ctx context.Context, ih record.Infohash) (*transfer
 	if tc.Seeding(ih) {
 		return nil, nil
 	}
-	return tc.Seed(ctx, ih)
+	return tc.Serve(ctx, ih)
 }
 
 // serveAccepted is Serve for Watch: what it serves is said as an event,

@@ -75,7 +75,8 @@ type WatchOptions struct {
 	// one and a half times it, so that a fleet does not ask the DHT all at
 	// once; while a peer that takes relay_record messages is connected in
 	// the release's swarm, checks are put off up to PushBackoff times
-	// further (docs/spec/relay-record.md).
+	// further, up to MaxPushBackoff with many such peers
+	// (docs/spec/relay-record.md).
 	Interval time.Duration
 	// OnEvent receives every event; nil drops them.
 	OnEvent func(Event)

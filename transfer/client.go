@@ -151,11 +151,16 @@ type Client struct {
 
 // active is a bundle in the client.
 type active struct {
-	t        *torrent.Torrent
-	cancel   context.CancelFunc // stops its announcer and rechecks
-	wake     chan struct{}      // tells the announcer a fetch started, or the last seed left
-	seeding  bool
-	fetches  int
+	t       *torrent.Torrent
+	cancel  context.CancelFunc // stops its announcer and rechecks
+	wake    chan struct{}      // tells the announcer a fetch started, or the last seed left
+	seeding bool
+	fetches int
+	// quiet: served as one of a fleet (Serve), or fetched as told of by
+	// the key's swarm (FetchRequest.Swarm), since toldAt: see
+	// announceShare
+	quiet    bool
+	toldAt   time.Time
 	semOnce  sync.Once
 	sem      chan struct{}    // one Fetch of a bundle at a time
 	lastStat []fileStat       // for rechecks of a seeded bundle

@@ -86,17 +86,25 @@ type dhtRepeater interface {
 // while it is seeded (with the quicker asks of natAsk behind NAT), until
 // ctx ends. The announce runs beside the lookup, not after it: a peer
 // that only dials out (a seeder behind NAT) finds this one a lookup
-// sooner.
+// sooner. A bundle served as one of a fleet (Serve), or fetched as a
+// peer of its key's swarm told of it (FetchRequest.Swarm), is announced
+// as quiet says instead.
 func (c *Client) announce(ctx context.Context, ih record.Infohash, a *active) {
 	backoff := fetchLookupMin
 	var announced, nextLookup, eagerUntil time.Time
 	repeater, _ := c.cfg.DHT.(dhtRepeater)
 	for {
 		c.mu.Lock()
-		fetching, seeding, since := a.fetches > 0, a.seeding, a.seedSince
+		fetching, seeding, since, quiet := a.fetches > 0, a.seeding, a.seedSince, a.quiet
 		c.mu.Unlock()
+		if quiet {
+			if !c.announceQuiet(ctx, ih, a, fetching, &announced, &backoff) {
+				return
+			}
+			continue
+		}
 		var announcing chan error
-		if time.Since(announced) > seedAnnounce/2 {
+		if (fetching || seeding || !announced.IsZero()) && time.Since(announced) > seedAnnounce/2 {
 			announcing = make(chan error, 1)
 			go func() {
 				cctx, cancel := context.WithTimeout(ctx, dhtCallTimeout)

@@ -50,6 +50,12 @@ type FetchRequest struct {
 	OS, Arch string
 	// Peers are peers to try besides those of the DHT and web seeds.
 	Peers []netip.AddrPort
+	// Swarm says that a peer of Key's swarm told of the release
+	// (relay_record): the fetch starts with the relay peers of Key this
+	// client is connected to, asks the DHT only if no peer sends it a
+	// block for a few seconds, and announces the bundle as Serve does
+	// (see announceShare).
+	Swarm bool
 	// Progress, if not nil, is called from Fetch's goroutine every
 	// ProgressInterval, when the stage changes, and once at the end.
 	Progress func(Progress)
@@ -244,7 +250,13 @@ func (c *Client) Fetch(ctx context.Context, req FetchRequest) (*Fetched, error) 
 	c.mu.Lock()
 	a.fetches++
 	a.key = req.Key
+	if !a.seeding {
+		a.quiet, a.toldAt = req.Swarm, time.Now()
+	}
 	c.mu.Unlock()
+	if req.Swarm {
+		c.addPeers(a.t, c.swarmAddrs(req.Key), torrent.PeerSourcePex)
+	}
 	select {
 	case a.wake <- struct{}{}:
 	default:

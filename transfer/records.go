@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/binary"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -42,6 +43,8 @@ const (
 // recordPeer is a connection whose peer takes relay_record messages.
 type recordPeer struct {
 	key      signer.PublicKey           // its bundle's key
+	id       torrent.PeerID             // its peer ID
+	addr     netip.AddrPort             // where it can be dialled (see swarmAddrs), or invalid
 	sent     map[signer.PublicKey]int64 // by key, the highest seq sent to it or heard from it
 	nextSend time.Time                  // when it may be sent the next
 	tokens   int                        // messages it may still send before the next refill
@@ -122,7 +125,14 @@ func (c *Client) onRecordHandshake(pc *torrent.PeerConn, m *pp.ExtendedHandshake
 		c.mu.Unlock()
 		return
 	}
-	c.recordPeers[pc] = &recordPeer{key: a.key, sent: make(map[signer.PublicKey]int64), tokens: recordBurst, refill: time.Now()}
+	addr := connAddr(pc)
+	if pc.Discovery == torrent.PeerSourceIncoming {
+		addr = netip.AddrPort{}
+		if m.Port > 0 && m.Port <= 65535 && connAddr(pc).IsValid() {
+			addr = netip.AddrPortFrom(connAddr(pc).Addr(), uint16(m.Port))
+		}
+	}
+	c.recordPeers[pc] = &recordPeer{key: a.key, id: pc.PeerID, addr: addr, sent: make(map[signer.PublicKey]int64), tokens: recordBurst, refill: time.Now()}
 	c.mu.Unlock()
 	c.wakeRecords()
 }
@@ -279,17 +289,17 @@ func (c *Client) RecordPeers() int {
 	return len(c.recordPeers)
 }
 
-// RecordPeersOf returns how many connected peers in swarms of key's
-// bundles take relay_record messages: peers that pass on a newer packet
-// of key as soon as they hold one.
+// RecordPeersOf returns how many peers (by peer ID) connected in swarms
+// of key's bundles take relay_record messages: peers that pass on a newer
+// packet of key as soon as they hold one.
 func (c *Client) RecordPeersOf(key signer.PublicKey) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	n := 0
+	seen := make(map[torrent.PeerID]bool)
 	for _, rp := range c.recordPeers {
 		if slices.Contains(c.swarmKeys(rp.key), key) {
-			n++
+			seen[rp.id] = true
 		}
 	}
-	return n
+	return len(seen)
 }

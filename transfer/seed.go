@@ -26,6 +26,11 @@ import (
 // an error wrapping record.ErrFileMismatch. Relay remembers those pieces
 // as missing; a Fetch of the bundle downloads them again.
 func (c *Client) Seed(ctx context.Context, ih record.Infohash) (*Bundle, error) {
+	return c.seed(ctx, ih, false)
+}
+
+// seed is Seed, and with quiet Serve.
+func (c *Client) seed(ctx context.Context, ih record.Infohash, quiet bool) (*Bundle, error) {
 	dir := filepath.Join(c.root, ih.String())
 	info, infoBytes, err := loadMetainfo(dir, ih)
 	if err != nil {
@@ -36,6 +41,9 @@ func (c *Client) Seed(ctx context.Context, ih record.Infohash) (*Bundle, error) 
 		return nil, fmt.Errorf("seed: %w", err)
 	}
 	c.mu.Lock()
+	if !quiet || !a.seeding {
+		a.quiet = quiet
+	}
 	a.seeding = true
 	if a.seedSince.IsZero() {
 		a.seedSince = time.Now()

@@ -89,7 +89,8 @@ type Config struct {
 	// DefaultInterval. Each wait is jittered, drawn uniformly from half to
 	// one and a half times it; while Run serves and a peer that takes
 	// relay_record messages is connected in the release's swarm, checks
-	// are put off up to relay.PushBackoff times further.
+	// are put off up to relay.PushBackoff times further (with many such
+	// peers, up to relay.MaxPushBackoff).
 	Interval time.Duration
 	// HealthCheck, when set, makes Apply start the new executable before
 	// keeping it; see HealthCheck.
