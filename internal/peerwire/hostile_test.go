@@ -313,3 +313,39 @@ func TestFetchInfoHostile(t *testing.T) {
 		t.Errorf("FetchInfo from the forging peer alone: %v, want ErrBadInfo", err)
 	}
 }
+
+// TestServeCutsNonReader: a peer that sends requests while choked (each
+// rejected, BEP 6) and never reads is cut off once what is queued for it
+// passes maxOut, instead of being queued its rejects without bound.
+func TestServeCutsNonReader(t *testing.T) {
+	t.Parallel()
+	b := makeBundle(t, map[string]int64{"app": 100 << 10}, 64<<10)
+	_, _, addr := seeded(t, b, Config{})
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	h := handshake{reserved: ourReserved(), infohash: b.info2hash()}
+	rand.Read(h.peerID[:])
+	var batch []byte
+	for range 1000 {
+		batch = appendMsg(batch, pp.Request, 0, 0, BlockSize)
+	}
+	conn.SetWriteDeadline(time.Now().Add(time.Minute))
+	if _, err := conn.Write(h.marshal()); err != nil {
+		t.Fatal(err)
+	}
+	// 68 MB of requests: what loopback's socket buffers hold of the
+	// rejects, and maxOut, are far less.
+	for i := range 4000 {
+		if _, err := conn.Write(batch); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("writes blocked after %d requests: the server stopped reading without closing", i*1000)
+			}
+			return // cut off
+		}
+	}
+	t.Fatal("a peer that never read was sent 4 million rejects' worth of requests without being cut off")
+}

@@ -26,6 +26,9 @@ const (
 	// defaultReqq is the reqq of a peer that announces none (libtorrent's
 	// default).
 	defaultReqq = 250
+	// maxOut bounds the bytes queued for a peer: one that sends requests
+	// (rejected, or metadata answered) and does not read is cut off.
+	maxOut = 4 << 20
 )
 
 // ErrBanned is returned (wrapped) for a peer dropped because it sent data
@@ -334,6 +337,12 @@ func (p *Peer) readLoop() error {
 		if err := p.handle(typ, body); err != nil {
 			return err
 		}
+		p.wmu.Lock()
+		queued := len(p.out)
+		p.wmu.Unlock()
+		if queued > maxOut {
+			return errors.New("peer does not read what it is sent")
+		}
 	}
 }
 
@@ -528,7 +537,10 @@ func (p *Peer) serveMetadata(payload []byte) {
 		return
 	}
 	info := t.infoBytes
-	if m.Piece < 0 || m.Piece*metadataPiece >= len(info) {
+	p.wmu.Lock()
+	full := len(p.out)+metadataPiece > maxOut
+	p.wmu.Unlock()
+	if full || m.Piece < 0 || m.Piece*metadataPiece >= len(info) {
 		b, _ := bencode.Marshal(pp.ExtendedMetadataRequestMsg{Type: pp.RejectMetadataExtensionMsgType, Piece: m.Piece})
 		p.send(appendExtended(nil, id, b))
 		return
