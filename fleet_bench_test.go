@@ -44,7 +44,7 @@ func BenchmarkFleet(b *testing.B) {
 		sizes, nodes = []int{25, 50, 100, 200}, 1000
 	}
 	for range b.N {
-		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), 75*time.Minute)
 		tap := &queryTap{}
 		start := time.Now()
 		w := newSimWorld(b, ctx, simnet.Config{Loss: 0.03, Seed: 19, UploadRate: 1 << 20, Tap: tap.see}, nodes, 0.3, true)
