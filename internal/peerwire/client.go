@@ -37,6 +37,9 @@ type Config struct {
 	// UploadSlots is how many interested peers a torrent unchokes at once.
 	// Zero: 8.
 	UploadSlots int
+	// SlotIdle is how long an unchoked peer may request nothing before
+	// its slot goes to a peer waiting for one. Zero: 30 s.
+	SlotIdle time.Duration
 	// UploadRate caps the bytes per second of piece data the client
 	// sends, over all peers. Zero: no cap.
 	UploadRate int64
@@ -100,6 +103,7 @@ func New(cfg Config) *Client {
 	defd(&cfg.HandshakeTimeout, 20*time.Second)
 	defd(&cfg.IdleTimeout, 3*time.Minute)
 	defd(&cfg.SnubTimeout, 20*time.Second)
+	defd(&cfg.SlotIdle, 30*time.Second)
 	return &Client{cfg: cfg, up: newLimiter(cfg.UploadRate), torrents: map[metainfo.Hash]*Torrent{}}
 }
 
@@ -157,8 +161,9 @@ type Torrent struct {
 	avail   []int32 // by piece, peers that have it (besides seeds)
 	seeds   int     // peers that have every piece
 	dl      *download
-	slots   int     // peers unchoked
-	waiting []*Peer // interested peers waiting for a slot, oldest first
+	slots   int         // peers unchoked
+	waiting []*Peer     // interested peers waiting for a slot, oldest first
+	rotate  *time.Timer // looks for idle slots while peers wait
 	// badPieces counts the pieces that failed their SHA-1 check.
 	badPieces int
 	// banned are the addresses of peers that sent a bad piece.

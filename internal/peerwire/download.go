@@ -480,10 +480,16 @@ func (p *Peer) readBlock(n int) error {
 	_, err := io.ReadFull(p.r, pc.buf[r.begin:r.begin+r.length])
 	t.mu.Lock()
 	p.inBlock = false
+	if t.dl != dl {
+		// The download ended while the block came: its pieces and p's
+		// requests are no longer the same download's.
+		t.mu.Unlock()
+		return err
+	}
 	dl.received(p, pc, b, err == nil)
 	if err == nil {
 		p.downloaded.Add(int64(r.length))
-		if t.dl == dl && len(p.reqs) <= min(p.reqq, t.c.cfg.Requests)*3/4 {
+		if len(p.reqs) <= min(p.reqq, t.c.cfg.Requests)*3/4 {
 			t.fill(p)
 		}
 	}

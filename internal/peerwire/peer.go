@@ -60,6 +60,7 @@ type Peer struct {
 	amChoking    bool
 	amInterested bool
 	reqs         map[blockKey]struct{} // requests of the download queued at them
+	active       time.Time             // when they were unchoked or last requested
 	lastBlock    time.Time             // the last block received, or the first request queued after none
 	inBlock      bool                  // a block of theirs is being read
 

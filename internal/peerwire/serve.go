@@ -92,6 +92,7 @@ func (c *Client) Serve(ctx context.Context, ln net.Listener) error {
 func (p *Peer) onRequest(r request) {
 	t := p.t
 	t.mu.Lock()
+	p.active = time.Now()
 	ok := !p.amChoking && int(r.index) < t.npieces && t.have.has(int(r.index)) &&
 		r.length > 0 && r.length <= maxRequestLen && int64(r.begin)+int64(r.length) <= t.pieceSize(int(r.index))
 	t.mu.Unlock()
@@ -149,12 +150,48 @@ func (t *Torrent) considerUnchoke(p *Peer) {
 	}
 	if t.slots < t.c.cfg.UploadSlots {
 		p.amChoking = false
+		p.active = time.Now()
 		t.slots++
 		p.send(appendMsg(nil, pp.Unchoke))
 		return
 	}
 	if !slices.Contains(t.waiting, p) {
 		t.waiting = append(t.waiting, p)
+	}
+	t.freeIdleSlot()
+}
+
+// freeIdleSlot chokes an unchoked peer that requested nothing for
+// Config.SlotIdle, if a peer waits for its slot, and looks again later
+// while peers wait. t.mu is held.
+func (t *Torrent) freeIdleSlot() {
+	if len(t.waiting) == 0 {
+		return
+	}
+	idle := t.c.cfg.SlotIdle
+	now := time.Now()
+	next := idle
+	for q := range t.peers {
+		if q.amChoking {
+			continue
+		}
+		if since := now.Sub(q.active); since < idle {
+			next = min(next, idle-since)
+			continue
+		}
+		t.choke(q) // its slot goes to the first in line
+		if q.interested {
+			t.waiting = append(t.waiting, q) // and it waits its turn
+		}
+		break
+	}
+	if t.rotate == nil && len(t.waiting) > 0 {
+		t.rotate = time.AfterFunc(next, func() {
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			t.rotate = nil
+			t.freeIdleSlot()
+		})
 	}
 }
 

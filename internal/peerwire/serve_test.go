@@ -1,6 +1,7 @@
 package peerwire
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	pp "github.com/anacrolix/torrent/peer_protocol"
 
 	"github.com/relay-sh/relay/record"
 	"github.com/relay-sh/relay/signer"
@@ -308,4 +311,45 @@ func TestIdleTimeout(t *testing.T) {
 	if !bytes.Contains(got[handshakeLen:], keepAlive) {
 		t.Errorf("no keep-alive among the %d bytes sent to the peer", len(got))
 	}
+}
+
+// TestSlotIdle: with one upload slot, taken by a peer that is unchoked
+// and requests nothing, a leecher that comes later gets the slot after
+// Config.SlotIdle and downloads.
+func TestSlotIdle(t *testing.T) {
+	t.Parallel()
+	b := makeBundle(t, map[string]int64{"app": 300 << 10}, 64<<10)
+	_, _, addr := seeded(t, b, Config{UploadSlots: 1, SlotIdle: 500 * time.Millisecond})
+	idle, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	h := handshake{reserved: ourReserved(), infohash: b.info2hash()}
+	h.peerID[0] = 1
+	idle.Write(append(h.marshal(), appendMsg(nil, pp.Interested)...))
+	// Until it is unchoked: then it holds the slot.
+	r := bufio.NewReader(idle)
+	idle.SetReadDeadline(time.Now().Add(time.Minute))
+	if _, err := readHandshake(r); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		typ, n, err := readHeader(r, len(b.info.Pieces)/20)
+		if err != nil {
+			t.Fatalf("the first peer was not unchoked: %v", err)
+		}
+		if n > 0 {
+			r.Discard(n)
+		}
+		if n >= 0 && typ == pp.Unchoke {
+			break
+		}
+	}
+	go io.Copy(io.Discard, r)
+	tor, dir := addTorrent(t, New(Config{}), b, b.infoBytes)
+	if err := tor.Download(ctxFor(t, time.Minute), DownloadOptions{Peers: []string{addr}}); err != nil {
+		t.Fatal(err)
+	}
+	sameFiles(t, b, dir)
 }
