@@ -144,7 +144,8 @@ func serveTwisted(t *testing.T, b *bundle, conn net.Conn, r *bufio.Reader, twist
 // library's) and peers that send bad pieces, announce a 1 GB message,
 // answer the handshake with garbage, drip a block a byte at a time, or
 // never unchoke, completes with the seeded bytes; the peer of bad pieces
-// is banned and not dialled again, and the others are cut off.
+// is banned, and those of the 1 GB message and the garbage handshake are
+// cut off.
 func TestHostilePeers(t *testing.T) {
 	t.Parallel()
 	b := makeBundle(t, map[string]int64{"app": 4 << 20, "lib": 1<<20 + 5}, 64<<10)
@@ -172,7 +173,7 @@ func TestHostilePeers(t *testing.T) {
 	})
 
 	ctx := ctxFor(t, 3*time.Minute)
-	c := New(Config{SnubTimeout: 2 * time.Second, HandshakeTimeout: 5 * time.Second})
+	c := New(Config{SnubTimeout: 3 * time.Second, HandshakeTimeout: 5 * time.Second})
 	tor, dir := addTorrent(t, c, b, b.infoBytes)
 	// The hostile peers first: they are dialled before the honest one.
 	more := make(chan string, 1)
@@ -193,9 +194,6 @@ func TestHostilePeers(t *testing.T) {
 	}
 	if got := tor.Banned(); !slices.Equal(got, []string{bad.addr}) {
 		t.Errorf("banned %v, want the peer of bad pieces %s", got, bad.addr)
-	}
-	if n := bad.conns.Load(); n != 1 {
-		t.Errorf("the peer of bad pieces was dialled %d times, want once", n)
 	}
 	if huge.cut.Load() == 0 {
 		t.Error("the peer that announced a 1 GB message was not cut off")
@@ -348,4 +346,39 @@ func TestServeCutsNonReader(t *testing.T) {
 		}
 	}
 	t.Fatal("a peer that never read was sent 4 million rejects' worth of requests without being cut off")
+}
+
+// TestBannedNotDialled: a peer that sent a bad piece is banned and not
+// dialled again (a peer whose connection ended otherwise is, after a
+// second), and the download completes from a peer found later.
+func TestBannedNotDialled(t *testing.T) {
+	t.Parallel()
+	b := makeBundle(t, map[string]int64{"app": 1 << 20}, 64<<10)
+	bad := hostilePeer(t, b, true, func(h *hostile, conn net.Conn, r *bufio.Reader) {
+		serveTwisted(t, b, conn, r, func(_ uint32, data []byte) { data[len(data)-1] ^= 0x80 })
+	})
+	ctx := ctxFor(t, 2*time.Minute)
+	tor, dir := addTorrent(t, New(Config{}), b, b.infoBytes)
+	more := make(chan string, 1)
+	go func() {
+		for len(tor.Banned()) == 0 {
+			if ctx.Err() != nil {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		// Long enough for a peer that is not banned to be dialled again.
+		time.Sleep(3 * time.Second)
+		more <- anacrolixSeeds(t, b)
+	}()
+	if err := tor.Download(ctx, DownloadOptions{Peers: []string{bad.addr}, MorePeers: more}); err != nil {
+		t.Fatal(err)
+	}
+	sameFiles(t, b, dir)
+	if got := tor.Banned(); !slices.Equal(got, []string{bad.addr}) {
+		t.Errorf("banned %v, want %s", got, bad.addr)
+	}
+	if n := bad.conns.Load(); n != 1 {
+		t.Errorf("the peer of bad pieces was dialled %d times, want once", n)
+	}
 }
