@@ -64,33 +64,56 @@ type found struct {
 // valid seq, and returns the closest nodes with their write tokens. A node
 // that answers with a forged or older packet counts as such and changes
 // nothing.
-func (n *Node) get(ctx context.Context, key signer.PublicKey) (found, error) {
+//
+// The get before a put (forPut) is patient and looks for the StoreNodes
+// closest nodes, where the put goes (see lookup). A resolve ends as soon
+// as no closer node is left to ask and at least half of the k closest that
+// answered hold the highest seq any node returned: it does not wait for
+// the last queries in flight, to nodes that are most likely gone.
+func (n *Node) get(ctx context.Context, key signer.PublicKey, forPut bool) (found, error) {
 	var (
 		mu   sync.Mutex
 		f    found
 		seen = make(map[netip.AddrPort]*record.SignedPacket)
 	)
 	target := record.Target(key)
-	closest, st, err := n.lookup(ctx, lookup{
-		q:      "get",
-		target: target,
-		args:   krpc.MsgArgs{Target: target},
-		tokens: true,
-		reply: func(from netip.AddrPort, r *krpc.Return) {
-			if r.V == nil {
-				return
-			}
-			p, err := itemPacket(key, r)
+	l := lookup{q: "get", target: target, args: krpc.MsgArgs{Target: target}, tokens: true}
+	if forPut {
+		l.patient, l.k = true, StoreNodes
+	} else {
+		l.enough = func(closest []closeNode) bool {
 			mu.Lock()
 			defer mu.Unlock()
-			if err != nil {
-				f.stats.Invalid++
-				n.log.Debug("invalid packet from a node", "node", from, "key", key, "err", err)
-				return
+			var best *record.SignedPacket
+			for _, p := range seen {
+				if best == nil || p.Seq > best.Seq {
+					best = p
+				}
 			}
-			seen[from] = p
-		},
-	})
+			held := 0
+			for _, c := range closest {
+				if p := seen[c.addr]; best != nil && p != nil && p.Seq == best.Seq {
+					held++
+				}
+			}
+			return held >= K/2
+		}
+	}
+	l.reply = func(from netip.AddrPort, r *krpc.Return) {
+		if r.V == nil {
+			return
+		}
+		p, err := itemPacket(key, r)
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			f.stats.Invalid++
+			n.log.Debug("invalid packet from a node", "node", from, "key", key, "err", err)
+			return
+		}
+		seen[from] = p
+	}
+	closest, st, err := n.lookup(ctx, l)
 	f.stats.Queried, f.stats.Answered, f.stats.Messages = st.queried, st.answered, st.messages
 	n.gets.Add(int64(st.messages))
 	f.lookup = st
@@ -193,7 +216,7 @@ func decodeString(b []byte) ([]byte, error) {
 // when nodes answered but none holds a packet, ErrNoNodes when none
 // answered.
 func (n *Node) Resolve(ctx context.Context, key signer.PublicKey) (*record.SignedPacket, ResolveStats, error) {
-	f, err := n.get(ctx, key)
+	f, err := n.get(ctx, key, false)
 	if err != nil {
 		return nil, f.stats, fmt.Errorf("resolve %s: %w", key, err)
 	}
@@ -220,7 +243,7 @@ func (n *Node) Publish(ctx context.Context, key *signer.PrivateKey, update func(
 	if update == nil {
 		return nil, PutStats{}, fmt.Errorf("publish %s: no update function", pub)
 	}
-	f, err := n.get(ctx, pub)
+	f, err := n.get(ctx, pub, true)
 	st := PutStats{Queried: f.stats.Queried, Answered: f.stats.Answered, Messages: f.stats.Messages}
 	if err != nil {
 		return nil, st, fmt.Errorf("publish %s: read current packet: %w", pub, err)
@@ -257,7 +280,7 @@ func (n *Node) Store(ctx context.Context, p *record.SignedPacket) (PutStats, err
 	if err := p.Verify(); err != nil {
 		return st, fmt.Errorf("store %s: %w", p.Key, err)
 	}
-	f, err := n.get(ctx, p.Key)
+	f, err := n.get(ctx, p.Key, true)
 	st = PutStats{Queried: f.stats.Queried, Answered: f.stats.Answered, Messages: f.stats.Messages}
 	if err != nil {
 		return st, fmt.Errorf("store %s: %w", p.Key, err)
@@ -297,7 +320,7 @@ func (n *Node) put(ctx context.Context, p *record.SignedPacket, closest []closeN
 			V:     p.Packet,
 		}
 		wg.Go(func() {
-			res := n.srv.Query(ctx, dht.NewAddr(net.UDPAddrFromAddrPort(c.addr)), "put", dht.QueryInput{MsgArgs: args})
+			res := n.store(ctx, c.addr, "put", args)
 			mu.Lock()
 			defer mu.Unlock()
 			st.Messages += int(res.Writes)
@@ -333,4 +356,28 @@ func (n *Node) put(ctx context.Context, p *record.SignedPacket, closest []closeN
 		return fmt.Errorf("%w: %d nodes asked, %d refused, %d did not answer", ErrNotStored, len(sent), st.Refused, failed)
 	}
 	return nil
+}
+
+// store sends a put or an announce_peer to a node that gave a write token,
+// up to storeTries times while it does not answer: again after the wait
+// n.rtt sets, the last time for QueryTimeout.
+func (n *Node) store(ctx context.Context, to netip.AddrPort, q string, args krpc.MsgArgs) dht.QueryResult {
+	var res dht.QueryResult
+	writes := res.Writes
+	addr := dht.NewAddr(net.UDPAddrFromAddrPort(to))
+	for try := 1; try <= storeTries; try++ {
+		wait := n.rtt.wait(n.queryTimeout)
+		if try == storeTries {
+			wait = n.queryTimeout
+		}
+		qctx, cancel := context.WithTimeout(ctx, wait)
+		res = n.srv.Query(qctx, addr, q, dht.QueryInput{MsgArgs: args})
+		cancel()
+		writes += res.Writes
+		if res.Err == nil || ctx.Err() != nil {
+			break
+		}
+	}
+	res.Writes = writes
+	return res
 }

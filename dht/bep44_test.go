@@ -45,8 +45,8 @@ func TestPublishResolve(t *testing.T) {
 	t.Logf("publish: %+v", ps)
 	// Nodes list every IPv4 node twice (as ::ffff:a.b.c.d too); counted
 	// twice, a put reaches 4 to 6 distinct nodes instead of 8.
-	if ps.Acked != dht.K {
-		t.Errorf("put acknowledged by %d distinct nodes, want %d", ps.Acked, dht.K)
+	if ps.Acked != dht.StoreNodes {
+		t.Errorf("put acknowledged by %d distinct nodes, want %d", ps.Acked, dht.StoreNodes)
 	}
 
 	got, rs, err := res.Resolve(ctx, key.PublicKey())
@@ -235,7 +235,7 @@ func TestStoreRestores(t *testing.T) {
 	}
 	for i := range 2 { // the second time, nodes hold the same packet
 		st, err := net.Nodes[13].Store(ctx, p)
-		if err != nil || st.Acked != dht.K {
+		if err != nil || st.Acked != dht.StoreNodes {
 			t.Fatalf("store %d: %v, %+v", i, err, st)
 		}
 	}

@@ -120,12 +120,17 @@ type Config struct {
 	SendRate float64
 	// QueryTimeout is how long to wait for an answer before giving up on a
 	// node; zero means DefaultQueryTimeout. Lookups (resolve, publish,
-	// peers, joining) give up sooner, after a wait set by the round trips
-	// of the answers so far, as TCP sets its retransmission timeout (RFC
-	// 6298): the mean plus four deviations, at least 500 ms, 1 s before
-	// any answer, never more than QueryTimeout. A node that is gone then
-	// costs a lookup half a second on a fast network instead of
-	// QueryTimeout.
+	// peers, joining) take a node's answer until then but do not wait for
+	// it that long: after about a round trip (the mean of the answers so
+	// far plus one deviation, at least 100 ms) the node's place among the
+	// queries in flight goes to the next node, and a lookup ends without
+	// the nodes still silent, after the wait TCP would set for a
+	// retransmission (RFC 6298: the mean plus four deviations, at least
+	// 500 ms, 1 s before any answer) for a lookup before a put or an
+	// announce, after the shorter one for a resolve. A node that is gone
+	// then costs a resolve about a round trip instead of QueryTimeout. A
+	// put or an announce that gets no answer is sent again after the
+	// longer wait, three times at most.
 	QueryTimeout time.Duration
 	// ItemLifetime is how long the node keeps a BEP 44 item that another
 	// node stored on it, from the last time it was stored (a seeder storing

@@ -25,10 +25,12 @@ func (n *Node) Announce(ctx context.Context, infohash record.Infohash, port int)
 		return fmt.Errorf("announce %s: port %d out of range", infohash, port)
 	}
 	closest, _, err := n.lookup(ctx, lookup{
-		q:      "get_peers",
-		target: krpc.ID(infohash),
-		args:   krpc.MsgArgs{InfoHash: krpc.ID(infohash)},
-		tokens: true,
+		q:       "get_peers",
+		target:  krpc.ID(infohash),
+		args:    krpc.MsgArgs{InfoHash: krpc.ID(infohash)},
+		tokens:  true,
+		patient: true,
+		k:       StoreNodes,
 	})
 	if err != nil {
 		return fmt.Errorf("announce %s: %w", infohash, err)
@@ -50,7 +52,7 @@ func (n *Node) Announce(ctx context.Context, infohash record.Infohash, port int)
 		sent[c.addr] = true
 		args := krpc.MsgArgs{InfoHash: krpc.ID(infohash), Port: &port, ImpliedPort: implied, Token: c.token}
 		wg.Go(func() {
-			res := n.srv.Query(ctx, dht.NewAddr(net.UDPAddrFromAddrPort(c.addr)), "announce_peer", dht.QueryInput{MsgArgs: args})
+			res := n.store(ctx, c.addr, "announce_peer", args)
 			if res.Err == nil && res.Reply.R != nil {
 				mu.Lock()
 				acked[c.addr] = true
