@@ -60,7 +60,8 @@ type lookup struct {
 	// enough, when set, ends the walk once no node closer than the
 	// farthest of the k closest that answered is left to ask, without
 	// waiting for the queries still within their wait, if it says so of
-	// those k (on the lookup's goroutine).
+	// those k; and, when fewer than k answered, without waiting for late
+	// answers if it says so of those (on the lookup's goroutine).
 	enough func(closest []closeNode) bool
 }
 
@@ -244,7 +245,7 @@ func (w *walk) run(ctx context.Context, start []types.AddrMaybeId) error {
 		w.send()
 		next, over := w.settle(now)
 		if over {
-			if len(w.found) >= w.l.k || w.late == 0 {
+			if len(w.found) >= w.l.k || w.late == 0 || (w.l.enough != nil && w.l.enough(w.found)) {
 				return nil
 			}
 			// A late answer adds its node to the closest set and the
@@ -371,8 +372,8 @@ func (w *walk) expire(now time.Time) {
 	}
 }
 
-// settle reports whether the walk is over: no node that matters is left to ask or within its
-// wait. When it is not, next is when the next query's wait ends.
+// settle reports whether the walk is over: no node that matters is left
+// to ask or within its wait (see lookup). next is when the next wait ends.
 func (w *walk) settle(now time.Time) (next time.Time, over bool) {
 	over = true
 	toAsk := false
@@ -382,12 +383,14 @@ func (w *walk) settle(now time.Time) (next time.Time, over bool) {
 		}
 	}()
 	for _, c := range w.nodes {
+		if c.state == asking && (next.IsZero() || c.due.Before(next)) {
+			// Whether it matters or not, its place among the alpha
+			// frees then.
+			next = c.due
+		}
 		switch {
 		case c.state == asking && w.matters(c):
 			over = false
-			if next.IsZero() || c.due.Before(next) {
-				next = c.due
-			}
 		case c.state == late && now.Before(c.until) && w.matters(c):
 			over = false
 			if next.IsZero() || c.until.Before(next) {
