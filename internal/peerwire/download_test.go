@@ -70,3 +70,44 @@ func TestDownloadWant(t *testing.T) {
 		t.Errorf("the second download verified pieces %v, want the %d others", got, tor.npieces-3)
 	}
 }
+
+// TestInFlightBound: with Config.InFlight below one piece, a download from
+// two seeds (the torrent library's and this package's) never holds more
+// than two pieces in memory, and completes.
+func TestInFlightBound(t *testing.T) {
+	t.Parallel()
+	b := makeBundle(t, map[string]int64{"app": 2 << 20}, 64<<10)
+	seeds := []string{anacrolixSeeds(t, b)}
+	_, _, addr := seeded(t, b, Config{})
+	seeds = append(seeds, addr)
+	tor, dir := addTorrent(t, New(Config{InFlight: 1}), b, b.infoBytes)
+	peak := 0
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			tor.mu.Lock()
+			if tor.dl != nil {
+				peak = max(peak, len(tor.dl.active))
+			}
+			tor.mu.Unlock()
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	err := tor.Download(ctxFor(t, 2*time.Minute), DownloadOptions{Peers: seeds})
+	close(stop)
+	<-sampled
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameFiles(t, b, dir)
+	if peak > 2 {
+		t.Errorf("%d pieces in memory at once, want at most 2", peak)
+	}
+}
