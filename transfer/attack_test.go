@@ -56,6 +56,16 @@ func TestFetchAmongCorruptSeeder(t *testing.T) {
 	if !slices.Equal(banned, []string{"127.0.0.2"}) {
 		t.Errorf("banned %v, want the corrupt seeder 127.0.0.2 alone", banned)
 	}
+	// Bad pieces came in mid-stream, and the file's SHA-256, computed
+	// as the blocks arrived, rewound past each (the fetch checked it
+	// against the manifest).
+	if pc := l.store.check(b.Infohash); pc != nil {
+		st := pc.hasher.Stats()
+		t.Logf("pieces failed: %d; read back %d bytes for pieces, %d for the file", st.Failed, st.ReadBack, pc.fileRead.Load())
+		if st.Failed == 0 {
+			t.Error("no piece failed its check: the corrupt seeder's blocks never came")
+		}
+	}
 }
 
 // copyTree copies the files under src to dst.
