@@ -353,3 +353,35 @@ func TestSlotIdle(t *testing.T) {
 	}
 	sameFiles(t, b, dir)
 }
+
+// TestServeWhileDownloading: a client that downloads a torrent from a slow
+// seed (the torrent library's, at 1 MiB/s) serves the pieces it has
+// verified, telling its peers of each (have); a leecher that knows only
+// that client gets the whole torrent from it.
+func TestServeWhileDownloading(t *testing.T) {
+	t.Parallel()
+	b := makeBundle(t, map[string]int64{"app": 2 << 20}, 64<<10)
+	s, err := transfer.NewClient(transfer.Config{DataDir: b.dataDir, Listen: "127.0.0.1:0", Recheck: -1, UploadRate: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Seed(context.Background(), b.Infohash); err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxFor(t, 2*time.Minute)
+	middle := New(Config{})
+	mid, _ := addTorrent(t, middle, b, b.infoBytes)
+	addr := serveOn(t, middle)
+	midDone := make(chan error, 1)
+	go func() { midDone <- mid.Download(ctx, DownloadOptions{Peers: []string{s.Addr().String()}}) }()
+
+	end, dir := addTorrent(t, New(Config{}), b, b.infoBytes)
+	if err := end.Download(ctx, DownloadOptions{Peers: []string{addr}}); err != nil {
+		t.Fatal(err)
+	}
+	sameFiles(t, b, dir)
+	if err := <-midDone; err != nil {
+		t.Fatal(err)
+	}
+}
