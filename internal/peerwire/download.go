@@ -325,8 +325,19 @@ func (dl *download) next(p *Peer) (*piece, int, bool) {
 			return dl.ask(p, pc, pc.next-1)
 		}
 	}
-	if len(dl.active) < dl.maxActive {
-		if i := dl.pick(p); i >= 0 {
+	if n := len(dl.active); n < dl.maxActive {
+		i := -1
+		if h := dl.head(); dl.opts.InOrder && h >= 0 && dl.byIndex[h] == nil && n == dl.maxActive-1 {
+			// The last place is kept for the piece OnPiece waits for:
+			// pieces after it that verified wait in memory, and would
+			// otherwise take every place.
+			if p.hasPiece(h) {
+				i = h
+			}
+		} else {
+			i = dl.pick(p)
+		}
+		if i >= 0 {
 			pc := dl.startPiece(i)
 			pc.next = 1
 			return dl.ask(p, pc, 0)
@@ -629,16 +640,24 @@ func (dl *download) check(pc *piece) {
 	}
 }
 
+// head returns the piece OnPiece waits for with InOrder (-1: none). t.mu
+// is held.
+func (dl *download) head() int {
+	for dl.cursor < dl.t.npieces && !dl.want.has(dl.cursor) {
+		dl.cursor++
+	}
+	if dl.cursor == dl.t.npieces {
+		return -1
+	}
+	return dl.cursor
+}
+
 // ready returns the written pieces that come next in index order (InOrder),
 // and moves the cursor past them. t.mu is held.
 func (dl *download) ready() []*piece {
 	var out []*piece
-	for dl.cursor < dl.t.npieces {
-		if !dl.want.has(dl.cursor) {
-			dl.cursor++
-			continue
-		}
-		pc := dl.byIndex[dl.cursor]
+	for h := dl.head(); h >= 0; h = dl.head() {
+		pc := dl.byIndex[h]
 		if pc == nil || !pc.written {
 			break
 		}
