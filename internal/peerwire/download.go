@@ -101,7 +101,8 @@ type download struct {
 	unstarted int      // wanted pieces neither had nor in flight
 	cursor    int      // InOrder: the next piece OnPiece may be called with
 	free      [][]byte
-	verify    chan *piece
+	verify    chan *piece // whole pieces to check and write
+	written   chan *piece // pieces checked and written, for OnPiece
 	done      chan struct{}
 	err       error
 }
@@ -143,6 +144,7 @@ func (t *Torrent) Download(ctx context.Context, o DownloadOptions) error {
 	}
 	dl.unstarted = dl.left
 	dl.verify = make(chan *piece, dl.maxActive)
+	dl.written = make(chan *piece, dl.maxActive)
 	t.dl = dl
 	for p := range t.peers {
 		t.interest(p)
@@ -152,6 +154,7 @@ func (t *Torrent) Download(ctx context.Context, o DownloadOptions) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { dl.verifier(ctx) })
+	wg.Go(func() { dl.deliverer(ctx) })
 	wg.Go(func() { dl.watch(ctx) })
 	err := dl.dialLoop(ctx, &wg)
 	cancel()
@@ -572,23 +575,25 @@ func (dl *download) received(p *Peer, pc *piece, b int, ok bool) {
 	}
 }
 
-// verifier checks each whole piece, writes it and hands it to OnPiece,
-// until ctx ends.
+// verifier checks each whole piece and writes it, then hands it to the
+// deliverer, until ctx ends: the next piece is checked while OnPiece
+// reads the last.
 func (dl *download) verifier(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case pc := <-dl.verify:
-			dl.check(pc)
+			if dl.check(pc) {
+				dl.written <- pc // never blocks: it holds maxActive pieces
+			}
 		}
 	}
 }
 
-// check verifies pc's SHA-1, then writes it and hands it to OnPiece (with
-// InOrder, once the pieces before it were), or drops its blocks and bans
-// its sender.
-func (dl *download) check(pc *piece) {
+// check verifies pc's SHA-1, then writes it and reports true; or drops
+// its blocks and bans its sender.
+func (dl *download) check(pc *piece) bool {
 	t := dl.t
 	sum := sha1.Sum(pc.buf)
 	if string(sum[:]) != string(t.pieceHash(pc.index)) {
@@ -596,46 +601,61 @@ func (dl *download) check(pc *piece) {
 		dl.badPiece(pc)
 		t.fillAll()
 		t.mu.Unlock()
-		return
+		return false
 	}
 	if _, err := t.store.WriteAt(pc.buf, int64(pc.index)*t.pieceLen); err != nil {
 		t.mu.Lock()
 		dl.finish(fmt.Errorf("failed to write piece %d: %w", pc.index, err))
 		t.mu.Unlock()
-		return
+		return false
 	}
-	ready := []*piece{pc}
-	if dl.opts.InOrder {
-		t.mu.Lock()
-		pc.written = true
-		ready = dl.ready()
-		t.mu.Unlock()
-	}
-	for _, pc := range ready {
-		if dl.opts.OnPiece != nil {
-			if err := dl.opts.OnPiece(pc.index, pc.buf); err != nil {
-				t.mu.Lock()
-				dl.finish(err)
-				t.mu.Unlock()
-				return
+	return true
+}
+
+// deliverer hands each written piece to OnPiece (with InOrder, once the
+// pieces before it were) and then counts it as had, until ctx ends.
+func (dl *download) deliverer(ctx context.Context) {
+	t := dl.t
+	for {
+		var pc *piece
+		select {
+		case <-ctx.Done():
+			return
+		case pc = <-dl.written:
+		}
+		ready := []*piece{pc}
+		if dl.opts.InOrder {
+			t.mu.Lock()
+			pc.written = true
+			ready = dl.ready()
+			t.mu.Unlock()
+		}
+		for _, pc := range ready {
+			if dl.opts.OnPiece != nil {
+				if err := dl.opts.OnPiece(pc.index, pc.buf); err != nil {
+					t.mu.Lock()
+					dl.finish(err)
+					t.mu.Unlock()
+					return
+				}
 			}
-		}
-		t.mu.Lock()
-		i := slices.Index(dl.active, pc)
-		dl.active = slices.Delete(dl.active, i, i+1)
-		delete(dl.byIndex, pc.index)
-		dl.free = append(dl.free, pc.buf)
-		t.gotPiece(pc.index)
-		dl.left--
-		st := t.stats()
-		if dl.left == 0 {
-			dl.finish(nil)
-		} else {
-			t.fillAll()
-		}
-		t.mu.Unlock()
-		if dl.opts.Progress != nil {
-			dl.opts.Progress(st)
+			t.mu.Lock()
+			i := slices.Index(dl.active, pc)
+			dl.active = slices.Delete(dl.active, i, i+1)
+			delete(dl.byIndex, pc.index)
+			dl.free = append(dl.free, pc.buf)
+			t.gotPiece(pc.index)
+			dl.left--
+			st := t.stats()
+			if dl.left == 0 {
+				dl.finish(nil)
+			} else {
+				t.fillAll()
+			}
+			t.mu.Unlock()
+			if dl.opts.Progress != nil {
+				dl.opts.Progress(st)
+			}
 		}
 	}
 }
