@@ -402,11 +402,35 @@ func (f *fetch) webSeedFailed(u string, err error) {
 	f.wsFailed[u] = err
 }
 
+// keepPeers gives the torrent client the peers the request names again
+// each second while the bundle holds no connection, until ctx ends. The
+// client forgets a peer whose connection failed, and a seeder that still
+// holds this client's previous connection to the bundle (a fetch that
+// just ended) refuses a new one with the same peer ID: without this, a
+// fetch right after another waited out its deadline with no peer.
+func (f *fetch) keepPeers(ctx context.Context) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if f.a.t.Stats().ActivePeers == 0 {
+			f.c.addPeers(f.a.t, f.req.Peers, torrent.PeerSourceDirect)
+		}
+	}
+}
+
 func (f *fetch) fetch(ctx context.Context, wg *sync.WaitGroup) (*Fetched, error) {
 	t := f.a.t
 	r := f.req.Release
 
 	f.c.addPeers(t, f.req.Peers, torrent.PeerSourceDirect)
+	if len(f.req.Peers) > 0 {
+		wg.Go(func() { f.keepPeers(ctx) })
+	}
 	seeds := webSeeds(r.WebSeeds)
 
 	// 1. The info.
