@@ -2,7 +2,9 @@ package peerwire
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -86,6 +88,52 @@ func seederProcess(b *testing.B, bu *bundle) string {
 	return strings.TrimSpace(line)
 }
 
+// peerwireRun fetches bu's info and pieces from seed with this package,
+// into new files, timed as name.
+func peerwireRun(b *testing.B, ctx context.Context, bu *bundle, seed, name string, inProcess func(string, func()), o DownloadOptions) {
+	dir := b.TempDir()
+	defer os.RemoveAll(dir)
+	o.Peers = []string{seed}
+	inProcess(name, func() {
+		c := New(Config{})
+		info, err := c.FetchInfo(ctx, bu.info2hash(), o.Peers, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		files, err := CreateFiles(dir, bu.info)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer files.Close()
+		tor, err := c.Add(info, files, TorrentOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := tor.Download(ctx, o); err != nil {
+			b.Fatal(err)
+		}
+	})
+	sameFiles(b, bu, dir)
+}
+
+// fileOf returns the offset in bu's torrent of the file at path and its
+// manifest entry.
+func fileOf(b *testing.B, bu *bundle, path string) (int64, record.File) {
+	var off int64
+	for _, fi := range bu.info.Files {
+		if strings.Join(fi.Path, "/") == path {
+			for _, f := range bu.Manifest.Files {
+				if f.Path == path {
+					return off, f
+				}
+			}
+		}
+		off += fi.Length
+	}
+	b.Fatalf("no file %s in the bundle", path)
+	return 0, record.File{}
+}
+
 // cpuTime is the CPU time (user and system) this process has used.
 func cpuTime(b *testing.B) time.Duration {
 	var ru syscall.Rusage
@@ -101,7 +149,9 @@ func cpuTime(b *testing.B) time.Duration {
 // fetched in turn by:
 //
 //   - this package (FetchInfo and Download into new files, in this
-//     process, the seeder's address given);
+//     process, the seeder's address given), and the same with the pieces
+//     in order into a SHA-256 of the file, checked against the manifest,
+//     as a verified fetch will run it (peerwire-sha256);
 //   - relay's transfer.Client.Fetch in this process (the torrent library's
 //     client; it also checks the manifest and every file's SHA-256);
 //   - libtorrent (lt.py fetch over TCP, the magnet link and the seeder's
@@ -145,30 +195,25 @@ func BenchmarkPeerwireVsClients(b *testing.B) {
 		better(name, time.Since(start), cpuTime(b)-cpu0)
 	}
 	for round := range rounds {
-		dir := b.TempDir()
-		inProcess("peerwire", func() {
-			c := New(Config{})
-			info, err := c.FetchInfo(ctx, bu.info2hash(), []string{seed}, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			files, err := CreateFiles(dir, bu.info)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer files.Close()
-			tor, err := c.Add(info, files, TorrentOptions{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := tor.Download(ctx, DownloadOptions{Peers: []string{seed}}); err != nil {
-				b.Fatal(err)
-			}
+		peerwireRun(b, ctx, bu, seed, "peerwire", inProcess, DownloadOptions{})
+		// As a verified fetch will run it: the pieces in order, into a
+		// SHA-256 of the file as they come (the manifest's check).
+		off, f := fileOf(b, bu, "big")
+		h := sha256.New()
+		peerwireRun(b, ctx, bu, seed, "peerwire-sha256", inProcess, DownloadOptions{
+			InOrder: true,
+			OnPiece: func(i int, data []byte) error {
+				start := int64(i) * bu.info.PieceLength
+				lo, hi := max(start, off), min(start+int64(len(data)), off+f.Size)
+				if lo < hi {
+					h.Write(data[lo-start : hi-start])
+				}
+				return nil
+			},
 		})
-		if fi, err := os.Stat(filepath.Join(dir, bu.Name, "big")); err != nil || fi.Size() != size {
-			b.Fatalf("peerwire wrote %v (%v), want %d bytes", fi, err, size)
+		if sum := h.Sum(nil); !bytes.Equal(sum, f.SHA256[:]) {
+			b.Fatalf("the pieces in order hash to %x, the manifest says %x", sum, f.SHA256)
 		}
-		os.RemoveAll(dir)
 
 		l, err := transfer.NewClient(transfer.Config{DataDir: b.TempDir(), Listen: "127.0.0.1:0", Recheck: -1})
 		if err != nil {
@@ -227,11 +272,11 @@ func BenchmarkPeerwireVsClients(b *testing.B) {
 			b.Fatalf("cp: %v: %s", err, out)
 		}
 		better("cp", time.Since(start), cp.ProcessState.UserTime()+cp.ProcessState.SystemTime())
-		b.Logf("round %d (best so far): peerwire %v, anacrolix %v, libtorrent %v, write %v, cp %v", round+1,
-			best["peerwire"].wall, best["anacrolix"].wall, best["libtorrent"], best["write"].wall, best["cp"].wall)
+		b.Logf("round %d (best so far): peerwire %v (with SHA-256 %v), anacrolix %v, libtorrent %v, write %v, cp %v", round+1,
+			best["peerwire"].wall, best["peerwire-sha256"].wall, best["anacrolix"].wall, best["libtorrent"], best["write"].wall, best["cp"].wall)
 	}
 	gib := float64(size) / (1 << 30)
-	for _, name := range []string{"peerwire", "anacrolix", "libtorrent-run", "write", "cp"} {
+	for _, name := range []string{"peerwire", "peerwire-sha256", "anacrolix", "libtorrent-run", "write", "cp"} {
 		if f := best[name]; f != nil {
 			b.ReportMetric(f.wall.Seconds(), "s/"+name)
 			b.ReportMetric(f.cpu.Seconds()/gib, "cpu-s/GiB-"+name)
@@ -244,6 +289,7 @@ func BenchmarkPeerwireVsClients(b *testing.B) {
 	if f := best["libtorrent"]; f != nil {
 		b.ReportMetric(f.wall.Seconds(), "s/libtorrent")
 		b.ReportMetric(pw/f.wall.Seconds(), "x-libtorrent")
+		b.ReportMetric(best["peerwire-sha256"].wall.Seconds()/f.wall.Seconds(), "x-libtorrent-sha256")
 	} else {
 		b.Log("python3-libtorrent is not installed: libtorrent left out")
 	}
