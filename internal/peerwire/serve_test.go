@@ -385,3 +385,61 @@ func TestServeWhileDownloading(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestExtensionBetweenPeers: an extension between two clients of this
+// package: a message over its MaxSize is dropped, one within it arrives,
+// and OnClose follows the connection's end.
+func TestExtensionBetweenPeers(t *testing.T) {
+	t.Parallel()
+	b := makeBundle(t, map[string]int64{"app": 100 << 10}, 64<<10)
+	got := make(chan string, 4)
+	closed := make(chan struct{})
+	files, err := OpenFiles(b.root, b.info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer files.Close()
+	s := New(Config{Extensions: []Extension{{
+		Name: "x_test", MaxSize: 10,
+		OnMessage: func(_ *Peer, payload []byte) { got <- string(payload) },
+		OnClose:   func(*Peer) { close(closed) },
+	}}})
+	if _, err := s.Add(b.infoBytes, files, TorrentOptions{Have: func(int) bool { return true }}); err != nil {
+		t.Fatal(err)
+	}
+	addr := serveOn(t, s)
+	c := New(Config{Extensions: []Extension{{
+		Name: "x_test",
+		OnPeer: func(p *Peer) {
+			p.SendExtended("x_test", []byte("eleven long"))
+			p.SendExtended("x_test", []byte("short"))
+			if err := p.SendExtended("not_offered", nil); err == nil {
+				t.Error("a message of an extension the peer did not offer was sent")
+			}
+		},
+	}}})
+	tor, _ := addTorrent(t, c, b, b.infoBytes)
+	ctx, cancel := context.WithCancel(ctxFor(t, time.Minute))
+	ended := make(chan error, 1)
+	go func() { ended <- tor.dial(ctx, addr) }()
+	select {
+	case m := <-got:
+		if m != "short" {
+			t.Errorf("got %q, want the message within MaxSize only", m)
+		}
+	case <-ctx.Done():
+		t.Fatal("no message arrived")
+	}
+	cancel()
+	<-ended
+	select {
+	case <-closed:
+	case <-time.After(time.Minute):
+		t.Fatal("OnClose was not called")
+	}
+	select {
+	case m := <-got:
+		t.Errorf("got %q too", m)
+	default:
+	}
+}
