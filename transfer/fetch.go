@@ -561,10 +561,13 @@ func (f *fetch) fetch(ctx context.Context, wg *sync.WaitGroup) (*Fetched, error)
 		if f.req.Tee != nil {
 			jb.tee = f.req.Tee(mf)
 		}
-		if _, ok := jb.tee.(Checker); ok {
-			// Checked otherwise: its SHA-256 is not computed.
+		if _, ok := jb.tee.(Checker); !ok {
+			// Its SHA-256 is computed as it arrives (a file a Checker
+			// checks has none).
 			if pc := f.c.store.check(f.ih); pc != nil {
-				pc.hasher.Skip(j)
+				if err := pc.hasher.Hash(j); err != nil {
+					f.c.log.Debug("failed to read back what arrived of a file", "file", mf.Path, "err", err)
+				}
 			}
 		}
 		tfiles[j].SetPriority(torrent.PiecePriorityNormal)

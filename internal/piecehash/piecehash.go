@@ -98,6 +98,7 @@ type pieceState struct {
 	h    hash.Hash // SHA-1 of the first n bytes; nil when n is 0
 	n    int64     // bytes hashed, from the piece's start
 	done bool      // the piece passed its check and was not written since
+	gen  int       // counts the writes to the piece and its resets
 	// written are the ranges [a, b) written beyond n and not hashed yet,
 	// sorted, apart.
 	written []span
@@ -108,7 +109,7 @@ type span struct{ a, b int64 }
 type fileState struct {
 	h    hash.Hash // SHA-256 of the file's first n bytes; nil when n is 0
 	n    int64
-	skip bool // not hashed (Skip)
+	skip bool // not hashed (until Hash)
 }
 
 // Options configure a Hasher.
@@ -148,6 +149,9 @@ func New(l Layout, o Options) (*Hasher, error) {
 	}
 	h.pieces = make([]pieceState, len(l.Pieces))
 	h.files = make([]fileState, len(l.Files))
+	for j := range h.files {
+		h.files[j].skip = true
+	}
 	return h, nil
 }
 
@@ -185,6 +189,7 @@ func (h *Hasher) Wrote(i int, off int64, b []byte) (kept bool, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	p := &h.pieces[i]
+	p.gen++
 	end := off + int64(len(b))
 	if p.done || off < p.n || overlaps(p.written, off, end) {
 		h.reset(i)
@@ -219,25 +224,34 @@ func (h *Hasher) Piece(i int) (sum [20]byte, ok bool, err error) {
 	defer h.mu.Unlock()
 	p := &h.pieces[i]
 	_, length := h.pieceBounds(i)
-	if p.done {
-		// Checked again: hash it aside, and disturb nothing unless it
+	if p.done || p.n == 0 && len(p.written) == 0 {
+		// Checked again, or on disk before (a seeder checking what it
+		// holds): hashed aside, without the lock, so that several
+		// pieces are hashed at once, and nothing is disturbed unless it
 		// no longer matches.
-		sh := sha1.New()
-		for off := int64(0); off < length; {
-			b, err := h.readBack(i, off, min(length-off, readChunk))
-			if err != nil {
+		gen := p.gen
+		h.mu.Unlock()
+		sum, err = h.hashAside(i, length)
+		h.mu.Lock()
+		if p.gen == gen {
+			h.stats.ReadBack += length
+			if err != nil || sum != h.hashes[i] {
+				if err == nil {
+					h.stats.Failed++
+				}
 				h.reset(i)
 				return sum, false, err
 			}
-			sh.Write(b)
-			off += int64(len(b))
+			if !p.done {
+				*p = pieceState{n: length, done: true, gen: p.gen}
+				delete(h.ckpt, i)
+				if err := h.catchUpFiles(i); err != nil {
+					return sum, true, nil // the files' hashes are read back later
+				}
+			}
+			return sum, true, nil
 		}
-		if sh.Sum(sum[:0]); sum != h.hashes[i] {
-			h.stats.Failed++
-			h.reset(i)
-			return sum, false, nil
-		}
-		return sum, true, nil
+		// Written meanwhile: hashed as any piece is, below.
 	}
 	p.written = append(p.written[:0], span{p.n, length})
 	if err := h.catchUp(i); err != nil {
@@ -280,15 +294,18 @@ func (h *Hasher) File(j int) (hash.Hash, int64) {
 	return c.(hash.Hash), f.n
 }
 
-// Skip stops the SHA-256 of file j: a caller that checks the file
-// otherwise (an encrypted file it decrypts) saves the work. File then
-// returns an empty hash.
-func (h *Hasher) Skip(j int) {
+// Hash starts the SHA-256 of file j, which no file has until asked: a
+// seeder that checks pieces needs none, and a fetch asks for the files it
+// checks by their SHA-256 (not an encrypted file it decrypts). What of the
+// file was hashed by its pieces before is read back now.
+func (h *Hasher) Hash(j int) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.files[j] = fileState{skip: true}
-	start := h.fileStart[j]
-	h.release(start, start+h.fileLen[j])
+	if !h.files[j].skip {
+		return nil
+	}
+	h.files[j].skip = false
+	return h.catchUpFile(j)
 }
 
 // Stats returns what the Hasher has hashed so far.
@@ -370,23 +387,32 @@ func (h *Hasher) catchUp(i int) error {
 func (h *Hasher) catchUpFiles(i int) error {
 	start, length := h.pieceBounds(i)
 	for j := h.fileAt(start); j < len(h.files) && h.fileStart[j] < start+length; j++ {
-		fs, fl := h.fileStart[j], h.fileLen[j]
-		f := &h.files[j]
-		for !f.skip && f.n < fl {
-			at := fs + f.n
-			q := int(at / h.pieceLen)
-			qs, _ := h.pieceBounds(q)
-			avail := qs + h.pieces[q].n
-			if at >= avail {
-				break
-			}
-			b, err := h.bytesAt(q, at-qs, min(avail-at, fs+fl-at, readChunk))
-			if err != nil {
-				return err
-			}
-			h.feedFile(j, b)
-			h.release(at, at+int64(len(b)))
+		if err := h.catchUpFile(j); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// catchUpFile moves on, from what is kept or from disk, the hash of file
+// j through the bytes its pieces have hashed.
+func (h *Hasher) catchUpFile(j int) error {
+	fs, fl := h.fileStart[j], h.fileLen[j]
+	f := &h.files[j]
+	for !f.skip && f.n < fl {
+		at := fs + f.n
+		q := int(at / h.pieceLen)
+		qs, _ := h.pieceBounds(q)
+		avail := qs + h.pieces[q].n
+		if at >= avail {
+			break
+		}
+		b, err := h.bytesAt(q, at-qs, min(avail-at, fs+fl-at, readChunk))
+		if err != nil {
+			return err
+		}
+		h.feedFile(j, b)
+		h.release(at, at+int64(len(b)))
 	}
 	return nil
 }
@@ -497,6 +523,35 @@ func (h *Hasher) release(a, z int64) {
 	}
 }
 
+// asideBufs are the buffers of hashAside.
+var asideBufs = sync.Pool{New: func() any {
+	b := make([]byte, readChunk)
+	return &b
+}}
+
+// hashAside returns the SHA-1 of piece i, of length bytes, read from the
+// storage; h.mu is not held.
+func (h *Hasher) hashAside(i int, length int64) (sum [20]byte, err error) {
+	bp := asideBufs.Get().(*[]byte)
+	defer asideBufs.Put(bp)
+	sh := sha1.New()
+	r := h.read(i)
+	for off := int64(0); off < length; {
+		b := (*bp)[:min(length-off, readChunk)]
+		n, err := r.ReadAt(b, off)
+		if n < len(b) {
+			if err == nil {
+				err = io.ErrUnexpectedEOF
+			}
+			return sum, fmt.Errorf("piecehash: failed to read back piece %d: %w", i, err)
+		}
+		sh.Write(b)
+		off += int64(n)
+	}
+	sh.Sum(sum[:0])
+	return sum, nil
+}
+
 // readBack reads n bytes of piece i at off into the Hasher's buffer.
 func (h *Hasher) readBack(i int, off, n int64) ([]byte, error) {
 	if h.buf == nil {
@@ -520,7 +575,7 @@ func (h *Hasher) readBack(i int, off, n int64) ([]byte, error) {
 // holds to the piece's start: to the copy kept there, or to the file's
 // start if there is none.
 func (h *Hasher) reset(i int) {
-	h.pieces[i] = pieceState{}
+	h.pieces[i] = pieceState{gen: h.pieces[i].gen + 1}
 	start, length := h.pieceBounds(i)
 	for k := range h.blocks {
 		if k >= start && k < start+length {

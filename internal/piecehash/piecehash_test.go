@@ -62,6 +62,11 @@ func newTorrentBuffer(t *testing.T, rng *rand.Rand, pieceLen int64, files []int6
 	if err != nil {
 		t.Fatal(err)
 	}
+	for j := range files {
+		if err := h.Hash(j); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return &torrent{want: want, layout: l, d: d, h: h}
 }
 
@@ -314,20 +319,33 @@ func TestBuffered(t *testing.T) {
 	}
 }
 
-// TestSkip: a file whose hash is skipped holds nothing, the others and
-// the pieces are hashed as before, and nothing is kept for it.
-func TestSkip(t *testing.T) {
+// TestHashSome: a file whose hash is not asked for holds nothing, the
+// others and the pieces are hashed as before, nothing is kept for it, and
+// a file asked for late is caught up from disk.
+func TestHashSome(t *testing.T) {
 	rng := rand.New(rand.NewPCG(6, 6))
 	tr := newTorrentBuffer(t, rng, 16<<10, []int64{30_000, 50_000, 20_000}, 1<<20)
-	tr.h.Skip(1)
+	h, err := New(tr.layout, Options{Read: tr.d.piece, Buffer: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.h = h
+	h.Hash(0)
 	blocks := tr.blocks(4 << 10)
 	for a := 0; a < len(blocks); a += 8 {
 		w := blocks[a:min(len(blocks), a+8)]
 		rng.Shuffle(len(w), func(x, y int) { w[x], w[y] = w[y], w[x] })
 	}
 	tr.writeAll(t, blocks)
+	before := tr.d.reads
+	if err := h.Hash(2); err != nil {
+		t.Fatal(err)
+	}
+	if got := tr.d.reads - before; got != tr.layout.Files[2] {
+		t.Errorf("a file asked for once written: read back %d bytes, want its %d", got, tr.layout.Files[2])
+	}
 	if _, k := tr.h.File(1); k != 0 {
-		t.Errorf("skipped file: %d bytes hashed", k)
+		t.Errorf("a file not asked for: %d bytes hashed", k)
 	}
 	for _, j := range []int{0, 2} {
 		if _, k := tr.h.File(j); k != tr.layout.Files[j] {
