@@ -5,13 +5,14 @@
 // A Hasher is told of every block written to a torrent's storage (Wrote)
 // and hashes it while its bytes are at hand: into the SHA-1 of its piece
 // when it follows what that piece has hashed so far, and into the SHA-256
-// of its file when it follows what the file has hashed so far. A block
-// that arrives ahead of the others is not kept in memory: it is on disk,
-// and it is read back once the blocks before it are hashed. Memory is
-// bounded by the torrent's layout (a hash state per piece in progress,
+// of its file (for the files asked for, Hash) when it follows what the
+// file has hashed so far. A block that arrives ahead of its turn is kept
+// (Wrote reports it) up to Options.Buffer bytes in all; beyond that it is
+// read back from disk once the hashes reach it. Memory is bounded by that
+// buffer and the torrent's layout (a hash state per piece in progress,
 // one per piece boundary a file's hash has crossed and that is not yet
-// verified, the written ranges of each piece), whatever order or
-// content peers send.
+// verified, the written ranges of each piece), whatever order or content
+// peers send.
 //
 // The SHA-256 of a file runs ahead of verification: it hashes a piece's
 // bytes as they arrive, before the piece's SHA-1 is checked. A piece that
