@@ -905,6 +905,9 @@ func (f *fetch) infoFromWebSeeds(ctx context.Context, seeds []string) {
 				err = errors.New("metainfo is for another torrent")
 			}
 			if err != nil {
+				if ctx.Err() != nil {
+					return // the fetch ended: keep what the seed did before
+				}
 				f.c.log.Debug("no metainfo from web seed", "url", u, "err", err)
 				f.webSeedFailed(ws, fmt.Errorf("metainfo: %w", err))
 				continue
@@ -938,7 +941,7 @@ func (f *fetch) addWebSeed(ctx context.Context, ws, name string) {
 		f.webSeedFailed(ws, err)
 		return
 	}
-	if err != nil {
+	if err != nil && ctx.Err() == nil {
 		// Not an answer (the server is away now): the library tries it.
 		f.c.log.Debug("web seed did not answer", "url", ws, "err", err)
 		f.webSeedFailed(ws, err)
