@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 
@@ -56,6 +57,12 @@ type Config struct {
 	// sent no block for that long; its requests go to other peers. Zero:
 	// 20 s.
 	SnubTimeout time.Duration
+	// WebSeedRequests bounds the requests a download has at one web seed
+	// at once, each for a piece (its buffer besides InFlight). Zero: 2.
+	WebSeedRequests int
+	// HTTPTransport makes the requests to web seeds. Nil:
+	// http.DefaultTransport.
+	HTTPTransport http.RoundTripper
 	// MaxInfoSize bounds the info dictionary FetchInfo takes. Zero: 8 MiB.
 	MaxInfoSize int
 }
@@ -92,6 +99,7 @@ func New(cfg Config) *Client {
 	def(&cfg.Requests, 500)
 	def(&cfg.UploadSlots, 8)
 	def(&cfg.MaxInfoSize, 8<<20)
+	def(&cfg.WebSeedRequests, 2)
 	if cfg.InFlight <= 0 {
 		cfg.InFlight = 64 << 20
 	}

@@ -16,7 +16,13 @@
 // pieces a torrent lacks from the peers it is given, with requests
 // pipelined to each peer's reqq, rarest pieces first (in index order from
 // seeds, so that a reader of the files in order can follow), an endgame,
-// bounded memory, and peers that send bad pieces banned; Client.Serve
+// bounded memory, and peers that send bad pieces banned; and from BEP 19
+// web seeds (DownloadOptions.WebSeeds) beside peers: whole pieces by HTTP
+// range requests, checked before they join a piece, at most
+// Config.WebSeedRequests at a time, each read bounded to the range asked
+// and dropped when it brings nothing for Config.SnubTimeout, peers taking
+// over a slow web seed's pieces, and a web seed that answers wrong (or
+// fails 3 times in a row) dropped for the download; Client.Serve
 // accepts peers for the client's torrents and answers their requests
 // within upload slots and an upload rate. Extensions (Config.Extensions)
 // carry other BEP 10 messages, such as relay_record

@@ -39,6 +39,16 @@ type DownloadOptions struct {
 	// requests queued: seeders answer queued requests in any order (the
 	// torrent library's in random order).
 	InOrder bool
+	// WebSeeds are BEP 19 web seed URLs (http or https; a '/' is added
+	// when missing) to fetch pieces from beside peers, with at most
+	// Config.WebSeedRequests requests at each. A web seed's piece is
+	// checked before its bytes join the piece in flight; one that sends
+	// a wrong answer (status, range, length, a piece that does not
+	// verify) or fails 3 times in a row is dropped for the download.
+	WebSeeds []string
+	// WebSeedDropped, when set, is called with a web seed's URL and why
+	// when the download drops it.
+	WebSeedDropped func(url string, err error)
 	// Want, when set, says which pieces to fetch (called once for each
 	// piece when the download starts): the download returns once it has
 	// those. Nil: every piece. relay fetches the pieces of relay.json
@@ -80,7 +90,9 @@ type piece struct {
 	solo      bool    // it failed its check with blocks from several peers: one peer sends it whole
 	soloPeer  *Peer
 	verifying bool
-	written   bool // verified and written, waiting for the pieces before it (InOrder)
+	trusted   bool                 // whole from a web seed, its SHA-1 checked
+	cancels   []context.CancelFunc // of web seed requests for it
+	written   bool                 // verified and written, waiting for the pieces before it (InOrder)
 }
 
 func (pc *piece) blockLen(b int) int {
@@ -156,6 +168,7 @@ func (t *Torrent) Download(ctx context.Context, o DownloadOptions) error {
 	wg.Go(func() { dl.verifier(ctx) })
 	wg.Go(func() { dl.deliverer(ctx) })
 	wg.Go(func() { dl.watch(ctx) })
+	dl.startWebSeeds(ctx, &wg)
 	err := dl.dialLoop(ctx, &wg)
 	cancel()
 	wg.Wait()
@@ -338,7 +351,7 @@ func (dl *download) next(p *Peer) (*piece, int, bool) {
 				i = h
 			}
 		} else {
-			i = dl.pick(p)
+			i = dl.pick(p.hasPiece)
 		}
 		if i >= 0 {
 			pc := dl.startPiece(i)
@@ -398,13 +411,14 @@ func (pc *piece) unask(b int) {
 	}
 }
 
-// pick returns the piece to start next at p: the one fewest peers have,
-// the lowest index among those; -1 when p has none the download lacks.
-func (dl *download) pick(p *Peer) int {
+// pick returns the piece to start next at a source that has the pieces
+// has says: the one fewest peers have, the lowest index among those; -1
+// when it has none the download lacks.
+func (dl *download) pick(has func(int) bool) int {
 	t := dl.t
 	best, fewest := -1, int32(math.MaxInt32)
 	for i := range t.npieces {
-		if !dl.want.has(i) || t.have.has(i) || dl.byIndex[i] != nil || !p.hasPiece(i) {
+		if !dl.want.has(i) || t.have.has(i) || dl.byIndex[i] != nil || !has(i) {
 			continue
 		}
 		if a := t.avail[i]; a < fewest {
@@ -558,20 +572,26 @@ func (dl *download) received(p *Peer, pc *piece, b int, ok bool) {
 	if !slices.Contains(pc.from, p) {
 		pc.from = append(pc.from, p)
 	}
-	if pc.asked[b] > 0 {
-		// Asked of others too: they are told not to send it.
-		k := blockKey{int32(pc.index), int32(b)}
-		for q := range dl.t.peers {
-			if _, ok := q.reqs[k]; ok {
-				delete(q.reqs, k)
-				pc.asked[b]--
-				q.send(appendMsg(nil, pp.Cancel, uint32(pc.index), uint32(b*BlockSize), uint32(pc.blockLen(b))))
-			}
-		}
-	}
+	dl.cancelOthers(pc, b)
 	if pc.done == pc.nblocks {
 		pc.verifying = true
 		dl.verify <- pc // never blocks: it holds maxActive pieces
+	}
+}
+
+// cancelOthers tells the peers block b of pc is queued at, now that it
+// arrived, not to send it. t.mu is held.
+func (dl *download) cancelOthers(pc *piece, b int) {
+	if pc.asked[b] == 0 {
+		return
+	}
+	k := blockKey{int32(pc.index), int32(b)}
+	for q := range dl.t.peers {
+		if _, ok := q.reqs[k]; ok {
+			delete(q.reqs, k)
+			pc.asked[b]--
+			q.send(appendMsg(nil, pp.Cancel, uint32(pc.index), uint32(b*BlockSize), uint32(pc.blockLen(b))))
+		}
 	}
 }
 
@@ -595,8 +615,12 @@ func (dl *download) verifier(ctx context.Context) {
 // its blocks and bans its sender.
 func (dl *download) check(pc *piece) bool {
 	t := dl.t
-	sum := sha1.Sum(pc.buf)
-	if string(sum[:]) != string(t.pieceHash(pc.index)) {
+	ok := pc.trusted // a web seed's piece was checked as it came
+	if !ok {
+		sum := sha1.Sum(pc.buf)
+		ok = string(sum[:]) == string(t.pieceHash(pc.index))
+	}
+	if !ok {
 		t.mu.Lock()
 		dl.badPiece(pc)
 		t.fillAll()
@@ -642,6 +666,9 @@ func (dl *download) deliverer(ctx context.Context) {
 			t.mu.Lock()
 			i := slices.Index(dl.active, pc)
 			dl.active = slices.Delete(dl.active, i, i+1)
+			for _, cancel := range pc.cancels {
+				cancel() // web seed requests for it end
+			}
 			delete(dl.byIndex, pc.index)
 			dl.free = append(dl.free, pc.buf)
 			t.gotPiece(pc.index)
