@@ -156,16 +156,15 @@ type active struct {
 	wake    chan struct{}      // tells the announcer a fetch started, or the last seed left
 	seeding bool
 	fetches int
-	// quiet: served as one of a fleet (Serve), or fetched as told of by
-	// the key's swarm (FetchRequest.Swarm), since toldAt: see
-	// announceShare
-	quiet    bool
-	toldAt   time.Time
-	semOnce  sync.Once
-	sem      chan struct{}    // one Fetch of a bundle at a time
-	lastStat []fileStat       // for rechecks of a seeded bundle
-	key      signer.PublicKey // its publisher's key, once known (relay_record)
-	share    [2]int           // the last fetch's share of its pieces: number, of (see shares)
+	// quiet: served as one of a fleet (Serve), see announceShare;
+	// fetchedAt: when its last fetch started
+	quiet     bool
+	fetchedAt time.Time
+	semOnce   sync.Once
+	sem       chan struct{}    // one Fetch of a bundle at a time
+	lastStat  []fileStat       // for rechecks of a seeded bundle
+	key       signer.PublicKey // its publisher's key, once known (relay_record)
+	share     [2]int           // the last fetch's share of its pieces: number, of (see shares)
 
 	seedSince time.Time                    // when it was first seeded
 	reach     map[netip.AddrPort]PeerReach // its peers and how far they were reached (see Reach)

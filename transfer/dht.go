@@ -86,9 +86,8 @@ type dhtRepeater interface {
 // while it is seeded (with the quicker asks of natAsk behind NAT), until
 // ctx ends. The announce runs beside the lookup, not after it: a peer
 // that only dials out (a seeder behind NAT) finds this one a lookup
-// sooner. A bundle served as one of a fleet (Serve), or fetched as a
-// peer of its key's swarm told of it (FetchRequest.Swarm), is announced
-// as quiet says instead.
+// sooner. A bundle served as one of a fleet (Serve) is announced as
+// announceShare says instead.
 func (c *Client) announce(ctx context.Context, ih record.Infohash, a *active) {
 	backoff := fetchLookupMin
 	var announced, nextLookup, eagerUntil time.Time

@@ -52,9 +52,8 @@ type FetchRequest struct {
 	Peers []netip.AddrPort
 	// Swarm says that a peer of Key's swarm told of the release
 	// (relay_record): the fetch starts with the relay peers of Key this
-	// client is connected to, asks the DHT only if no peer sends it a
-	// block for a few seconds, and announces the bundle as Serve does
-	// (see announceShare).
+	// client is connected to, who hold the release or soon will, beside
+	// those the DHT names.
 	Swarm bool
 	// Progress, if not nil, is called from Fetch's goroutine every
 	// ProgressInterval, when the stage changes, and once at the end.
@@ -250,8 +249,9 @@ func (c *Client) Fetch(ctx context.Context, req FetchRequest) (*Fetched, error) 
 	c.mu.Lock()
 	a.fetches++
 	a.key = req.Key
+	a.fetchedAt = time.Now()
 	if !a.seeding {
-		a.quiet, a.toldAt = req.Swarm, time.Now()
+		a.quiet = false // announced and looked up as any fetch
 	}
 	c.mu.Unlock()
 	if req.Swarm {
