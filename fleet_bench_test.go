@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -42,6 +44,17 @@ func BenchmarkFleet(b *testing.B) {
 	sizes, nodes := []int{25}, 300
 	if os.Getenv("RELAY_BENCH_BIG") != "" {
 		sizes, nodes = []int{25, 50, 100, 200}, 1000
+	}
+	if f := os.Getenv("RELAY_BENCH_FLEETS"); f != "" {
+		// Some of the fleets only, e.g. "200".
+		sizes = nil
+		for _, s := range strings.Split(f, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(s))
+			if err != nil || n <= 0 {
+				b.Fatalf("RELAY_BENCH_FLEETS: %q is not a number of watchers", s)
+			}
+			sizes = append(sizes, n)
+		}
 	}
 	for range b.N {
 		ctx, cancel := context.WithTimeout(context.Background(), 75*time.Minute)
