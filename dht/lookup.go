@@ -50,7 +50,8 @@ type lookup struct {
 	// hold the walk for the whole wait n.rtt sets (see rtt.wait) rather
 	// than the shorter one that frees their place among the alpha (see
 	// rtt.slotWait): a lookup before a put or an announce stores on the
-	// closest set, and a slow node there is worth a few hundred
+	// closest set, and a refresh fills the routing table with the nodes
+	// that answer, and a slow node there is worth a few hundred
 	// milliseconds more.
 	patient bool
 	// tokens keeps in the closest set only nodes that gave a write token.

@@ -323,7 +323,9 @@ func (n *Node) Refresh(ctx context.Context) error {
 
 func (n *Node) refresh(ctx context.Context, buckets bool) (lookupStats, error) {
 	self := n.srv.ID()
-	_, st, err := n.lookup(ctx, lookup{q: "find_node", target: self, args: krpc.MsgArgs{Target: self}, k: 2 * K})
+	// Patient: a refresh is for the routing table, which takes a node
+	// only when its answer comes before the lookup ends.
+	_, st, err := n.lookup(ctx, lookup{q: "find_node", target: self, args: krpc.MsgArgs{Target: self}, k: 2 * K, patient: true})
 	if err != nil || !buckets {
 		return st, err
 	}
@@ -332,7 +334,7 @@ func (n *Node) refresh(ctx context.Context, buckets bool) (lookupStats, error) {
 			continue
 		}
 		target := randomIDInBucket(self, i)
-		_, s, err := n.lookup(ctx, lookup{q: "find_node", target: target, args: krpc.MsgArgs{Target: target}})
+		_, s, err := n.lookup(ctx, lookup{q: "find_node", target: target, args: krpc.MsgArgs{Target: target}, patient: true})
 		st.add(s)
 		if err != nil {
 			return st, err

@@ -70,6 +70,9 @@ func BenchmarkSimulatedLookups(b *testing.B) {
 			lat = append(lat, d)
 			if err != nil {
 				failed++
+				if failed <= 3 {
+					b.Logf("resolve failed after %s: %v", d.Round(time.Millisecond), err)
+				}
 			}
 		})
 	}
