@@ -122,12 +122,12 @@ type Config struct {
 	// node; zero means DefaultQueryTimeout. Lookups (resolve, publish,
 	// peers, joining) take a node's answer until then but do not wait for
 	// it that long: after about a round trip (the mean of the answers so
-	// far plus one deviation, at least 100 ms) the node's place among the
+	// far plus one deviation, 100 to 500 ms) the node's place among the
 	// queries in flight goes to the next node, and a lookup ends without
 	// the nodes still silent, after the wait TCP would set for a
 	// retransmission (RFC 6298: the mean plus four deviations, at least
 	// 500 ms, 1 s before any answer) for a lookup before a put or an
-	// announce, after the shorter one for a resolve. A node that is gone
+	// announce and for a join's, after the shorter one for a resolve. A node that is gone
 	// then costs a resolve about a round trip instead of QueryTimeout. A
 	// put or an announce that gets no answer is sent again after the
 	// longer wait, three times at most.
