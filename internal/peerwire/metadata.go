@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/anacrolix/torrent/bencode"
@@ -24,8 +25,11 @@ var ErrBadInfo = errors.New("info does not match the infohash")
 // have it (BEP 9), dialling peers and those more brings, and returns its
 // bytes, which hash to ih. A peer that announces an info larger than
 // Config.MaxInfoSize, sends pieces of the wrong size, or an info that
-// does not hash to ih is dropped and the others asked. It fails when
-// every peer was asked and more is closed (or nil), or when ctx ends.
+// does not hash to ih is dropped and the others asked; one that closes
+// the connection before its extended handshake is dialled again, at most
+// 3 times (a seeder refuses a second connection of one peer id). It
+// fails when every peer was asked and more is closed (or nil), or when
+// ctx ends.
 func (c *Client) FetchInfo(ctx context.Context, ih metainfo.Hash, peers []string, more <-chan string) ([]byte, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -49,7 +53,7 @@ func (c *Client) FetchInfo(ctx context.Context, ih metainfo.Hash, peers []string
 			tried[a] = true
 			active++
 			wg.Go(func() {
-				b, err := c.infoFrom(ctx, ih, a)
+				b, err := c.infoFromRetrying(ctx, ih, a)
 				if err != nil {
 					err = fmt.Errorf("peer %s: %w", a, err)
 				}
@@ -83,6 +87,42 @@ func (c *Client) FetchInfo(ctx context.Context, ih metainfo.Hash, peers []string
 	}
 }
 
+// errClosedEarly marks a connection the peer closed before its extended
+// handshake: a seeder that still holds a connection of this peer id to
+// the torrent (the client's last, which it has not seen end yet) refuses
+// a new one so.
+var errClosedEarly = errors.New("peer closed the connection before its extended handshake")
+
+// infoRetries is how many times FetchInfo dials a peer again that closed
+// the connection early, after 0.5, 1 and 2 s.
+const infoRetries = 3
+
+// infoFromRetrying is infoFrom, dialling a peer that closed the
+// connection early again, at most infoRetries times.
+func (c *Client) infoFromRetrying(ctx context.Context, ih metainfo.Hash, addr string) ([]byte, error) {
+	for try := 0; ; try++ {
+		b, err := c.infoFrom(ctx, ih, addr)
+		if !errors.Is(err, errClosedEarly) || try == infoRetries {
+			return b, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(500 * time.Millisecond << try):
+		}
+	}
+}
+
+// closedEarly marks err, an error reading from or writing to a peer
+// before its extended handshake, as errClosedEarly when the peer closed
+// the connection.
+func closedEarly(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return fmt.Errorf("%w: %w", errClosedEarly, err)
+	}
+	return err
+}
+
 // infoFrom fetches the info of ih from the peer at addr.
 func (c *Client) infoFrom(ctx context.Context, ih metainfo.Hash, addr string) ([]byte, error) {
 	hctx, cancel := context.WithTimeout(ctx, c.cfg.HandshakeTimeout)
@@ -103,7 +143,7 @@ func (c *Client) infoFrom(ctx context.Context, ih metainfo.Hash, addr string) ([
 	r := bufio.NewReaderSize(conn, 64<<10)
 	h, err := readHandshake(r)
 	if err != nil {
-		return nil, err
+		return nil, closedEarly(err)
 	}
 	if h.infohash != ih {
 		return nil, fmt.Errorf("peer answered for infohash %x", h.infohash)
@@ -117,7 +157,7 @@ func (c *Client) infoFrom(ctx context.Context, ih metainfo.Hash, addr string) ([
 	}
 	eh, _ := bencode.Marshal(extHandshake{M: map[string]int{pp.ExtensionNameMetadata: metadataID}, V: Version, Reqq: ourReqq})
 	if _, err := conn.Write(appendExtended(out, 0, eh)); err != nil {
-		return nil, err
+		return nil, closedEarly(err)
 	}
 	var info []byte
 	var got []bool
@@ -126,6 +166,9 @@ func (c *Client) infoFrom(ctx context.Context, ih metainfo.Hash, addr string) ([
 	for {
 		deadline()
 		typ, n, err := readHeader(r, 0)
+		if err != nil && info == nil {
+			err = closedEarly(err)
+		}
 		if err != nil {
 			return nil, err
 		}
