@@ -40,8 +40,8 @@ type DownloadOptions struct {
 	// torrent library's in random order).
 	InOrder bool
 	// WebSeeds are BEP 19 web seed URLs (http or https; a '/' is added
-	// when missing) to fetch pieces from beside peers, with at most
-	// Config.WebSeedRequests requests at each. A web seed's piece is
+	// when missing) to fetch pieces from beside peers, the first 4, with
+	// at most Config.WebSeedRequests requests at each. A web seed's piece is
 	// checked before its bytes join the piece in flight; one that sends
 	// a wrong answer (status, range, length, a piece that does not
 	// verify) or fails 3 times in a row is dropped for the download.

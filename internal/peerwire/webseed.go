@@ -24,6 +24,7 @@ import (
 const (
 	maxWebFailures = 3 // failures in a row (no answer, 5xx) that drop a web seed
 	maxRedirects   = 3
+	maxWebSeeds    = 4                      // web seeds a download uses, each with a piece buffer per request
 	webIdle        = 200 * time.Millisecond // a web seed with nothing to fetch looks again after that
 )
 
@@ -77,8 +78,8 @@ func (c *Client) webClient() *http.Client {
 	}}
 }
 
-// startWebSeeds starts Config.WebSeedRequests workers for each web seed
-// of o, in wg, until ctx ends.
+// startWebSeeds starts Config.WebSeedRequests workers for each of the
+// first maxWebSeeds web seeds of o, in wg, until ctx ends.
 func (dl *download) startWebSeeds(ctx context.Context, wg *sync.WaitGroup) {
 	t := dl.t
 	seen := map[string]bool{}
@@ -93,6 +94,9 @@ func (dl *download) startWebSeeds(ctx context.Context, wg *sync.WaitGroup) {
 		}
 		if seen[u] {
 			continue
+		}
+		if len(seen) == maxWebSeeds {
+			break
 		}
 		seen[u] = true
 		ws := &webSeed{base: u, reqs: map[blockKey]struct{}{}, busy: map[int]bool{}}

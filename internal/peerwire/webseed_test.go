@@ -201,3 +201,37 @@ func TestDownloadWebSeedAndPeer(t *testing.T) {
 		t.Error("the web seed was never asked")
 	}
 }
+
+// TestWebSeedsBounded: of 7 web seeds a download uses the first 4.
+func TestWebSeedsBounded(t *testing.T) {
+	t.Parallel()
+	b := makeBundle(t, map[string]int64{"app": 1 << 20}, 64<<10)
+	var mu sync.Mutex
+	asked := map[string]bool{}
+	var requests atomic.Int64
+	fs := http.FileServer(http.Dir(b.root))
+	u := webServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seed, rest, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+		mu.Lock()
+		asked[seed] = true
+		mu.Unlock()
+		r.URL.Path = "/" + rest
+		fs.ServeHTTP(w, r)
+	}), &requests)
+	var seeds []string
+	for i := range 7 {
+		seeds = append(seeds, fmt.Sprintf("%s/s%d/", u, i))
+	}
+	tor, dir := addTorrent(t, New(Config{}), b, b.infoBytes)
+	if err := tor.Download(ctxFor(t, 2*time.Minute), DownloadOptions{WebSeeds: seeds}); err != nil {
+		t.Fatal(err)
+	}
+	sameFiles(t, b, dir)
+	mu.Lock()
+	defer mu.Unlock()
+	for s := range asked {
+		if s > "s3" {
+			t.Errorf("web seed %s was asked, beyond the first 4", s)
+		}
+	}
+}
