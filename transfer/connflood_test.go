@@ -125,16 +125,7 @@ func TestFetchWhileHostsFloodSeeder(t *testing.T) {
 // connection closed before the info arrives (closeConn), and dropping the
 // bundle afterwards panicked in a fleet of 200 watchers.
 func TestNoEvictionBeforeInfo(t *testing.T) {
-	b := testBundle(t, t.TempDir(), map[string]int64{"app": 1 << 20})
-	_, infoBytes, err := loadMetainfo(filepath.Dir(b.Dir), b.Infohash)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := newClient(t, Config{})
-	a, err := l.add(b.Infohash, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, infoBytes, l, a := addWithoutInfo(t, 1<<20)
 	peers := func() int {
 		st, _ := l.Stats(b.Infohash)
 		return st.Peers
@@ -168,16 +159,7 @@ func TestNoEvictionBeforeInfo(t *testing.T) {
 // torrent library's Drop panic ("piece 0 has relative availability 1")
 // every time: closeConn leaves it open instead.
 func TestDropAfterCloseBeforeInfo(t *testing.T) {
-	b := testBundle(t, t.TempDir(), map[string]int64{"app": 4 << 20})
-	_, infoBytes, err := loadMetainfo(filepath.Dir(b.Dir), b.Infohash)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := newClient(t, Config{})
-	a, err := l.add(b.Infohash, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, infoBytes, l, a := addWithoutInfo(t, 4<<20)
 	conn, err := net.Dial("tcp", l.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -203,4 +185,22 @@ func TestDropAfterCloseBeforeInfo(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.Drop(b.Infohash) // panicked with the connection closed
+}
+
+// addWithoutInfo makes a bundle of one file of size bytes and adds it to a
+// new client by its infohash alone, as a fetch told of it does; it returns
+// the info the client does not have yet.
+func addWithoutInfo(t *testing.T, size int64) (*Bundle, []byte, *Client, *active) {
+	t.Helper()
+	b := testBundle(t, t.TempDir(), map[string]int64{"app": size})
+	_, infoBytes, err := loadMetainfo(filepath.Dir(b.Dir), b.Infohash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newClient(t, Config{})
+	a, err := l.add(b.Infohash, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, infoBytes, l, a
 }

@@ -188,3 +188,34 @@ func addTorrent(t testing.TB, c *Client, b *bundle, info []byte) (*Torrent, stri
 	}
 	return tor, dir
 }
+
+// halfSeed serves b from a client of its own holding the first half of its
+// n pieces (first) or the second, and returns its address.
+func halfSeed(t *testing.T, b *bundle, n int, first bool) string {
+	t.Helper()
+	files, err := OpenFiles(b.root, b.info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { files.Close() })
+	c := New(Config{})
+	if _, err := c.Add(b.infoBytes, files, TorrentOptions{Have: func(i int) bool { return (i < n/2) == first }}); err != nil {
+		t.Fatal(err)
+	}
+	return serveOn(t, c)
+}
+
+// sendHandshake dials addr and sends a handshake for b, with a peer ID of
+// its own; the connection closes with the test.
+func sendHandshake(t *testing.T, addr string, b *bundle) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	h := handshake{reserved: ourReserved(), infohash: b.info2hash()}
+	h.peerID[0] = byte(time.Now().UnixNano())
+	conn.Write(h.marshal())
+	return conn
+}

@@ -36,18 +36,7 @@ func TestInOrderPartialSeeds(t *testing.T) {
 	t.Parallel()
 	b := makeBundle(t, map[string]int64{"app": 1 << 20}, 64<<10)
 	n := len(b.info.Pieces) / 20
-	half := func(first bool) string {
-		files, err := OpenFiles(b.root, b.info)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { files.Close() })
-		c := New(Config{})
-		if _, err := c.Add(b.infoBytes, files, TorrentOptions{Have: func(i int) bool { return (i < n/2) == first }}); err != nil {
-			t.Fatal(err)
-		}
-		return serveOn(t, c)
-	}
+	half := func(first bool) string { return halfSeed(t, b, n, first) }
 	second, first := half(false), half(true)
 	tor, dir := addTorrent(t, New(Config{InFlight: 1}), b, b.infoBytes)
 	ctx := ctxFor(t, time.Minute)

@@ -143,14 +143,7 @@ func TestServeLimits(t *testing.T) {
 
 	// Two idle connections take the two places; a third is refused.
 	hold := func() net.Conn {
-		conn, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		h := handshake{reserved: ourReserved(), infohash: b.info2hash()}
-		h.peerID[0] = byte(time.Now().UnixNano())
-		conn.Write(h.marshal())
+		conn := sendHandshake(t, addr, b)
 		conn.SetReadDeadline(time.Now().Add(time.Minute))
 		if _, err := readHandshake(conn); err != nil {
 			t.Fatalf("handshake: %v", err)
@@ -184,18 +177,7 @@ func TestPartialSeeds(t *testing.T) {
 	t.Parallel()
 	b := makeBundle(t, map[string]int64{"app": 2<<20 + 100, "b": 50 << 10}, 64<<10)
 	n := len(b.info.Pieces) / 20
-	half := func(first bool) string {
-		files, err := OpenFiles(b.root, b.info)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { files.Close() })
-		c := New(Config{})
-		if _, err := c.Add(b.infoBytes, files, TorrentOptions{Have: func(i int) bool { return (i < n/2) == first }}); err != nil {
-			t.Fatal(err)
-		}
-		return serveOn(t, c)
-	}
+	half := func(first bool) string { return halfSeed(t, b, n, first) }
 	a, z := half(true), half(false)
 	tor, dir := addTorrent(t, New(Config{}), b, b.infoBytes)
 	if err := tor.Download(ctxFor(t, 2*time.Minute), DownloadOptions{Peers: []string{a, z}}); err != nil {
@@ -263,14 +245,7 @@ func TestIdleTimeout(t *testing.T) {
 	b := makeBundle(t, map[string]int64{"app": 100 << 10}, 64<<10)
 	_, _, addr := seeded(t, b, Config{IdleTimeout: 3 * time.Second})
 	open := func() net.Conn {
-		conn, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		h := handshake{reserved: ourReserved(), infohash: b.info2hash()}
-		h.peerID[0] = byte(time.Now().UnixNano())
-		conn.Write(h.marshal())
+		conn := sendHandshake(t, addr, b)
 		return conn
 	}
 	silent, talker := open(), open()
