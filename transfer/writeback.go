@@ -113,9 +113,7 @@ func (w *writeBehind) run() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for len(w.queue) > 0 {
-		cw := w.queue[0]
-		w.queue[0] = chunkWrite{}
-		w.queue = w.queue[1:]
+		cw := popChunk(&w.queue)
 		w.mu.Unlock()
 		n, err := cw.p.WriteAt(*cw.b, cw.off)
 		if err == nil && n < len(*cw.b) {
@@ -154,9 +152,7 @@ func (w *writeBehind) hash() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for len(w.hashes) > 0 {
-		cw := w.hashes[0]
-		w.hashes[0] = chunkWrite{}
-		w.hashes = w.hashes[1:]
+		cw := popChunk(&w.hashes)
 		w.mu.Unlock()
 		kept, _ := w.check.hasher.Wrote(cw.piece, cw.off, *cw.b)
 		w.mu.Lock()
@@ -265,4 +261,13 @@ func (p behindPiece) WriteTo(dst io.Writer) (int64, error) {
 		p.w.check.libRead.Add(n)
 	}
 	return n, err
+}
+
+// popChunk takes the first chunk off q, leaving no reference to its buffer
+// in q's array.
+func popChunk(q *[]chunkWrite) chunkWrite {
+	cw := (*q)[0]
+	(*q)[0] = chunkWrite{}
+	*q = (*q)[1:]
+	return cw
 }
