@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -49,22 +48,45 @@ type webFile struct {
 
 // webFiles returns the torrent's files as a web seed serves them.
 func (t *Torrent) webFiles() []webFile {
-	esc := func(parts []string) string {
-		for i, p := range parts {
-			parts[i] = url.PathEscape(p)
-		}
-		return strings.Join(parts, "/")
-	}
 	if len(t.info.Files) == 0 {
-		return []webFile{{esc([]string{t.info.Name}), 0, t.length}}
+		return []webFile{{webPath([]string{t.info.Name}), 0, t.length}}
 	}
 	var out []webFile
 	var off int64
 	for _, f := range t.info.Files {
-		out = append(out, webFile{esc(append([]string{t.info.Name}, f.Path...)), off, f.Length})
+		out = append(out, webFile{webPath(append([]string{t.info.Name}, f.Path...)), off, f.Length})
 		off += f.Length
 	}
 	return out
+}
+
+// webPath joins a file's path components, each percent-encoded but for
+// RFC 3986's unreserved characters (letters, digits, "-._~"), with
+// uppercase hex digits, as aria2 asks a web seed for them. Every server
+// that decodes percent escapes (net/http, Python's http.server, nginx)
+// finds the same file under this path as under libtorrent's (which
+// leaves "!*()" as they are and writes lowercase hex) and the torrent
+// library's (url.PathEscape, with "+" escaped); escaping "+" matters
+// for S3 and its likes, which read a bare "+" as a space.
+func webPath(parts []string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i, p := range parts {
+		if i > 0 {
+			b.WriteByte('/')
+		}
+		for j := range len(p) {
+			c := p[j]
+			if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._~", c) >= 0 {
+				b.WriteByte(c)
+				continue
+			}
+			b.WriteByte('%')
+			b.WriteByte(hex[c>>4])
+			b.WriteByte(hex[c&15])
+		}
+	}
+	return b.String()
 }
 
 // webClient is the HTTP client of web seed requests: redirects bounded,
