@@ -7,7 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"net/netip"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,16 +17,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anacrolix/torrent/metainfo"
+
 	"github.com/relay-sh/relay/dht/localnet"
-	"github.com/relay-sh/relay/record"
-	"github.com/relay-sh/relay/signer"
-	"github.com/relay-sh/relay/transfer"
 )
 
-// seedEnv, set to "<data folder> <infohash>", makes the test binary a
-// seeder: the torrent library's client through transfer.Client.Seed, as
-// `relay seed` runs it, in a process of its own. It prints its address
-// and seeds until its stdin closes.
+// seedEnv, set to "<folder> <name>", makes the test binary a seeder: the
+// torrent library's client seeding <folder>/<name>.torrent from the files
+// under <folder>, in a process of its own (as `relay seed` runs it). It
+// prints its address and seeds until its stdin closes.
 const seedEnv = "PEERWIRE_TEST_SEED"
 
 func TestMain(m *testing.M) {
@@ -41,20 +40,17 @@ func TestMain(m *testing.M) {
 }
 
 func seedProcess(v string) error {
-	dataDir, ihs, _ := strings.Cut(v, " ")
-	ih, err := record.ParseInfohash(ihs)
+	root, name, _ := strings.Cut(v, " ")
+	mi, err := metainfo.LoadFromFile(filepath.Join(root, name+".torrent"))
 	if err != nil {
 		return err
 	}
-	c, err := transfer.NewClient(transfer.Config{DataDir: dataDir, Listen: "127.0.0.1:0", Recheck: -1})
+	cl, err := anacrolixSeeder(root, mi.InfoBytes, 0)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	if _, err := c.Seed(context.Background(), ih); err != nil {
-		return err
-	}
-	fmt.Println(c.Addr())
+	defer cl.Close()
+	fmt.Println(cl.ListenAddrs()[0])
 	bufio.NewReader(os.Stdin).ReadString('\n') // until stdin closes
 	return nil
 }
@@ -67,7 +63,7 @@ func seederProcess(b *testing.B, bu *bundle) string {
 		b.Fatal(err)
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), seedEnv+"="+bu.dataDir+" "+bu.Infohash.String())
+	cmd.Env = append(os.Environ(), seedEnv+"="+bu.root+" "+bu.Name)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -116,22 +112,26 @@ func peerwireRun(b *testing.B, ctx context.Context, bu *bundle, seed, name strin
 	sameFiles(b, bu, dir)
 }
 
-// fileOf returns the offset in bu's torrent of the file at path and its
-// manifest entry.
-func fileOf(b *testing.B, bu *bundle, path string) (int64, record.File) {
-	var off int64
+// fileOf returns the offset in bu's torrent of the file at path, its
+// length and its SHA-256.
+func fileOf(b *testing.B, bu *bundle, path string) (off, size int64, sum []byte) {
 	for _, fi := range bu.info.Files {
 		if strings.Join(fi.Path, "/") == path {
-			for _, f := range bu.Manifest.Files {
-				if f.Path == path {
-					return off, f
-				}
+			f, err := os.Open(filepath.Join(bu.root, bu.Name, filepath.FromSlash(path)))
+			if err != nil {
+				b.Fatal(err)
 			}
+			defer f.Close()
+			h := sha256.New()
+			if _, err := io.Copy(h, f); err != nil {
+				b.Fatal(err)
+			}
+			return off, fi.Length, h.Sum(nil)
 		}
 		off += fi.Length
 	}
 	b.Fatalf("no file %s in the bundle", path)
-	return 0, record.File{}
+	return 0, 0, nil
 }
 
 // cpuTime is the CPU time (user and system) this process has used.
@@ -144,23 +144,23 @@ func cpuTime(b *testing.B) time.Duration {
 }
 
 // BenchmarkPeerwireVsClients: a bundle of one file (64 MiB; 1 GiB with
-// RELAY_BENCH_BIG=1, relay's piece length for it) seeded by the torrent
-// library's client in a process of its own, as `relay seed` seeds it,
-// fetched in turn by:
+// RELAY_BENCH_BIG=1, with relay's piece length for it) seeded by the
+// torrent library's client in a process of its own, as `relay seed` seeds
+// it, fetched in turn by:
 //
 //   - this package (FetchInfo and Download into new files, in this
 //     process, the seeder's address given), and the same with the pieces
-//     in order into a SHA-256 of the file, checked against the manifest,
-//     as a verified fetch will run it (peerwire-sha256);
-//   - relay's transfer.Client.Fetch in this process (the torrent library's
-//     client; it also checks the manifest and every file's SHA-256);
+//     in order into a SHA-256 of the file, checked against the file's, as
+//     a verified fetch runs it (peerwire-sha256);
 //   - libtorrent (lt.py fetch over TCP, the magnet link and the seeder's
 //     address given; timed by lt.py from adding the magnet link to every
 //     piece checked, and as a whole run for its CPU time);
 //
 // beside the disk's floors: writing the file's length from memory into a
 // new file (1 MiB at a time, as a download writes pieces), and `cp` of the
-// file. Wall times are the best of RELAY_BENCH_ROUNDS
+// file. relay's own fetch on either engine (transfer.Client, which
+// imports this package) is measured beside these by the interop package's
+// BenchmarkFetchVsClients. Wall times are the best of RELAY_BENCH_ROUNDS
 // rounds (default 2), CPU times (user and system) per GiB those of the
 // same best rounds' processes: of this process for the two in-process
 // fetches, the seeder excluded.
@@ -173,7 +173,11 @@ func BenchmarkPeerwireVsClients(b *testing.B) {
 	if n, err := strconv.Atoi(os.Getenv("RELAY_BENCH_ROUNDS")); err == nil && n > 0 {
 		rounds = n
 	}
-	bu := makeBundle(b, map[string]int64{"big": size}, 0)
+	pieceLen := int64(64 << 10) // relay's (transfer.ChoosePieceLength)
+	if size > 512<<20 {
+		pieceLen = 1 << 20
+	}
+	bu := makeBundle(b, map[string]int64{"big": size}, pieceLen)
 	seed := seederProcess(b, bu)
 	ctx := ctxFor(b, 30*time.Minute)
 	py := ltPython()
@@ -198,37 +202,22 @@ func BenchmarkPeerwireVsClients(b *testing.B) {
 		peerwireRun(b, ctx, bu, seed, "peerwire", inProcess, DownloadOptions{})
 		// As a verified fetch will run it: the pieces in order, into a
 		// SHA-256 of the file as they come (the manifest's check).
-		off, f := fileOf(b, bu, "big")
+		off, length, want := fileOf(b, bu, "big")
 		h := sha256.New()
 		peerwireRun(b, ctx, bu, seed, "peerwire-sha256", inProcess, DownloadOptions{
 			InOrder: true,
 			OnPiece: func(i int, data []byte) error {
 				start := int64(i) * bu.info.PieceLength
-				lo, hi := max(start, off), min(start+int64(len(data)), off+f.Size)
+				lo, hi := max(start, off), min(start+int64(len(data)), off+length)
 				if lo < hi {
 					h.Write(data[lo-start : hi-start])
 				}
 				return nil
 			},
 		})
-		if sum := h.Sum(nil); !bytes.Equal(sum, f.SHA256[:]) {
-			b.Fatalf("the pieces in order hash to %x, the manifest says %x", sum, f.SHA256)
+		if sum := h.Sum(nil); !bytes.Equal(sum, want) {
+			b.Fatalf("the pieces in order hash to %x, the file to %x", sum, want)
 		}
-
-		l, err := transfer.NewClient(transfer.Config{DataDir: b.TempDir(), Listen: "127.0.0.1:0", Recheck: -1})
-		if err != nil {
-			b.Fatal(err)
-		}
-		k, _ := signer.NewPrivateKey(make([]byte, 32))
-		inProcess("anacrolix", func() {
-			if _, err := l.Fetch(ctx, transfer.FetchRequest{
-				Key: k.PublicKey(), Release: bu.Release(time.Now().Add(time.Hour)),
-				Peers: []netip.AddrPort{netip.MustParseAddrPort(seed)},
-			}); err != nil {
-				b.Fatal(err)
-			}
-		})
-		l.Close()
 
 		if py != "" {
 			out := b.TempDir()
@@ -272,18 +261,17 @@ func BenchmarkPeerwireVsClients(b *testing.B) {
 			b.Fatalf("cp: %v: %s", err, out)
 		}
 		better("cp", time.Since(start), cp.ProcessState.UserTime()+cp.ProcessState.SystemTime())
-		b.Logf("round %d (best so far): peerwire %v (with SHA-256 %v), anacrolix %v, libtorrent %v, write %v, cp %v", round+1,
-			best["peerwire"].wall, best["peerwire-sha256"].wall, best["anacrolix"].wall, best["libtorrent"], best["write"].wall, best["cp"].wall)
+		b.Logf("round %d (best so far): peerwire %v (with SHA-256 %v), libtorrent %v, write %v, cp %v", round+1,
+			best["peerwire"].wall, best["peerwire-sha256"].wall, best["libtorrent"], best["write"].wall, best["cp"].wall)
 	}
 	gib := float64(size) / (1 << 30)
-	for _, name := range []string{"peerwire", "peerwire-sha256", "anacrolix", "libtorrent-run", "write", "cp"} {
+	for _, name := range []string{"peerwire", "peerwire-sha256", "libtorrent-run", "write", "cp"} {
 		if f := best[name]; f != nil {
 			b.ReportMetric(f.wall.Seconds(), "s/"+name)
 			b.ReportMetric(f.cpu.Seconds()/gib, "cpu-s/GiB-"+name)
 		}
 	}
 	pw := best["peerwire"].wall.Seconds()
-	b.ReportMetric(pw/best["anacrolix"].wall.Seconds(), "x-anacrolix")
 	b.ReportMetric(pw/best["cp"].wall.Seconds(), "x-cp")
 	b.ReportMetric(pw/best["write"].wall.Seconds(), "x-write")
 	if f := best["libtorrent"]; f != nil {

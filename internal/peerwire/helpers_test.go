@@ -3,18 +3,24 @@ package peerwire
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
+	alog "github.com/anacrolix/log"
+	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/metainfo"
+	"github.com/anacrolix/torrent/storage"
+	"golang.org/x/time/rate"
 
 	"github.com/relay-sh/relay/record"
-	"github.com/relay-sh/relay/signer"
-	"github.com/relay-sh/relay/transfer"
 )
 
 // writeRandom writes a file of size pseudo-random bytes drawn from seed.
@@ -42,67 +48,115 @@ func writeRandom(t testing.TB, p string, size int64, seed uint64) {
 	}
 }
 
-// bundle is a relay bundle made for a test: its infohash, info bytes, and
-// the folder its torrent's files are under.
+// bundle is a torrent made for a test, laid out as relay lays out a
+// bundle's files (root/<name>/<path...>, its metainfo at
+// root/<name>.torrent): its infohash, info bytes, and the folder its
+// files are under. It is made with the torrent library's metainfo
+// package, not relay's transfer package, which imports this one.
 type bundle struct {
-	*transfer.Bundle
+	Infohash  record.Infohash
+	Name      string
+	Size      int64
 	infoBytes []byte
 	info      *metainfo.Info
 	root      string // the torrent's files are root/<name>/...
-	dataDir   string
 }
 
-// makeBundle makes a relay bundle of files (name: size) with pieces of
-// pieceLen bytes (0: relay's choice) in a new data folder.
+// makeBundle makes a torrent of files (name: size) with pieces of
+// pieceLen bytes in a new folder.
 func makeBundle(t testing.TB, files map[string]int64, pieceLen int64) *bundle {
 	t.Helper()
-	src := t.TempDir()
+	root := t.TempDir()
+	const name = "bundle-1.0.0"
 	var seed uint64
-	for name, size := range files {
+	for _, p := range slices.Sorted(maps.Keys(files)) {
 		seed++
-		writeRandom(t, filepath.Join(src, name), size, seed+uint64(size))
+		writeRandom(t, filepath.Join(root, name, filepath.FromSlash(p)), files[p], seed+uint64(files[p]))
 	}
-	k, err := signer.NewPrivateKey(make([]byte, 32))
+	in := metainfo.Info{PieceLength: pieceLen}
+	if err := in.BuildFromFilePath(filepath.Join(root, name)); err != nil {
+		t.Fatal(err)
+	}
+	ib, err := bencode.Marshal(&in)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dataDir := t.TempDir()
-	b, err := transfer.Make(context.Background(), transfer.MakeOptions{
-		Dir:         transfer.BundlesDir(dataDir),
-		Sources:     []transfer.Source{{Path: src}},
-		Key:         k.PublicKey(),
-		Version:     record.MustParseVersion("1.0.0"),
-		Published:   time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
-		PieceLength: pieceLen,
-	})
+	mi := metainfo.MetaInfo{InfoBytes: ib}
+	f, err := os.Create(filepath.Join(root, name+".torrent"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.RemoveAll(src)
-	mi, err := metainfo.LoadFromFile(filepath.Join(filepath.Dir(b.Dir), b.Name+".torrent"))
+	if err := mi.Write(f); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	info, err := ParseInfo(ib)
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := ParseInfo(mi.InfoBytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &bundle{Bundle: b, infoBytes: mi.InfoBytes, info: info, root: filepath.Dir(b.Dir), dataDir: dataDir}
+	return &bundle{Infohash: record.Infohash(mi.HashInfoBytes()), Name: name, Size: info.TotalLength(), infoBytes: ib, info: info, root: root}
 }
 
-// anacrolixSeeds seeds b with relay's transfer client (the torrent
-// library's) on 127.0.0.1, until the test ends, and returns its address.
+// Magnet is the bundle's magnet link.
+func (b *bundle) Magnet() string {
+	return metainfo.Magnet{InfoHash: metainfo.Hash(b.Infohash), DisplayName: b.Name}.String()
+}
+
+// anacrolixSeeds seeds b with the torrent library's client on 127.0.0.1,
+// configured as relay's transfer package configures it where that
+// matters to a peer (one connection per peer id), until the test ends,
+// and returns its address.
 func anacrolixSeeds(t testing.TB, b *bundle) string {
 	t.Helper()
-	c, err := transfer.NewClient(transfer.Config{DataDir: b.dataDir, Listen: "127.0.0.1:0", Recheck: -1})
+	cl, err := anacrolixSeeder(b.root, b.infoBytes, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
-	if _, err := c.Seed(context.Background(), b.Infohash); err != nil {
-		t.Fatal(err)
+	t.Cleanup(func() { cl.Close() })
+	return cl.ListenAddrs()[0].String()
+}
+
+// anacrolixSeeder starts the torrent library's client on 127.0.0.1
+// seeding the torrent of infoBytes from the files under root, at most
+// upload bytes a second (0: no cap), once it verified them.
+func anacrolixSeeder(root string, infoBytes []byte, upload int) (*torrent.Client, error) {
+	cfg := torrent.NewDefaultClientConfig()
+	cfg.DataDir = root
+	cfg.DefaultStorage = storage.NewFileWithCompletion(root, storage.NewMapPieceCompletion())
+	cfg.ListenHost = func(string) string { return "127.0.0.1" }
+	cfg.ListenPort = 0
+	cfg.NoDHT = true
+	cfg.DisableTrackers = true
+	cfg.NoDefaultPortForwarding = true
+	cfg.DisableWebtorrent = true
+	cfg.DisableUTP = true
+	cfg.DisableIPv6 = true
+	cfg.Seed = true
+	cfg.DropDuplicatePeerIds = true
+	cfg.DropMutuallyCompletePeers = false
+	cfg.KeepAliveTimeout = 250 * time.Millisecond
+	cfg.Logger = alog.Default.FilterLevel(alog.Disabled)
+	if upload > 0 {
+		cfg.UploadRateLimiter = rate.NewLimiter(rate.Limit(upload), 0)
 	}
-	return c.Addr().String()
+	cl, err := torrent.NewClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	tor, err := cl.AddTorrent(&metainfo.MetaInfo{InfoBytes: infoBytes})
+	if err == nil {
+		err = tor.VerifyDataContext(context.Background())
+	}
+	if err == nil && tor.BytesMissing() != 0 {
+		err = fmt.Errorf("the seeder has %d bytes missing", tor.BytesMissing())
+	}
+	if err != nil {
+		cl.Close()
+		return nil, err
+	}
+	return cl, nil
 }
 
 // ctxFor is a context that ends after d or with the test.

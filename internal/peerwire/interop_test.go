@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"github.com/relay-sh/relay/dht/localnet"
-	"github.com/relay-sh/relay/signer"
-	"github.com/relay-sh/relay/transfer"
 )
 
 // ltScript drives libtorrent-rasterbar through its Python bindings (the
@@ -61,34 +59,6 @@ func seeded(t testing.TB, b *bundle, cfg Config) (*Client, *Torrent, string) {
 		t.Fatalf("Check: %d of %d pieces, %v", n, tor.npieces, err)
 	}
 	return c, tor, serveOn(t, c)
-}
-
-// TestServeToAnacrolix: relay's transfer client (the torrent library's)
-// fetches and verifies a bundle that only this package serves, info
-// included.
-func TestServeToAnacrolix(t *testing.T) {
-	t.Parallel()
-	b := makeBundle(t, map[string]int64{"app": 2<<20 + 777, "data/big": 1 << 20}, 64<<10)
-	_, tor, addr := seeded(t, b, Config{})
-	ctx := ctxFor(t, 2*time.Minute)
-	l, err := transfer.NewClient(transfer.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", Recheck: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	k, _ := signer.NewPrivateKey(make([]byte, 32))
-	res, err := l.Fetch(ctx, transfer.FetchRequest{
-		Key:     k.PublicKey(),
-		Release: b.Release(time.Now().Add(time.Hour)),
-		Peers:   []netip.AddrPort{netip.MustParseAddrPort(addr)},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sameFiles(t, b, filepath.Dir(res.Bundle.Dir))
-	if st := tor.Stats(); st.Peers > 1 {
-		t.Errorf("%d peers connected, want the one", st.Peers)
-	}
 }
 
 // TestDownloadFromLibtorrent: the info and the pieces come from

@@ -118,6 +118,20 @@ func (p *Peer) wakeWriter() {
 // hasPiece reports whether the peer has piece i. t.mu is held.
 func (p *Peer) hasPiece(i int) bool { return p.hasAll || (p.has != nil && p.has.has(i)) }
 
+// Connect dials the peer at addr (host:port) for t, outside a download,
+// and runs the connection until ctx ends or the connection does, and
+// returns why it ended. A seeder reaches so a peer it learnt of that
+// cannot dial it (a fetch behind NAT); a banned address is not dialled.
+func (t *Torrent) Connect(ctx context.Context, addr string) error {
+	t.mu.Lock()
+	banned := t.banned[addr]
+	t.mu.Unlock()
+	if banned {
+		return fmt.Errorf("peer %s: %w", addr, ErrBanned)
+	}
+	return t.dial(ctx, addr)
+}
+
 // dial connects to addr in t, and runs the connection until ctx ends or
 // it does.
 func (t *Torrent) dial(ctx context.Context, addr string) error {

@@ -14,91 +14,7 @@ import (
 	"time"
 
 	pp "github.com/anacrolix/torrent/peer_protocol"
-
-	"github.com/relay-sh/relay/record"
-	"github.com/relay-sh/relay/signer"
-	"github.com/relay-sh/relay/transfer"
 )
-
-// TestExtensionRelayRecord: an Extension carries relay_record
-// (docs/spec/relay-record.md) both ways with the torrent library's client
-// as relay's transfer package runs it: the seeder sends the packet it
-// holds of the bundle's key once this package's handshake lists the
-// extension, and takes the newer one this package sends back.
-func TestExtensionRelayRecord(t *testing.T) {
-	t.Parallel()
-	b := makeBundle(t, map[string]int64{"app": 200 << 10}, 64<<10)
-	key, err := signer.NewPrivateKey(make([]byte, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
-	packet := func(seq int64) *record.SignedPacket {
-		t.Helper()
-		pk, err := record.SetRelease(key.PublicKey(), nil, b.Release(time.Now().Add(time.Hour)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := record.Sign(key, seq, pk)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	heard := make(chan *record.SignedPacket, 4)
-	s, err := transfer.NewClient(transfer.Config{
-		DataDir: b.dataDir, Listen: "127.0.0.1:0", Recheck: -1,
-		OnRecord: func(p *record.SignedPacket) { heard <- p },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if _, err := s.Seed(context.Background(), b.Infohash); err != nil {
-		t.Fatal(err)
-	}
-	s.ShareRecord(packet(100))
-
-	got := make(chan []byte, 4)
-	newer := packet(200)
-	c := New(Config{Extensions: []Extension{{
-		Name:    string(transfer.RecordExtension),
-		MaxSize: transfer.MaxRecordMessage,
-		OnMessage: func(p *Peer, payload []byte) {
-			got <- append([]byte(nil), payload...)
-			// Sent back only now: a peer that sent a newer packet first
-			// would not be sent the older one (relay-record.md).
-			if err := p.SendExtended(string(transfer.RecordExtension), transfer.EncodeRecord(newer)); err != nil {
-				t.Error(err)
-			}
-		},
-	}}})
-	tor, _ := addTorrent(t, c, b, b.infoBytes)
-	ctx := ctxFor(t, time.Minute)
-	conn, cancel := context.WithCancel(ctx)
-	ended := make(chan error, 1)
-	go func() { ended <- tor.dial(conn, s.Addr().String()) }()
-	defer func() { cancel(); <-ended }()
-	select {
-	case payload := <-got:
-		p, err := transfer.DecodeRecord(payload)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if p.Key != key.PublicKey() || p.Seq != 100 {
-			t.Errorf("got the packet of %s seq %d, want seq 100", p.Key, p.Seq)
-		}
-	case <-ctx.Done():
-		t.Fatal("no relay_record message from the seeder", tor.debugState())
-	}
-	select {
-	case p := <-heard:
-		if p.Seq != newer.Seq {
-			t.Errorf("the seeder heard seq %d, want %d", p.Seq, newer.Seq)
-		}
-	case <-ctx.Done():
-		t.Fatal("the seeder heard no relay_record message")
-	}
-}
 
 // TestUploadRate: a leecher of a client that serves at most 1 MiB/s takes
 // at least the time that rate allows (beyond a first second's burst).
@@ -336,20 +252,17 @@ func TestSlotIdle(t *testing.T) {
 func TestServeWhileDownloading(t *testing.T) {
 	t.Parallel()
 	b := makeBundle(t, map[string]int64{"app": 2 << 20}, 64<<10)
-	s, err := transfer.NewClient(transfer.Config{DataDir: b.dataDir, Listen: "127.0.0.1:0", Recheck: -1, UploadRate: 1 << 20})
+	s, err := anacrolixSeeder(b.root, b.infoBytes, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if _, err := s.Seed(context.Background(), b.Infohash); err != nil {
-		t.Fatal(err)
-	}
 	ctx := ctxFor(t, 2*time.Minute)
 	middle := New(Config{})
 	mid, _ := addTorrent(t, middle, b, b.infoBytes)
 	addr := serveOn(t, middle)
 	midDone := make(chan error, 1)
-	go func() { midDone <- mid.Download(ctx, DownloadOptions{Peers: []string{s.Addr().String()}}) }()
+	go func() { midDone <- mid.Download(ctx, DownloadOptions{Peers: []string{s.ListenAddrs()[0].String()}}) }()
 
 	end, dir := addTorrent(t, New(Config{}), b, b.infoBytes)
 	if err := end.Download(ctx, DownloadOptions{Peers: []string{addr}}); err != nil {
