@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/anacrolix/torrent/bencode"
@@ -176,6 +177,11 @@ type Torrent struct {
 	badPieces int
 	// banned are the addresses of peers that sent a bad piece.
 	banned map[string]bool
+
+	// uploaded and downloaded count the piece data sent to peers and
+	// received from them (blocks a download took), since the torrent was
+	// added.
+	uploaded, downloaded atomic.Int64
 }
 
 // TorrentOptions says what a Torrent starts with.
@@ -266,6 +272,9 @@ type Stats struct {
 	// Peers is how many peers are connected, Seeds how many of them have
 	// every piece.
 	Peers, Seeds int
+	// Uploaded and Downloaded count the bytes of piece data sent to peers
+	// and received from peers and web seeds since the torrent was added.
+	Uploaded, Downloaded int64
 }
 
 // Stats returns the torrent's figures now.
@@ -280,7 +289,10 @@ func (t *Torrent) stats() Stats {
 	if t.npieces > 0 && t.have.has(t.npieces-1) {
 		b += t.pieceSize(t.npieces-1) - t.pieceLen
 	}
-	return Stats{Pieces: t.nhave, Total: t.npieces, Bytes: b, Peers: len(t.peers), Seeds: t.seeds}
+	return Stats{
+		Pieces: t.nhave, Total: t.npieces, Bytes: b, Peers: len(t.peers), Seeds: t.seeds,
+		Uploaded: t.uploaded.Load(), Downloaded: t.downloaded.Load(),
+	}
 }
 
 // Complete reports whether the torrent has every piece.

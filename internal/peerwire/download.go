@@ -517,6 +517,7 @@ func (p *Peer) readBlock(n int) error {
 	dl.received(p, pc, b, err == nil)
 	if err == nil {
 		p.downloaded.Add(int64(r.length))
+		t.downloaded.Add(int64(r.length))
 		if len(p.reqs) <= min(p.reqq, t.c.cfg.Requests)*3/4 {
 			t.fill(p)
 		}

@@ -37,8 +37,8 @@ func TestDownloadFromAnacrolix(t *testing.T) {
 	if len(seen) != tor.npieces || len(slices.Compact(seen)) != tor.npieces {
 		t.Errorf("OnPiece saw %d pieces (%d distinct), the torrent has %d", len(seen), len(slices.Compact(seen)), tor.npieces)
 	}
-	if st := tor.Stats(); st.Pieces != st.Total || st.Bytes != b.Size {
-		t.Errorf("stats %+v, want every piece and %d bytes", st, b.Size)
+	if st := tor.Stats(); st.Pieces != st.Total || st.Bytes != b.Size || st.Downloaded < b.Size || st.Uploaded != 0 {
+		t.Errorf("stats %+v, want every piece and %d bytes, downloaded, nothing uploaded", st, b.Size)
 	}
 }
 

@@ -139,6 +139,7 @@ func (p *Peer) serveBlock(done <-chan struct{}, r request, buf []byte) error {
 		return err
 	}
 	p.uploaded.Add(int64(len(buf)))
+	t.uploaded.Add(int64(len(buf)))
 	return nil
 }
 

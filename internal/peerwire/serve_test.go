@@ -22,7 +22,7 @@ func TestUploadRate(t *testing.T) {
 	t.Parallel()
 	const rate = 1 << 20
 	b := makeBundle(t, map[string]int64{"app": 3 << 20}, 64<<10)
-	_, _, addr := seeded(t, b, Config{UploadRate: rate})
+	_, seed, addr := seeded(t, b, Config{UploadRate: rate})
 	ctx := ctxFor(t, 2*time.Minute)
 	tor, dir := addTorrent(t, New(Config{}), b, b.infoBytes)
 	start := time.Now()
@@ -33,6 +33,9 @@ func TestUploadRate(t *testing.T) {
 	sameFiles(t, b, dir)
 	if least := time.Duration(float64(b.Size-rate) / rate * float64(time.Second)); took < least {
 		t.Errorf("%d bytes in %v at most %d B/s: want at least %v", b.Size, took, rate, least)
+	}
+	if st := seed.Stats(); st.Uploaded < b.Size || st.Downloaded != 0 {
+		t.Errorf("the seed's stats %+v: want all %d bytes uploaded, nothing downloaded", st, b.Size)
 	}
 }
 

@@ -303,6 +303,7 @@ func (dl *download) webPiece(ws *webSeed, pc *piece, data []byte) {
 		dl.cancelOthers(pc, b)
 	}
 	pc.retry, pc.next, pc.from = pc.retry[:0], pc.nblocks, nil
+	dl.t.downloaded.Add(int64(len(pc.buf)))
 	if !receiving {
 		pc.trusted = true
 		pc.verifying = true
