@@ -33,22 +33,37 @@ type ring struct {
 	extra krpc.CompactIPv4NodeInfo
 	// peers are the peers a get_peers answer names.
 	peers []krpc.NodeAddr
+	// ip, when set, gives node i an address of its own (a host of its
+	// own) instead of startRing's; names, when set, gives the nodes node
+	// i's answers name instead of the ring's others.
+	ip    func(i int) string
+	names func(r *ring, i int) krpc.CompactIPv4NodeInfo
+	// asked holds, for each address and method, the ring's nodes it
+	// queried.
+	mu    sync.Mutex
+	asked map[asker]map[int]bool
 	wg    sync.WaitGroup
 }
 
 // startRing starts count nodes on ip next to target; configure, if not
 // nil, sets what they answer before they start.
 func startRing(t *testing.T, ip string, target krpc.ID, count int, configure func(*ring)) *ring {
-	r := &ring{}
+	r := &ring{asked: make(map[asker]map[int]bool)}
 	if configure != nil {
 		configure(r)
 	}
 	for i := range count {
-		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(ip), 0)))
+		at := ip
+		if r.ip != nil {
+			at = r.ip(i)
+		}
+		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(at), 0)))
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Node i is at distance i+1 from target.
 		id := target
+		id[18] ^= byte((i + 1) >> 8)
 		id[19] ^= byte(i + 1)
 		r.nodes = append(r.nodes, c)
 		r.ids = append(r.ids, id)
@@ -68,13 +83,31 @@ func startRing(t *testing.T, ip string, target krpc.ID, count int, configure fun
 // others returns the ring's nodes but i, as a KRPC node list.
 func (r *ring) others(i int) krpc.CompactIPv4NodeInfo {
 	var out krpc.CompactIPv4NodeInfo
-	for j, c := range r.nodes {
+	for j := range r.nodes {
 		if j != i {
-			ap := c.LocalAddr().(*net.UDPAddr).AddrPort()
-			out = append(out, krpc.NodeInfo{ID: r.ids[j], Addr: krpc.NodeAddr{IP: ap.Addr().AsSlice(), Port: int(ap.Port())}})
+			out = append(out, r.info(j))
 		}
 	}
 	return out
+}
+
+// info is node j as a KRPC node list names it.
+func (r *ring) info(j int) krpc.NodeInfo {
+	ap := r.nodes[j].LocalAddr().(*net.UDPAddr).AddrPort()
+	return krpc.NodeInfo{ID: r.ids[j], Addr: krpc.NodeAddr{IP: ap.Addr().AsSlice(), Port: int(ap.Port())}}
+}
+
+// asker is who asked the ring, and what.
+type asker struct {
+	from netip.AddrPort
+	q    string
+}
+
+// askedBy returns how many of the ring's nodes a sent a query q.
+func (r *ring) askedBy(a netip.AddrPort, q string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.asked[asker{a, q}])
 }
 
 func (r *ring) serve(i int) {
@@ -89,12 +122,24 @@ func (r *ring) serve(i int) {
 		if bencode.Unmarshal(buf[:n], &q) != nil || q.Y != "q" {
 			continue
 		}
+		r.mu.Lock()
+		k := asker{from, q.Q}
+		if r.asked[k] == nil {
+			r.asked[k] = make(map[int]bool)
+		}
+		r.asked[k][i] = true
+		r.mu.Unlock()
 		ret := krpc.Return{ID: r.ids[i]}
 		switch q.Q {
 		case "find_node", "get_peers", "get":
 			tok := "tok"
 			ret.Token = &tok
-			ret.Nodes = append(r.others(i), r.extra...)
+			if r.names != nil {
+				ret.Nodes = r.names(r, i)
+			} else {
+				ret.Nodes = r.others(i)
+			}
+			ret.Nodes = append(ret.Nodes, r.extra...)
 			if q.Q == "get" {
 				ret.Bep44Return = r.item
 			}
@@ -108,14 +153,20 @@ func (r *ring) serve(i int) {
 	}
 }
 
-// join makes the ring known to every node: each of its nodes pings
-// them (they enter the tables), then every node refreshes (it pings them
-// back; they answer and are good, handed out to others).
-func (r *ring) join(t *testing.T, ln *localnet.Net) {
+// join makes the ring known to every node: each of its nodes (or those
+// of which) pings them (they enter the tables), then every node refreshes
+// (it pings them back; they answer and are good, handed out to others).
+func (r *ring) join(t *testing.T, ln *localnet.Net, which ...int) {
 	ctx := ctxFor(t, 30*time.Second)
-	for i, c := range r.nodes {
+	if which == nil {
+		which = make([]int, len(r.nodes))
+		for i := range which {
+			which[i] = i
+		}
+	}
+	for _, i := range which {
 		for _, n := range ln.All() {
-			c.WriteToUDPAddrPort(query("ping", "p", map[string]any{"id": string(r.ids[i][:])}), n.Addr())
+			r.nodes[i].WriteToUDPAddrPort(query("ping", "p", map[string]any{"id": string(r.ids[i][:])}), n.Addr())
 		}
 	}
 	time.Sleep(200 * time.Millisecond)
@@ -292,6 +343,52 @@ func TestLookupBoundedByHostileAnswers(t *testing.T) {
 	t.Logf("resolve: %d nodes queried, %d answered, in %v", st.Queried, st.Answered, time.Since(start).Round(time.Millisecond))
 	if st.Queried > 40 {
 		t.Errorf("a resolve queried %d nodes, most of them made up by one hostile answer", st.Queried)
+	}
+}
+
+// A chain of 1,000 hostile nodes, each on a host of its own, each answering
+// every query by naming the eight nodes next closer to the target, once
+// made a lookup ask every one of them (the chain could have gone on until
+// the lookup's deadline, one query after another within the node's send
+// budget). A lookup now asks at most 200 nodes (lookup.go's maxQueries)
+// and ends with the closest that answered.
+func TestLookupQueriesCapped(t *testing.T) {
+	ln := localnet.ForTest(t, localnet.Config{Nodes: 8, Spread: true})
+	ctx := ctxFor(t, 2*time.Minute)
+	pk := newKey(t).PublicKey()
+	const chain = 1000
+	r := startRing(t, "", record.Target(pk), chain, func(r *ring) {
+		r.ip = func(i int) string { return hostIP(90, i) }
+		// Node i is at distance i+1 from the target: it names nodes
+		// i-1 to i-8, each closer.
+		r.names = func(r *ring, i int) krpc.CompactIPv4NodeInfo {
+			var out krpc.CompactIPv4NodeInfo
+			for j := i - 1; j >= max(0, i-dht.K); j-- {
+				out = append(out, r.info(j))
+			}
+			return out
+		}
+	})
+	// Only the farthest node introduces itself: the lookup starts the
+	// chain at its far end.
+	r.join(t, ln, chain-1)
+	reader, err := ln.Add(ctx, func(c *dht.Config) { c.ReadOnly = true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, st, err := reader.Resolve(ctx, pk)
+	if err != nil && !errors.Is(err, dht.ErrNotFound) {
+		t.Fatal(err)
+	}
+	asked := r.askedBy(reader.Addr(), "get")
+	t.Logf("resolve: %d nodes queried (%d of the chain asked for the item), %d answered, in %v: %v",
+		st.Queried, asked, st.Answered, time.Since(start).Round(time.Millisecond), err)
+	if asked == 0 {
+		t.Fatal("the resolve never reached the chain")
+	}
+	if st.Queried > 200 || asked > 200 {
+		t.Errorf("a resolve queried %d nodes, %d of them the hostile chain's, want at most 200", st.Queried, asked)
 	}
 }
 
