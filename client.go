@@ -76,6 +76,9 @@ type Config struct {
 	// behaviour, which takes its proxy from HTTPS_PROXY, HTTP_PROXY and
 	// NO_PROXY (http.ProxyFromEnvironment).
 	HTTPTransport http.RoundTripper
+	// Engine is the BitTorrent implementation bundles move with
+	// (transfer.Config.Engine); zero is the torrent library's client.
+	Engine transfer.Engine
 }
 
 // Client is a relay participant: a DHT node, and the state and bundles of
@@ -275,6 +278,7 @@ func (c *Client) transfer() (*transfer.Client, error) {
 		OnRecord:      c.onRecord,
 		RecordKeys:    c.chainKeys,
 		Network:       c.cfg.PeerNetwork,
+		Engine:        c.cfg.Engine,
 	}
 	tc, err := transfer.NewClient(tcfg)
 	if err != nil && c.ownNode && systemPort(c.cfg.Listen) && errors.Is(err, syscall.EADDRINUSE) {

@@ -93,6 +93,10 @@ type Config struct {
 	// address at a time: those beyond it are closed before their
 	// handshake. Zero means DefaultConnsPerIP; negative, no bound.
 	ConnsPerIP int
+	// Engine is the BitTorrent implementation that moves the bundles.
+	// Zero (EngineTorrent) is the torrent library's client; EngineWire,
+	// relay's own (experimental, see Engine).
+	Engine Engine
 }
 
 // Network is a stream network peers are reached on (Config.Network).
@@ -147,6 +151,10 @@ type Client struct {
 	recordsDropped atomic.Int64
 	ltepOnce       sync.Once
 	ltep           *torrent.LocalLtepProtocolMap
+
+	// w is the wire engine (Config.Engine); nil on the torrent library's,
+	// and then cl is nil.
+	w *wireClient
 }
 
 // active is a bundle in the client.
@@ -273,6 +281,12 @@ func NewClient(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("transfer: failed to listen for peers: %w", err)
 	}
 	port = c.tcp.Addr().(*net.TCPAddr).Port
+	if cfg.Engine == EngineWire {
+		c.port = port
+		c.ctx, c.cancel = context.WithCancel(context.Background())
+		c.w = newWireClient(c, max(0, perIP))
+		return c, nil
+	}
 
 	tc := torrent.NewDefaultClientConfig()
 	tc.DataDir = c.root
@@ -409,7 +423,11 @@ func (c *Client) listenAddr() (string, int, error) {
 // Addr returns the address peers can reach this client on: its listening
 // IP (127.0.0.1 when it listens on every interface) and TCP port.
 func (c *Client) Addr() netip.AddrPort {
-	for _, a := range c.cl.ListenAddrs() {
+	addrs := []net.Addr{c.tcp.Addr()}
+	if c.w == nil {
+		addrs = c.cl.ListenAddrs()
+	}
+	for _, a := range addrs {
 		if ta, ok := a.(*net.TCPAddr); ok {
 			ap := ta.AddrPort()
 			if ap.Addr().IsUnspecified() {
@@ -433,6 +451,9 @@ func (c *Client) Close() error {
 }
 
 func (c *Client) close() error {
+	if c.w != nil {
+		return c.w.close()
+	}
 	c.mu.Lock()
 	c.closed = true
 	for _, a := range c.bundles {
@@ -611,7 +632,7 @@ func (c *Client) add(ih record.Infohash, infoBytes []byte) (*active, error) {
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
-			c.announce(ctx, ih, a)
+			c.announce(ctx, ih, torrentSwarm{c, ih, a})
 		}()
 	}
 	c.mu.Unlock()
@@ -644,6 +665,10 @@ func (c *Client) drop(ih record.Infohash, a *active) {
 
 // Drop stops serving a bundle; its files stay on disk.
 func (c *Client) Drop(ih record.Infohash) {
+	if c.w != nil {
+		c.w.dropSeed(ih)
+		return
+	}
 	c.mu.Lock()
 	a := c.bundles[ih]
 	if a != nil {
@@ -678,6 +703,9 @@ type Stats struct {
 // Stats returns the statistics of a bundle; ok is false when the client
 // does not hold it.
 func (c *Client) Stats(ih record.Infohash) (s Stats, ok bool) {
+	if c.w != nil {
+		return c.w.stats(ih)
+	}
 	c.mu.Lock()
 	a := c.bundles[ih]
 	s.CompletePeers = len(c.complete[ih])

@@ -88,16 +88,16 @@ type dhtRepeater interface {
 // that only dials out (a seeder behind NAT) finds this one a lookup
 // sooner. A bundle served as one of a fleet (Serve) is announced as
 // announceShare says instead.
-func (c *Client) announce(ctx context.Context, ih record.Infohash, a *active) {
+func (c *Client) announce(ctx context.Context, ih record.Infohash, b swarmBundle) {
 	backoff := fetchLookupMin
 	var announced, nextLookup, eagerUntil time.Time
 	repeater, _ := c.cfg.DHT.(dhtRepeater)
 	for {
-		c.mu.Lock()
-		fetching, seeding, since, quiet := a.fetches > 0, a.seeding, a.seedSince, a.quiet
-		c.mu.Unlock()
+		fetching, seeding, quiet, since := b.announceState()
 		if quiet {
-			if !c.announceQuiet(ctx, ih, a, fetching, &announced, &backoff) {
+			// Only the torrent library's engine serves quietly (Serve)
+			// yet.
+			if !c.announceQuiet(ctx, ih, b.(torrentSwarm).a, fetching, &announced, &backoff) {
 				return
 			}
 			continue
@@ -116,13 +116,13 @@ func (c *Client) announce(ctx context.Context, ih record.Infohash, a *active) {
 		var err error
 		switch {
 		case fetching, seeding && !again && c.seedLookups.Wait(ctx) == nil:
-			err = c.lookupPeers(ctx, ih, a, c.cfg.DHT.Peers, &eagerUntil)
+			err = c.lookupPeers(ctx, ih, b, c.cfg.DHT.Peers, &eagerUntil)
 			nextLookup = time.Time{}
 		case again && c.natAsks.WaitN(ctx, natAskNodes) == nil:
 			ask := func(ctx context.Context, ih record.Infohash) ([]netip.AddrPort, error) {
 				return repeater.PeersAgain(ctx, ih, natAskNodes)
 			}
-			err = c.lookupPeers(ctx, ih, a, ask, &eagerUntil)
+			err = c.lookupPeers(ctx, ih, b, ask, &eagerUntil)
 		}
 		if announcing != nil {
 			if aerr := <-announcing; aerr == nil {
@@ -150,7 +150,7 @@ func (c *Client) announce(ctx context.Context, ih record.Infohash, a *active) {
 				nextLookup = now.Add(seedLookupWait(now.Sub(since), c.reachable()))
 			}
 			wait = nextLookup.Sub(now)
-			if repeater != nil && natEager(now, since, eagerUntil, c.reachable(), c.seedConnected(ih)) {
+			if repeater != nil && natEager(now, since, eagerUntil, c.reachable(), b.seedConnected()) {
 				wait = min(wait, natAsk)
 			}
 		default:
@@ -162,7 +162,7 @@ func (c *Client) announce(ctx context.Context, ih record.Infohash, a *active) {
 		case <-ctx.Done():
 			t.Stop()
 			return
-		case <-a.wake:
+		case <-b.woken():
 			t.Stop()
 			backoff = fetchLookupMin
 		case <-t.C:
@@ -170,38 +170,88 @@ func (c *Client) announce(ctx context.Context, ih record.Infohash, a *active) {
 	}
 }
 
-// lookupPeers looks up a bundle's peers with find and hands them to its
-// torrent; a peer not named before makes a seeder behind NAT eager (see
+// lookupPeers looks up a bundle's peers with find and hands them to the
+// bundle; a peer not named before makes a seeder behind NAT eager (see
 // natEager) until natEagerFor from now.
-func (c *Client) lookupPeers(ctx context.Context, ih record.Infohash, a *active, find func(context.Context, record.Infohash) ([]netip.AddrPort, error), eagerUntil *time.Time) error {
+func (c *Client) lookupPeers(ctx context.Context, ih record.Infohash, b swarmBundle, find func(context.Context, record.Infohash) ([]netip.AddrPort, error), eagerUntil *time.Time) error {
 	cctx, cancel := context.WithTimeout(ctx, dhtCallTimeout)
 	peers, err := find(cctx, ih)
 	cancel()
 	if err != nil {
 		return err
 	}
-	if c.addPeers(a.t, peers, torrent.PeerSourceDhtGetPeers) > 0 {
+	if b.found(peers) > 0 {
 		*eagerUntil = time.Now().Add(natEagerFor)
 	}
 	c.log.Debug("dht peers", "infohash", ih, "peers", len(peers))
 	return nil
 }
 
-// addPeers gives peer addresses to a bundle's torrent, leaving out this
-// client's, and remembers them for Reach. It returns how many of them
-// the bundle had not been given before.
-func (c *Client) addPeers(t *torrent.Torrent, peers []netip.AddrPort, source torrent.PeerSource) (added int) {
+// swarmBundle is what announce needs of a bundle, on either engine: the
+// torrent library's (torrentSwarm) or relay's own (wireBundle).
+type swarmBundle interface {
+	// announceState says whether the bundle is being fetched, seeded,
+	// served as one of a fleet (Serve), and since when it is seeded.
+	announceState() (fetching, seeding, quiet bool, since time.Time)
+	// woken receives when a fetch starts, the bundle is seeded, or its
+	// last seed left.
+	woken() <-chan struct{}
+	// found hands the bundle peers the DHT named and returns how many of
+	// them it had not been given before.
+	found(peers []netip.AddrPort) int
+	// seedConnected reports whether a peer holding the whole bundle is
+	// connected.
+	seedConnected() bool
+}
+
+// torrentSwarm is a bundle of the torrent library's engine, as announce
+// sees it.
+type torrentSwarm struct {
+	c  *Client
+	ih record.Infohash
+	a  *active
+}
+
+func (s torrentSwarm) announceState() (fetching, seeding, quiet bool, since time.Time) {
+	s.c.mu.Lock()
+	defer s.c.mu.Unlock()
+	return s.a.fetches > 0, s.a.seeding, s.a.quiet, s.a.seedSince
+}
+
+func (s torrentSwarm) woken() <-chan struct{} { return s.a.wake }
+
+func (s torrentSwarm) found(peers []netip.AddrPort) int {
+	return s.c.addPeers(s.a.t, peers, torrent.PeerSourceDhtGetPeers)
+}
+
+func (s torrentSwarm) seedConnected() bool { return s.c.seedConnected(s.ih) }
+
+// otherPeers returns the valid addresses of peers, leaving out this
+// client's own (its listening address, and that address at the IP the
+// DHT sees it at), unmapped.
+func (c *Client) otherPeers(peers []netip.AddrPort) []netip.AddrPort {
 	self, external := c.Addr(), netip.AddrPort{}
 	if d, ok := c.cfg.DHT.(dhtExternaler); ok && c.cfg.DHT != nil {
 		external = netip.AddrPortFrom(d.ExternalIP(), self.Port())
 	}
-	var ps []torrent.PeerInfo
+	var out []netip.AddrPort
 	for _, p := range peers {
 		if !p.IsValid() || p.Port() == 0 || p == self || p == external {
 			continue
 		}
+		out = append(out, netip.AddrPortFrom(p.Addr().Unmap(), p.Port()))
+	}
+	return out
+}
+
+// addPeers gives peer addresses to a bundle's torrent, leaving out this
+// client's, and remembers them for Reach. It returns how many of them
+// the bundle had not been given before.
+func (c *Client) addPeers(t *torrent.Torrent, peers []netip.AddrPort, source torrent.PeerSource) (added int) {
+	var ps []torrent.PeerInfo
+	for _, p := range c.otherPeers(peers) {
 		ps = append(ps, torrent.PeerInfo{
-			Addr:    torrent.StringAddr(netip.AddrPortFrom(p.Addr().Unmap(), p.Port()).String()),
+			Addr:    torrent.StringAddr(p.String()),
 			Source:  source,
 			Trusted: source == torrent.PeerSourceDirect,
 		})

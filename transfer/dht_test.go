@@ -11,24 +11,30 @@ import (
 
 // TestFetchDHT: the leecher is given no address: it finds the seeder
 // through a local DHT network, where the seeder announced the bundle with
-// its TCP port, which is its DHT node's port number (one port for both).
+// its TCP port, which is its DHT node's port number (one port for both);
+// with the seeder on either engine.
 func TestFetchDHT(t *testing.T) {
 	t.Parallel()
-	net := localnet.ForTest(t, localnet.Config{Nodes: 8})
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	node := func() *dht.Node { return addNode(ctx, t, net) }
-	sn := node()
-	s, b := seeder(t, map[string]int64{"app": 2 << 20}, Config{DHT: sn})
-	if s.Addr().Port() != sn.Addr().Port() {
-		t.Errorf("seeder listens on %v, its DHT node on %v", s.Addr(), sn.Addr())
+	for _, e := range []Engine{EngineTorrent, EngineWire} {
+		t.Run("seeder="+e.String(), func(t *testing.T) {
+			t.Parallel()
+			net := localnet.ForTest(t, localnet.Config{Nodes: 8})
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			node := func() *dht.Node { return addNode(ctx, t, net) }
+			sn := node()
+			s, b := seeder(t, map[string]int64{"app": 2 << 20}, Config{DHT: sn, Engine: e})
+			if s.Addr().Port() != sn.Addr().Port() {
+				t.Errorf("seeder listens on %v, its DHT node on %v", s.Addr(), sn.Addr())
+			}
+			l := newClient(t, Config{DHT: node()})
+			res, err := l.Fetch(ctx, FetchRequest{Key: testKey(t), Release: b.Release(testTime)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkFetched(t, b, res)
+		})
 	}
-	l := newClient(t, Config{DHT: node()})
-	res, err := l.Fetch(ctx, FetchRequest{Key: testKey(t), Release: b.Release(testTime)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkFetched(t, b, res)
 }
 
 // addNode adds a node to a local DHT network, closed when t ends.

@@ -205,6 +205,9 @@ func (c *Client) Fetch(ctx context.Context, req FetchRequest) (*Fetched, error) 
 	if err := record.ValidChannel(r.Channel); err != nil {
 		return nil, fmt.Errorf("fetch: %w", err)
 	}
+	if c.w != nil {
+		return c.w.fetch(ctx, req)
+	}
 	ih := r.Infohash
 	f := &fetch{c: c, req: req, ih: ih, dir: filepath.Join(c.root, ih.String()), start: time.Now()}
 	if _, err := os.Stat(f.dir); errors.Is(err, fs.ErrNotExist) {
@@ -283,6 +286,9 @@ func (c *Client) Fetch(ctx context.Context, req FetchRequest) (*Fetched, error) 
 // seeds (Seed), or that a fetch is still fetching, stays, and Unload
 // reports false.
 func (c *Client) Unload(ih record.Infohash) bool {
+	if c.w != nil {
+		return c.w.unload(ih)
+	}
 	c.mu.Lock()
 	a := c.bundles[ih]
 	c.mu.Unlock()

@@ -152,7 +152,7 @@ func (c *Client) announceQuiet(ctx context.Context, ih record.Infohash, a *activ
 	switch {
 	case fetching && c.starved(ih, since):
 		var eager time.Time
-		if err := c.lookupPeers(ctx, ih, a, c.cfg.DHT.Peers, &eager); err != nil && ctx.Err() == nil {
+		if err := c.lookupPeers(ctx, ih, torrentSwarm{c, ih, a}, c.cfg.DHT.Peers, &eager); err != nil && ctx.Err() == nil {
 			c.log.Debug("dht lookup failed", "infohash", ih, "err", err)
 		}
 		wait = *backoff

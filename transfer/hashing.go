@@ -219,6 +219,9 @@ func (c *Client) banIP(addr netip.Addr) {
 // Banned returns the addresses banned for sending bad data, by the torrent
 // library or by relay.
 func (c *Client) Banned() []string {
+	if c.w != nil {
+		return c.w.bannedIPs()
+	}
 	out := c.cl.BadPeerIPs()
 	c.banMu.Lock()
 	defer c.banMu.Unlock()

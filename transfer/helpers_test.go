@@ -2,6 +2,7 @@ package transfer
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -70,10 +71,25 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// testEngine is the engine newClient gives a client whose Config names
+// the default one: RELAY_ENGINE=wire runs the package's tests on the wire
+// engine.
+var testEngine = func() Engine {
+	e, err := ParseEngine(os.Getenv("RELAY_ENGINE"))
+	if err != nil {
+		panic(fmt.Sprintf("RELAY_ENGINE: %v", err))
+	}
+	return e
+}()
+
 // newClient starts a client on 127.0.0.1 in a fresh data folder (or dataDir
-// when given), closed when the test ends.
+// when given), on testEngine unless cfg names another engine, closed when
+// the test ends.
 func newClient(t testing.TB, cfg Config) *Client {
 	t.Helper()
+	if cfg.Engine == EngineTorrent {
+		cfg.Engine = testEngine
+	}
 	if cfg.DataDir == "" {
 		cfg.DataDir = t.TempDir()
 	}

@@ -38,7 +38,7 @@ func TestNoGoroutineLeft(t *testing.T) {
 	for {
 		var buf bytes.Buffer
 		pprof.Lookup("goroutine").WriteTo(&buf, 1)
-		ours := strings.Contains(buf.String(), "relay/transfer.(*Client)") || strings.Contains(buf.String(), "relay/transfer.(*fetch)")
+		ours := strings.Contains(buf.String(), "relay/transfer.(*Client)") || strings.Contains(buf.String(), "relay/transfer.(*fetch)") || strings.Contains(buf.String(), "relay/transfer.(*wire")
 		n := runtime.NumGoroutine()
 		if n <= before && !ours {
 			return

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/metainfo"
 
 	"github.com/relay-sh/relay/record"
 )
@@ -31,6 +32,9 @@ func (c *Client) Seed(ctx context.Context, ih record.Infohash) (*Bundle, error) 
 
 // seed is Seed, and with quiet Serve.
 func (c *Client) seed(ctx context.Context, ih record.Infohash, quiet bool) (*Bundle, error) {
+	if c.w != nil {
+		return c.w.seed(ctx, ih)
+	}
 	dir := filepath.Join(c.root, ih.String())
 	info, infoBytes, err := loadMetainfo(dir, ih)
 	if err != nil {
@@ -63,31 +67,9 @@ func (c *Client) seed(ctx context.Context, ih record.Infohash, quiet bool) (*Bun
 	if !ok {
 		return fail(fmt.Errorf("bundle %s is not open", ih))
 	}
-	files := spans(dir, info)
-	var bad []string
-	manifestOK := false
-	for j, f := range files {
-		whole := rangeComplete(complete, f, info.PieceLength)
-		if expected[j] && !whole {
-			bad = append(bad, f.path)
-		}
-		if f.path == record.ManifestName {
-			manifestOK = whole
-		}
-	}
-	if len(bad) > 0 {
-		return fail(fmt.Errorf("%w: bundle %s: %s changed on disk and failed verification", record.ErrFileMismatch, ih, strings.Join(bad, ", ")))
-	}
-	if !manifestOK {
-		return fail(fmt.Errorf("bundle %s has no verified %s", ih, record.ManifestName))
-	}
-	b, err := OpenBundle(c.root, ih)
+	b, stats, err := seedable(c.root, ih, info, complete, expected)
 	if err != nil {
 		return fail(err)
-	}
-	stats := make([]fileStat, len(files))
-	for j, f := range files {
-		stats[j], _ = statFile(f.osPath)
 	}
 	c.mu.Lock()
 	a.lastStat = stats
@@ -101,9 +83,46 @@ func (c *Client) seed(ctx context.Context, ih record.Infohash, quiet bool) (*Bun
 	return b, nil
 }
 
+// seedable checks, once the completion of each piece of bundle ih is
+// known, that the bundle can be seeded (see Seed): every file that was
+// whole still verifies, and relay.json does. It opens the bundle, and
+// returns it with its files' sizes and times now.
+func seedable(root string, ih record.Infohash, info *metainfo.Info, complete, expected []bool) (*Bundle, []fileStat, error) {
+	files := spans(filepath.Join(root, ih.String()), info)
+	var bad []string
+	manifestOK := false
+	for j, f := range files {
+		whole := rangeComplete(complete, f, info.PieceLength)
+		if expected[j] && !whole {
+			bad = append(bad, f.path)
+		}
+		if f.path == record.ManifestName {
+			manifestOK = whole
+		}
+	}
+	if len(bad) > 0 {
+		return nil, nil, fmt.Errorf("%w: bundle %s: %s changed on disk and failed verification", record.ErrFileMismatch, ih, strings.Join(bad, ", "))
+	}
+	if !manifestOK {
+		return nil, nil, fmt.Errorf("bundle %s has no verified %s", ih, record.ManifestName)
+	}
+	b, err := OpenBundle(root, ih)
+	if err != nil {
+		return nil, nil, err
+	}
+	stats := make([]fileStat, len(files))
+	for j, f := range files {
+		stats[j], _ = statFile(f.osPath)
+	}
+	return b, stats, nil
+}
+
 // Seeding reports whether the client serves bundle ih because Seed was
 // called for it (and no Drop since).
 func (c *Client) Seeding(ih record.Infohash) bool {
+	if c.w != nil {
+		return c.w.seeding(ih)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	a := c.bundles[ih]

@@ -446,3 +446,21 @@ func (c *completion) check(ih record.Infohash) *pieceCheck {
 	}
 	return nil
 }
+
+// unknown returns the pieces of a bundle whose completion is not known:
+// they have data on disk that was not verified, or changed since.
+func (c *completion) unknown(ih record.Infohash) []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	bs := c.bundles[ih]
+	if bs == nil {
+		return nil
+	}
+	var out []int
+	for i, k := range bs.known {
+		if !k {
+			out = append(out, i)
+		}
+	}
+	return out
+}

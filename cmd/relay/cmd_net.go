@@ -33,6 +33,7 @@ func (e *env) config(readOnly bool) relay.Config {
 		Reachable: e.reachable,
 		Relays:    e.relays,
 		Logger:    e.logger(),
+		Engine:    e.engine,
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 
 	"github.com/relay-sh/relay/httprelay"
 	"github.com/relay-sh/relay/internal/untrusted"
+	"github.com/relay-sh/relay/transfer"
 )
 
 // env is what every command shares: the streams and the global flags.
@@ -35,6 +36,9 @@ type env struct {
 	json      bool
 	quiet     bool
 	verbose   bool
+	// engine is RELAY_ENGINE's BitTorrent engine (experimental: see
+	// docs/development.md), not a flag.
+	engine transfer.Engine
 
 	// usageErr records an unknown command, which urfave/cli reports
 	// through a callback rather than an error.
@@ -115,6 +119,9 @@ func (e *env) load(c *cli.Context) error {
 	e.relays = relays
 	if cmd := c.App.Command(c.Args().First()); cmd != nil {
 		e.warnOldVariables(cmd)
+	}
+	if e.engine, err = transfer.ParseEngine(os.Getenv("RELAY_ENGINE")); err != nil {
+		return usageError{fmt.Errorf("RELAY_ENGINE: %w", err)}
 	}
 	e.dataDir = c.String("data-dir")
 	if e.dataDir == "" {

@@ -1,0 +1,499 @@
+package transfer
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha1"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/anacrolix/torrent/metainfo"
+
+	"github.com/relay-sh/relay/internal/peerwire"
+	"github.com/relay-sh/relay/record"
+)
+
+// Engine is the BitTorrent implementation a Client moves bundles with
+// (Config.Engine).
+type Engine int
+
+const (
+	// EngineTorrent is the torrent library's client
+	// (github.com/anacrolix/torrent), the default.
+	EngineTorrent Engine = iota
+	// EngineWire is relay's own BitTorrent peer (internal/peerwire), over
+	// TCP only. It is experimental: it fetches, seeds and serves bundles
+	// with the same checks, state files and errors, but Serve serves a
+	// bundle as Seed does (every member of a fleet announces it), and it
+	// has no relay_record (OnRecord, ShareRecord), swarm push (Swarm,
+	// capSeeds, shares), Reach, Recheck, DownloadRate, uTP or peer
+	// exchange yet.
+	EngineWire
+)
+
+// ParseEngine returns the engine named s: "torrent" (or "") or "wire".
+func ParseEngine(s string) (Engine, error) {
+	switch s {
+	case "", "torrent":
+		return EngineTorrent, nil
+	case "wire":
+		return EngineWire, nil
+	}
+	return 0, fmt.Errorf("unknown engine %q (torrent or wire)", s)
+}
+
+func (e Engine) String() string {
+	switch e {
+	case EngineTorrent:
+		return "torrent"
+	case EngineWire:
+		return "wire"
+	}
+	return fmt.Sprintf("engine(%d)", int(e))
+}
+
+// wireClient is a Client's wire engine: a peerwire.Client accepts peers
+// on the Client's TCP socket (within Config.ConnsPerIP) and dials them
+// through Config.Network, and holds one wireBundle for each bundle in
+// bundles. The parts of the Client that are the same on either engine
+// (its Config, data folder, log, port, the DHT's rate limits and the
+// announce loop of dht.go) stay on the Client, which wireClient points
+// back to.
+//
+// Still to hang on it, as the torrent library's engine hangs them on its
+// callbacks and on active: relay_record (a peerwire.Extension in
+// peerwire.Config.Extensions, with the Client's records map), the swarm's
+// push (wireBundle's peers and the peerwire.Torrent's seeds), a fleet's
+// quiet Serve (wireBundle.announceState's quiet) and Reach (the peers
+// wireBundle.found takes, and the outcome of their dials).
+type wireClient struct {
+	c     *Client
+	pw    *peerwire.Client
+	store *completion // the bundles' state files, as on the other engine
+	wg    sync.WaitGroup
+
+	addMu   sync.Mutex // serialises adds and drops of bundles
+	mu      sync.Mutex
+	bundles map[record.Infohash]*wireBundle
+	banned  map[netip.Addr]bool // addresses banned in bundles since dropped
+	closed  bool
+}
+
+// wireBundle is a bundle of the wire engine. Its fields are under the
+// wireClient's mu; t, info and files are set once, when its info is
+// known (attach).
+type wireBundle struct {
+	ih     record.Infohash
+	w      *wireClient
+	ctx    context.Context // ends when the bundle leaves the client
+	cancel context.CancelFunc
+	wake   chan struct{} // tells the announcer a fetch started, or a seed
+	sem    chan struct{} // one Fetch of the bundle at a time
+	hashed atomic.Int64  // bytes hashed to learn which pieces are here
+
+	attachMu sync.Mutex
+	t        *peerwire.Torrent // nil until the info is known
+	info     *metainfo.Info
+	files    *wireFiles
+
+	seeding   bool
+	fetches   int
+	seedSince time.Time
+	peers     map[netip.AddrPort]bool // named for it (DHT, FetchRequest.Peers)
+	more      chan string             // the running download's new peers, or nil
+	dialing   int                     // connections it dials to serve
+}
+
+// maxSeedDials bounds the connections a seeded bundle dials at once to
+// peers the DHT names (that may not reach it: behind NAT).
+const maxSeedDials = 8
+
+func newWireClient(c *Client, perIP int) *wireClient {
+	pc := peerwire.Config{
+		MaxConns:      bundleConns,
+		UploadRate:    c.cfg.UploadRate,
+		HTTPTransport: c.cfg.HTTPTransport,
+	}
+	copy(pc.PeerID[:], peerIDPrefix)
+	rand.Read(pc.PeerID[len(peerIDPrefix):])
+	if nw := c.cfg.Network; nw != nil {
+		pc.Dial = func(ctx context.Context, addr string) (net.Conn, error) { return nw.DialContext(ctx, "tcp", addr) }
+	} else {
+		d := net.Dialer{FallbackDelay: -1, KeepAlive: -1}
+		pc.Dial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
+	}
+	w := &wireClient{
+		c: c, pw: peerwire.New(pc), store: newCompletion(c.log),
+		bundles: make(map[record.Infohash]*wireBundle), banned: make(map[netip.Addr]bool),
+	}
+	ln := closingListener{newPeerListener(c.tcp, perIP, c.ctx.Done()), c.tcp}
+	w.wg.Go(func() {
+		if err := w.pw.Serve(c.ctx, ln); err != nil {
+			c.log.Warn("stopped accepting peers", "err", err)
+		}
+	})
+	w.wg.Go(w.background)
+	return w
+}
+
+// closingListener is a peerListener that closes the socket under it.
+type closingListener struct {
+	*peerListener
+	io.Closer
+}
+
+// background saves changed bundle states every two seconds until the
+// client closes.
+func (w *wireClient) background() {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.c.ctx.Done():
+			return
+		case <-t.C:
+			w.store.saveAll()
+		}
+	}
+}
+
+// close stops every transfer, waits for the engine's goroutines, and
+// saves the bundles' states.
+func (w *wireClient) close() error {
+	w.mu.Lock()
+	w.closed = true
+	var bs []*wireBundle
+	for _, b := range w.bundles {
+		bs = append(bs, b)
+	}
+	w.mu.Unlock()
+	w.c.cancel() // Serve, the announcers, fetches and their connections
+	w.wg.Wait()
+	var errs []error
+	for _, b := range bs {
+		errs = append(errs, w.release(b))
+	}
+	return errors.Join(errs...)
+}
+
+// add returns the bundle ih, added (without its info) if the client does
+// not hold it.
+func (w *wireClient) add(ih record.Infohash) (*wireBundle, error) {
+	w.addMu.Lock()
+	defer w.addMu.Unlock()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return nil, errClosed
+	}
+	if b := w.bundles[ih]; b != nil {
+		return b, nil
+	}
+	b := &wireBundle{
+		ih: ih, w: w, wake: make(chan struct{}, 1), sem: make(chan struct{}, 1),
+		peers: make(map[netip.AddrPort]bool),
+	}
+	b.ctx, b.cancel = context.WithCancel(w.c.ctx)
+	w.bundles[ih] = b
+	if w.c.cfg.DHT != nil {
+		w.wg.Go(func() { w.c.announce(b.ctx, ih, b) })
+	}
+	return b, nil
+}
+
+// attach gives bundle b its info: it opens the bundle's state, hashes the
+// pieces whose completion the state file does not vouch for, and adds
+// the torrent to the peerwire.Client with the pieces that verified.
+func (w *wireClient) attach(ctx context.Context, b *wireBundle, info *metainfo.Info, infoBytes []byte) error {
+	b.attachMu.Lock()
+	defer b.attachMu.Unlock()
+	w.mu.Lock()
+	done := b.t != nil
+	w.mu.Unlock()
+	if done {
+		return nil
+	}
+	dir := filepath.Join(w.c.root, b.ih.String())
+	if err := w.store.open(dir, b.ih, info); err != nil {
+		return err
+	}
+	files := newWireFiles(spans(dir, info))
+	fail := func(err error) error {
+		files.Close()
+		w.store.close(b.ih)
+		return err
+	}
+	if err := w.hashUnknown(ctx, b, info, files); err != nil {
+		return fail(err)
+	}
+	complete, _, _, _ := w.store.view(b.ih)
+	t, err := w.pw.Add(infoBytes, files, peerwire.TorrentOptions{Have: func(i int) bool { return complete[i] }})
+	if err != nil {
+		return fail(fmt.Errorf("bundle %s: %w", b.ih, err))
+	}
+	w.mu.Lock()
+	b.t, b.info, b.files = t, info, files
+	w.mu.Unlock()
+	return nil
+}
+
+// hashUnknown hashes each piece of bundle b whose completion is not known
+// and records whether it verified.
+func (w *wireClient) hashUnknown(ctx context.Context, b *wireBundle, info *metainfo.Info, files *wireFiles) error {
+	buf := make([]byte, info.PieceLength)
+	total := info.TotalLength()
+	for _, i := range w.store.unknown(b.ih) {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		off := int64(i) * info.PieceLength
+		data := buf[:min(info.PieceLength, total-off)]
+		_, err := files.ReadAt(data, off)
+		ok := false
+		if err == nil {
+			sum := sha1.Sum(data)
+			ok = string(sum[:]) == string(info.Pieces[20*i:20*i+20])
+			b.hashed.Add(int64(len(data)))
+		}
+		w.store.Set(metainfo.PieceKey{InfoHash: metainfo.Hash(b.ih), Index: i}, ok)
+	}
+	return nil
+}
+
+// drop removes bundle b from the client when nothing uses it.
+func (w *wireClient) drop(b *wireBundle) {
+	w.addMu.Lock()
+	defer w.addMu.Unlock()
+	w.mu.Lock()
+	if b.seeding || b.fetches > 0 || w.bundles[b.ih] != b {
+		w.mu.Unlock()
+		return
+	}
+	delete(w.bundles, b.ih)
+	w.mu.Unlock()
+	if err := w.release(b); err != nil {
+		w.c.log.Warn("failed to save bundle state", "infohash", b.ih, "err", err)
+	}
+}
+
+// release ends bundle b's announcer and connections, saves its state and
+// closes its files.
+func (w *wireClient) release(b *wireBundle) error {
+	b.cancel()
+	w.mu.Lock()
+	t, files := b.t, b.files
+	w.mu.Unlock()
+	if t == nil {
+		return nil
+	}
+	w.mu.Lock()
+	for _, a := range t.Banned() {
+		if ap, err := netip.ParseAddrPort(a); err == nil {
+			w.banned[ap.Addr().Unmap()] = true
+		}
+	}
+	w.mu.Unlock()
+	w.pw.Remove(t)
+	err := w.store.close(b.ih)
+	return errors.Join(err, files.Close())
+}
+
+// bundle returns the bundle ih, nil if the client does not hold it.
+func (w *wireClient) bundle(ih record.Infohash) *wireBundle {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.bundles[ih]
+}
+
+// dropSeed is Drop.
+func (w *wireClient) dropSeed(ih record.Infohash) {
+	w.mu.Lock()
+	b := w.bundles[ih]
+	if b != nil {
+		b.seeding = false
+	}
+	w.mu.Unlock()
+	if b != nil {
+		w.drop(b)
+	}
+}
+
+// unload is Unload.
+func (w *wireClient) unload(ih record.Infohash) bool {
+	if b := w.bundle(ih); b != nil {
+		w.drop(b)
+	}
+	return w.bundle(ih) == nil
+}
+
+// seeding is Seeding.
+func (w *wireClient) seeding(ih record.Infohash) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	b := w.bundles[ih]
+	return b != nil && b.seeding
+}
+
+// stats is Stats. CompletePeers counts the peers holding the whole
+// bundle that are connected now, not every one seen since it was added.
+func (w *wireClient) stats(ih record.Infohash) (Stats, bool) {
+	w.mu.Lock()
+	b := w.bundles[ih]
+	var t *peerwire.Torrent
+	if b != nil {
+		t = b.t
+	}
+	w.mu.Unlock()
+	if b == nil {
+		return Stats{}, false
+	}
+	s := Stats{Hashed: b.hashed.Load()}
+	if t != nil {
+		st := t.Stats()
+		s.Size, s.Have, s.Peers = t.Length(), st.Bytes, st.Peers
+		s.CompletePeers = min(st.Seeds, MaxCompletePeers)
+		s.Uploaded, s.Downloaded = st.Uploaded, st.Downloaded
+		s.Hashed += st.Downloaded
+	}
+	return s, true
+}
+
+// bannedIPs is Banned: the addresses of peers that sent a piece that
+// failed its check, in every bundle the client held.
+func (w *wireClient) bannedIPs() []string {
+	w.mu.Lock()
+	out := make([]string, 0, len(w.banned))
+	for a := range w.banned {
+		out = append(out, a.String())
+	}
+	var ts []*peerwire.Torrent
+	for _, b := range w.bundles {
+		if b.t != nil {
+			ts = append(ts, b.t)
+		}
+	}
+	w.mu.Unlock()
+	for _, t := range ts {
+		for _, a := range t.Banned() {
+			if ap, err := netip.ParseAddrPort(a); err == nil {
+				out = append(out, ap.Addr().Unmap().String())
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// seed is Seed (and Serve) on the wire engine.
+func (w *wireClient) seed(ctx context.Context, ih record.Infohash) (*Bundle, error) {
+	dir := filepath.Join(w.c.root, ih.String())
+	info, infoBytes, err := loadMetainfo(dir, ih)
+	if err != nil {
+		return nil, fmt.Errorf("seed: %w", err)
+	}
+	b, err := w.add(ih)
+	if err != nil {
+		return nil, fmt.Errorf("seed: %w", err)
+	}
+	w.mu.Lock()
+	b.seeding = true
+	if b.seedSince.IsZero() {
+		b.seedSince = time.Now()
+	}
+	w.mu.Unlock()
+	fail := func(err error) (*Bundle, error) {
+		w.mu.Lock()
+		b.seeding = false
+		w.mu.Unlock()
+		w.drop(b)
+		return nil, fmt.Errorf("seed: %w", err)
+	}
+	if err := w.attach(ctx, b, info, infoBytes); err != nil {
+		return fail(err)
+	}
+	complete, _, expected, ok := w.store.view(ih)
+	if !ok {
+		return fail(fmt.Errorf("bundle %s is not open", ih))
+	}
+	bundle, _, err := seedable(w.c.root, ih, info, complete, expected)
+	if err != nil {
+		return fail(err)
+	}
+	b.wakeUp()
+	w.c.log.Debug("seeding", "infohash", ih, "name", bundle.Name)
+	return bundle, nil
+}
+
+// wakeUp tells the bundle's announcer to look at it again now.
+func (b *wireBundle) wakeUp() {
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (b *wireBundle) announceState() (fetching, seeding, quiet bool, since time.Time) {
+	b.w.mu.Lock()
+	defer b.w.mu.Unlock()
+	return b.fetches > 0, b.seeding, false, b.seedSince
+}
+
+func (b *wireBundle) woken() <-chan struct{} { return b.wake }
+
+// found takes peers named for the bundle: the running download dials
+// them; with none, a seeded bundle dials them itself (a fetch behind NAT
+// cannot dial it), at most maxSeedDials at once.
+func (b *wireBundle) found(peers []netip.AddrPort) int {
+	w := b.w
+	var fresh []netip.AddrPort
+	w.mu.Lock()
+	for _, p := range w.c.otherPeers(peers) {
+		if !b.peers[p] && len(b.peers) < maxReachPeers {
+			b.peers[p] = true
+			fresh = append(fresh, p)
+		}
+	}
+	more, t, seeding := b.more, b.t, b.seeding
+	w.mu.Unlock()
+	for _, p := range fresh {
+		switch {
+		case more != nil:
+			select {
+			case more <- p.String():
+			default: // the download has them all when it starts again
+			}
+		case seeding && t != nil:
+			w.mu.Lock()
+			if b.dialing >= maxSeedDials || w.closed {
+				w.mu.Unlock()
+				continue
+			}
+			b.dialing++
+			w.wg.Add(1)
+			w.mu.Unlock()
+			go func() {
+				defer w.wg.Done()
+				t.Connect(b.ctx, p.String())
+				w.mu.Lock()
+				b.dialing--
+				w.mu.Unlock()
+			}()
+		}
+	}
+	return len(fresh)
+}
+
+func (b *wireBundle) seedConnected() bool {
+	b.w.mu.Lock()
+	t := b.t
+	b.w.mu.Unlock()
+	return t != nil && t.Stats().Seeds > 0
+}
