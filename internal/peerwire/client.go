@@ -66,6 +66,10 @@ type Config struct {
 	HTTPTransport http.RoundTripper
 	// MaxInfoSize bounds the info dictionary FetchInfo takes. Zero: 8 MiB.
 	MaxInfoSize int
+	// NoPEX turns peer exchange (BEP 11, ut_pex) off: the client neither
+	// tells peers which peers it is connected to nor dials those they
+	// tell. Zero: on (see Torrent.Download).
+	NoPEX bool
 }
 
 // Version is the v the client announces in its extended handshake.
@@ -76,6 +80,10 @@ const Version = "relay peerwire 0.1"
 type Client struct {
 	cfg Config
 	up  *limiter
+	pex pexTiming
+	// listenPort is the port of the last listener Serve was given (0:
+	// none), announced in extended handshakes.
+	listenPort atomic.Uint32
 
 	mu       sync.Mutex
 	torrents map[metainfo.Hash]*Torrent
@@ -113,7 +121,7 @@ func New(cfg Config) *Client {
 	defd(&cfg.IdleTimeout, 3*time.Minute)
 	defd(&cfg.SnubTimeout, 20*time.Second)
 	defd(&cfg.SlotIdle, 30*time.Second)
-	return &Client{cfg: cfg, up: newLimiter(cfg.UploadRate), torrents: map[metainfo.Hash]*Torrent{}}
+	return &Client{cfg: cfg, up: newLimiter(cfg.UploadRate), pex: defaultPEXTiming, torrents: map[metainfo.Hash]*Torrent{}}
 }
 
 // PeerID returns the client's peer id.

@@ -1,6 +1,7 @@
 // Package peerwire is a lean BitTorrent v1 peer for one torrent at a
 // time: the peer wire (BEP 3) with the extension protocol (BEP 10) and
-// the fast extension (BEP 6), the info from peers (BEP 9), a download
+// the fast extension (BEP 6), the info from peers (BEP 9), peer
+// exchange (BEP 11, ut_pex: see Config.NoPEX, DownloadOptions.OnPEXPeer), a download
 // that verifies each piece's SHA-1 in memory before it writes it, and
 // serving what a torrent has.
 //

@@ -49,6 +49,13 @@ type DownloadOptions struct {
 	// WebSeedDropped, when set, is called with a web seed's URL and why
 	// when the download drops it.
 	WebSeedDropped func(url string, err error)
+	// OnPEXPeer, when set, is called with each address peer exchange
+	// (BEP 11) brings, before the download dials it: from the goroutine
+	// that dials peers, at most 200 (pexMaxCandidates) at a time. The
+	// download dials those after the addresses of Peers and MorePeers,
+	// with at most half of Config.MaxConns, and forgets one that failed 3
+	// times (see Config.NoPEX).
+	OnPEXPeer func(addr string)
 	// Want, when set, says which pieces to fetch (called once for each
 	// piece when the download starts): the download returns once it has
 	// those. Nil: every piece. relay fetches the pieces of relay.json
@@ -113,6 +120,7 @@ type download struct {
 	unstarted int      // wanted pieces neither had nor in flight
 	cursor    int      // InOrder: the next piece OnPiece may be called with
 	free      [][]byte
+	pex       chan string // addresses peers' ut_pex messages bring
 	verify    chan *piece // whole pieces to check and write
 	written   chan *piece // pieces checked and written, for OnPiece
 	done      chan struct{}
@@ -143,6 +151,7 @@ func (t *Torrent) Download(ctx context.Context, o DownloadOptions) error {
 		maxActive: int(max(2, cfg.InFlight/t.pieceLen)),
 		want:      newBitfield(t.npieces),
 		done:      make(chan struct{}),
+		pex:       make(chan string, pexMaxCandidates),
 	}
 	for i := range t.npieces {
 		if !t.have.has(i) && (o.Want == nil || o.Want(i)) {
@@ -197,7 +206,8 @@ func (dl *download) finish(err error) {
 }
 
 // dialLoop dials the download's peers, keeping them connected, until the
-// download is done or ctx ends.
+// download is done or ctx ends: the caller's addresses first, then those
+// of peer exchange with at most half of Config.MaxConns.
 func (dl *download) dialLoop(ctx context.Context, wg *sync.WaitGroup) error {
 	t := dl.t
 	maxConns := t.c.cfg.MaxConns
@@ -205,11 +215,26 @@ func (dl *download) dialLoop(ctx context.Context, wg *sync.WaitGroup) error {
 		next     time.Time
 		failures int
 		busy     bool
+		pex      bool // from peer exchange only
 	}
 	known := map[string]*candidate{}
+	npex := 0
 	add := func(a string) {
-		if known[a] == nil {
+		if c := known[a]; c == nil {
 			known[a] = &candidate{}
+		} else if c.pex {
+			c.pex = false
+			npex--
+		}
+	}
+	addPEX := func(a string) {
+		if known[a] != nil || npex == pexMaxCandidates {
+			return
+		}
+		known[a] = &candidate{pex: true}
+		npex++
+		if dl.opts.OnPEXPeer != nil {
+			dl.opts.OnPEXPeer(a)
 		}
 	}
 	for _, a := range dl.opts.Peers {
@@ -217,33 +242,42 @@ func (dl *download) dialLoop(ctx context.Context, wg *sync.WaitGroup) error {
 	}
 	type result struct {
 		addr   string
+		pex    bool
 		err    error
 		lasted time.Duration
 	}
 	results := make(chan result, maxConns)
-	busy := 0
+	busy, busyPEX := 0, 0
 	more := dl.opts.MorePeers
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
 		now := time.Now()
-		for a, c := range known {
-			if busy >= maxConns {
-				break
+		for _, pex := range []bool{false, true} {
+			for a, c := range known {
+				if busy >= maxConns || pex && busyPEX >= maxConns/2 {
+					break
+				}
+				if c.pex != pex || c.busy || now.Before(c.next) {
+					continue
+				}
+				t.mu.Lock()
+				skip := t.banned[a] || pex && t.connectedTo(a)
+				t.mu.Unlock()
+				if skip {
+					continue
+				}
+				c.busy = true
+				busy++
+				if pex {
+					busyPEX++
+				}
+				wg.Go(func() {
+					start := time.Now()
+					err := t.dial(ctx, a)
+					results <- result{a, pex, err, time.Since(start)}
+				})
 			}
-			t.mu.Lock()
-			banned := t.banned[a]
-			t.mu.Unlock()
-			if c.busy || banned || now.Before(c.next) {
-				continue
-			}
-			c.busy = true
-			busy++
-			wg.Go(func() {
-				start := time.Now()
-				err := t.dial(ctx, a)
-				results <- result{a, err, time.Since(start)}
-			})
 		}
 		select {
 		case <-dl.done:
@@ -256,8 +290,13 @@ func (dl *download) dialLoop(ctx context.Context, wg *sync.WaitGroup) error {
 				continue
 			}
 			add(a)
+		case a := <-dl.pex:
+			addPEX(a)
 		case r := <-results:
 			busy--
+			if r.pex {
+				busyPEX--
+			}
 			c := known[r.addr]
 			c.busy = false
 			if r.lasted > time.Minute {
@@ -265,9 +304,23 @@ func (dl *download) dialLoop(ctx context.Context, wg *sync.WaitGroup) error {
 			}
 			c.failures++
 			c.next = time.Now().Add(min(time.Minute, time.Second<<min(c.failures-1, 6)))
+			if c.pex && c.failures >= pexMaxFailures {
+				delete(known, r.addr)
+				npex--
+			}
 		case <-tick.C:
 		}
 	}
+}
+
+// connectedTo reports whether a peer of t listens at addr. t.mu is held.
+func (t *Torrent) connectedTo(addr string) bool {
+	for p := range t.peers {
+		if p.listen.IsValid() && p.listen.String() == addr {
+			return true
+		}
+	}
+	return false
 }
 
 // watch drops peers that hold requests and send nothing for

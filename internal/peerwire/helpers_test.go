@@ -1,9 +1,11 @@
 package peerwire
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"maps"
 	"math/rand/v2"
 	"net"
@@ -17,6 +19,7 @@ import (
 	"github.com/anacrolix/torrent"
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/metainfo"
+	pp "github.com/anacrolix/torrent/peer_protocol"
 	"github.com/anacrolix/torrent/storage"
 	"golang.org/x/time/rate"
 
@@ -122,22 +125,10 @@ func anacrolixSeeds(t testing.TB, b *bundle) string {
 // seeding the torrent of infoBytes from the files under root, at most
 // upload bytes a second (0: no cap), once it verified them.
 func anacrolixSeeder(root string, infoBytes []byte, upload int) (*torrent.Client, error) {
-	cfg := torrent.NewDefaultClientConfig()
-	cfg.DataDir = root
-	cfg.DefaultStorage = storage.NewFileWithCompletion(root, storage.NewMapPieceCompletion())
-	cfg.ListenHost = func(string) string { return "127.0.0.1" }
-	cfg.ListenPort = 0
-	cfg.NoDHT = true
-	cfg.DisableTrackers = true
-	cfg.NoDefaultPortForwarding = true
-	cfg.DisableWebtorrent = true
-	cfg.DisableUTP = true
-	cfg.DisableIPv6 = true
+	cfg := anacrolixConfig(root)
 	cfg.Seed = true
-	cfg.DropDuplicatePeerIds = true
 	cfg.DropMutuallyCompletePeers = false
 	cfg.KeepAliveTimeout = 250 * time.Millisecond
-	cfg.Logger = alog.Default.FilterLevel(alog.Disabled)
 	if upload > 0 {
 		cfg.UploadRateLimiter = rate.NewLimiter(rate.Limit(upload), 0)
 	}
@@ -157,6 +148,27 @@ func anacrolixSeeder(root string, infoBytes []byte, upload int) (*torrent.Client
 		return nil, err
 	}
 	return cl, nil
+}
+
+// anacrolixConfig configures the torrent library's client for a test:
+// files under root, TCP on 127.0.0.1 alone, no DHT, trackers or port
+// forwarding, one connection per peer id as relay's transfer package has
+// it, no log.
+func anacrolixConfig(root string) *torrent.ClientConfig {
+	cfg := torrent.NewDefaultClientConfig()
+	cfg.DataDir = root
+	cfg.DefaultStorage = storage.NewFileWithCompletion(root, storage.NewMapPieceCompletion())
+	cfg.ListenHost = func(string) string { return "127.0.0.1" }
+	cfg.ListenPort = 0
+	cfg.NoDHT = true
+	cfg.DisableTrackers = true
+	cfg.NoDefaultPortForwarding = true
+	cfg.DisableWebtorrent = true
+	cfg.DisableUTP = true
+	cfg.DisableIPv6 = true
+	cfg.DropDuplicatePeerIds = true
+	cfg.Logger = alog.Default.FilterLevel(alog.Disabled)
+	return cfg
 }
 
 // ctxFor is a context that ends after d or with the test.
@@ -191,11 +203,17 @@ func sameFiles(t testing.TB, b *bundle, got string) {
 // serveOn runs c.Serve on a new listener on 127.0.0.1 until the test
 // ends, and returns its address.
 func serveOn(t testing.TB, c *Client) string {
+	return serveWrapped(t, c, func(ln net.Listener) net.Listener { return ln })
+}
+
+// serveWrapped is serveOn with the listener wrap returns.
+func serveWrapped(t testing.TB, c *Client, wrap func(net.Listener) net.Listener) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	ln := wrap(l)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Serve(ctx, ln) }()
@@ -257,6 +275,25 @@ func halfSeed(t *testing.T, b *bundle, n int, first bool) string {
 		t.Fatal(err)
 	}
 	return serveOn(t, c)
+}
+
+// readMessage reads a message other than a keep-alive (pieces: the
+// torrent's number of pieces, 0 when not known).
+func readMessage(r *bufio.Reader, pieces int) (pp.MessageType, []byte, error) {
+	for {
+		typ, n, err := readHeader(r, pieces)
+		if err != nil {
+			return 0, nil, err
+		}
+		if n < 0 {
+			continue
+		}
+		body := make([]byte, n)
+		if _, err := io.ReadFull(r, body); err != nil {
+			return 0, nil, err
+		}
+		return typ, body, nil
+	}
 }
 
 // sendHandshake dials addr and sends a handshake for b, with a peer ID of

@@ -102,15 +102,8 @@ func serveTwisted(t *testing.T, b *bundle, conn net.Conn, r *bufio.Reader, twist
 	}
 	conn.Write(appendMsg(appendBitfield(nil, bf), pp.Unchoke))
 	for {
-		typ, n, err := readHeader(r, npieces)
+		typ, body, err := readMessage(r, npieces)
 		if err != nil {
-			return
-		}
-		if n < 0 {
-			continue
-		}
-		body := make([]byte, n)
-		if _, err := io.ReadFull(r, body); err != nil {
 			return
 		}
 		if typ != pp.Request {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,14 +61,20 @@ type Peer struct {
 	amChoking    bool
 	amInterested bool
 	reqs         map[blockKey]struct{} // requests of the download queued at them
-	active       time.Time             // when they were unchoked or last requested
-	lastBlock    time.Time             // the last block received, or the first request queued after none
-	inBlock      bool                  // a block of theirs is being read
+	listen       netip.AddrPort        // where they accept connections, if known
+	pexTold      map[netip.AddrPort]struct{}
+	pexSentAt    time.Time // when they were last sent a ut_pex message
+	pexTakenAt   time.Time // when their last ut_pex message was taken
+	pexTaken     int       // addresses their ut_pex messages brought
+	active       time.Time // when they were unchoked or last requested
+	lastBlock    time.Time // the last block received, or the first request queued after none
+	inBlock      bool      // a block of theirs is being read
 
 	wmu     sync.Mutex
 	out     []byte    // messages waiting to be written
 	serving []request // their requests waiting to be served
 	wake    chan struct{}
+	pexWake chan struct{} // their extended handshake offers ut_pex
 
 	uploaded, downloaded atomic.Int64
 }
@@ -206,7 +213,10 @@ func (t *Torrent) run(ctx context.Context, conn net.Conn, r *bufio.Reader, h han
 		fast: h.fast(), ltep: h.extended(),
 		choked: true, amChoking: true, reqq: defaultReqq,
 		extOn: make([]bool, len(cfg.Extensions)),
-		reqs:  map[blockKey]struct{}{}, wake: make(chan struct{}, 1),
+		reqs:  map[blockKey]struct{}{}, wake: make(chan struct{}, 1), pexWake: make(chan struct{}, 1),
+	}
+	if ap, ok := addrPortOf(conn.RemoteAddr()); ok && dialed {
+		p.listen = ap
 	}
 	t.mu.Lock()
 	if len(t.peers) >= cfg.MaxConns {
@@ -265,10 +275,14 @@ func (t *Torrent) run(ctx context.Context, conn net.Conn, r *bufio.Reader, h han
 // is held.
 func (t *Torrent) extHandshake() []byte {
 	m := map[string]int{pp.ExtensionNameMetadata: metadataID}
+	if !t.c.cfg.NoPEX {
+		m[pexName] = pexID
+	}
 	for i, e := range t.c.cfg.Extensions {
 		m[e.Name] = firstExtensionID + i
 	}
-	b, err := bencode.Marshal(extHandshake{M: m, V: Version, Reqq: ourReqq, MetadataSize: len(t.infoBytes)})
+	h := extHandshake{M: m, V: Version, Reqq: ourReqq, MetadataSize: len(t.infoBytes), P: int(t.c.listenPort.Load())}
+	b, err := bencode.Marshal(h)
 	if err != nil {
 		panic(err) // a map of strings to ints and plain fields
 	}
@@ -278,7 +292,8 @@ func (t *Torrent) extHandshake() []byte {
 // Extended message ids this client receives under.
 const (
 	metadataID       = 1
-	firstExtensionID = 2
+	pexID            = 2
+	firstExtensionID = 3
 )
 
 // extHandshake is the part of a BEP 10 extended handshake this package
@@ -288,6 +303,8 @@ type extHandshake struct {
 	V            string         `bencode:"v,omitempty"`
 	Reqq         int            `bencode:"reqq,omitempty"`
 	MetadataSize int            `bencode:"metadata_size,omitempty"`
+	// P is the port the peer accepts connections on.
+	P int `bencode:"p,omitempty"`
 }
 
 // dropPeer forgets a closed peer: its requests go back to the download,
@@ -509,6 +526,15 @@ func (p *Peer) onExtended(id byte, payload []byte) error {
 		if h.Reqq > 0 {
 			p.reqq = h.Reqq
 		}
+		if ap, ok := addrPortOf(p.conn.RemoteAddr()); ok && !p.dialed && h.P > 0 && h.P < 1<<16 {
+			p.listen = netip.AddrPortFrom(ap.Addr(), uint16(h.P))
+		}
+		if p.pexOn() {
+			select {
+			case p.pexWake <- struct{}{}:
+			default:
+			}
+		}
 		for i, e := range exts {
 			if p.theirExt[e.Name] != 0 && !p.extOn[i] {
 				p.extOn[i] = true
@@ -524,6 +550,13 @@ func (p *Peer) onExtended(id byte, payload []byte) error {
 		}
 	case id == metadataID:
 		p.serveMetadata(payload)
+	case id == pexID:
+		t.mu.Lock()
+		on := p.pexOn()
+		t.mu.Unlock()
+		if on {
+			p.onPEX(payload)
+		}
 	case int(id)-firstExtensionID < len(exts):
 		i := int(id) - firstExtensionID
 		e := exts[i]
@@ -576,12 +609,20 @@ func (p *Peer) writeLoop(done <-chan struct{}) error {
 	every := min(keepAliveEvery, p.c.cfg.IdleTimeout/2)
 	ka := time.NewTimer(every)
 	defer ka.Stop()
+	pex := time.NewTimer(time.Hour)
+	pex.Stop()
+	defer pex.Stop()
 	var spare, block []byte
 	for {
 		select {
 		case <-done:
 			return nil
 		case <-p.wake:
+		case <-p.pexWake:
+			pex.Reset(0)
+			continue
+		case <-pex.C:
+			pex.Reset(p.sharePEX())
 		case <-ka.C:
 			p.wmu.Lock()
 			if len(p.out) == 0 {

@@ -49,6 +49,9 @@ func (e *Extension) maxSize() int {
 func (c *Client) Serve(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
+	if ap, ok := addrPortOf(ln.Addr()); ok {
+		c.listenPort.Store(uint32(ap.Port()))
+	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	var delay time.Duration
