@@ -186,6 +186,10 @@ type Torrent struct {
 	// banned are the addresses of peers that sent a bad piece.
 	banned map[string]bool
 
+	// seen holds the peer ids of the peers seen with every piece, at
+	// most MaxSeedsSeen.
+	seen map[[20]byte]struct{}
+
 	// uploaded and downloaded count the piece data sent to peers and
 	// received from them (blocks a download took), since the torrent was
 	// added.
@@ -210,7 +214,7 @@ func (c *Client) Add(infoBytes []byte, store Storage, o TorrentOptions) (*Torren
 	t := &Torrent{
 		c: c, ih: sha1.Sum(infoBytes), infoBytes: infoBytes, info: info,
 		pieceLen: info.PieceLength, length: info.TotalLength(), npieces: len(info.Pieces) / 20,
-		store: store, peers: map[*Peer]struct{}{}, banned: map[string]bool{},
+		store: store, peers: map[*Peer]struct{}{}, banned: map[string]bool{}, seen: map[[20]byte]struct{}{},
 	}
 	t.have = newBitfield(t.npieces)
 	t.avail = make([]int32, t.npieces)
@@ -271,6 +275,10 @@ func (t *Torrent) pieceSize(i int) int64 {
 // pieceHash is the SHA-1 piece i must have.
 func (t *Torrent) pieceHash(i int) []byte { return t.info.Pieces[20*i : 20*i+20] }
 
+// MaxSeedsSeen bounds Stats.SeedsSeen, and the memory a torrent's
+// record of them takes.
+const MaxSeedsSeen = 1000
+
 // Stats are a torrent's figures at one moment.
 type Stats struct {
 	// Pieces is how many pieces the torrent has verified, of Total.
@@ -278,8 +286,10 @@ type Stats struct {
 	// Bytes is how many bytes those pieces hold.
 	Bytes int64
 	// Peers is how many peers are connected, Seeds how many of them have
-	// every piece.
-	Peers, Seeds int
+	// every piece. SeedsSeen is how many distinct peers (by peer id) were
+	// seen with every piece since the torrent was added, connected or not,
+	// up to MaxSeedsSeen.
+	Peers, Seeds, SeedsSeen int
 	// Uploaded and Downloaded count the bytes of piece data sent to peers
 	// and received from peers and web seeds since the torrent was added.
 	Uploaded, Downloaded int64
@@ -298,7 +308,7 @@ func (t *Torrent) stats() Stats {
 		b += t.pieceSize(t.npieces-1) - t.pieceLen
 	}
 	return Stats{
-		Pieces: t.nhave, Total: t.npieces, Bytes: b, Peers: len(t.peers), Seeds: t.seeds,
+		Pieces: t.nhave, Total: t.npieces, Bytes: b, Peers: len(t.peers), Seeds: t.seeds, SeedsSeen: len(t.seen),
 		Uploaded: t.uploaded.Load(), Downloaded: t.downloaded.Load(),
 	}
 }

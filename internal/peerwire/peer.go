@@ -431,8 +431,7 @@ func (p *Peer) handle(typ pp.MessageType, body []byte) error {
 	case pp.HaveAll:
 		t.mu.Lock()
 		t.forgetHas(p)
-		p.hasAll = true
-		t.seeds++
+		t.isSeed(p)
 		t.interest(p)
 		t.mu.Unlock()
 	case pp.HaveNone:
@@ -458,6 +457,16 @@ func (p *Peer) handle(typ pp.MessageType, body []byte) error {
 }
 
 // peerHas notes that p has piece i. t.mu is held.
+// isSeed counts p as a seed, and its peer id among those seen as one.
+// t.mu is held.
+func (t *Torrent) isSeed(p *Peer) {
+	p.hasAll = true
+	t.seeds++
+	if len(t.seen) < MaxSeedsSeen {
+		t.seen[p.id] = struct{}{}
+	}
+}
+
 func (t *Torrent) peerHas(p *Peer, i int) {
 	if p.hasAll {
 		return
@@ -475,8 +484,7 @@ func (t *Torrent) peerHas(p *Peer, i int) {
 		// A seed: counted apart, so that the picker sees its pieces as
 		// equally common.
 		t.forgetHas(p)
-		p.hasAll = true
-		t.seeds++
+		t.isSeed(p)
 	}
 	if !p.amInterested && t.dl != nil && t.dl.want.has(i) && !t.have.has(i) {
 		t.interest(p)

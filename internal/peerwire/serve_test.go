@@ -334,3 +334,35 @@ func TestExtensionBetweenPeers(t *testing.T) {
 	default:
 	}
 }
+
+// TestSeedsSeen: a torrent counts the peers it saw with every piece by
+// peer id, connected or not: a seed that connects twice counts once, and
+// still counts once it is gone.
+func TestSeedsSeen(t *testing.T) {
+	t.Parallel()
+	b := makeBundle(t, map[string]int64{"app": 300 << 10}, 64<<10)
+	_, seed, _ := seeded(t, b, Config{})
+	watcher := New(Config{})
+	tor, _ := addTorrent(t, watcher, b, b.infoBytes)
+	addr := serveOn(t, watcher)
+	ctx := ctxFor(t, time.Minute)
+	for range 2 {
+		conn, cancel := context.WithCancel(ctx)
+		ended := make(chan error, 1)
+		go func() { ended <- seed.Connect(conn, addr) }()
+		for tor.Stats().Seeds == 0 {
+			if ctx.Err() != nil {
+				t.Fatal("the watcher never saw the seed connected")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		cancel()
+		<-ended
+	}
+	for tor.Stats().Peers > 0 && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := tor.Stats(); st.Seeds != 0 || st.SeedsSeen != 1 {
+		t.Errorf("stats %+v: want no seed connected, one seen", st)
+	}
+}
