@@ -167,6 +167,9 @@ func TestIdleTimeout(t *testing.T) {
 		conn := sendHandshake(t, addr, b)
 		return conn
 	}
+	// Before the handshake: the idle time counts from the seeder's read
+	// after it.
+	start := time.Now()
 	silent, talker := open(), open()
 	stop := make(chan struct{})
 	sent := make(chan struct{})
@@ -183,7 +186,6 @@ func TestIdleTimeout(t *testing.T) {
 			}
 		}
 	}()
-	start := time.Now()
 	silent.SetReadDeadline(time.Now().Add(time.Minute))
 	if _, err := io.Copy(io.Discard, silent); err != nil {
 		t.Fatalf("the silent peer was not cut off: %v", err)
