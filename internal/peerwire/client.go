@@ -84,9 +84,13 @@ type Client struct {
 	// listenPort is the port of the last listener Serve was given (0:
 	// none), announced in extended handshakes.
 	listenPort atomic.Uint32
+	// parkFor is how long FetchInfo's connections wait for a dial of the
+	// torrent (handover.go).
+	parkFor time.Duration
 
 	mu       sync.Mutex
 	torrents map[metainfo.Hash]*Torrent
+	parked   map[metainfo.Hash]map[string]*parkedConn // by address
 }
 
 // New returns a client configured by cfg.
@@ -121,7 +125,8 @@ func New(cfg Config) *Client {
 	defd(&cfg.IdleTimeout, 3*time.Minute)
 	defd(&cfg.SnubTimeout, 20*time.Second)
 	defd(&cfg.SlotIdle, 30*time.Second)
-	return &Client{cfg: cfg, up: newLimiter(cfg.UploadRate), pex: defaultPEXTiming, torrents: map[metainfo.Hash]*Torrent{}}
+	return &Client{cfg: cfg, up: newLimiter(cfg.UploadRate), pex: defaultPEXTiming, parkFor: defaultParkFor,
+		torrents: map[metainfo.Hash]*Torrent{}, parked: map[metainfo.Hash]map[string]*parkedConn{}}
 }
 
 // PeerID returns the client's peer id.

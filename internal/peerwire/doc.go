@@ -16,13 +16,12 @@
 // torrent's info dictionary by its infohash (dialling again, at most 3
 // times, a peer that closes the connection before its extended
 // handshake: a seeder that still holds a connection of the same peer id
-// refuses a new one so). Its connections end before it returns, and the
-// download that follows dials the peers anew: that costs a TCP and a
-// BitTorrent handshake per peer once per fetch (1.5 to 7 ms from
-// FetchInfo's return to the first piece on 127.0.0.1), where handing the
-// connections over would mean replaying to a Torrent what the info fetch
-// read and discarded (the peer's bitfield, its extended handshake) after
-// announcing HaveNone, which forbids the bitfield a Torrent sends first.
+// refuses a new one so). The connections that brought the info, or
+// offered it, stay open for 30 s after it returns: the download of the
+// torrent (or Torrent.Connect) takes each over instead of dialling its
+// address again, replaying what the peer sent meanwhile (its bitfield,
+// its extended handshake) and telling it the torrent's pieces as haves,
+// the info fetch having announced HaveNone; those no dial takes close.
 // Torrent.Download fetches the
 // pieces a torrent lacks from the peers it is given, with requests
 // pipelined to each peer's reqq, rarest pieces first (in index order from

@@ -18,7 +18,9 @@ import (
 // DownloadOptions says where a download finds peers and whom it tells of
 // its progress.
 type DownloadOptions struct {
-	// Peers are addresses (host:port) to dial.
+	// Peers are addresses (host:port) to dial. The connections
+	// FetchInfo left open for the torrent are taken over, whether their
+	// addresses are here or not.
 	Peers []string
 	// MorePeers, when set, brings addresses found later (from the DHT, a
 	// tracker); the download reads it until it is closed or the download
@@ -239,6 +241,9 @@ func (dl *download) dialLoop(ctx context.Context, wg *sync.WaitGroup) error {
 	}
 	for _, a := range dl.opts.Peers {
 		add(a)
+	}
+	for _, a := range t.c.parkedAddrs(t.ih) {
+		add(a) // FetchInfo's connections, taken over by the dial
 	}
 	type result struct {
 		addr   string

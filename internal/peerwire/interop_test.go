@@ -45,6 +45,13 @@ func needLibtorrent(t testing.TB) string {
 // it on 127.0.0.1 until the test ends, and its address.
 func seeded(t testing.TB, b *bundle, cfg Config) (*Client, *Torrent, string) {
 	t.Helper()
+	c, tor := seedClient(t, b, cfg)
+	return c, tor, serveOn(t, c)
+}
+
+// seedClient returns a client of cfg that has b, checked from its files.
+func seedClient(t testing.TB, b *bundle, cfg Config) (*Client, *Torrent) {
+	t.Helper()
 	files, err := OpenFiles(b.root, b.info)
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +65,7 @@ func seeded(t testing.TB, b *bundle, cfg Config) (*Client, *Torrent, string) {
 	if n, err := tor.Check(context.Background()); err != nil || n != tor.npieces {
 		t.Fatalf("Check: %d of %d pieces, %v", n, tor.npieces, err)
 	}
-	return c, tor, serveOn(t, c)
+	return c, tor
 }
 
 // TestDownloadFromLibtorrent: the info and the pieces come from

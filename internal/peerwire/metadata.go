@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -30,61 +32,102 @@ var ErrBadInfo = errors.New("info does not match the infohash")
 // 3 times (a seeder refuses a second connection of one peer id). It
 // fails when every peer was asked and more is closed (or nil), or when
 // ctx ends.
+//
+// The connection that delivered the info, and those that offered it and
+// were between two messages when it came, stay open when it returns:
+// the download of the torrent, once added, takes each over instead of
+// dialling its address again (so does Torrent.Connect), with what the
+// peer sent meanwhile. They are closed if no dial of the torrent takes
+// them within 30 s (the torrent is never added, or its download gets
+// other peers), or when FetchInfo runs again for ih. Nothing is read
+// from or written to them while they wait.
 func (c *Client) FetchInfo(ctx context.Context, ih metainfo.Hash, peers []string, more <-chan string) ([]byte, error) {
+	c.closeParked(ih)
 	ctx, cancel := context.WithCancel(ctx)
+	// got ends when the info came: the other peers stop at their next
+	// message, to be parked.
+	got, gotInfo := context.WithCancel(context.Background())
+	defer gotInfo()
 	var wg sync.WaitGroup
-	defer func() { cancel(); wg.Wait() }()
 	type result struct {
 		info []byte
+		pc   *parkedConn
 		err  error
 	}
 	results := make(chan result, c.cfg.MaxConns)
-	tried := map[string]bool{}
-	queue := append([]string(nil), peers...)
-	active := 0
-	var last error
-	for {
-		for len(queue) > 0 && active < c.cfg.MaxConns {
-			a := queue[0]
-			queue = queue[1:]
-			if tried[a] {
-				continue
-			}
-			tried[a] = true
-			active++
-			wg.Go(func() {
-				b, err := c.infoFromRetrying(ctx, ih, a)
-				if err != nil {
-					err = fmt.Errorf("peer %s: %w", a, err)
+	var keep []*parkedConn
+	info, err := func() ([]byte, error) {
+		tried := map[string]bool{}
+		queue := append([]string(nil), peers...)
+		active := 0
+		var last error
+		for {
+			for len(queue) > 0 && active < c.cfg.MaxConns {
+				a := queue[0]
+				queue = queue[1:]
+				if tried[a] {
+					continue
 				}
-				results <- result{b, err}
-			})
-		}
-		if active == 0 && more == nil {
-			if last == nil {
-				last = errors.New("no peers")
+				tried[a] = true
+				active++
+				wg.Go(func() {
+					b, pc, err := c.infoFromRetrying(ctx, got, ih, a)
+					if err != nil {
+						err = fmt.Errorf("peer %s: %w", a, err)
+					}
+					results <- result{b, pc, err}
+				})
 			}
-			return nil, fmt.Errorf("failed to fetch the info of %s: %w", ih.HexString(), last)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case a, ok := <-more:
-			if !ok {
-				more = nil
-			} else {
-				queue = append(queue, a)
+			if active == 0 && more == nil {
+				if last == nil {
+					last = errors.New("no peers")
+				}
+				return nil, fmt.Errorf("failed to fetch the info of %s: %w", ih.HexString(), last)
 			}
-		case r := <-results:
-			active--
-			if r.err == nil {
-				// The others end with ctx; their results go into the
-				// buffered channel, and are waited for.
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case a, ok := <-more:
+				if !ok {
+					more = nil
+				} else {
+					queue = append(queue, a)
+				}
+			case r := <-results:
+				active--
+				if r.info == nil {
+					last = r.err
+					continue
+				}
+				gotInfo()
+				keep = append(keep, r.pc)
+				for ; active > 0; active-- {
+					select {
+					case r := <-results:
+						keep = append(keep, r.pc)
+					case <-ctx.Done():
+						return r.info, nil
+					}
+				}
 				return r.info, nil
 			}
-			last = r.err
 		}
+	}()
+	cancel()
+	wg.Wait()
+	close(results)
+	for r := range results {
+		keep = append(keep, r.pc)
 	}
+	keep = slices.DeleteFunc(keep, func(pc *parkedConn) bool { return pc == nil })
+	if err != nil {
+		for _, pc := range keep {
+			pc.conn.Close()
+		}
+		return nil, err
+	}
+	c.park(ih, keep)
+	return info, nil
 }
 
 // errClosedEarly marks a connection the peer closed before its extended
@@ -98,16 +141,18 @@ var errClosedEarly = errors.New("peer closed the connection before its extended 
 const infoRetries = 3
 
 // infoFromRetrying is infoFrom, dialling a peer that closed the
-// connection early again, at most infoRetries times.
-func (c *Client) infoFromRetrying(ctx context.Context, ih metainfo.Hash, addr string) ([]byte, error) {
+// connection early again, at most infoRetries times, until got ends.
+func (c *Client) infoFromRetrying(ctx, got context.Context, ih metainfo.Hash, addr string) ([]byte, *parkedConn, error) {
 	for try := 0; ; try++ {
-		b, err := c.infoFrom(ctx, ih, addr)
+		b, pc, err := c.infoFrom(ctx, got, ih, addr)
 		if !errors.Is(err, errClosedEarly) || try == infoRetries {
-			return b, err
+			return b, pc, err
 		}
 		select {
 		case <-ctx.Done():
-			return nil, err
+			return nil, nil, err
+		case <-got.Done():
+			return nil, nil, err
 		case <-time.After(500 * time.Millisecond << try):
 		}
 	}
@@ -123,33 +168,53 @@ func closedEarly(err error) error {
 	return err
 }
 
-// infoFrom fetches the info of ih from the peer at addr.
-func (c *Client) infoFrom(ctx context.Context, ih metainfo.Hash, addr string) ([]byte, error) {
-	hctx, cancel := context.WithTimeout(ctx, c.cfg.HandshakeTimeout)
-	conn, err := c.cfg.Dial(hctx, addr)
+// infoFrom fetches the info of ih from the peer at addr. It returns the
+// connection to park with the info, or without it when won ended (the
+// info came from another peer) while the peer, which offered the info,
+// was between two messages; else it closes the connection.
+func (c *Client) infoFrom(ctx, won context.Context, ih metainfo.Hash, addr string) (info []byte, parked *parkedConn, err error) {
+	dctx, cancel := context.WithTimeout(ctx, c.cfg.HandshakeTimeout)
+	stopDial := context.AfterFunc(won, cancel)
+	conn, err := c.cfg.Dial(dctx, addr)
+	stopDial()
 	cancel()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
+	// won wakes a read with a deadline in the past; the wake is over
+	// before the connection is parked, so that it cannot touch the
+	// deadline of the torrent's reads.
+	woken := make(chan struct{})
+	wake := context.AfterFunc(won, func() {
+		conn.SetReadDeadline(time.Now())
+		close(woken)
+	})
+	defer func() {
+		stop()
+		if !wake() && parked != nil {
+			<-woken
+		}
+		if parked == nil {
+			conn.Close()
+		}
+	}()
 	deadline := func() { conn.SetDeadline(time.Now().Add(c.cfg.HandshakeTimeout)) }
 	deadline()
 	ours := handshake{reserved: ourReserved(), infohash: ih, peerID: c.cfg.PeerID}
 	if _, err := conn.Write(ours.marshal()); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	r := bufio.NewReaderSize(conn, 64<<10)
 	h, err := readHandshake(r)
 	if err != nil {
-		return nil, closedEarly(err)
+		return nil, nil, closedEarly(err)
 	}
 	if h.infohash != ih {
-		return nil, fmt.Errorf("peer answered for infohash %x", h.infohash)
+		return nil, nil, fmt.Errorf("peer answered for infohash %x", h.infohash)
 	}
 	if !h.extended() {
-		return nil, errors.New("peer does not speak the extension protocol")
+		return nil, nil, errors.New("peer does not speak the extension protocol")
 	}
 	var out []byte
 	if h.fast() {
@@ -157,20 +222,31 @@ func (c *Client) infoFrom(ctx context.Context, ih metainfo.Hash, addr string) ([
 	}
 	eh, _ := bencode.Marshal(extHandshake{M: map[string]int{pp.ExtensionNameMetadata: metadataID}, V: Version, Reqq: ourReqq})
 	if _, err := conn.Write(appendExtended(out, 0, eh)); err != nil {
-		return nil, closedEarly(err)
+		return nil, nil, closedEarly(err)
 	}
-	var info []byte
+	pc := &parkedConn{conn: conn, r: r, h: h, addr: addr}
+	parkable := true // what the peer sent fits in pc.replay
 	var got []bool
 	left := 0
 	var body []byte
 	for {
 		deadline()
-		typ, n, err := readHeader(r, 0)
-		if err != nil && info == nil {
-			err = closedEarly(err)
+		if won.Err() != nil {
+			return nil, parkedIf(parkable && info != nil, pc), won.Err()
 		}
+		if _, err := r.Peek(4); err != nil {
+			if won.Err() != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+				// Woken between two messages.
+				return nil, parkedIf(parkable && info != nil, pc), won.Err()
+			}
+			if info == nil {
+				err = closedEarly(err)
+			}
+			return nil, nil, err
+		}
+		typ, n, err := readHeader(r, 0)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if n < 0 {
 			continue
@@ -180,7 +256,10 @@ func (c *Client) infoFrom(ctx context.Context, ih metainfo.Hash, addr string) ([
 		}
 		body = body[:n]
 		if _, err := io.ReadFull(r, body); err != nil {
-			return nil, err
+			return nil, nil, err
+		}
+		if typ != pp.Extended || body[0] == 0 {
+			parkable = parkable && pc.keep(typ, body)
 		}
 		if typ != pp.Extended {
 			continue
@@ -192,14 +271,14 @@ func (c *Client) infoFrom(ctx context.Context, ih metainfo.Hash, addr string) ([
 			}
 			var eh extHandshake
 			if err := bencode.Unmarshal(body[1:], &eh); err != nil {
-				return nil, fmt.Errorf("malformed extended handshake: %w", err)
+				return nil, nil, fmt.Errorf("malformed extended handshake: %w", err)
 			}
 			id := eh.M[pp.ExtensionNameMetadata]
 			if id <= 0 || id > 255 {
-				return nil, errors.New("peer does not serve the info (no ut_metadata)")
+				return nil, nil, errors.New("peer does not serve the info (no ut_metadata)")
 			}
 			if eh.MetadataSize <= 0 || eh.MetadataSize > c.cfg.MaxInfoSize {
-				return nil, fmt.Errorf("peer announces an info of %d bytes (at most %d taken)", eh.MetadataSize, c.cfg.MaxInfoSize)
+				return nil, nil, fmt.Errorf("peer announces an info of %d bytes (at most %d taken)", eh.MetadataSize, c.cfg.MaxInfoSize)
 			}
 			info = make([]byte, eh.MetadataSize)
 			left = (eh.MetadataSize + metadataPiece - 1) / metadataPiece
@@ -210,32 +289,32 @@ func (c *Client) infoFrom(ctx context.Context, ih metainfo.Hash, addr string) ([
 				reqs = appendExtended(reqs, byte(id), b)
 			}
 			if _, err := conn.Write(reqs); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		case metadataID:
 			if info == nil {
-				return nil, errors.New("info data before the extended handshake")
+				return nil, nil, errors.New("info data before the extended handshake")
 			}
 			rd := bytes.NewReader(body[1:])
 			d := bencode.NewDecoder(rd)
 			var m pp.ExtendedMetadataRequestMsg
 			if err := d.Decode(&m); err != nil {
-				return nil, fmt.Errorf("malformed ut_metadata message: %w", err)
+				return nil, nil, fmt.Errorf("malformed ut_metadata message: %w", err)
 			}
 			switch m.Type {
 			case pp.RejectMetadataExtensionMsgType:
-				return nil, errors.New("peer rejected a request for the info")
+				return nil, nil, errors.New("peer rejected a request for the info")
 			case pp.DataMetadataExtensionMsgType:
 			default:
 				continue
 			}
 			data := body[1+int(d.Offset):]
 			if m.Piece < 0 || m.Piece >= len(got) || m.TotalSize != len(info) {
-				return nil, fmt.Errorf("info piece %d of %d bytes does not fit", m.Piece, m.TotalSize)
+				return nil, nil, fmt.Errorf("info piece %d of %d bytes does not fit", m.Piece, m.TotalSize)
 			}
 			want := min(metadataPiece, len(info)-m.Piece*metadataPiece)
 			if len(data) != want {
-				return nil, fmt.Errorf("info piece %d has %d bytes, want %d", m.Piece, len(data), want)
+				return nil, nil, fmt.Errorf("info piece %d has %d bytes, want %d", m.Piece, len(data), want)
 			}
 			if got[m.Piece] {
 				continue
@@ -244,10 +323,18 @@ func (c *Client) infoFrom(ctx context.Context, ih metainfo.Hash, addr string) ([
 			got[m.Piece] = true
 			if left--; left == 0 {
 				if sha1.Sum(info) != ih {
-					return nil, ErrBadInfo
+					return nil, nil, ErrBadInfo
 				}
-				return info, nil
+				return info, parkedIf(parkable, pc), nil
 			}
 		}
 	}
+}
+
+// parkedIf returns pc if ok, else nil.
+func parkedIf(ok bool, pc *parkedConn) *parkedConn {
+	if ok {
+		return pc
+	}
+	return nil
 }

@@ -143,6 +143,9 @@ func (t *Torrent) Connect(ctx context.Context, addr string) error {
 // it does.
 func (t *Torrent) dial(ctx context.Context, addr string) error {
 	cfg := &t.c.cfg
+	if pc := t.c.unpark(t.ih, addr); pc != nil {
+		return t.run(ctx, pc.conn, pc.r, pc.h, addr, true, pc)
+	}
 	hctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
 	conn, err := cfg.Dial(hctx, addr)
 	cancel()
@@ -170,7 +173,7 @@ func (t *Torrent) dial(ctx context.Context, addr string) error {
 		conn.Close()
 		return err
 	}
-	return t.run(ctx, conn, r, h, addr, true)
+	return t.run(ctx, conn, r, h, addr, true, nil)
 }
 
 // accept runs a connection a peer opened: its handshake names the
@@ -198,15 +201,16 @@ func (c *Client) accept(ctx context.Context, conn net.Conn, handshaken func()) e
 		conn.Close()
 		return err
 	}
-	return t.run(ctx, conn, r, h, conn.RemoteAddr().String(), false)
+	return t.run(ctx, conn, r, h, conn.RemoteAddr().String(), false, nil)
 }
 
 // errTooMany is returned for a connection over Config.MaxConns.
 var errTooMany = errors.New("too many connections")
 
 // run runs a connection whose handshakes are done until ctx ends or the
-// connection does, and returns why it ended.
-func (t *Torrent) run(ctx context.Context, conn net.Conn, r *bufio.Reader, h handshake, addr string, dialed bool) error {
+// connection does, and returns why it ended. resumed, when not nil, is
+// the parked connection of FetchInfo it is (handover.go).
+func (t *Torrent) run(ctx context.Context, conn net.Conn, r *bufio.Reader, h handshake, addr string, dialed bool, resumed *parkedConn) error {
 	cfg := &t.c.cfg
 	p := &Peer{
 		c: t.c, t: t, conn: conn, addr: addr, id: h.peerID, r: r, dialed: dialed,
@@ -232,6 +236,13 @@ func (t *Torrent) run(ctx context.Context, conn net.Conn, r *bufio.Reader, h han
 	t.peers[p] = struct{}{}
 	// BEP 3 and 6: what it has comes first.
 	switch {
+	case resumed != nil:
+		// FetchInfo announced HaveNone (or nothing): haves follow.
+		for i := range t.npieces {
+			if t.have.has(i) {
+				p.out = appendMsg(p.out, pp.Have, uint32(i))
+			}
+		}
 	case p.fast && t.nhave == t.npieces:
 		p.out = appendMsg(p.out, pp.HaveAll)
 	case p.fast && t.nhave == 0:
@@ -255,7 +266,13 @@ func (t *Torrent) run(ctx context.Context, conn net.Conn, r *bufio.Reader, h han
 		}
 	}()
 	p.wakeWriter()
-	err := p.readLoop()
+	var err error
+	if resumed != nil {
+		err = p.replay(resumed)
+	}
+	if err == nil {
+		err = p.readLoop()
+	}
 	conn.Close()
 	close(done)
 	stop()

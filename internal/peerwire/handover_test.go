@@ -1,0 +1,155 @@
+package peerwire
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// acceptCounter counts the connections a listener accepted.
+type acceptCounter struct {
+	net.Listener
+	n *atomic.Int64
+}
+
+func (l acceptCounter) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
+}
+
+// countingDialer is a Config.Dial over TCP that counts its dials.
+func countingDialer(n *atomic.Int64) func(ctx context.Context, addr string) (net.Conn, error) {
+	var d net.Dialer
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		n.Add(1)
+		return d.DialContext(ctx, "tcp", addr)
+	}
+}
+
+// TestFetchInfoConnectionKept: the download that follows FetchInfo takes
+// over the connection that brought the info: a seed of this package
+// accepts one connection, and the torrent library's seeder, which
+// refuses a second connection of one peer id while it holds the first,
+// is dialled once.
+func TestFetchInfoConnectionKept(t *testing.T) {
+	t.Parallel()
+	b := makeBundle(t, map[string]int64{"app": 1<<20 + 5, "etc/conf": 3000}, 64<<10)
+	// fetch fetches b's info from seed and then its files, and returns
+	// how many times it dialled.
+	fetch := func(t *testing.T, seed string) int64 {
+		var dials atomic.Int64
+		c := New(Config{Dial: countingDialer(&dials)})
+		ctx := ctxFor(t, 2*time.Minute)
+		tor, dir := leecher(t, ctx, c, b, seed)
+		if err := tor.Download(ctx, DownloadOptions{Peers: []string{seed}}); err != nil {
+			t.Fatal(err)
+		}
+		sameFiles(t, b, dir)
+		return dials.Load()
+	}
+	t.Run("peerwire", func(t *testing.T) {
+		t.Parallel()
+		s, _ := seedClient(t, b, Config{})
+		var accepted atomic.Int64
+		seed := serveWrapped(t, s, func(ln net.Listener) net.Listener { return acceptCounter{ln, &accepted} })
+		if dials := fetch(t, seed); accepted.Load() != 1 || dials != 1 {
+			t.Errorf("FetchInfo and Download: the seed accepted %d connections, the leecher dialled %d times; want 1 and 1", accepted.Load(), dials)
+		}
+	})
+	t.Run("anacrolix", func(t *testing.T) {
+		t.Parallel()
+		if n := fetch(t, anacrolixSeeds(t, b)); n != 1 {
+			t.Errorf("FetchInfo and Download dialled the seeder %d times, want 1", n)
+		}
+	})
+}
+
+// TestFetchInfoConnectionNotTaken: FetchInfo's connection, which no
+// download takes, closes after parkFor; a second FetchInfo of the same
+// infohash closes the first's.
+func TestFetchInfoConnectionNotTaken(t *testing.T) {
+	t.Parallel()
+	b := makeBundle(t, map[string]int64{"app": 100 << 10}, 64<<10)
+	_, seedTor, seed := seeded(t, b, Config{})
+	c := New(Config{})
+	c.parkFor = time.Hour
+	ctx := ctxFor(t, 2*time.Minute)
+	for range 2 {
+		if _, err := c.FetchInfo(ctx, b.info2hash(), []string{seed}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, time.Minute, "one connection at the seed", func() bool { return seedTor.Stats().Peers == 1 })
+	if a := c.parkedAddrs(b.info2hash()); len(a) != 1 {
+		t.Errorf("parked after two FetchInfo: %v, want the seed's one", a)
+	}
+
+	c2 := New(Config{})
+	c2.parkFor = 100 * time.Millisecond
+	if _, err := c2.FetchInfo(ctx, b.info2hash(), []string{seed}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "the parked connection closed", func() bool {
+		return seedTor.Stats().Peers == 1 && len(c2.parkedAddrs(b.info2hash())) == 0
+	})
+}
+
+// BenchmarkFirstPieceAfterFetchInfo times, on 127.0.0.1, from FetchInfo's
+// return to the first piece of the download that follows, with
+// FetchInfo's connection taken over (kept) and closed so that the
+// download dials again (redialled), from a seed of this package and from
+// the torrent library's seeder.
+func BenchmarkFirstPieceAfterFetchInfo(b *testing.B) {
+	bu := makeBundle(b, map[string]int64{"app": 4 << 20}, 256<<10)
+	_, _, seed := seeded(b, bu, Config{})
+	seeds := map[string]string{"peerwire": seed, "anacrolix": anacrolixSeeds(b, bu)}
+	for _, seeder := range []string{"peerwire", "anacrolix"} {
+		for _, kept := range []bool{true, false} {
+			name := seeder + "/kept"
+			if !kept {
+				name = seeder + "/redialled"
+			}
+			b.Run(name, func(b *testing.B) {
+				var total time.Duration
+				for range b.N {
+					c := New(Config{})
+					ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+					info, err := c.FetchInfo(ctx, bu.info2hash(), []string{seeds[seeder]}, nil)
+					if err != nil {
+						b.Fatal(err)
+					}
+					start := time.Now()
+					if !kept {
+						c.closeParked(bu.info2hash())
+					}
+					dst, err := CreateFiles(b.TempDir(), bu.info)
+					if err != nil {
+						b.Fatal(err)
+					}
+					tor, err := c.Add(info, dst, TorrentOptions{})
+					if err != nil {
+						b.Fatal(err)
+					}
+					first := errors.New("first piece")
+					err = tor.Download(ctx, DownloadOptions{Peers: []string{seeds[seeder]}, OnPiece: func(int, []byte) error {
+						total += time.Since(start)
+						return first
+					}})
+					cancel()
+					if err != first {
+						b.Fatal(err)
+					}
+					c.Remove(tor)
+					dst.Close()
+				}
+				b.ReportMetric(float64(total.Microseconds())/float64(b.N)/1000, "ms/first-piece")
+			})
+		}
+	}
+}
