@@ -163,8 +163,8 @@ func addrPortOf(a net.Addr) (netip.AddrPort, bool) {
 func (p *Peer) pexOn() bool { return !p.c.cfg.NoPEX && p.theirExt[pexName] != 0 }
 
 // sharePEX sends p the peers the torrent gained and lost since the last
-// message, if any and if the last was at least pexEvery ago, and returns
-// when to look again.
+// message (those in scope for it, see inScope), if any and if the last
+// was at least pexEvery ago, and returns when to look again.
 func (p *Peer) sharePEX() time.Duration {
 	t := p.t
 	tm := p.c.pex
@@ -176,9 +176,13 @@ func (p *Peer) sharePEX() time.Duration {
 	if wait := tm.every - time.Since(p.pexSentAt); !p.pexSentAt.IsZero() && wait > 0 {
 		return wait
 	}
+	to, ok := addrPortOf(p.conn.RemoteAddr())
+	if !ok {
+		return tm.every
+	}
 	now := map[netip.AddrPort]byte{}
 	for q := range t.peers {
-		if q == p || !q.listen.IsValid() {
+		if q == p || !q.listen.IsValid() || !inScope(q.listen.Addr(), to.Addr()) {
 			continue
 		}
 		var f byte
@@ -259,6 +263,21 @@ func (p *Peer) onPEX(payload []byte) {
 	}
 }
 
+// inScope reports whether an address of IP ip means something to a peer
+// at IP peer, to be told it or to tell it: one on loopback only to a
+// peer on loopback, one on a private or link-local network only to a
+// peer on such a network or loopback.
+func inScope(ip, peer netip.Addr) bool {
+	local := func(ip netip.Addr) bool { return ip.IsPrivate() || ip.IsLinkLocalUnicast() }
+	switch {
+	case ip.IsLoopback():
+		return peer.IsLoopback()
+	case local(ip):
+		return local(peer) || peer.IsLoopback()
+	}
+	return true
+}
+
 // pexUsable reports whether an address a peer's PEX brings may be
 // dialled: a unicast IP and a port; a loopback IP only from a peer on
 // loopback, a private or link-local one only from a peer on such a
@@ -274,9 +293,7 @@ func (p *Peer) pexUsable(a netip.AddrPort) bool {
 	if !ok {
 		return false
 	}
-	fip := from.Addr()
-	local := func(ip netip.Addr) bool { return ip.IsPrivate() || ip.IsLinkLocalUnicast() }
-	if ip.IsLoopback() && !fip.IsLoopback() || local(ip) && !local(fip) && !fip.IsLoopback() {
+	if !inScope(ip, from.Addr()) {
 		return false
 	}
 	if a == p.listen || a == from {

@@ -49,6 +49,35 @@ func TestPEXMessage(t *testing.T) {
 	}
 }
 
+// TestPEXScope: addresses on loopback and private networks are told to
+// and taken from peers of the same scope only.
+func TestPEXScope(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		ip, peer string
+		want     bool
+	}{
+		{"127.0.0.1", "127.0.0.1", true},
+		{"127.0.0.1", "192.168.1.2", false},
+		{"127.0.0.1", "203.0.113.9", false},
+		{"::1", "::1", true},
+		{"::1", "2001:db8::1", false},
+		{"192.168.1.3", "192.168.1.2", true},
+		{"10.0.0.3", "127.0.0.1", true},
+		{"10.0.0.3", "203.0.113.9", false},
+		{"fd00::3", "fd00::2", true},
+		{"fe80::3", "2001:db8::1", false},
+		{"203.0.113.9", "127.0.0.1", true},
+		{"203.0.113.9", "10.0.0.1", true},
+		{"2001:db8::1", "198.51.100.1", true},
+	}
+	for _, tc := range cases {
+		if got := inScope(netip.MustParseAddr(tc.ip), netip.MustParseAddr(tc.peer)); got != tc.want {
+			t.Errorf("inScope(%s, %s) = %v, want %v", tc.ip, tc.peer, got, tc.want)
+		}
+	}
+}
+
 // FuzzParsePEX: a message that decodes encodes to a message that decodes
 // to the same peers.
 func FuzzParsePEX(f *testing.F) {
