@@ -4,12 +4,16 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -149,5 +153,65 @@ func TestWebSeedPaths(t *testing.T) {
 			}
 			sameFiles(t, b, dir)
 		})
+	}
+}
+
+// TestWebSeedPathsAsAria2: aria2 and a download of this package, fetching
+// a torrent of trickyNames from one web seed, ask it for the same URLs,
+// byte for byte.
+func TestWebSeedPathsAsAria2(t *testing.T) {
+	t.Parallel()
+	aria2, err := exec.LookPath("aria2c")
+	if err != nil {
+		t.Skip("aria2c is not installed")
+	}
+	b := trickyBundle(t, "dir +#?%é ü "+trickyNames[0], false, 16<<10)
+	var mu sync.Mutex
+	asked := map[string]map[string]bool{"aria2": {}, "peerwire": {}}
+	fs := http.FileServer(http.Dir(b.root))
+	var n atomic.Int64
+	u := webServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		who := "peerwire"
+		if strings.Contains(r.UserAgent(), "aria2") {
+			who = "aria2"
+		}
+		mu.Lock()
+		asked[who][r.RequestURI] = true
+		mu.Unlock()
+		fs.ServeHTTP(w, r)
+	}), &n)
+
+	tor, dir := addTorrent(t, New(Config{}), b, b.infoBytes)
+	if err := tor.Download(ctxFor(t, 2*time.Minute), DownloadOptions{WebSeeds: []string{u}}); err != nil {
+		t.Fatal(err)
+	}
+	sameFiles(t, b, dir)
+
+	tf := filepath.Join(t.TempDir(), "t.torrent")
+	f, err := os.Create(tf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := (&metainfo.MetaInfo{InfoBytes: b.infoBytes, UrlList: []string{u + "/"}}).Write(f); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	out := t.TempDir()
+	cmd := exec.CommandContext(ctxFor(t, 2*time.Minute), aria2, "--dir="+out, "--interface=127.0.0.1",
+		"--disable-ipv6=true", "--enable-dht=false", "--enable-dht6=false", "--bt-enable-lpd=false",
+		"--enable-peer-exchange=false", "--seed-time=0", "--bt-save-metadata=false", "--file-allocation=none",
+		"--summary-interval=0", "--console-log-level=warn", "--no-conf=true", "--auto-save-interval=0",
+		"--allow-overwrite=true", tf)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("aria2c: %v\n%s", err, b)
+	}
+	sameFiles(t, b, out)
+	mu.Lock()
+	defer mu.Unlock()
+	if !maps.Equal(asked["aria2"], asked["peerwire"]) {
+		t.Errorf("aria2 asked for %v\npeerwire asked for %v", slices.Sorted(maps.Keys(asked["aria2"])), slices.Sorted(maps.Keys(asked["peerwire"])))
+	}
+	if len(asked["aria2"]) != len(b.info.Files) {
+		t.Errorf("aria2 asked for %d files, want %d", len(asked["aria2"]), len(b.info.Files))
 	}
 }
