@@ -145,7 +145,7 @@ type Client struct {
 
 	// relay_record (records.go)
 	records        map[signer.PublicKey]*record.SignedPacket // the newest shared of each key
-	recordPeers    map[*torrent.PeerConn]*recordPeer
+	recordPeers    map[recordConn]*recordPeer
 	recordIn       chan *record.SignedPacket
 	recordWake     chan struct{}
 	recordsDropped atomic.Int64
@@ -174,9 +174,8 @@ type active struct {
 	key       signer.PublicKey // its publisher's key, once known (relay_record)
 	share     [2]int           // the last fetch's share of its pieces: number, of (see shares)
 
-	seedSince time.Time                    // when it was first seeded
-	reach     map[netip.AddrPort]PeerReach // its peers and how far they were reached (see Reach)
-	reachMore int                          // peers left out of reach
+	seedSince time.Time // when it was first seeded
+	reach     reachBook // its peers and how far they were reached (see Reach)
 }
 
 // expectation is what a Fetch expects of a torrent's info before it is
@@ -261,7 +260,7 @@ func NewClient(cfg Config) (*Client, error) {
 		natAsks:     rate.NewLimiter(natQueryRate, natQueryRate),
 
 		records:     make(map[signer.PublicKey]*record.SignedPacket),
-		recordPeers: make(map[*torrent.PeerConn]*recordPeer),
+		recordPeers: make(map[recordConn]*recordPeer),
 		recordIn:    make(chan *record.SignedPacket, recordQueue),
 		recordWake:  make(chan struct{}, 1),
 	}
@@ -388,10 +387,10 @@ func NewClient(cfg Config) (*Client, error) {
 			cl.AddDhtServer(torrent.AnacrolixDhtServerWrapper{Server: s})
 		}
 	}
-	c.wg.Add(3)
+	c.wg.Add(2)
 	go c.background()
 	go c.evictor()
-	go c.recordLoop(c.ctx)
+	c.wg.Go(func() { c.recordLoop(c.ctx) })
 	return c, nil
 }
 
@@ -794,7 +793,7 @@ func (c *Client) onPieces(k peerKey, p *peerPieces, pc *torrent.PeerConn, msg *p
 }
 
 func (c *Client) onPeerClosed(pc *torrent.PeerConn) {
-	c.forgetRecordPeer(pc)
+	c.forgetRecordPeer(torrentRecordConn{pc})
 	k, ok := keyOf(pc)
 	if !ok {
 		return

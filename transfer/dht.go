@@ -10,6 +10,7 @@ import (
 	"github.com/anacrolix/torrent"
 
 	"github.com/relay-sh/relay/record"
+	"github.com/relay-sh/relay/signer"
 )
 
 // DHT is the peer discovery a Client needs of a DHT node (BEP 5).
@@ -95,9 +96,7 @@ func (c *Client) announce(ctx context.Context, ih record.Infohash, b swarmBundle
 	for {
 		fetching, seeding, quiet, since := b.announceState()
 		if quiet {
-			// Only the torrent library's engine serves quietly (Serve)
-			// yet.
-			if !c.announceQuiet(ctx, ih, b.(torrentSwarm).a, fetching, &announced, &backoff) {
+			if !c.announceQuiet(ctx, ih, b, fetching, &announced, &backoff) {
 				return
 			}
 			continue
@@ -202,6 +201,11 @@ type swarmBundle interface {
 	// seedConnected reports whether a peer holding the whole bundle is
 	// connected.
 	seedConnected() bool
+	// bundleKey is the key of the bundle's publisher, zero until known.
+	bundleKey() signer.PublicKey
+	// starved reports whether its running fetch has had no block from
+	// any peer for swarmWait (see announceQuiet).
+	starved() bool
 }
 
 // torrentSwarm is a bundle of the torrent library's engine, as announce
@@ -226,6 +230,19 @@ func (s torrentSwarm) found(peers []netip.AddrPort) int {
 
 func (s torrentSwarm) seedConnected() bool { return s.c.seedConnected(s.ih) }
 
+func (s torrentSwarm) bundleKey() signer.PublicKey {
+	s.c.mu.Lock()
+	defer s.c.mu.Unlock()
+	return s.a.key
+}
+
+func (s torrentSwarm) starved() bool {
+	s.c.mu.Lock()
+	since := s.a.fetchedAt
+	s.c.mu.Unlock()
+	return s.c.starved(s.ih, since)
+}
+
 // otherPeers returns the valid addresses of peers, leaving out this
 // client's own (its listening address, and that address at the IP the
 // DHT sees it at), unmapped.
@@ -249,7 +266,8 @@ func (c *Client) otherPeers(peers []netip.AddrPort) []netip.AddrPort {
 // the bundle had not been given before.
 func (c *Client) addPeers(t *torrent.Torrent, peers []netip.AddrPort, source torrent.PeerSource) (added int) {
 	var ps []torrent.PeerInfo
-	for _, p := range c.otherPeers(peers) {
+	others := c.otherPeers(peers)
+	for _, p := range others {
 		ps = append(ps, torrent.PeerInfo{
 			Addr:    torrent.StringAddr(p.String()),
 			Source:  source,
@@ -259,7 +277,7 @@ func (c *Client) addPeers(t *torrent.Torrent, peers []netip.AddrPort, source tor
 	if len(ps) > 0 {
 		c.mu.Lock()
 		if a := c.bundles[record.Infohash(t.InfoHash())]; a != nil && a.t == t {
-			added = a.notePeers(ps)
+			added = a.reach.notePeers(others)
 		}
 		c.mu.Unlock()
 		t.AddPeers(ps)

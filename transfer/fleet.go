@@ -8,8 +8,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/anacrolix/torrent"
-
 	"github.com/relay-sh/relay/record"
 	"github.com/relay-sh/relay/signer"
 )
@@ -61,18 +59,18 @@ func (c *Client) Serve(ctx context.Context, ih record.Infohash) (*Bundle, error)
 }
 
 // chosenAnnouncer reports whether this client is among the announceShare
-// relay peers of the bundle's key it knows of (itself and those connected)
-// whose peer IDs are closest to ih.
-func (c *Client) chosenAnnouncer(a *active, ih record.Infohash) bool {
-	self := c.cl.PeerID()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if a.key.IsZero() {
+// relay peers of key it knows of (itself and those connected) whose peer
+// IDs are closest to ih. With no key (not known yet), it is.
+func (c *Client) chosenAnnouncer(key signer.PublicKey, ih record.Infohash) bool {
+	if key.IsZero() {
 		return true
 	}
-	ids := []torrent.PeerID{self}
+	self := c.peerID()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ids := [][20]byte{self}
 	for _, rp := range c.recordPeers {
-		if rp.key == a.key && !slices.Contains(ids, rp.id) {
+		if rp.key == key && !slices.Contains(ids, rp.id) {
 			ids = append(ids, rp.id)
 		}
 	}
@@ -85,8 +83,16 @@ func (c *Client) chosenAnnouncer(a *active, ih record.Infohash) bool {
 	return closer < announceShare
 }
 
+// peerID is the client's BitTorrent peer ID, on either engine.
+func (c *Client) peerID() [20]byte {
+	if c.w != nil {
+		return c.w.pw.PeerID()
+	}
+	return c.cl.PeerID()
+}
+
 // xorLess reports whether peer ID a is closer to ih than b.
-func xorLess(a, b torrent.PeerID, ih record.Infohash) bool {
+func xorLess(a, b [20]byte, ih record.Infohash) bool {
 	var x, y [20]byte
 	for i := range ih {
 		x[i], y[i] = a[i]^ih[i], b[i]^ih[i]
@@ -110,7 +116,7 @@ func (c *Client) swarmAddrs(key signer.PublicKey) []netip.AddrPort {
 }
 
 // starved reports whether a fetch started at since has had no block from
-// any peer of bundle ih for swarmWait.
+// any peer of bundle ih for swarmWait (the torrent library's engine).
 func (c *Client) starved(ih record.Infohash, since time.Time) bool {
 	now := time.Now()
 	if now.Sub(since) < swarmWait {
@@ -131,11 +137,11 @@ func (c *Client) starved(ih record.Infohash, since time.Time) bool {
 // this client is a chosen announcer whose last announce is old, looks up
 // its peers only for a starved fetch, and waits for the next round. It
 // reports false when ctx ended.
-func (c *Client) announceQuiet(ctx context.Context, ih record.Infohash, a *active, fetching bool, announced *time.Time, backoff *time.Duration) bool {
+func (c *Client) announceQuiet(ctx context.Context, ih record.Infohash, b swarmBundle, fetching bool, announced *time.Time, backoff *time.Duration) bool {
 	// The next look at who announces, jittered so that a fleet's
 	// members do not all come at once.
 	wait := seedAnnounce/4 + rand.N(seedAnnounce/2)
-	if c.reachable() && time.Since(*announced) > seedAnnounce/2 && c.chosenAnnouncer(a, ih) {
+	if c.reachable() && time.Since(*announced) > seedAnnounce/2 && c.chosenAnnouncer(b.bundleKey(), ih) {
 		cctx, cancel := context.WithTimeout(ctx, dhtCallTimeout)
 		err := c.cfg.DHT.Announce(cctx, ih, c.port)
 		cancel()
@@ -146,13 +152,10 @@ func (c *Client) announceQuiet(ctx context.Context, ih record.Infohash, a *activ
 			wait = announceErrMax
 		}
 	}
-	c.mu.Lock()
-	since := a.fetchedAt
-	c.mu.Unlock()
 	switch {
-	case fetching && c.starved(ih, since):
+	case fetching && b.starved():
 		var eager time.Time
-		if err := c.lookupPeers(ctx, ih, torrentSwarm{c, ih, a}, c.cfg.DHT.Peers, &eager); err != nil && ctx.Err() == nil {
+		if err := c.lookupPeers(ctx, ih, b, c.cfg.DHT.Peers, &eager); err != nil && ctx.Err() == nil {
 			c.log.Debug("dht lookup failed", "infohash", ih, "err", err)
 		}
 		wait = *backoff
@@ -167,7 +170,7 @@ func (c *Client) announceQuiet(ctx context.Context, ih record.Infohash, a *activ
 	select {
 	case <-ctx.Done():
 		return false
-	case <-a.wake:
+	case <-b.woken():
 		return true
 	case <-t.C:
 		return true

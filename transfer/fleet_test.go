@@ -2,6 +2,7 @@ package transfer
 
 import (
 	"context"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -54,13 +55,8 @@ func TestServeAnnouncers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	bundle := func(c *Client) *active {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return c.bundles[b.Infohash]
-	}
 	for _, c := range cs {
-		c.addPeers(bundle(c).t, peers, torrent.PeerSourceDirect)
+		connectPeers(t, c, b.Infohash, peers)
 	}
 	waitFor(t, 30*time.Second, "every peer to speak relay_record with the three others", func() bool {
 		for _, c := range cs {
@@ -72,7 +68,7 @@ func TestServeAnnouncers(t *testing.T) {
 	})
 	chosen := 0
 	for _, c := range cs {
-		if c.chosenAnnouncer(bundle(c), b.Infohash) {
+		if c.chosenAnnouncer(swarmOf(t, c, b.Infohash).bundleKey(), b.Infohash) {
 			chosen++
 		}
 	}
@@ -81,10 +77,43 @@ func TestServeAnnouncers(t *testing.T) {
 	}
 	// Alone, a peer announces what it serves.
 	alone, ab := seeder(t, map[string]int64{"app": 100 << 10}, Config{OnRecord: onRecord})
-	alone.mu.Lock()
-	a := alone.bundles[ab.Infohash]
-	alone.mu.Unlock()
-	if !alone.chosenAnnouncer(a, ab.Infohash) {
+	if !alone.chosenAnnouncer(swarmOf(t, alone, ab.Infohash).bundleKey(), ab.Infohash) {
 		t.Error("a peer alone with its bundle would not announce it")
+	}
+}
+
+// swarmOf returns bundle ih of c as its announcer sees it, on either
+// engine.
+func swarmOf(t *testing.T, c *Client, ih record.Infohash) swarmBundle {
+	t.Helper()
+	if c.w != nil {
+		if b := c.w.bundle(ih); b != nil {
+			return b
+		}
+	} else {
+		c.mu.Lock()
+		a := c.bundles[ih]
+		c.mu.Unlock()
+		if a != nil {
+			return torrentSwarm{c, ih, a}
+		}
+	}
+	t.Fatalf("the client does not hold bundle %s", ih)
+	return nil
+}
+
+// connectPeers has c connect to peers in bundle ih, on either engine.
+func connectPeers(t *testing.T, c *Client, ih record.Infohash, peers []netip.AddrPort) {
+	t.Helper()
+	switch b := swarmOf(t, c, ih).(type) {
+	case torrentSwarm:
+		c.addPeers(b.a.t, peers, torrent.PeerSourceDirect)
+	case *wireBundle:
+		c.w.mu.Lock()
+		pt := b.t
+		c.w.mu.Unlock()
+		for _, p := range c.otherPeers(peers) {
+			b.dial(pt, p, len(peers))
+		}
 	}
 }

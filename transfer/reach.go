@@ -147,13 +147,24 @@ type PeerReach struct {
 // most 64 named peers, the most reached first, and how many more were
 // named. ok is false when the client does not hold the bundle.
 func (c *Client) Reach(ih record.Infohash) (peers []PeerReach, more int, ok bool) {
+	if c.w != nil {
+		return c.w.reach(ih)
+	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	a := c.bundles[ih]
 	if a == nil {
-		c.mu.Unlock()
 		return nil, 0, false
 	}
-	for ap, r := range a.reach {
+	peers, more = c.reachOf(&a.reach)
+	return peers, more, true
+}
+
+// reachOf returns the peers of book with what the client's dials learnt
+// of them, sorted as Reach says, and how many more were named. c.mu is
+// held.
+func (c *Client) reachOf(book *reachBook) (peers []PeerReach, more int) {
+	for ap, r := range book.peers {
 		if !r.Incoming {
 			if d, ok := c.dials.notes[ap]; ok {
 				r.State, r.Err = max(r.State, d.state), d.err
@@ -164,42 +175,43 @@ func (c *Client) Reach(ih record.Infohash) (peers []PeerReach, more int, ok bool
 		}
 		peers = append(peers, r)
 	}
-	more = a.reachMore
-	c.mu.Unlock()
 	slices.SortFunc(peers, func(x, y PeerReach) int {
 		if x.State != y.State {
 			return int(y.State) - int(x.State)
 		}
 		return x.Addr.Compare(y.Addr)
 	})
-	return peers, more, true
+	return peers, book.more
+}
+
+// reachBook is a bundle's peers and how far each was reached, at most
+// maxReachPeers of them, and how many more were left out. Its owner's
+// lock guards it.
+type reachBook struct {
+	peers map[netip.AddrPort]PeerReach
+	more  int
 }
 
 // notePeers remembers peers named for a bundle and returns how many it
-// did not know (of those it has room to remember). c.mu is held.
-func (a *active) notePeers(ps []torrent.PeerInfo) (added int) {
-	for _, p := range ps {
-		ap, err := netip.ParseAddrPort(p.Addr.String())
-		if err != nil {
-			continue
-		}
-		if _, ok := a.reach[ap]; !ok && len(a.reach) < maxReachPeers {
+// did not know (of those it has room to remember).
+func (book *reachBook) notePeers(ps []netip.AddrPort) (added int) {
+	for _, ap := range ps {
+		if _, ok := book.peers[ap]; !ok && len(book.peers) < maxReachPeers {
 			added++
 		}
-		a.noteReach(PeerReach{Addr: ap})
+		book.note(PeerReach{Addr: ap})
 	}
 	return added
 }
 
-// noteReach remembers r for the bundle, keeping the furthest state. c.mu
-// is held.
-func (a *active) noteReach(r PeerReach) {
-	if a.reach == nil {
-		a.reach = make(map[netip.AddrPort]PeerReach)
+// note remembers r, keeping the furthest state.
+func (book *reachBook) note(r PeerReach) {
+	if book.peers == nil {
+		book.peers = make(map[netip.AddrPort]PeerReach)
 	}
-	old, ok := a.reach[r.Addr]
-	if !ok && len(a.reach) >= maxReachPeers {
-		a.reachMore++
+	old, ok := book.peers[r.Addr]
+	if !ok && len(book.peers) >= maxReachPeers {
+		book.more++
 		return
 	}
 	if ok && old.State > r.State {
@@ -208,7 +220,7 @@ func (a *active) noteReach(r PeerReach) {
 	if ok && old.Incoming {
 		r.Incoming = true
 	}
-	a.reach[r.Addr] = r
+	book.peers[r.Addr] = r
 }
 
 // onConnReached notes a BitTorrent connection to a bundle's peer. It runs
@@ -225,7 +237,7 @@ func (c *Client) onConnReached(pc *torrent.PeerConn) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if a := c.bundles[k.ih]; a != nil {
-		a.noteReach(PeerReach{Addr: ap, Incoming: pc.Discovery == torrent.PeerSourceIncoming, State: Connected})
+		a.reach.note(PeerReach{Addr: ap, Incoming: pc.Discovery == torrent.PeerSourceIncoming, State: Connected})
 	}
 }
 

@@ -40,10 +40,30 @@ const (
 	recordQueue = 64 // packets checked and waiting for Config.OnRecord
 )
 
+// recordConn is a connection whose peer takes relay_record messages, on
+// either engine: torrentRecordConn or wireRecordConn (wirerecords.go).
+// Its values are comparable: they name the connection in
+// Client.recordPeers.
+type recordConn interface {
+	// sendRecord sends the peer a relay_record message.
+	sendRecord(payload []byte) error
+	// peerAddr is the peer's address, for logs.
+	peerAddr() string
+}
+
+// torrentRecordConn is a connection of the torrent library's engine.
+type torrentRecordConn struct{ pc *torrent.PeerConn }
+
+func (r torrentRecordConn) sendRecord(b []byte) error {
+	return r.pc.WriteExtendedMessage(RecordExtension, b)
+}
+
+func (r torrentRecordConn) peerAddr() string { return connAddr(r.pc).String() }
+
 // recordPeer is a connection whose peer takes relay_record messages.
 type recordPeer struct {
 	key      signer.PublicKey           // its bundle's key
-	id       torrent.PeerID             // its peer ID
+	id       [20]byte                   // its peer ID
 	addr     netip.AddrPort             // where it can be dialled (see swarmAddrs), or invalid
 	sent     map[signer.PublicKey]int64 // by key, the highest seq sent to it or heard from it
 	nextSend time.Time                  // when it may be sent the next
@@ -120,11 +140,11 @@ func (c *Client) onRecordHandshake(pc *torrent.PeerConn, m *pp.ExtendedHandshake
 		return
 	}
 	c.mu.Lock()
-	a := c.bundles[k.ih]
-	if a == nil || a.key.IsZero() {
-		c.mu.Unlock()
-		return
+	var key signer.PublicKey
+	if a := c.bundles[k.ih]; a != nil {
+		key = a.key
 	}
+	c.mu.Unlock()
 	addr := connAddr(pc)
 	if pc.Discovery == torrent.PeerSourceIncoming {
 		addr = netip.AddrPort{}
@@ -132,17 +152,25 @@ func (c *Client) onRecordHandshake(pc *torrent.PeerConn, m *pp.ExtendedHandshake
 			addr = netip.AddrPortFrom(connAddr(pc).Addr(), uint16(m.Port))
 		}
 	}
-	c.recordPeers[pc] = &recordPeer{key: a.key, id: pc.PeerID, addr: addr, sent: make(map[signer.PublicKey]int64), tokens: recordBurst, refill: time.Now()}
+	c.addRecordPeer(torrentRecordConn{pc}, key, pc.PeerID, addr)
+}
+
+// addRecordPeer notes a connection whose peer takes relay_record
+// messages, in a bundle of key (none: the bundle's key is not known, and
+// the peer is not noted), that can be dialled at addr (or not, invalid),
+// and has the newest packet of key sent to it.
+func (c *Client) addRecordPeer(conn recordConn, key signer.PublicKey, id [20]byte, addr netip.AddrPort) {
+	if key.IsZero() {
+		return
+	}
+	c.mu.Lock()
+	c.recordPeers[conn] = &recordPeer{key: key, id: id, addr: addr, sent: make(map[signer.PublicKey]int64), tokens: recordBurst, refill: time.Now()}
 	c.mu.Unlock()
 	c.wakeRecords()
 }
 
-// onRecordMessage takes a relay_record message: from a peer that said it
-// speaks the extension, about its bundle's key, within its rate, no
-// larger than MaxRecordMessage, newer than what this client holds, and
-// signed by the key. Anything else is dropped. What is left goes to
-// Config.OnRecord, from the client's own goroutine. It runs with the
-// torrent client locked.
+// onRecordMessage takes a relay_record message of the torrent library's
+// engine (see takeRecord). It runs with the torrent client locked.
 func (c *Client) onRecordMessage(ev torrent.PeerConnReadExtensionMessageEvent) {
 	if c.cfg.OnRecord == nil || ev.ExtensionNumber == pp.HandshakeExtendedID {
 		return
@@ -151,9 +179,17 @@ func (c *Client) onRecordMessage(ev torrent.PeerConnReadExtensionMessageEvent) {
 	if err != nil || name != RecordExtension {
 		return
 	}
-	b := ev.Payload
+	c.takeRecord(torrentRecordConn{ev.PeerConn}, ev.Payload)
+}
+
+// takeRecord takes a relay_record message b on conn: from a peer that
+// said it speaks the extension, about its bundle's key, within its rate,
+// no larger than MaxRecordMessage, newer than what this client holds,
+// and signed by the key. Anything else is dropped. What is left goes to
+// Config.OnRecord, from the client's own goroutine.
+func (c *Client) takeRecord(conn recordConn, b []byte) {
 	c.mu.Lock()
-	rp := c.recordPeers[ev.PeerConn]
+	rp := c.recordPeers[conn]
 	ok := rp != nil && len(b) <= MaxRecordMessage && len(b) >= recordHeader && rp.take(time.Now())
 	if ok {
 		k := signer.PublicKey(b[:ed25519.PublicKeySize])
@@ -168,7 +204,7 @@ func (c *Client) onRecordMessage(ev torrent.PeerConnReadExtensionMessageEvent) {
 	p, err := DecodeRecord(b)
 	if err != nil {
 		c.recordsDropped.Add(1)
-		c.log.Debug("dropped a relay_record message", "peer", connAddr(ev.PeerConn), "err", err)
+		c.log.Debug("dropped a relay_record message", "peer", conn.peerAddr(), "err", err)
 		return
 	}
 	c.mu.Lock()
@@ -201,10 +237,9 @@ func (rp *recordPeer) take(now time.Time) bool {
 // not newer than what the client holds, or not signed by their key.
 func (c *Client) RecordsDropped() int64 { return c.recordsDropped.Load() }
 
-// records hands received packets to Config.OnRecord and sends the newest
+// recordLoop hands received packets to Config.OnRecord and sends the newest
 // packet of each key to the peers that lack it, until ctx ends.
 func (c *Client) recordLoop(ctx context.Context) {
-	defer c.wg.Done()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -228,14 +263,14 @@ func (c *Client) recordLoop(ctx context.Context) {
 // those it did not (0: none left).
 func (c *Client) sendRecords() time.Duration {
 	type send struct {
-		pc      *torrent.PeerConn
+		conn    recordConn
 		payload []byte
 	}
 	var sends []send
 	var next time.Duration
 	now := time.Now()
 	c.mu.Lock()
-	for pc, rp := range c.recordPeers {
+	for conn, rp := range c.recordPeers {
 		for _, k := range c.swarmKeys(rp.key) {
 			p := c.records[k]
 			if p == nil || p.Seq <= rp.sent[k] {
@@ -248,13 +283,13 @@ func (c *Client) sendRecords() time.Duration {
 				break
 			}
 			rp.sent[k], rp.nextSend = p.Seq, now.Add(recordGap)
-			sends = append(sends, send{pc, EncodeRecord(p)})
+			sends = append(sends, send{conn, EncodeRecord(p)})
 		}
 	}
 	c.mu.Unlock()
 	for _, s := range sends {
-		if err := s.pc.WriteExtendedMessage(RecordExtension, s.payload); err != nil {
-			c.log.Debug("failed to send a relay_record message", "peer", connAddr(s.pc), "err", err)
+		if err := s.conn.sendRecord(s.payload); err != nil {
+			c.log.Debug("failed to send a relay_record message", "peer", s.conn.peerAddr(), "err", err)
 		}
 	}
 	return next
@@ -276,9 +311,9 @@ func (c *Client) recordProtocols(pc *torrent.PeerConn) {
 }
 
 // forgetRecordPeer drops a closed connection's relay_record state.
-func (c *Client) forgetRecordPeer(pc *torrent.PeerConn) {
+func (c *Client) forgetRecordPeer(conn recordConn) {
 	c.mu.Lock()
-	delete(c.recordPeers, pc)
+	delete(c.recordPeers, conn)
 	c.mu.Unlock()
 }
 
@@ -295,7 +330,7 @@ func (c *Client) RecordPeers() int {
 func (c *Client) RecordPeersOf(key signer.PublicKey) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	seen := make(map[torrent.PeerID]bool)
+	seen := make(map[[20]byte]bool)
 	for _, rp := range c.recordPeers {
 		if slices.Contains(c.swarmKeys(rp.key), key) {
 			seen[rp.id] = true

@@ -33,7 +33,7 @@ func (c *Client) Seed(ctx context.Context, ih record.Infohash) (*Bundle, error) 
 // seed is Seed, and with quiet Serve.
 func (c *Client) seed(ctx context.Context, ih record.Infohash, quiet bool) (*Bundle, error) {
 	if c.w != nil {
-		return c.w.seed(ctx, ih)
+		return c.w.seed(ctx, ih, quiet)
 	}
 	dir := filepath.Join(c.root, ih.String())
 	info, infoBytes, err := loadMetainfo(dir, ih)

@@ -31,11 +31,10 @@ const (
 	EngineTorrent Engine = iota
 	// EngineWire is relay's own BitTorrent peer (internal/peerwire), over
 	// TCP only. It is experimental: it fetches, seeds and serves bundles
-	// with the same checks, state files and errors, but Serve serves a
-	// bundle as Seed does (every member of a fleet announces it), and it
-	// has no relay_record (OnRecord, ShareRecord), swarm push (Swarm,
-	// capSeeds, shares), Reach, Recheck, DownloadRate, uTP or peer
-	// exchange yet.
+	// with the same checks, state files and errors, speaks relay_record,
+	// serves a fleet's bundles quietly (Serve) and says what it reached
+	// (Reach), but has no swarm push (Swarm, capSeeds, shares), Recheck,
+	// DownloadRate, uTP or peer exchange yet.
 	EngineWire
 )
 
@@ -68,12 +67,10 @@ func (e Engine) String() string {
 // announce loop of dht.go) stay on the Client, which wireClient points
 // back to.
 //
-// Still to hang on it, as the torrent library's engine hangs them on its
-// callbacks and on active: relay_record (a peerwire.Extension in
-// peerwire.Config.Extensions, with the Client's records map), the swarm's
-// push (wireBundle's peers and the peerwire.Torrent's seeds), a fleet's
-// quiet Serve (wireBundle.announceState's quiet) and Reach (the peers
-// wireBundle.found takes, and the outcome of their dials).
+// relay_record (a peerwire.Extension feeding the Client's records), a
+// fleet's quiet Serve and Reach hang on it through hook and each
+// wireBundle's fleet (wirerecords.go, wireswarm.go). Still to hang on it:
+// the swarm's push (wireBundle's peers and the peerwire.Torrent's seeds).
 type wireClient struct {
 	c     *Client
 	pw    *peerwire.Client
@@ -110,6 +107,7 @@ type wireBundle struct {
 	peers     map[netip.AddrPort]bool // named for it (DHT, FetchRequest.Peers)
 	more      chan string             // the running download's new peers, or nil
 	dialing   int                     // connections it dials to serve
+	fleet     wireFleet               // relay_record, quiet serving and Reach (wireswarm.go)
 }
 
 // maxSeedDials bounds the connections a seeded bundle dials at once to
@@ -131,9 +129,11 @@ func newWireClient(c *Client, perIP int) *wireClient {
 		pc.Dial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
 	}
 	w := &wireClient{
-		c: c, pw: peerwire.New(pc), store: newCompletion(c.log),
+		c: c, store: newCompletion(c.log),
 		bundles: make(map[record.Infohash]*wireBundle), banned: make(map[netip.Addr]bool),
 	}
+	w.hook(&pc) // relay_record and Reach's notes (wireswarm.go)
+	w.pw = peerwire.New(pc)
 	ln := closingListener{newPeerListener(c.tcp, perIP, c.ctx.Done()), c.tcp}
 	w.wg.Go(func() {
 		if err := w.pw.Serve(c.ctx, ln); err != nil {
@@ -392,8 +392,8 @@ func (w *wireClient) bannedIPs() []string {
 	return slices.Compact(out)
 }
 
-// seed is Seed (and Serve) on the wire engine.
-func (w *wireClient) seed(ctx context.Context, ih record.Infohash) (*Bundle, error) {
+// seed is Seed, and with quiet Serve, on the wire engine.
+func (w *wireClient) seed(ctx context.Context, ih record.Infohash, quiet bool) (*Bundle, error) {
 	dir := filepath.Join(w.c.root, ih.String())
 	info, infoBytes, err := loadMetainfo(dir, ih)
 	if err != nil {
@@ -404,6 +404,9 @@ func (w *wireClient) seed(ctx context.Context, ih record.Infohash) (*Bundle, err
 		return nil, fmt.Errorf("seed: %w", err)
 	}
 	w.mu.Lock()
+	if !quiet || !b.seeding {
+		b.fleet.quiet = quiet
+	}
 	b.seeding = true
 	if b.seedSince.IsZero() {
 		b.seedSince = time.Now()
@@ -427,6 +430,9 @@ func (w *wireClient) seed(ctx context.Context, ih record.Infohash) (*Bundle, err
 	if err != nil {
 		return fail(err)
 	}
+	w.mu.Lock()
+	b.fleet.key = bundle.Manifest.Key
+	w.mu.Unlock()
 	b.wakeUp()
 	w.c.log.Debug("seeding", "infohash", ih, "name", bundle.Name)
 	return bundle, nil
@@ -443,7 +449,7 @@ func (b *wireBundle) wakeUp() {
 func (b *wireBundle) announceState() (fetching, seeding, quiet bool, since time.Time) {
 	b.w.mu.Lock()
 	defer b.w.mu.Unlock()
-	return b.fetches > 0, b.seeding, false, b.seedSince
+	return b.fetches > 0, b.seeding, b.fleet.quiet, b.seedSince
 }
 
 func (b *wireBundle) woken() <-chan struct{} { return b.wake }
@@ -455,7 +461,9 @@ func (b *wireBundle) found(peers []netip.AddrPort) int {
 	w := b.w
 	var fresh []netip.AddrPort
 	w.mu.Lock()
-	for _, p := range w.c.otherPeers(peers) {
+	others := w.c.otherPeers(peers)
+	b.fleet.reach.notePeers(others)
+	for _, p := range others {
 		if !b.peers[p] && len(b.peers) < maxReachPeers {
 			b.peers[p] = true
 			fresh = append(fresh, p)
@@ -471,24 +479,32 @@ func (b *wireBundle) found(peers []netip.AddrPort) int {
 			default: // the download has them all when it starts again
 			}
 		case seeding && t != nil:
-			w.mu.Lock()
-			if b.dialing >= maxSeedDials || w.closed {
-				w.mu.Unlock()
-				continue
-			}
-			b.dialing++
-			w.wg.Add(1)
-			w.mu.Unlock()
-			go func() {
-				defer w.wg.Done()
-				t.Connect(b.ctx, p.String())
-				w.mu.Lock()
-				b.dialing--
-				w.mu.Unlock()
-			}()
+			b.dial(t, p, maxSeedDials)
 		}
 	}
 	return len(fresh)
+}
+
+// dial connects t to the peer at p, unless the bundle already dials
+// limit peers, and keeps the connection until the bundle leaves the
+// client.
+func (b *wireBundle) dial(t *peerwire.Torrent, p netip.AddrPort, limit int) {
+	w := b.w
+	w.mu.Lock()
+	if b.dialing >= limit || w.closed {
+		w.mu.Unlock()
+		return
+	}
+	b.dialing++
+	w.wg.Add(1)
+	w.mu.Unlock()
+	go func() {
+		defer w.wg.Done()
+		t.Connect(b.ctx, p.String())
+		w.mu.Lock()
+		b.dialing--
+		w.mu.Unlock()
+	}()
 }
 
 func (b *wireBundle) seedConnected() bool {

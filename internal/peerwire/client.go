@@ -48,6 +48,10 @@ type Config struct {
 	// Extensions are the BEP 10 extensions the client offers besides
 	// ut_metadata (BEP 9).
 	Extensions []Extension
+	// OnConnect, when set, is called with each peer that joined a
+	// torrent, its handshakes over, from that peer's goroutine before its
+	// first message is read.
+	OnConnect func(p *Peer)
 	// HandshakeTimeout bounds dialling a peer and the handshakes. Zero:
 	// 20 s.
 	HandshakeTimeout time.Duration

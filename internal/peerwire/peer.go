@@ -94,6 +94,19 @@ func (p *Peer) Torrent() *Torrent { return p.t }
 // Close closes the connection.
 func (p *Peer) Close() { p.conn.Close() }
 
+// Dialed reports whether this client dialled the peer (else the peer
+// connected to it).
+func (p *Peer) Dialed() bool { return p.dialed }
+
+// ListenAddr returns where the peer accepts connections, if known: the
+// address dialled, or for a peer that connected, its IP and the port its
+// extended handshake named.
+func (p *Peer) ListenAddr() (netip.AddrPort, bool) {
+	p.t.mu.Lock()
+	defer p.t.mu.Unlock()
+	return p.listen, p.listen.IsValid()
+}
+
 // SendExtended sends the peer a message of the extension of Config.Extensions
 // named name; the peer must have offered it (Extension.OnPeer was called).
 func (p *Peer) SendExtended(name string, payload []byte) error {
@@ -255,6 +268,9 @@ func (t *Torrent) run(ctx context.Context, conn net.Conn, r *bufio.Reader, h han
 	}
 	t.mu.Unlock()
 	conn.SetDeadline(time.Time{})
+	if cfg.OnConnect != nil {
+		cfg.OnConnect(p)
+	}
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	var wg sync.WaitGroup
 	wg.Add(1)
