@@ -43,7 +43,8 @@ type Config struct {
 	// its slot goes to a peer waiting for one. Zero: 30 s.
 	SlotIdle time.Duration
 	// UploadRate caps the bytes per second of piece data the client
-	// sends, over all peers. Zero: no cap.
+	// sends, over all peers, after a first burst of at most a second's
+	// worth and 1 MiB. Zero: no cap.
 	UploadRate int64
 	// Extensions are the BEP 10 extensions the client offers besides
 	// ut_metadata (BEP 9).

@@ -181,6 +181,9 @@ func (t *Torrent) Download(ctx context.Context, o DownloadOptions) error {
 	wg.Go(func() { dl.watch(ctx) })
 	dl.startWebSeeds(ctx, &wg)
 	err := dl.dialLoop(ctx, &wg)
+	if err == nil {
+		t.flush(ctx, flushWait)
+	}
 	cancel()
 	wg.Wait()
 
@@ -195,6 +198,32 @@ func (t *Torrent) Download(ctx context.Context, o DownloadOptions) error {
 	}
 	t.mu.Unlock()
 	return err
+}
+
+// flushWait bounds how long a complete download waits for its last
+// messages (the haves of its last pieces) to be written before it closes
+// the connections it dialled.
+const flushWait = time.Second
+
+// flush waits, at most d or until ctx ends, until every peer's queued
+// messages are written: a seeder then knows the download is complete,
+// and counts it so (Stats.SeedsSeen).
+func (t *Torrent) flush(ctx context.Context, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		t.mu.Lock()
+		queued := false
+		for p := range t.peers {
+			p.wmu.Lock()
+			queued = queued || len(p.out) > 0 || p.writing
+			p.wmu.Unlock()
+		}
+		t.mu.Unlock()
+		if !queued {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // finish ends the download with err (nil: complete). t.mu is held.

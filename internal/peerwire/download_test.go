@@ -111,3 +111,25 @@ func TestInFlightBound(t *testing.T) {
 		t.Errorf("%d pieces in memory at once, want at most 2", peak)
 	}
 }
+
+// TestDownloadLeavesSeed: once a download is complete, the seeder it
+// fetched from learns it (the haves of its last pieces are written before
+// the connection closes) and counts it among the seeds it saw.
+func TestDownloadLeavesSeed(t *testing.T) {
+	t.Parallel()
+	b := makeBundle(t, map[string]int64{"app": 1<<20 + 7}, 64<<10)
+	_, seed, addr := seeded(t, b, Config{})
+	ctx := ctxFor(t, time.Minute)
+	for range 3 {
+		tor, _ := addTorrent(t, New(Config{}), b, b.infoBytes)
+		if err := tor.Download(ctx, DownloadOptions{Peers: []string{addr}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for seed.Stats().Peers > 0 && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := seed.Stats(); st.SeedsSeen != 3 {
+		t.Errorf("the seeder's stats %+v: want the 3 leechers seen complete", st)
+	}
+}

@@ -72,6 +72,7 @@ type Peer struct {
 
 	wmu     sync.Mutex
 	out     []byte    // messages waiting to be written
+	writing bool      // messages taken from out are being written
 	serving []request // their requests waiting to be served
 	wake    chan struct{}
 	pexWake chan struct{} // their extended handshake offers ut_pex
@@ -676,6 +677,7 @@ func (p *Peer) writeLoop(done <-chan struct{}) error {
 			var out []byte
 			if len(p.out) > 0 {
 				out, p.out, spare = p.out, spare[:0], nil
+				p.writing = true
 			}
 			var req request
 			serve := len(out) == 0 && len(p.serving) > 0
@@ -689,6 +691,9 @@ func (p *Peer) writeLoop(done <-chan struct{}) error {
 				if _, err := p.conn.Write(out); err != nil {
 					return err
 				}
+				p.wmu.Lock()
+				p.writing = false
+				p.wmu.Unlock()
 				spare = out
 				ka.Reset(every)
 				continue

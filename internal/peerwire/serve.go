@@ -251,7 +251,7 @@ func newLimiter(rate int64) *limiter {
 	if rate <= 0 {
 		return nil
 	}
-	return &limiter{rate: float64(rate), tokens: float64(rate), last: time.Now()}
+	return &limiter{rate: float64(rate), tokens: float64(min(rate, 1<<20)), last: time.Now()}
 }
 
 // wait takes n bytes from the bucket, waiting for them to be there, until
@@ -262,8 +262,9 @@ func (l *limiter) wait(done <-chan struct{}, n int) error {
 	}
 	l.mu.Lock()
 	now := time.Now()
-	// A burst of at most one second's worth, or one block.
-	l.tokens = min(max(l.rate, float64(n)), l.tokens+now.Sub(l.last).Seconds()*l.rate)
+	// A burst of at most one second's worth and 1 MiB (as the torrent
+	// library's limiter allows), or one block.
+	l.tokens = min(max(min(l.rate, 1<<20), float64(n)), l.tokens+now.Sub(l.last).Seconds()*l.rate)
 	l.last = now
 	l.tokens -= float64(n)
 	short := -l.tokens
