@@ -3,10 +3,14 @@ package peerwire
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	pp "github.com/anacrolix/torrent/peer_protocol"
 )
 
 // acceptCounter counts the connections a listener accepted.
@@ -152,4 +156,56 @@ func BenchmarkFirstPieceAfterFetchInfo(b *testing.B) {
 			})
 		}
 	}
+}
+
+// TestHandoverHostile: a peer that sends more than maxReplay bytes of
+// haves before the info is not parked; one that sent a have of a piece
+// past the last is parked, and cut off when the torrent takes its
+// connection over and replays the have; the download then completes
+// from an honest seed.
+func TestHandoverHostile(t *testing.T) {
+	t.Parallel()
+	b := makeBundle(t, map[string]int64{"app": 1 << 20}, 64<<10)
+	n := len(b.info.Pieces) / 20
+	var haves []byte
+	for range maxReplay/5 + 1 {
+		haves = appendMsg(haves, pp.Have, 0)
+	}
+	t.Run("too much to replay", func(t *testing.T) {
+		t.Parallel()
+		h := hostilePeer(t, b, true, metadataPeer(len(b.infoBytes), b.infoBytes, haves))
+		c := New(Config{})
+		if _, err := c.FetchInfo(ctxFor(t, time.Minute), b.info2hash(), []string{h.addr}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if a := c.parkedAddrs(b.info2hash()); len(a) > 0 {
+			t.Errorf("parked %v", a)
+		}
+		waitFor(t, time.Minute, "connection cut", func() bool { return h.cut.Load() == 1 })
+	})
+	t.Run("have past the last piece", func(t *testing.T) {
+		t.Parallel()
+		h := hostilePeer(t, b, true, metadataPeer(len(b.infoBytes), b.infoBytes, appendMsg(nil, pp.Have, uint32(n+5))))
+		_, _, seed := seeded(t, b, Config{})
+		c := New(Config{})
+		ctx := ctxFor(t, 2*time.Minute)
+		info, err := c.FetchInfo(ctx, b.info2hash(), []string{h.addr}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a := c.parkedAddrs(b.info2hash()); len(a) != 1 {
+			t.Fatalf("parked %v, want the peer's connection", a)
+		}
+		tor, dir := addTorrent(t, c, b, info)
+		if err := tor.Connect(ctx, h.addr); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("have of piece %d", n+5)) {
+			t.Errorf("the parked connection ended with %v, want its have refused", err)
+		}
+		if h.conns.Load() != 1 {
+			t.Errorf("the peer was dialled %d times, want once (by FetchInfo)", h.conns.Load())
+		}
+		if err := tor.Download(ctx, DownloadOptions{Peers: []string{seed}}); err != nil {
+			t.Fatal(err)
+		}
+		sameFiles(t, b, dir)
+	})
 }

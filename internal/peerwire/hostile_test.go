@@ -242,6 +242,32 @@ func TestServeRefusesHostile(t *testing.T) {
 	}
 }
 
+// metadataPeer is a hostile peer's behaviour: it sends before, then an
+// extended handshake announcing an info of size bytes, and answers each
+// ut_metadata request with its piece of info, until the connection ends
+// (counted in h.cut).
+func metadataPeer(size int, info, before []byte) func(h *hostile, conn net.Conn, r *bufio.Reader) {
+	return func(h *hostile, conn net.Conn, r *bufio.Reader) {
+		eh, _ := bencode.Marshal(extHandshake{M: map[string]int{pp.ExtensionNameMetadata: 3}, MetadataSize: size})
+		conn.Write(appendExtended(before, 0, eh))
+		for {
+			typ, body, err := readMessage(r, 0)
+			if err != nil {
+				h.cut.Add(1)
+				return
+			}
+			if typ != pp.Extended || body[0] != 3 {
+				continue
+			}
+			var m pp.ExtendedMetadataRequestMsg
+			bencode.Unmarshal(body[1:], &m)
+			d, _ := bencode.Marshal(pp.ExtendedMetadataRequestMsg{Type: pp.DataMetadataExtensionMsgType, Piece: m.Piece, TotalSize: len(info)})
+			end := min(len(info), (m.Piece+1)*metadataPiece)
+			conn.Write(appendExtended(nil, metadataID, append(d, info[m.Piece*metadataPiece:end]...)))
+		}
+	}
+}
+
 // TestFetchInfoHostile: FetchInfo drops a peer that serves an info that
 // does not hash to the infohash, and one that announces an info over
 // Config.MaxInfoSize, and takes the info of an honest one.
@@ -249,39 +275,10 @@ func TestFetchInfoHostile(t *testing.T) {
 	t.Parallel()
 	b := makeBundle(t, map[string]int64{"app": 1 << 20}, 64<<10)
 	honest := anacrolixSeeds(t, b)
-	metadataPeer := func(size int, info []byte) func(h *hostile, conn net.Conn, r *bufio.Reader) {
-		return func(h *hostile, conn net.Conn, r *bufio.Reader) {
-			eh, _ := bencode.Marshal(extHandshake{M: map[string]int{pp.ExtensionNameMetadata: 3}, MetadataSize: size})
-			conn.Write(appendExtended(nil, 0, eh))
-			for {
-				typ, n, err := readHeader(r, 0)
-				if err != nil {
-					h.cut.Add(1)
-					return
-				}
-				if n < 0 {
-					continue
-				}
-				body := make([]byte, n)
-				if _, err := io.ReadFull(r, body); err != nil {
-					h.cut.Add(1)
-					return
-				}
-				if typ != pp.Extended || body[0] != 3 {
-					continue
-				}
-				var m pp.ExtendedMetadataRequestMsg
-				bencode.Unmarshal(body[1:], &m)
-				d, _ := bencode.Marshal(pp.ExtendedMetadataRequestMsg{Type: pp.DataMetadataExtensionMsgType, Piece: m.Piece, TotalSize: len(info)})
-				end := min(len(info), (m.Piece+1)*metadataPiece)
-				conn.Write(appendExtended(nil, metadataID, append(d, info[m.Piece*metadataPiece:end]...)))
-			}
-		}
-	}
 	forged := slices.Clone(b.infoBytes)
 	forged[len(forged)/2] ^= 1
-	wrong := hostilePeer(t, b, true, metadataPeer(len(forged), forged))
-	huge := hostilePeer(t, b, true, metadataPeer(1<<30, b.infoBytes))
+	wrong := hostilePeer(t, b, true, metadataPeer(len(forged), forged, nil))
+	huge := hostilePeer(t, b, true, metadataPeer(1<<30, b.infoBytes, nil))
 	c := New(Config{MaxInfoSize: 1 << 20})
 	ctx := ctxFor(t, time.Minute)
 	more := make(chan string, 1)
