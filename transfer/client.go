@@ -69,8 +69,10 @@ type Config struct {
 	Logger *slog.Logger
 	// SeedRequests is how many requests a fetch keeps queued at a peer
 	// that has the whole bundle while two or more other peers are
-	// fetching it too (see capSeeds). Zero means DefaultSeedRequests;
-	// negative means no cap beyond the torrent library's own.
+	// fetching it too (see capSeeds), on the torrent library's engine
+	// (the wire engine leaves the seed's upload to the seed: see
+	// wireswarm.go). Zero means DefaultSeedRequests; negative means no
+	// cap beyond the torrent library's own.
 	SeedRequests int
 	// OnRecord, when set, makes the client speak relay_record
 	// (RecordExtension) with the peers of its bundles that do: it is

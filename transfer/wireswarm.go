@@ -12,6 +12,21 @@ import (
 	"github.com/relay-sh/relay/signer"
 )
 
+// What swarm.go does for the torrent library's engine, capSeeds and
+// shares, is not done on the wire engine, and that is a choice, not a
+// gap that peerwire's request policy closes. A peerwire download keeps up
+// to min(reqq, Config.Requests) blocks queued at a peer (250 at a peerwire
+// or libtorrent seed: 4 MiB, 16 pieces of 256 KiB), and starts the rarest
+// piece, the lowest index among equals, which every fetcher of a new
+// release shares: a fleet's fetchers would all queue the same pieces at
+// the publisher's seed, as the library's fetchers did before capSeeds.
+// But both remedies bind only fetchers that are relay's and polite; the
+// seed's upload is better bounded where it is spent, at the seed, whoever
+// fetches: initial seeding (BEP 16, being added to peerwire) offers each
+// peer one piece at a time, so no fetcher can queue more at the seed than
+// that piece, and each piece leaves it about once. Config.SeedRequests
+// has no effect on the wire engine.
+
 // wireFleet is what a bundle of the wire engine keeps for relay_record
 // (the key of its swarm), a fleet's quiet serving (Serve, see
 // announceShare) and Reach. Its fields are under the wireClient's mu.
