@@ -110,10 +110,11 @@ func aria2(t testing.TB, ctx context.Context, ln *localnet.Net, dir string, wait
 
 // relaySeeds publishes version 1.0.0 of the files in src under key with a
 // relay client on ln, which keeps seeding the bundle, and returns
-// what it published and the client.
+// what it published and the client. The client's log, the torrent
+// library's included, is written to the test's if the test fails.
 func relaySeeds(t *testing.T, ctx context.Context, ln *localnet.Net, key *signer.PrivateKey, src string) (*relay.Published, *relay.Client) {
 	t.Helper()
-	seeder := client(t, ln, false)
+	seeder := openClient(t, ln, relay.Config{Logger: keptLog(t, "relay seeder")})
 	p, err := seeder.Publish(ctx, relay.PublishOptions{
 		Key: key, Version: record.MustParseVersion("1.0.0"),
 		Sources: []transfer.Source{{Path: src}},

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -126,17 +127,53 @@ func ctxFor(t testing.TB, d time.Duration) context.Context {
 // client opens a relay client with its own data folder on net.
 func client(t testing.TB, net *localnet.Net, readOnly bool) *relay.Client {
 	t.Helper()
-	c, err := relay.Open(ctxFor(t, 30*time.Second), relay.Config{
-		DataDir:   t.TempDir(),
-		Bootstrap: []string{net.Bootstrap.Addr().String()},
-		Listen:    "127.0.0.1:0",
-		ReadOnly:  readOnly,
-	})
+	return openClient(t, net, relay.Config{ReadOnly: readOnly})
+}
+
+// openClient opens a relay client of cfg on net, with its own data folder
+// and a random port on 127.0.0.1; it is closed when t ends.
+func openClient(t testing.TB, net *localnet.Net, cfg relay.Config) *relay.Client {
+	t.Helper()
+	cfg.DataDir = t.TempDir()
+	cfg.Bootstrap = []string{net.Bootstrap.Addr().String()}
+	cfg.Listen = "127.0.0.1:0"
+	c, err := relay.Open(ctxFor(t, 30*time.Second), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// keptLog returns a logger of every level, the torrent library's debug
+// logs included, that keeps what it is given and writes it to t's log if
+// t failed, once the cleanups registered after it (a client's Close) ran.
+func keptLog(t testing.TB, name string) *slog.Logger {
+	var b lockedBuffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s log:\n%s", name, b.String())
+		}
+	})
+	return slog.New(slog.NewTextHandler(&b, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent use.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func newKey(t testing.TB) *signer.PrivateKey {

@@ -27,6 +27,7 @@ stdout (hex for bytes); errors go to stderr with exit status 1.
       and runs until its stdin is closed.
 """
 
+import collections
 import hashlib
 import json
 import os
@@ -42,9 +43,24 @@ import libtorrent as lt
 # waited for.
 DEADLINE = 45
 
+# history keeps the last alerts, and describe says what the command was
+# doing (a torrent's state and peers): a failure prints both on stderr, so
+# that a test that failed says why libtorrent gave up.
+START = time.monotonic()
+history = collections.deque(maxlen=600)
+describe = []
+
 
 def fail(msg):
     sys.stderr.write("lt.py: " + msg + "\n")
+    if history:
+        sys.stderr.write("lt.py: the last %d alerts (seconds since start):\n" % len(history))
+        sys.stderr.write("".join("  %s\n" % h for h in history))
+    for d in describe:
+        try:
+            sys.stderr.write(d())
+        except Exception as e:  # the description must not hide msg
+            sys.stderr.write("lt.py: no description: %r\n" % (e,))
     sys.exit(1)
 
 
@@ -84,11 +100,32 @@ def settings(bootstrap):
     }
 
 
-def session(bootstrap):
+def session(bootstrap, peers=False):
+    """A session on the private DHT; with peers, its alerts say what each
+    peer connection did too, message by message."""
     s = settings(bootstrap)
+    if peers:
+        s["alert_mask"] |= lt.alert_category.connect | lt.alert_category.peer | \
+            lt.alert_category.peer_log | lt.alert_category.performance_warning
     if os.environ.get("LT_TCP") == "1":
         s["enable_outgoing_utp"] = False
     return lt.session(s)
+
+
+def torrent_state(h):
+    """Describes a torrent's state and its peers, for a failure."""
+    st = h.status()
+    out = ["lt.py: torrent %s: %d of %d pieces, %d peers (%d seeds), %d B down, %d B/s\n" % (
+        st.state, st.num_pieces, h.torrent_file().num_pieces() if h.torrent_file() else -1,
+        st.num_peers, st.num_seeds, st.total_payload_download, st.download_payload_rate)]
+    for p in h.get_peer_info():
+        out.append("lt.py:   peer %s:%d %r flags %#x source %#x connection %d: %d pieces, %d B down, "
+                   "%d requests in flight, %d hash fails, rtt %d ms, "
+                   "last request %s, last active %s\n" % (
+                       p.ip[0], p.ip[1], p.client, p.flags, p.source, p.connection_type, p.num_pieces,
+                       p.total_download, p.download_queue_length,
+                       p.num_hashfails, p.rtt, p.last_request, p.last_active))
+    return "".join(out)
 
 
 def alerts(ses, deadline, what):
@@ -101,6 +138,7 @@ def alerts(ses, deadline, what):
             fail("timed out waiting for " + what)
         ses.wait_for_alert(int(min(left, 0.5) * 1000))
         for a in ses.pop_alerts():
+            history.append("%7.3f %s: %s" % (time.monotonic() - START, a.what(), a.message()))
             if isinstance(a, (lt.listen_failed_alert, lt.torrent_error_alert, lt.file_error_alert)):
                 fail(a.message())
             yield a
@@ -289,13 +327,14 @@ def put(bootstrap, seed_hex, v_hex):
 
 def fetch(bootstrap, magnet, out, peer=None):
     deadline = time.monotonic() + DEADLINE
-    ses = session(bootstrap)
+    ses = session(bootstrap, peers=True)
     if not peer:
         bootstrapped(ses, deadline)
     atp = lt.parse_magnet_uri(magnet)
     atp.save_path = out
     added = time.monotonic()
     h = ses.add_torrent(atp)
+    describe.append(lambda: torrent_state(h))
     connected = 0.0
     # libtorrent has a piece once it passed its hash check and was
     # written; torrent_finished_alert can come before the last writes.
