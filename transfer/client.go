@@ -337,10 +337,17 @@ func NewClient(cfg Config) (*Client, error) {
 	// of a rate-limited upload, PeerConn.setRetryUploadTimer; a new
 	// request to send) is lost, and the writer sleeps until its
 	// keep-alive timer. With the default minute, a fetch from a seeder
-	// with an UploadRate could stall that long, or to its end. A quarter
-	// of a second bounds each stall, for a 4-byte keep-alive as often on
-	// a connection idle but still of use.
-	tc.KeepAliveTimeout = 250 * time.Millisecond
+	// with an UploadRate could stall that long, or to its end. A second
+	// bounds each stall, for a 4-byte keep-alive as often on a connection
+	// idle but still of use. Not less: libtorrent's uTP starts its
+	// retransmission timeout (at least 500 ms) again at every packet that
+	// arrives, and besides one fast resend it sends a lost packet again
+	// only when that timeout expires. With a keep-alive every quarter
+	// second it never did: a request lost twice on its way to this seeder
+	// was never sent again, and libtorrent waited for its blocks while
+	// the seeder sat idle (interop TestLibtorrentFetchesFromRelay, where
+	// a loaded machine drops UDP datagrams on loopback).
+	tc.KeepAliveTimeout = time.Second
 	tc.Slogger = log
 	tc.WebTransport = cfg.HTTPTransport
 	if cfg.UploadRate > 0 {

@@ -2,7 +2,10 @@ package transfer
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -133,5 +136,55 @@ func TestSeedChangedFile(t *testing.T) {
 	_, err := l.Fetch(ctx, FetchRequest{Key: testKey(t), Release: b.Release(testTime), Peers: peersOf(c)})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("fetch from a damaged seeder: %v", err)
+	}
+}
+
+// TestIdleSeederKeepAlivesSpaced: a seeder sends a connection that is
+// idle but of use (a peer interested in what it seeds, asking nothing)
+// at most one keep-alive a second. libtorrent's uTP starts its
+// retransmission timeout (at least 500 ms) again at every packet that
+// arrives: with a keep-alive every 250 ms it never expired, and a request
+// libtorrent lost twice on the way was never sent again, the fetch
+// waiting with the seeder idle (interop TestLibtorrentFetchesFromRelay
+// stalled so on a loaded machine, which drops UDP datagrams). The
+// keep-alives are counted over 5 s from the first: 6 at one a second, 8
+// allowed for a first one read late; a quarter second sent 20.
+func TestIdleSeederKeepAlivesSpaced(t *testing.T) {
+	t.Parallel()
+	s, b := seeder(t, map[string]int64{"app": 1 << 20}, Config{})
+	conn, err := net.Dial("tcp", peersOf(s)[0].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	if err := wireHandshake(conn, b.Infohash, [20]byte{'-', 'K', 'A', '0', '0', '0', '1', '-'}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Write([]byte{0, 0, 0, 1, msgInterested}); err != nil {
+		t.Fatal(err)
+	}
+	const window = 5 * time.Second
+	var first time.Time
+	keepAlives := 0
+	for first.IsZero() || time.Since(first) < window {
+		var n [4]byte
+		if _, err := io.ReadFull(conn, n[:]); err != nil {
+			t.Fatalf("after %d keep-alives: %v", keepAlives, err)
+		}
+		if l := binary.BigEndian.Uint32(n[:]); l > 0 {
+			if _, err := io.CopyN(io.Discard, conn, int64(l)); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if first.IsZero() {
+			first = time.Now()
+		}
+		keepAlives++
+	}
+	t.Logf("%d keep-alives in the %v from the first", keepAlives, window)
+	if keepAlives > 8 {
+		t.Errorf("%d keep-alives in %v to an idle peer, want at most 8 (one a second)", keepAlives, window)
 	}
 }
