@@ -74,9 +74,21 @@ func TestDownloadFromLibtorrent(t *testing.T) {
 	py := needLibtorrent(t)
 	t.Parallel()
 	b := makeBundle(t, map[string]int64{"app": 3<<20 + 4321, "lib/a": 100 << 10}, 64<<10)
-	ln := localnet.ForTest(t, localnet.Config{Nodes: 2})
+	seed := libtorrentSeeds(t, py, b)
 	ctx := ctxFor(t, 2*time.Minute)
-	cmd := exec.CommandContext(ctx, py, ltScript, "seed", ln.Bootstrap.Addr().String(),
+	tor, dir := leecher(t, ctx, New(Config{}), b, seed)
+	if err := tor.Download(ctx, DownloadOptions{Peers: []string{seed}}); err != nil {
+		t.Fatal(err)
+	}
+	sameFiles(t, b, dir)
+}
+
+// libtorrentSeeds seeds b with libtorrent (lt.py seed, its DHT on a
+// local network of its own) until the test ends, and returns its address.
+func libtorrentSeeds(t *testing.T, py string, b *bundle) string {
+	t.Helper()
+	ln := localnet.ForTest(t, localnet.Config{Nodes: 2})
+	cmd := exec.CommandContext(ctxFor(t, 10*time.Minute), py, ltScript, "seed", ln.Bootstrap.Addr().String(),
 		filepath.Join(b.root, b.Name+".torrent"), b.root)
 	if _, err := cmd.StdinPipe(); err != nil { // lt.py seeds until its stdin closes
 		t.Fatal(err)
@@ -96,13 +108,7 @@ func TestDownloadFromLibtorrent(t *testing.T) {
 	if err != nil || json.Unmarshal(line, &ready) != nil || ready.Port == 0 {
 		t.Fatalf("lt.py seed printed %q (%v): %s", line, err, stderr.Bytes())
 	}
-	seed := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(ready.Port)).String()
-
-	tor, dir := leecher(t, ctx, New(Config{}), b, seed)
-	if err := tor.Download(ctx, DownloadOptions{Peers: []string{seed}}); err != nil {
-		t.Fatal(err)
-	}
-	sameFiles(t, b, dir)
+	return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(ready.Port)).String()
 }
 
 // TestServeToLibtorrent: libtorrent, given the magnet link and this

@@ -1,7 +1,10 @@
 package peerwire
 
 import (
+	"context"
 	"net"
+	"os"
+	"os/exec"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -10,6 +13,8 @@ import (
 
 	"github.com/anacrolix/torrent"
 	"github.com/anacrolix/torrent/metainfo"
+
+	"github.com/relay-sh/relay/dht/localnet"
 )
 
 // anacrolixPeer runs a client of the torrent library (anacrolixConfig)
@@ -97,4 +102,97 @@ func TestPEXFromAnacrolix(t *testing.T) {
 	if !slices.Equal(learnt, []string{seed}) {
 		t.Errorf("learnt %v by PEX, want the seed's %s", learnt, seed)
 	}
+}
+
+// connectInBackground runs tor.Connect to addr until the test ends.
+func connectInBackground(t *testing.T, tor *Torrent, addr string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); tor.Connect(ctx, addr) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// TestPEXFromLibtorrent: a download of this package, given only a
+// libtorrent seeder, learns from libtorrent's ut_pex message of a second
+// client of this package (which holds half the pieces, serves, and is
+// connected to the seeder) and connects to it.
+func TestPEXFromLibtorrent(t *testing.T) {
+	py := needLibtorrent(t)
+	t.Parallel()
+	b := makeBundle(t, map[string]int64{"app": 1 << 20}, 64<<10)
+	n := len(b.info.Pieces) / 20
+	seed := libtorrentSeeds(t, py, b)
+	_, secondTor, _, secondAddr := serving(t, b, Config{}, func(i int) bool { return i < n/2 }, new(atomic.Int64))
+	connectInBackground(t, secondTor, seed)
+	waitFor(t, time.Minute, "the second client connected to libtorrent", func() bool { return secondTor.Stats().Peers == 1 })
+
+	var mu sync.Mutex
+	var learnt []string
+	leech := New(Config{})
+	tor, dir := addTorrent(t, leech, b, b.infoBytes)
+	// The download, which libtorrent alone would end in a moment, waits
+	// in its first piece until the leecher is connected to the second
+	// client (libtorrent sends its first ut_pex message about a second
+	// after the connection).
+	var reached atomic.Bool
+	var once sync.Once
+	err := tor.Download(ctxFor(t, 2*time.Minute), DownloadOptions{
+		Peers: []string{seed},
+		OnPEXPeer: func(a string) {
+			mu.Lock()
+			defer mu.Unlock()
+			learnt = append(learnt, a)
+		},
+		OnPiece: func(int, []byte) error {
+			once.Do(func() {
+				for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline) && !reached.Load(); time.Sleep(20 * time.Millisecond) {
+					reached.Store(connectedFrom(secondTor, leech.PeerID()))
+				}
+			})
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameFiles(t, b, dir)
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Contains(learnt, secondAddr) || !reached.Load() {
+		t.Errorf("learnt %v by PEX (want the second client's %s), connected to it: %v", learnt, secondAddr, reached.Load())
+	}
+}
+
+// TestPEXToLibtorrent: libtorrent, given only a seed of this package
+// (serving at 16 KiB/s), learns from the seed's ut_pex message of a
+// second client of this package (which holds half the pieces, serves, and
+// is connected to the seed) and connects to it.
+func TestPEXToLibtorrent(t *testing.T) {
+	py := needLibtorrent(t)
+	t.Parallel()
+	b := makeBundle(t, map[string]int64{"app": 1 << 20}, 64<<10)
+	n := len(b.info.Pieces) / 20
+	_, seedTor, seed := seeded(t, b, Config{UploadRate: 16 << 10})
+	_, secondTor, _, secondAddr := serving(t, b, Config{}, func(i int) bool { return i < n/2 }, new(atomic.Int64))
+	connectInBackground(t, secondTor, seed)
+	waitFor(t, time.Minute, "second client's address at the seed", func() bool {
+		return slices.Contains(pexListens(seedTor), secondAddr)
+	})
+	ln := localnet.ForTest(t, localnet.Config{Nodes: 2})
+	cmd := exec.CommandContext(ctxFor(t, 2*time.Minute), py, ltScript, "fetch", ln.Bootstrap.Addr().String(), b.Magnet(), t.TempDir(), seed)
+	cmd.Env = append(os.Environ(), "LT_TCP=1")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	waitFor(t, time.Minute, "libtorrent's connection at the second client", func() bool {
+		secondTor.mu.Lock()
+		defer secondTor.mu.Unlock()
+		for p := range secondTor.peers {
+			if string(p.id[:3]) == "-LT" {
+				return true
+			}
+		}
+		return false
+	})
 }
