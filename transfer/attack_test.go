@@ -21,6 +21,7 @@ import (
 // valid) is one of two seeders; the download completes from the honest
 // one, and every fetched file is the genuine one.
 func TestFetchAmongCorruptSeeder(t *testing.T) {
+	torrentEngineOnly(t, "looks at the torrent library's torrent")
 	t.Parallel()
 	// One file: testBundle draws file contents in map order.
 	files := map[string]int64{"app": 4 << 20}
@@ -98,6 +99,7 @@ func copyTree(t *testing.T, src, dst string) {
 // ever written (no piece fails its hash), and the fetcher cuts the
 // hostile connection long before the flood could fill its memory.
 func TestFetchAmongFloodingPeer(t *testing.T) {
+	torrentEngineOnly(t, "looks at the torrent library's torrent")
 	t.Parallel()
 	const limit = 64 << 20 // what a hostile connection may push at most
 	for _, tc := range []struct {
@@ -153,6 +155,7 @@ func TestFetchAmongFloodingPeer(t *testing.T) {
 // honest seeder connects the fetch completes with the genuine bytes. It
 // does not run in parallel, so that the heap it measures is its own.
 func TestFetchAmongPieceCountFlood(t *testing.T) {
+	torrentEngineOnly(t, "looks at the torrent library's torrent")
 	const conns = 8
 	honest, b := seeder(t, map[string]int64{"app": 1 << 20}, Config{})
 	h := startHostilePeer(t, "127.0.0.3", b, 1<<20, floodPieceCounts)

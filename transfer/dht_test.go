@@ -12,11 +12,11 @@ import (
 // TestFetchDHT: the leecher is given no address: it finds the seeder
 // through a local DHT network, where the seeder announced the bundle with
 // its TCP port, which is its DHT node's port number (one port for both);
-// with the seeder on either engine.
+// on either engine.
 func TestFetchDHT(t *testing.T) {
 	t.Parallel()
 	for _, e := range []Engine{EngineTorrent, EngineWire} {
-		t.Run("seeder="+e.String(), func(t *testing.T) {
+		t.Run(e.String(), func(t *testing.T) {
 			t.Parallel()
 			net := localnet.ForTest(t, localnet.Config{Nodes: 8})
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -27,7 +27,7 @@ func TestFetchDHT(t *testing.T) {
 			if s.Addr().Port() != sn.Addr().Port() {
 				t.Errorf("seeder listens on %v, its DHT node on %v", s.Addr(), sn.Addr())
 			}
-			l := newClient(t, Config{DHT: node()})
+			l := newClient(t, Config{DHT: node(), Engine: e})
 			res, err := l.Fetch(ctx, FetchRequest{Key: testKey(t), Release: b.Release(testTime)})
 			if err != nil {
 				t.Fatal(err)

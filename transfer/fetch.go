@@ -10,6 +10,7 @@ import (
 	"hash"
 	"io"
 	"io/fs"
+	"log/slog"
 	"maps"
 	"net/http"
 	"net/netip"
@@ -322,16 +323,13 @@ type fetch struct {
 	prioMu sync.Mutex
 	shared atomic.Bool
 
-	stage      Stage
-	total      int64
-	files      []*torrent.File // the wanted files, relay.json first
-	checked    atomic.Int64    // bytes of the wanted files whose SHA-256 was checked
-	lastReport time.Time
-	lastBytes  int64
-	rate       float64
+	stage   Stage
+	total   int64
+	files   []*torrent.File // the wanted files, relay.json first
+	checked atomic.Int64    // bytes of the wanted files whose SHA-256 was checked
+	meter   rateMeter
 
-	wsMu     sync.Mutex
-	wsFailed map[string]error // why a web seed gave nothing, by URL
+	ws webSeedNotes
 }
 
 // localInfo returns the info bytes of the bundle's metainfo if the data
@@ -389,23 +387,37 @@ func (f *fetch) run(ctx context.Context) (*Fetched, error) {
 // before it completed.
 func (f *fetch) sources() string {
 	st := f.a.t.Stats()
-	parts := []string{fmt.Sprintf("got %d bytes; %d peers known, %d connected", st.BytesReadUsefulData.Int64(), st.TotalPeers, st.ActivePeers)}
-	f.wsMu.Lock()
-	defer f.wsMu.Unlock()
-	for _, u := range slices.Sorted(maps.Keys(f.wsFailed)) {
-		parts = append(parts, fmt.Sprintf("web seed %s: %v", untrusted.String(u), f.wsFailed[u]))
-	}
-	return strings.Join(parts, "; ")
+	return f.ws.describe(fmt.Sprintf("got %d bytes; %d peers known, %d connected", st.BytesReadUsefulData.Int64(), st.TotalPeers, st.ActivePeers))
 }
 
 // webSeedFailed notes why web seed u gave nothing.
-func (f *fetch) webSeedFailed(u string, err error) {
-	f.wsMu.Lock()
-	defer f.wsMu.Unlock()
-	if f.wsFailed == nil {
-		f.wsFailed = make(map[string]error)
+func (f *fetch) webSeedFailed(u string, err error) { f.ws.note(u, err) }
+
+// webSeedNotes holds why each web seed of a fetch gave nothing.
+type webSeedNotes struct {
+	mu     sync.Mutex
+	failed map[string]error // by URL
+}
+
+// note notes why web seed u gave nothing.
+func (n *webSeedNotes) note(u string, err error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.failed == nil {
+		n.failed = make(map[string]error)
 	}
-	f.wsFailed[u] = err
+	n.failed[u] = err
+}
+
+// describe returns got, followed by what each web seed did wrong.
+func (n *webSeedNotes) describe(got string) string {
+	parts := []string{got}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, u := range slices.Sorted(maps.Keys(n.failed)) {
+		parts = append(parts, fmt.Sprintf("web seed %s: %v", untrusted.String(u), n.failed[u]))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // keepPeers gives the torrent client the peers the request names again
@@ -477,10 +489,7 @@ func (f *fetch) fetch(ctx context.Context, wg *sync.WaitGroup) (*Fetched, error)
 	for _, ws := range seeds {
 		wg.Go(func() { f.addWebSeed(ctx, ws, info.Name) })
 	}
-	byPath := make(map[string]int, len(info.Files))
-	for j, fi := range info.Files {
-		byPath[strings.Join(fi.Path, "/")] = j
-	}
+	byPath := filesByPath(info)
 	tfiles := t.Files()
 
 	// 2. The manifest, alone.
@@ -500,38 +509,9 @@ func (f *fetch) fetch(ctx context.Context, wg *sync.WaitGroup) (*Fetched, error)
 	if err != nil {
 		return nil, fmt.Errorf("failed to fetch manifest: %w", err)
 	}
-	if got := record.SHA256(mb); got != r.Manifest {
-		return nil, fmt.Errorf("%w: manifest sha-256 is %s, the record says %s", record.ErrManifestMismatch, got, r.Manifest)
-	}
-	m, err := record.DecodeManifest(mb)
+	m, err := matchManifest(f.req, info, byPath, mb)
 	if err != nil {
 		return nil, err
-	}
-	key := f.req.Key
-	if slices.Contains(f.req.Also, m.Key) {
-		key = m.Key
-	}
-	if err := m.Match(key, r, mb); err != nil {
-		return nil, err
-	}
-	if f.req.OnManifest != nil {
-		if err := f.req.OnManifest(m); err != nil {
-			return nil, err
-		}
-	}
-	nonEmpty := 0
-	for _, mf := range m.Files {
-		if mf.Size == 0 {
-			continue
-		}
-		nonEmpty++
-		j, ok := byPath[mf.Path]
-		if !ok || info.Files[j].Length != mf.Size {
-			return nil, fmt.Errorf("%w: torrent does not hold %s as the manifest lists it", record.ErrManifestMismatch, mf.Path)
-		}
-	}
-	if nonEmpty+1 != len(info.Files) {
-		return nil, fmt.Errorf("%w: torrent has %d files, the manifest %d and itself", record.ErrManifestMismatch, len(info.Files), nonEmpty)
 	}
 	f.c.store.setChecked(f.ih, byPath[record.ManifestName])
 
@@ -657,11 +637,8 @@ func (f *fetch) fetch(ctx context.Context, wg *sync.WaitGroup) (*Fetched, error)
 				}
 			}
 			if chk == nil {
-				var got record.Digest
-				copy(got[:], h.Sum(nil))
-				if n != jb.file.Size || got != jb.file.SHA256 {
-					done <- fmt.Errorf("%w: %s has %d bytes and sha-256 %s, the manifest says %d and %s",
-						record.ErrFileMismatch, jb.file.Path, n, got, jb.file.Size, jb.file.SHA256)
+				if err := checkDigest(jb.file, h, n); err != nil {
+					done <- err
 					return
 				}
 			}
@@ -703,6 +680,98 @@ func (f *fetch) fetch(ctx context.Context, wg *sync.WaitGroup) (*Fetched, error)
 	return &Fetched{Bundle: b, Files: want, Hashed: hashed, Arrived: arrived}, nil
 }
 
+// rateMeter follows the rate of a fetch's bundle data for its progress
+// reports.
+type rateMeter struct {
+	last  time.Time
+	bytes int64
+	rate  float64 // bytes per second, averaged over the last reports
+}
+
+// take takes the bytes received so far, and reports whether a report is
+// due: now, or at least 50 ms after the last.
+func (m *rateMeter) take(bytes int64, now bool) bool {
+	at := time.Now()
+	if !m.last.IsZero() {
+		if dt := at.Sub(m.last).Seconds(); dt > 0.05 {
+			inst := float64(bytes-m.bytes) / dt
+			if m.rate == 0 {
+				m.rate = inst
+			} else {
+				m.rate = 0.5*m.rate + 0.5*inst
+			}
+		} else if !now {
+			return false
+		}
+	}
+	m.last, m.bytes = at, bytes
+	return true
+}
+
+// matchManifest checks the manifest bytes mb a fetch got against its
+// request (the record's digest, the publisher's keys) and against the
+// torrent's info, whose files' indexes byPath holds by path, and hands
+// the manifest to OnManifest.
+func matchManifest(req FetchRequest, info *metainfo.Info, byPath map[string]int, mb []byte) (*record.Manifest, error) {
+	r := req.Release
+	if got := record.SHA256(mb); got != r.Manifest {
+		return nil, fmt.Errorf("%w: manifest sha-256 is %s, the record says %s", record.ErrManifestMismatch, got, r.Manifest)
+	}
+	m, err := record.DecodeManifest(mb)
+	if err != nil {
+		return nil, err
+	}
+	key := req.Key
+	if slices.Contains(req.Also, m.Key) {
+		key = m.Key
+	}
+	if err := m.Match(key, r, mb); err != nil {
+		return nil, err
+	}
+	if req.OnManifest != nil {
+		if err := req.OnManifest(m); err != nil {
+			return nil, err
+		}
+	}
+	nonEmpty := 0
+	for _, mf := range m.Files {
+		if mf.Size == 0 {
+			continue
+		}
+		nonEmpty++
+		j, ok := byPath[mf.Path]
+		if !ok || info.Files[j].Length != mf.Size {
+			return nil, fmt.Errorf("%w: torrent does not hold %s as the manifest lists it", record.ErrManifestMismatch, mf.Path)
+		}
+	}
+	if nonEmpty+1 != len(info.Files) {
+		return nil, fmt.Errorf("%w: torrent has %d files, the manifest %d and itself", record.ErrManifestMismatch, len(info.Files), nonEmpty)
+	}
+	return m, nil
+}
+
+// filesByPath returns the index of each of info's files by its
+// slash-separated path.
+func filesByPath(info *metainfo.Info) map[string]int {
+	byPath := make(map[string]int, len(info.Files))
+	for j, fi := range info.Files {
+		byPath[strings.Join(fi.Path, "/")] = j
+	}
+	return byPath
+}
+
+// checkDigest checks that a file of n bytes whose SHA-256 is h is the
+// manifest's file mf.
+func checkDigest(mf record.File, h hash.Hash, n int64) error {
+	var got record.Digest
+	copy(got[:], h.Sum(nil))
+	if n != mf.Size || got != mf.SHA256 {
+		return fmt.Errorf("%w: %s has %d bytes and sha-256 %s, the manifest says %d and %s",
+			record.ErrFileMismatch, mf.Path, n, got, mf.Size, mf.SHA256)
+	}
+	return nil
+}
+
 // report calls the progress callback, if any, every interval or now.
 func (f *fetch) report(now bool) {
 	if f.req.Progress == nil {
@@ -711,21 +780,10 @@ func (f *fetch) report(now bool) {
 	t := f.a.t
 	st := t.Stats()
 	bytes := st.BytesReadUsefulData.Int64()
-	at := time.Now()
-	if !f.lastReport.IsZero() {
-		if dt := at.Sub(f.lastReport).Seconds(); dt > 0.05 {
-			inst := float64(bytes-f.lastBytes) / dt
-			if f.rate == 0 {
-				f.rate = inst
-			} else {
-				f.rate = 0.5*f.rate + 0.5*inst
-			}
-		} else if !now {
-			return
-		}
+	if !f.meter.take(bytes, now) {
+		return
 	}
-	f.lastReport, f.lastBytes = at, bytes
-	p := Progress{Infohash: f.ih, Stage: f.stage, Total: f.total, Rate: f.rate, Peers: st.ActivePeers, Known: st.TotalPeers}
+	p := Progress{Infohash: f.ih, Stage: f.stage, Total: f.total, Rate: f.meter.rate, Peers: st.ActivePeers, Known: st.TotalPeers}
 	for _, tf := range f.files {
 		p.Done += tf.BytesCompleted()
 	}
@@ -892,69 +950,89 @@ func webSeeds(ws []string) []string {
 	return out
 }
 
-// infoFromWebSeeds fetches the bundle's metainfo from <ws><name>.torrent
-// of each web seed until one serves the right info, the torrent gets it
+// infoFromWebSeeds fetches the bundle's metainfo from the web seeds
+// (webSeedInfo) until one serves the right info, the torrent gets it
 // from peers, or ctx ends.
 func (f *fetch) infoFromWebSeeds(ctx context.Context, seeds []string) {
-	hc := f.c.webClient()
-	name := BundleName(f.req.Release.Channel, f.req.Release.Version)
-	limit := maxInfoSize(f.req.Release.Size) + 64<<10
+	b := webSeedInfo(ctx, f.c.webClient(), seeds, f.req.Release, f.c.log, f.webSeedFailed, f.a.t.GotInfo())
+	if b == nil {
+		return
+	}
+	if err := f.a.t.SetInfoBytes(b); err != nil {
+		f.c.log.Debug("metainfo from web seed refused", "err", err)
+	}
+}
+
+// webSeedInfo fetches a release's metainfo from <ws><name>.torrent of
+// each web seed in turn (again after 1 s, the pause doubling to a
+// minute, while none serves it), and returns the first info that hashes
+// to the release's infohash; nil once stop is closed (the info came
+// another way) or ctx ends. failed is told why a web seed gave nothing.
+func webSeedInfo(ctx context.Context, hc *http.Client, seeds []string, r record.Release, log *slog.Logger, failed func(string, error), stop <-chan struct{}) []byte {
+	name := BundleName(r.Channel, r.Version)
+	limit := maxInfoSize(r.Size) + 64<<10
 	wait := time.Second
 	for {
 		for _, ws := range seeds {
-			if f.a.t.Info() != nil {
-				return
+			select {
+			case <-stop:
+				return nil
+			default:
 			}
 			u := ws + webseed.EscapePath([]string{name + ".torrent"})
 			b, err := getInfo(ctx, hc, u, limit)
-			if err == nil && record.Infohash(sha1.Sum(b)) != f.ih {
+			if err == nil && record.Infohash(sha1.Sum(b)) != r.Infohash {
 				err = errors.New("metainfo is for another torrent")
 			}
 			if err != nil {
 				if ctx.Err() != nil {
-					return // the fetch ended: keep what the seed did before
+					return nil // the fetch ended: keep what the seed did before
 				}
-				f.c.log.Debug("no metainfo from web seed", "url", u, "err", err)
-				f.webSeedFailed(ws, fmt.Errorf("metainfo: %w", err))
+				log.Debug("no metainfo from web seed", "url", u, "err", err)
+				failed(ws, fmt.Errorf("metainfo: %w", err))
 				continue
 			}
-			if err := f.a.t.SetInfoBytes(b); err != nil {
-				f.c.log.Debug("metainfo from web seed refused", "url", u, "err", err)
-			}
-			return
+			return b
 		}
 		select {
 		case <-ctx.Done():
-			return
-		case <-f.a.t.GotInfo():
-			return
+			return nil
+		case <-stop:
+			return nil
 		case <-time.After(wait):
 			wait = min(2*wait, time.Minute)
 		}
 	}
 }
 
-// addWebSeed gives the torrent web seed ws once it has answered a range
-// request for relay.json as BEP 19 needs. One that answers with the whole
-// file, or has no such file, is left out: the torrent library would ask it
-// again and again, taking the whole file each time.
+// addWebSeed gives the torrent web seed ws unless usableWebSeed leaves
+// it out.
 func (f *fetch) addWebSeed(ctx context.Context, ws, name string) {
-	u := ws + webseed.EscapePath([]string{name, record.ManifestName})
-	err := probeRanges(ctx, f.c.webClient(), u)
-	var refused refusedWebSeed
-	if errors.As(err, &refused) {
-		f.c.log.Warn("web seed left out", "url", ws, "err", err)
-		f.webSeedFailed(ws, err)
-		return
-	}
-	if err != nil && ctx.Err() == nil {
-		// Not an answer (the server is away now): the library tries it.
-		f.c.log.Debug("web seed did not answer", "url", ws, "err", err)
-		f.webSeedFailed(ws, err)
-	}
-	if ctx.Err() == nil {
+	if usableWebSeed(ctx, f.c.webClient(), ws, name, f.c.log, f.webSeedFailed) && ctx.Err() == nil {
 		f.a.t.AddWebSeeds([]string{ws})
 	}
+}
+
+// usableWebSeed reports whether web seed ws answered a range request for
+// the bundle's relay.json as BEP 19 needs. One that answers with the
+// whole file, or has no such file, is left out: the torrent library would
+// ask it again and again, taking the whole file each time. One that does
+// not answer (the server is away now) is kept, to be tried. failed is
+// told why a web seed did not answer as it should.
+func usableWebSeed(ctx context.Context, hc *http.Client, ws, name string, log *slog.Logger, failed func(string, error)) bool {
+	u := ws + webseed.EscapePath([]string{name, record.ManifestName})
+	err := probeRanges(ctx, hc, u)
+	var refused refusedWebSeed
+	if errors.As(err, &refused) {
+		log.Warn("web seed left out", "url", ws, "err", err)
+		failed(ws, err)
+		return false
+	}
+	if err != nil && ctx.Err() == nil {
+		log.Debug("web seed did not answer", "url", ws, "err", err)
+		failed(ws, err)
+	}
+	return true
 }
 
 // webClient makes relay's own requests to web seeds, through the

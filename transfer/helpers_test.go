@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -82,13 +83,33 @@ var testEngine = func() Engine {
 	return e
 }()
 
+// testEngines holds the engine of each test bothEngines runs.
+var testEngines sync.Map // testing.TB: Engine
+
+// bothEngines runs body twice, in parallel subtests named for the engine
+// ("torrent", "wire"), whose clients newClient starts on that engine
+// (not those of subtests body starts in turn: they take testEngine).
+func bothEngines(t *testing.T, body func(t *testing.T)) {
+	for _, e := range []Engine{EngineTorrent, EngineWire} {
+		t.Run(e.String(), func(t *testing.T) {
+			t.Parallel()
+			testEngines.Store(t, e)
+			t.Cleanup(func() { testEngines.Delete(t) })
+			body(t)
+		})
+	}
+}
+
 // newClient starts a client on 127.0.0.1 in a fresh data folder (or dataDir
-// when given), on testEngine unless cfg names another engine, closed when
-// the test ends.
+// when given), on the test's engine (bothEngines, else testEngine) unless
+// cfg names another, closed when the test ends.
 func newClient(t testing.TB, cfg Config) *Client {
 	t.Helper()
 	if cfg.Engine == EngineTorrent {
 		cfg.Engine = testEngine
+		if e, ok := testEngines.Load(t); ok {
+			cfg.Engine = e.(Engine)
+		}
 	}
 	if cfg.DataDir == "" {
 		cfg.DataDir = t.TempDir()
@@ -202,5 +223,15 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// torrentEngineOnly skips t on the wire engine (RELAY_ENGINE=wire): it
+// looks inside the torrent library's client, or tests a part of transfer
+// the wire engine does not have yet (why).
+func torrentEngineOnly(t testing.TB, why string) {
+	t.Helper()
+	if testEngine != EngineTorrent {
+		t.Skipf("on the torrent library's engine only: %s", why)
 	}
 }

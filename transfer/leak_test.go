@@ -11,13 +11,20 @@ import (
 )
 
 // TestNoGoroutineLeft: once its clients are closed, nothing of transfer
-// (or of the torrent library, beyond a moment) keeps running. It does not
-// run in parallel, so that it counts only its own goroutines.
+// (or of the torrent library, beyond a moment) keeps running, on either
+// engine. It does not run in parallel, so that it counts only its own
+// goroutines.
 func TestNoGoroutineLeft(t *testing.T) {
+	for _, e := range []Engine{EngineTorrent, EngineWire} {
+		t.Run(e.String(), func(t *testing.T) { noGoroutineLeft(t, e) })
+	}
+}
+
+func noGoroutineLeft(t *testing.T, e Engine) {
 	before := runtime.NumGoroutine()
 	func() {
-		s, b := seeder(t, map[string]int64{"app": 1 << 20}, Config{})
-		l := newClient(t, Config{})
+		s, b := seeder(t, map[string]int64{"app": 1 << 20}, Config{Engine: e})
+		l := newClient(t, Config{Engine: e})
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if _, err := l.Fetch(ctx, FetchRequest{Key: testKey(t), Release: b.Release(testTime), Peers: peersOf(s)}); err != nil {

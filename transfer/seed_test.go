@@ -43,19 +43,21 @@ func modify(t *testing.T, p string, off int64) {
 // again after a restart, without hashing it.
 func TestSeedRestart(t *testing.T) {
 	t.Parallel()
-	dataDir := t.TempDir()
-	b := testBundle(t, dataDir, map[string]int64{"app": 3 << 20, "b.txt": 100})
-	for range 2 {
-		c := newClient(t, Config{DataDir: dataDir})
-		if _, err := c.Seed(context.Background(), b.Infohash); err != nil {
-			t.Fatal(err)
+	bothEngines(t, func(t *testing.T) {
+		dataDir := t.TempDir()
+		b := testBundle(t, dataDir, map[string]int64{"app": 3 << 20, "b.txt": 100})
+		for range 2 {
+			c := newClient(t, Config{DataDir: dataDir})
+			if _, err := c.Seed(context.Background(), b.Infohash); err != nil {
+				t.Fatal(err)
+			}
+			st, _ := c.Stats(b.Infohash)
+			if st.Hashed != 0 || st.Have != b.Size {
+				t.Fatalf("seeding hashed %d bytes and has %d of %d", st.Hashed, st.Have, b.Size)
+			}
+			c.Close()
 		}
-		st, _ := c.Stats(b.Infohash)
-		if st.Hashed != 0 || st.Have != b.Size {
-			t.Fatalf("seeding hashed %d bytes and has %d of %d", st.Hashed, st.Have, b.Size)
-		}
-		c.Close()
-	}
+	})
 }
 
 // TestSeedVerifiesForeignData: a bundle folder relay did not write (no
@@ -63,36 +65,38 @@ func TestSeedRestart(t *testing.T) {
 // refused.
 func TestSeedVerifiesForeignData(t *testing.T) {
 	t.Parallel()
-	made := t.TempDir()
-	b := testBundle(t, made, map[string]int64{"app": 1 << 20, "b.txt": 100})
-	for _, damaged := range []bool{false, true} {
-		dataDir := t.TempDir()
-		dst := filepath.Join(BundlesDir(dataDir), b.Infohash.String())
-		if err := os.CopyFS(dst, os.DirFS(filepath.Join(BundlesDir(made), b.Infohash.String()))); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Remove(filepath.Join(dst, stateName)); err != nil {
-			t.Fatal(err)
-		}
-		if damaged {
-			modify(t, filepath.Join(dst, b.Name, "app"), 1000)
-		}
-		c := newClient(t, Config{DataDir: dataDir})
-		_, err := c.Seed(context.Background(), b.Infohash)
-		if damaged {
-			if !errors.Is(err, record.ErrFileMismatch) {
-				t.Fatalf("seeding a damaged bundle: %v", err)
+	bothEngines(t, func(t *testing.T) {
+		made := t.TempDir()
+		b := testBundle(t, made, map[string]int64{"app": 1 << 20, "b.txt": 100})
+		for _, damaged := range []bool{false, true} {
+			dataDir := t.TempDir()
+			dst := filepath.Join(BundlesDir(dataDir), b.Infohash.String())
+			if err := os.CopyFS(dst, os.DirFS(filepath.Join(BundlesDir(made), b.Infohash.String()))); err != nil {
+				t.Fatal(err)
 			}
-			continue
+			if err := os.Remove(filepath.Join(dst, stateName)); err != nil {
+				t.Fatal(err)
+			}
+			if damaged {
+				modify(t, filepath.Join(dst, b.Name, "app"), 1000)
+			}
+			c := newClient(t, Config{DataDir: dataDir})
+			_, err := c.Seed(context.Background(), b.Infohash)
+			if damaged {
+				if !errors.Is(err, record.ErrFileMismatch) {
+					t.Fatalf("seeding a damaged bundle: %v", err)
+				}
+				continue
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, _ := c.Stats(b.Infohash)
+			if st.Hashed != b.Size || st.Have != b.Size {
+				t.Fatalf("seeding hashed %d bytes and has %d of %d", st.Hashed, st.Have, b.Size)
+			}
 		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		st, _ := c.Stats(b.Infohash)
-		if st.Hashed != b.Size || st.Have != b.Size {
-			t.Fatalf("seeding hashed %d bytes and has %d of %d", st.Hashed, st.Have, b.Size)
-		}
-	}
+	})
 }
 
 // TestSeedChangedFile: a file changed on the seeder's disk while it was
@@ -119,6 +123,7 @@ func TestSeedChangedFile(t *testing.T) {
 	c.Close()
 
 	// While it runs.
+	torrentEngineOnly(t, "Recheck is not on the wire engine yet")
 	dataDir = t.TempDir()
 	b = testBundle(t, dataDir, map[string]int64{"app_linux_amd64": 2 << 20, "README.txt": 100})
 	c = newClient(t, Config{DataDir: dataDir, Recheck: 50 * time.Millisecond})

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/anacrolix/torrent/metainfo"
+	"golang.org/x/time/rate"
 
 	"github.com/relay-sh/relay/internal/peerwire"
 	"github.com/relay-sh/relay/record"
@@ -33,8 +34,9 @@ const (
 	// TCP only. It is experimental: it fetches, seeds and serves bundles
 	// with the same checks, state files and errors, speaks relay_record,
 	// serves a fleet's bundles quietly (Serve) and says what it reached
-	// (Reach), but has no swarm push (Swarm, capSeeds, shares), Recheck,
-	// DownloadRate, uTP or peer exchange yet.
+	// (Reach), but has no swarm push (capSeeds, shares), Recheck, uTP or
+	// eviction of idle connections yet; DownloadRate paces the pieces a
+	// fetch takes in, while those in flight (64 MiB) may come faster.
 	EngineWire
 )
 
@@ -82,6 +84,10 @@ type wireClient struct {
 	bundles map[record.Infohash]*wireBundle
 	banned  map[netip.Addr]bool // addresses banned in bundles since dropped
 	closed  bool
+
+	// down paces the pieces fetches take in (Config.DownloadRate); nil:
+	// no cap.
+	down *rate.Limiter
 }
 
 // wireBundle is a bundle of the wire engine. Its fields are under the
@@ -110,6 +116,9 @@ type wireBundle struct {
 	fleet     wireFleet               // relay_record, quiet serving and Reach (wireswarm.go)
 }
 
+// maxWirePeers bounds the peers a bundle remembers to dial.
+const maxWirePeers = 1000
+
 // maxSeedDials bounds the connections a seeded bundle dials at once to
 // peers the DHT names (that may not reach it: behind NAT).
 const maxSeedDials = 8
@@ -134,6 +143,9 @@ func newWireClient(c *Client, perIP int) *wireClient {
 	}
 	w.hook(&pc) // relay_record and Reach's notes (wireswarm.go)
 	w.pw = peerwire.New(pc)
+	if r := c.cfg.DownloadRate; r > 0 {
+		w.down = rate.NewLimiter(rate.Limit(r), int(min(r, 256<<10)))
+	}
 	ln := closingListener{newPeerListener(c.tcp, perIP, c.ctx.Done()), c.tcp}
 	w.wg.Go(func() {
 		if err := w.pw.Serve(c.ctx, ln); err != nil {
@@ -142,6 +154,24 @@ func newWireClient(c *Client, perIP int) *wireClient {
 	})
 	w.wg.Go(w.background)
 	return w
+}
+
+// waitRate waits until n more bytes of pieces may be taken in within
+// Config.DownloadRate. It paces the pieces a download hands over, so the
+// cap holds over time, while the bytes a download holds in memory
+// (peerwire.Config.InFlight) may come in faster.
+func (w *wireClient) waitRate(ctx context.Context, n int) error {
+	if w.down == nil {
+		return nil
+	}
+	for n > 0 {
+		k := min(n, w.down.Burst())
+		if err := w.down.WaitN(ctx, k); err != nil {
+			return err
+		}
+		n -= k
+	}
+	return nil
 }
 
 // closingListener is a peerListener that closes the socket under it.
@@ -342,8 +372,7 @@ func (w *wireClient) seeding(ih record.Infohash) bool {
 	return b != nil && b.seeding
 }
 
-// stats is Stats. CompletePeers counts the peers holding the whole
-// bundle that are connected now, not every one seen since it was added.
+// stats is Stats.
 func (w *wireClient) stats(ih record.Infohash) (Stats, bool) {
 	w.mu.Lock()
 	b := w.bundles[ih]
@@ -359,7 +388,7 @@ func (w *wireClient) stats(ih record.Infohash) (Stats, bool) {
 	if t != nil {
 		st := t.Stats()
 		s.Size, s.Have, s.Peers = t.Length(), st.Bytes, st.Peers
-		s.CompletePeers = min(st.Seeds, MaxCompletePeers)
+		s.CompletePeers = min(st.SeedsSeen, MaxCompletePeers)
 		s.Uploaded, s.Downloaded = st.Uploaded, st.Downloaded
 		s.Hashed += st.Downloaded
 	}
@@ -464,7 +493,7 @@ func (b *wireBundle) found(peers []netip.AddrPort) int {
 	others := w.c.otherPeers(peers)
 	b.fleet.reach.notePeers(others)
 	for _, p := range others {
-		if !b.peers[p] && len(b.peers) < maxReachPeers {
+		if !b.peers[p] && len(b.peers) < maxWirePeers {
 			b.peers[p] = true
 			fresh = append(fresh, p)
 		}
