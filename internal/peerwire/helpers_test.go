@@ -208,8 +208,13 @@ func serveOn(t testing.TB, c *Client) string {
 
 // serveWrapped is serveOn with the listener wrap returns.
 func serveWrapped(t testing.TB, c *Client, wrap func(net.Listener) net.Listener) string {
+	return serveAt(t, c, "127.0.0.1:0", wrap)
+}
+
+// serveAt is serveWrapped with a listener on laddr.
+func serveAt(t testing.TB, c *Client, laddr string, wrap func(net.Listener) net.Listener) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp", laddr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -158,6 +158,12 @@ func (c countingConn) Write(b []byte) (int, error) {
 // client announces its listening port.
 func serving(t *testing.T, b *bundle, cfg Config, have func(int) bool, written *atomic.Int64) (*Client, *Torrent, string, string) {
 	t.Helper()
+	return servingAt(t, "127.0.0.1:0", b, cfg, have, written)
+}
+
+// servingAt is serving with a listener on laddr.
+func servingAt(t *testing.T, laddr string, b *bundle, cfg Config, have func(int) bool, written *atomic.Int64) (*Client, *Torrent, string, string) {
+	t.Helper()
 	c := New(cfg)
 	tor, dir := addTorrent(t, c, b, b.infoBytes)
 	if have != nil {
@@ -180,7 +186,7 @@ func serving(t *testing.T, b *bundle, cfg Config, have func(int) bool, written *
 			t.Fatal(err)
 		}
 	}
-	addr := serveWrapped(t, c, func(ln net.Listener) net.Listener { return countingListener{ln, written} })
+	addr := serveAt(t, c, laddr, func(ln net.Listener) net.Listener { return countingListener{ln, written} })
 	waitFor(t, time.Minute, "listening port", func() bool { return c.listenPort.Load() != 0 })
 	return c, tor, dir, addr
 }
@@ -199,23 +205,31 @@ func downloadInBackground(t *testing.T, tor *Torrent, o DownloadOptions) <-chan 
 // holds the second half of the pieces and serves them, downloads the
 // first half from it; a third, given only the seed, learns the second's
 // address from the seed's ut_pex message, dials it, and fetches the
-// second half from it. With Config.NoPEX on the seed, the third learns
-// nothing.
+// second half from it, on IPv4 and on IPv6. With Config.NoPEX on the
+// seed, the third learns nothing.
 func TestPEXThreePeers(t *testing.T) {
 	t.Parallel()
 	b := makeBundle(t, map[string]int64{"app": 1 << 20}, 64<<10)
 	n := len(b.info.Pieces) / 20
 	secondHalf := func(i int) bool { return i >= n/2 }
-	for _, noPEX := range []bool{false, true} {
-		name := "pex"
-		if noPEX {
-			name = "NoPEX"
-		}
-		t.Run(name, func(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		noPEX bool
+		host  string
+	}{{"pex", false, "127.0.0.1"}, {"IPv6", false, "[::1]"}, {"NoPEX", true, "127.0.0.1"}} {
+		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, seedTor, seed := seeded(t, b, Config{UploadRate: 16 << 10, NoPEX: noPEX})
+			if tc.host == "[::1]" {
+				if ln, err := net.Listen("tcp", "[::1]:0"); err != nil {
+					t.Skipf("no IPv6 loopback: %v", err)
+				} else {
+					ln.Close()
+				}
+			}
+			s, seedTor := seedClient(t, b, Config{UploadRate: 16 << 10, NoPEX: tc.noPEX})
+			seed := serveAt(t, s, tc.host+":0", func(ln net.Listener) net.Listener { return ln })
 			var sent atomic.Int64
-			_, second, _, secondAddr := serving(t, b, Config{}, secondHalf, &sent)
+			_, second, _, secondAddr := servingAt(t, tc.host+":0", b, Config{}, secondHalf, &sent)
 			downloadInBackground(t, second, DownloadOptions{Peers: []string{seed}})
 			waitFor(t, time.Minute, "second client's address at the seed", func() bool {
 				return slices.Contains(pexListens(seedTor), secondAddr)
@@ -235,13 +249,13 @@ func TestPEXThreePeers(t *testing.T) {
 				},
 			}
 			ctx := ctxFor(t, 2*time.Minute)
-			if noPEX {
+			if tc.noPEX {
 				ctx = ctxFor(t, 3*time.Second)
 			}
 			err := thirdTor.Download(ctx, o)
 			mu.Lock()
 			defer mu.Unlock()
-			if noPEX {
+			if tc.noPEX {
 				if len(learnt) > 0 || sent.Load() > 0 {
 					t.Errorf("with NoPEX on the seed, the third client learnt %v", learnt)
 				}
