@@ -204,6 +204,9 @@ type Torrent struct {
 	// received from them (blocks a download took), since the torrent was
 	// added.
 	uploaded, downloaded atomic.Int64
+	// ss is the state of initial seeding, nil when the torrent does not
+	// serve so.
+	ss *initialSeeding
 }
 
 // TorrentOptions says what a Torrent starts with.
@@ -211,6 +214,26 @@ type TorrentOptions struct {
 	// Have, when set, says which pieces Storage already holds, verified:
 	// the torrent serves them and a download does not fetch them.
 	Have func(piece int) bool
+	// InitialSeeding serves the torrent, to the peers that connect while
+	// it has every piece, as its first seed (BEP 16, super-seeding):
+	// instead of its pieces it announces to each peer one piece at a
+	// time, that peer's offer, and answers requests for that piece only,
+	// each byte once; a peer is offered its next piece once it has its
+	// offer and another peer announced that piece (it passed it on), so
+	// that each piece leaves the seed about once while the peers copy
+	// them among themselves. See superseed.go for the rules.
+	InitialSeeding bool
+	// PassOnWait is how long, in initial seeding, a peer that has its
+	// offered piece waits for another peer to announce it before it is
+	// offered its next piece anyway (a peer that passes nothing on gets a
+	// piece per PassOnWait). A lone peer, or one whose offer every other
+	// peer has, does not wait. Zero: 10 s.
+	PassOnWait time.Duration
+	// OpenPieces, when set, says which pieces initial seeding tells
+	// every peer of at once and serves to any, outside the offers: relay
+	// opens the pieces of relay.json, which its fetch wants before any
+	// other.
+	OpenPieces func(piece int) bool
 }
 
 // Add adds the torrent of an info dictionary (its exact bytes, which hash
@@ -228,6 +251,9 @@ func (c *Client) Add(infoBytes []byte, store Storage, o TorrentOptions) (*Torren
 	}
 	t.have = newBitfield(t.npieces)
 	t.avail = make([]int32, t.npieces)
+	if o.InitialSeeding {
+		t.ss = newInitialSeeding(t, o)
+	}
 	if o.Have != nil {
 		for i := range t.npieces {
 			if o.Have(i) {

@@ -34,7 +34,11 @@
 // over a slow web seed's pieces, and a web seed that answers wrong (or
 // fails 3 times in a row) dropped for the download; Client.Serve
 // accepts peers for the client's torrents and answers their requests
-// within upload slots and an upload rate. Extensions (Config.Extensions)
+// within upload slots and an upload rate, or, for a torrent's first seed,
+// in initial seeding (TorrentOptions.InitialSeeding, BEP 16's
+// super-seeding: each peer offered one piece at a time, the next once it
+// passed the last on, so that each piece leaves the seed about once).
+// Extensions (Config.Extensions)
 // carry other BEP 10 messages, such as relay_record
 // (docs/spec/relay-record.md).
 //

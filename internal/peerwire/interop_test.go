@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -49,8 +50,21 @@ func seeded(t testing.TB, b *bundle, cfg Config) (*Client, *Torrent, string) {
 	return c, tor, serveOn(t, c)
 }
 
+// seededWith is seeded with the torrent added with o.
+func seededWith(t testing.TB, b *bundle, cfg Config, o TorrentOptions) (*Client, *Torrent, string) {
+	t.Helper()
+	c, tor := seedClientWith(t, b, cfg, o)
+	return c, tor, serveOn(t, c)
+}
+
 // seedClient returns a client of cfg that has b, checked from its files.
 func seedClient(t testing.TB, b *bundle, cfg Config) (*Client, *Torrent) {
+	t.Helper()
+	return seedClientWith(t, b, cfg, TorrentOptions{})
+}
+
+// seedClientWith is seedClient with the torrent added with o.
+func seedClientWith(t testing.TB, b *bundle, cfg Config, o TorrentOptions) (*Client, *Torrent) {
 	t.Helper()
 	files, err := OpenFiles(b.root, b.info)
 	if err != nil {
@@ -58,7 +72,7 @@ func seedClient(t testing.TB, b *bundle, cfg Config) (*Client, *Torrent) {
 	}
 	t.Cleanup(func() { files.Close() })
 	c := New(cfg)
-	tor, err := c.Add(b.infoBytes, files, TorrentOptions{})
+	tor, err := c.Add(b.infoBytes, files, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,22 +133,31 @@ func TestServeToLibtorrent(t *testing.T) {
 	b := makeBundle(t, map[string]int64{"app": 2<<20 + 99, "x/y": 300 << 10}, 64<<10)
 	_, _, addr := seeded(t, b, Config{})
 	ln := localnet.ForTest(t, localnet.Config{Nodes: 2})
-	ctx := ctxFor(t, 2*time.Minute)
 	dir := t.TempDir()
+	if err := ltFetch(ctxFor(t, 2*time.Minute), py, ln, b, dir, addr); err != nil {
+		t.Fatal(err)
+	}
+	sameFiles(t, b, dir)
+}
+
+// ltFetch has libtorrent (python py) fetch b into dir over TCP, given the
+// magnet link, the DHT ln and the address of a peer, and checks what
+// lt.py printed.
+func ltFetch(ctx context.Context, py string, ln *localnet.Net, b *bundle, dir, addr string) error {
 	cmd := exec.CommandContext(ctx, py, ltScript, "fetch", ln.Bootstrap.Addr().String(), b.Magnet(), dir, addr)
 	cmd.Env = append(os.Environ(), "LT_TCP=1")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	got, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("lt.py fetch: %v\n%s", err, stderr.Bytes())
+		return fmt.Errorf("lt.py fetch: %w\n%s", err, stderr.Bytes())
 	}
 	var res struct {
 		Name string
 		Size int64
 	}
 	if err := json.Unmarshal(got, &res); err != nil || res.Size != b.Size || res.Name != b.Name {
-		t.Fatalf("lt.py fetch printed %s (%v), want %s of %d bytes", got, err, b.Name, b.Size)
+		return fmt.Errorf("lt.py fetch printed %s (%v), want %s of %d bytes", got, err, b.Name, b.Size)
 	}
-	sameFiles(t, b, dir)
+	return nil
 }

@@ -257,6 +257,7 @@ func (t *Torrent) run(ctx context.Context, conn net.Conn, r *bufio.Reader, h han
 				p.out = appendMsg(p.out, pp.Have, uint32(i))
 			}
 		}
+	case t.joinInitialSeeding(p):
 	case p.fast && t.nhave == t.npieces:
 		p.out = appendMsg(p.out, pp.HaveAll)
 	case p.fast && t.nhave == 0:
@@ -345,6 +346,9 @@ type extHandshake struct {
 // its slot to a waiting peer. t.mu is held.
 func (t *Torrent) dropPeer(p *Peer) {
 	delete(t.peers, p)
+	if t.ss != nil {
+		t.ss.leave(p)
+	}
 	if t.dl != nil {
 		t.dl.releaseAll(p)
 		t.fillAll()
@@ -455,6 +459,9 @@ func (p *Peer) handle(typ pp.MessageType, body []byte) error {
 		}
 		t.mu.Lock()
 		t.forgetHas(p)
+		if t.ss != nil {
+			t.ss.claims(p, bf)
+		}
 		p.has = newBitfield(t.npieces)
 		for i := range t.npieces {
 			if bf.has(i) {
@@ -514,14 +521,23 @@ func (t *Torrent) peerHas(p *Peer, i int) {
 	p.has.set(i)
 	p.nhas++
 	t.avail[i]++
+	if t.ss != nil {
+		t.ss.has(p, i)
+	}
 	if p.nhas == t.npieces {
 		// A seed: counted apart, so that the picker sees its pieces as
 		// equally common.
 		t.forgetHas(p)
 		t.isSeed(p)
 	}
-	if !p.amInterested && t.dl != nil && t.dl.want.has(i) && !t.have.has(i) {
-		t.interest(p)
+	if t.dl != nil && t.dl.want.has(i) && !t.have.has(i) {
+		if !p.amInterested {
+			t.interest(p)
+		} else if len(p.reqs) == 0 {
+			// A peer that had nothing more for the download (an initial
+			// seed, which announces one piece at a time) has one now.
+			t.fill(p)
+		}
 	}
 }
 

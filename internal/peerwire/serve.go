@@ -96,7 +96,7 @@ func (p *Peer) onRequest(r request) {
 	t := p.t
 	t.mu.Lock()
 	p.active = time.Now()
-	ok := !p.amChoking && int(r.index) < t.npieces && t.have.has(int(r.index)) &&
+	ok := !p.amChoking && int(r.index) < t.npieces && t.have.has(int(r.index)) && t.offered(p, int(r.index)) &&
 		r.length > 0 && r.length <= maxRequestLen && int64(r.begin)+int64(r.length) <= t.pieceSize(int(r.index))
 	t.mu.Unlock()
 	p.wmu.Lock()
@@ -125,6 +125,12 @@ func (p *Peer) onCancel(r request) {
 // writes it to the peer, within the client's upload rate.
 func (p *Peer) serveBlock(done <-chan struct{}, r request, buf []byte) error {
 	t := p.t
+	if !t.takeUpload(p, r) {
+		if p.fast {
+			p.send(appendMsg(nil, pp.Reject, r.index, r.begin, r.length))
+		}
+		return nil
+	}
 	if err := p.c.up.wait(done, len(buf)); err != nil {
 		return err
 	}
@@ -149,7 +155,7 @@ func (p *Peer) serveBlock(done <-chan struct{}, r request, buf []byte) error {
 // considerUnchoke unchokes an interested peer when a slot is free, else
 // puts it in line. t.mu is held.
 func (t *Torrent) considerUnchoke(p *Peer) {
-	if !p.amChoking || !p.interested {
+	if !p.amChoking || !p.interested || !t.mayUnchoke(p) {
 		return
 	}
 	if t.slots < t.c.cfg.UploadSlots {
