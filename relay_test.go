@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -24,6 +25,17 @@ func newTestNet(t *testing.T) *testNet {
 	return &testNet{t: t, net: localnet.ForTest(t, localnet.Config{Nodes: 12})}
 }
 
+// testEngine is the BitTorrent engine of the clients clientIn opens:
+// RELAY_ENGINE=wire runs the tests that open theirs so on relay's own
+// (transfer.EngineWire).
+var testEngine = func() transfer.Engine {
+	e, err := transfer.ParseEngine(os.Getenv("RELAY_ENGINE"))
+	if err != nil {
+		panic(fmt.Sprintf("RELAY_ENGINE: %v", err))
+	}
+	return e
+}()
+
 // client opens a client with its own data folder on the network.
 func (n *testNet) client(readOnly bool) *Client {
 	n.t.Helper()
@@ -40,6 +52,7 @@ func (n *testNet) clientIn(dir string, readOnly bool) *Client {
 		Bootstrap: []string{n.net.Bootstrap.Addr().String()},
 		Listen:    "127.0.0.1:0",
 		ReadOnly:  readOnly,
+		Engine:    testEngine,
 	})
 	if err != nil {
 		n.t.Fatal(err)

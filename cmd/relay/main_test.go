@@ -37,6 +37,11 @@ func TestScripts(t *testing.T) {
 			e.Setenv("RELAY_DATA_DIR", e.WorkDir+"/data")
 			e.Setenv("XDG_CONFIG_HOME", e.WorkDir+"/config")
 			e.Setenv("HOME", e.WorkDir+"/home")
+			// RELAY_ENGINE=wire runs the scripts on relay's own
+			// BitTorrent engine (docs/development.md).
+			if v := os.Getenv("RELAY_ENGINE"); v != "" {
+				e.Setenv("RELAY_ENGINE", v)
+			}
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
