@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/anacrolix/torrent/metainfo"
 )
 
 // TestNoGoroutineLeft: once its clients are closed, nothing of transfer
@@ -55,4 +57,23 @@ func noGoroutineLeft(t *testing.T, e Engine) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// TestWireCloseKeptConns: the connection the wire engine's info fetch
+// keeps for a download (peerwire parks it for 30 s) closes with the
+// Client, not after.
+func TestWireCloseKeptConns(t *testing.T) {
+	t.Parallel()
+	s, b := seeder(t, map[string]int64{"app": 1 << 20}, Config{Engine: EngineWire})
+	l := newClient(t, Config{Engine: EngineWire})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := l.w.pw.FetchInfo(ctx, metainfo.Hash(b.Infohash), []string{s.Addr().String()}, nil); err != nil {
+		t.Fatal(err)
+	}
+	peers := func() int { st, _ := s.Stats(b.Infohash); return st.Peers }
+	waitFor(t, time.Minute, "the info fetch's connection at the seeder", func() bool { return peers() == 1 })
+	l.Close()
+	// Well within the 30 s a parked connection waits for a download.
+	waitFor(t, 20*time.Second, "the connection closed with the client", func() bool { return peers() == 0 })
 }

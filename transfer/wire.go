@@ -206,6 +206,7 @@ func (w *wireClient) close() error {
 	}
 	w.mu.Unlock()
 	w.c.cancel() // Serve, the announcers, fetches and their connections
+	w.pw.Close() // and FetchInfo's connections that no download took
 	w.wg.Wait()
 	var errs []error
 	for _, b := range bs {

@@ -93,10 +93,49 @@ type Client struct {
 	// torrent (handover.go).
 	parkFor time.Duration
 
+	// closed is set by Close, under mu.
+	closed atomic.Bool
+
 	mu       sync.Mutex
 	torrents map[metainfo.Hash]*Torrent
 	parked   map[metainfo.Hash]map[string]*parkedConn // by address
 }
+
+// ErrClosed is returned for work asked of a closed Client.
+var ErrClosed = errors.New("peerwire client closed")
+
+// Close closes the connections FetchInfo kept for a download and those
+// of every torrent, and the client refuses new work: Add, FetchInfo,
+// dials and accepted connections fail with ErrClosed from then on.
+// Goroutines running a connection (a Download's, Connect's, Serve's)
+// return once it is closed; Serve returns when its ctx ends.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	c.closed.Store(true)
+	var parked []*parkedConn
+	for ih, m := range c.parked {
+		for _, pc := range m {
+			pc.timer.Stop()
+			parked = append(parked, pc)
+		}
+		delete(c.parked, ih)
+	}
+	var ts []*Torrent
+	for _, t := range c.torrents {
+		ts = append(ts, t)
+	}
+	c.mu.Unlock()
+	for _, pc := range parked {
+		pc.conn.Close()
+	}
+	for _, t := range ts {
+		t.closeConns()
+	}
+	return nil
+}
+
+// isClosed reports whether Close was called.
+func (c *Client) isClosed() bool { return c.closed.Load() }
 
 // New returns a client configured by cfg.
 func New(cfg Config) *Client {
@@ -264,6 +303,9 @@ func (c *Client) Add(infoBytes []byte, store Storage, o TorrentOptions) (*Torren
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.closed.Load() {
+		return nil, ErrClosed
+	}
 	if c.torrents[t.ih] != nil {
 		return nil, fmt.Errorf("torrent %s already added", t.ih.HexString())
 	}
@@ -278,6 +320,11 @@ func (c *Client) Remove(t *Torrent) {
 		delete(c.torrents, t.ih)
 	}
 	c.mu.Unlock()
+	t.closeConns()
+}
+
+// closeConns closes the connections of t's peers.
+func (t *Torrent) closeConns() {
 	t.mu.Lock()
 	for p := range t.peers {
 		p.conn.Close()

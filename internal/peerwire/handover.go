@@ -65,6 +65,12 @@ func (pc *parkedConn) keep(typ pp.MessageType, body []byte) bool {
 func (c *Client) park(ih metainfo.Hash, pcs []*parkedConn) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.closed.Load() {
+		for _, pc := range pcs {
+			pc.conn.Close()
+		}
+		return
+	}
 	m := c.parked[ih]
 	if m == nil {
 		m = map[string]*parkedConn{}

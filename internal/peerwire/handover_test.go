@@ -74,16 +74,24 @@ func TestFetchInfoConnectionKept(t *testing.T) {
 	})
 }
 
+// parkingFetcher returns a bundle seeded by a client of this package (its
+// torrent and address), and a client whose FetchInfo parks connections
+// for an hour, with a context of 2 minutes.
+func parkingFetcher(t *testing.T) (*bundle, *Torrent, string, *Client, context.Context) {
+	t.Helper()
+	b := makeBundle(t, map[string]int64{"app": 100 << 10}, 64<<10)
+	_, seedTor, seed := seeded(t, b, Config{})
+	c := New(Config{})
+	c.parkFor = time.Hour
+	return b, seedTor, seed, c, ctxFor(t, 2*time.Minute)
+}
+
 // TestFetchInfoConnectionNotTaken: FetchInfo's connection, which no
 // download takes, closes after parkFor; a second FetchInfo of the same
 // infohash closes the first's.
 func TestFetchInfoConnectionNotTaken(t *testing.T) {
 	t.Parallel()
-	b := makeBundle(t, map[string]int64{"app": 100 << 10}, 64<<10)
-	_, seedTor, seed := seeded(t, b, Config{})
-	c := New(Config{})
-	c.parkFor = time.Hour
-	ctx := ctxFor(t, 2*time.Minute)
+	b, seedTor, seed, c, ctx := parkingFetcher(t)
 	for range 2 {
 		if _, err := c.FetchInfo(ctx, b.info2hash(), []string{seed}, nil); err != nil {
 			t.Fatal(err)

@@ -39,9 +39,13 @@ var ErrBadInfo = errors.New("info does not match the infohash")
 // dialling its address again (so does Torrent.Connect), with what the
 // peer sent meanwhile. They are closed if no dial of the torrent takes
 // them within 30 s (the torrent is never added, or its download gets
-// other peers), or when FetchInfo runs again for ih. Nothing is read
+// other peers), when FetchInfo runs again for ih, or when the client
+// closes (Close). Nothing is read
 // from or written to them while they wait.
 func (c *Client) FetchInfo(ctx context.Context, ih metainfo.Hash, peers []string, more <-chan string) ([]byte, error) {
+	if c.isClosed() {
+		return nil, ErrClosed
+	}
 	c.closeParked(ih)
 	ctx, cancel := context.WithCancel(ctx)
 	// got ends when the info came: the other peers stop at their next

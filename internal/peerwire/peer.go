@@ -157,6 +157,9 @@ func (t *Torrent) Connect(ctx context.Context, addr string) error {
 // it does.
 func (t *Torrent) dial(ctx context.Context, addr string) error {
 	cfg := &t.c.cfg
+	if t.c.isClosed() {
+		return ErrClosed
+	}
 	if pc := t.c.unpark(t.ih, addr); pc != nil {
 		return t.run(ctx, pc.conn, pc.r, pc.h, addr, true, pc)
 	}
@@ -199,7 +202,9 @@ func (c *Client) accept(ctx context.Context, conn net.Conn, handshaken func()) e
 	h, err := readHandshake(r)
 	var t *Torrent
 	if err == nil {
-		if t = c.torrent(h.infohash); t == nil {
+		if c.isClosed() {
+			err = ErrClosed
+		} else if t = c.torrent(h.infohash); t == nil {
 			err = fmt.Errorf("no torrent %x here", h.infohash)
 		} else if h.peerID == c.cfg.PeerID {
 			err = errors.New("connected to itself")
@@ -246,6 +251,13 @@ func (t *Torrent) run(ctx context.Context, conn net.Conn, r *bufio.Reader, h han
 		t.mu.Unlock()
 		conn.Close()
 		return ErrBanned
+	}
+	if t.c.isClosed() {
+		// Checked under t.mu: Close closes the peers it finds after
+		// setting closed.
+		t.mu.Unlock()
+		conn.Close()
+		return ErrClosed
 	}
 	t.peers[p] = struct{}{}
 	// BEP 3 and 6: what it has comes first.
