@@ -135,11 +135,13 @@ func (f *wireFetch) sources() string {
 	var got int64
 	peers := 0
 	f.w.mu.Lock()
-	t, known := f.b.t, len(f.b.peers)
+	t := f.b.t
 	f.w.mu.Unlock()
+	known := f.b.knownPeers()
 	if t != nil {
 		st := t.Stats()
 		got, peers = st.Downloaded, st.Peers
+		known = max(known, peers)
 	}
 	return f.ws.describe(fmt.Sprintf("got %d bytes; %d peers known, %d connected", got, known, peers))
 }
@@ -514,8 +516,9 @@ func (f *wireFetch) report(now bool) {
 		return
 	}
 	f.w.mu.Lock()
-	t, known := f.b.t, len(f.b.peers)
+	t := f.b.t
 	f.w.mu.Unlock()
+	known := f.b.knownPeers()
 	var st peerwire.Stats
 	if t != nil {
 		st = t.Stats()
@@ -534,6 +537,26 @@ func (f *wireFetch) report(now bool) {
 		p.Done, p.Checked = f.total, f.total
 	}
 	f.req.Progress(p)
+}
+
+// knownPeers returns how many of the peers named for the bundle are
+// still worth a dial: those the client's dials did not fail to reach, as
+// the torrent library forgets a peer it failed to dial
+// (Progress.Known).
+func (b *wireBundle) knownPeers() int {
+	b.w.mu.Lock()
+	peers := slices.Collect(maps.Keys(b.peers))
+	b.w.mu.Unlock()
+	c := b.w.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, p := range peers {
+		if d, ok := c.dials.notes[p]; !ok || d.state != DialFailed {
+			n++
+		}
+	}
+	return n
 }
 
 // startDownload returns the channel a download of the bundle takes the
