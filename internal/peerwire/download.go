@@ -63,6 +63,13 @@ type DownloadOptions struct {
 	// those. Nil: every piece. relay fetches the pieces of relay.json
 	// first, and then those of the files it wants.
 	Want func(piece int) bool
+	// Keep, when set, keeps the connections the download dialled that
+	// are up when it completes until Keep ends (or the peer goes), to
+	// serve the torrent and carry extension messages (relay_record) as
+	// connections peers opened do; their goroutines end with Keep. Nil:
+	// they close when the download returns. A download that fails or
+	// whose ctx ends closes them either way.
+	Keep context.Context
 }
 
 // Block states of a piece in flight.
@@ -140,7 +147,8 @@ var ErrDownloading = errors.New("torrent is being downloaded")
 // connection ends, unless it sent a bad piece); peers that connect to
 // the client's Serve take part too. It holds at most Config.InFlight
 // bytes of pieces in memory, whatever peers do, and every goroutine it
-// starts has ended when it returns.
+// starts has ended when it returns, but those of the connections o.Keep
+// keeps.
 func (t *Torrent) Download(ctx context.Context, o DownloadOptions) error {
 	cfg := &t.c.cfg
 	t.mu.Lock()
@@ -180,8 +188,24 @@ func (t *Torrent) Download(ctx context.Context, o DownloadOptions) error {
 	wg.Go(func() { dl.deliverer(ctx) })
 	wg.Go(func() { dl.watch(ctx) })
 	dl.startWebSeeds(ctx, &wg)
-	err := dl.dialLoop(ctx, &wg)
-	if err == nil {
+	// The connections it dials run under conns: with o.Keep, they
+	// outlive a download that completes.
+	conns, dials := ctx, &wg
+	var err error
+	if o.Keep != nil {
+		var keep sync.WaitGroup
+		var endConns context.CancelFunc
+		conns, endConns = context.WithCancel(o.Keep)
+		dials = &keep
+		defer func() {
+			if err != nil { // else they stay, until o.Keep ends
+				endConns()
+				keep.Wait()
+			}
+		}()
+	}
+	err = dl.dialLoop(ctx, conns, dials)
+	if err == nil && o.Keep == nil {
 		t.flush(ctx, flushWait)
 	}
 	cancel()
@@ -238,8 +262,9 @@ func (dl *download) finish(err error) {
 
 // dialLoop dials the download's peers, keeping them connected, until the
 // download is done or ctx ends: the caller's addresses first, then those
-// of peer exchange with at most half of Config.MaxConns.
-func (dl *download) dialLoop(ctx context.Context, wg *sync.WaitGroup) error {
+// of peer exchange with at most half of Config.MaxConns. The connections
+// run under conns, in goroutines of dials.
+func (dl *download) dialLoop(ctx, conns context.Context, dials *sync.WaitGroup) error {
 	t := dl.t
 	maxConns := t.c.cfg.MaxConns
 	type candidate struct {
@@ -306,10 +331,10 @@ func (dl *download) dialLoop(ctx context.Context, wg *sync.WaitGroup) error {
 				if pex {
 					busyPEX++
 				}
-				wg.Go(func() {
+				dials.Go(func() {
 					start := time.Now()
-					err := t.dial(ctx, a)
-					results <- result{a, pex, err, time.Since(start)}
+					err := t.dial(conns, a)
+					results <- result{a, pex, err, time.Since(start)} // buffered: one place per dial
 				})
 			}
 		}
