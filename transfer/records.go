@@ -270,10 +270,27 @@ func (c *Client) sendRecords() time.Duration {
 	var next time.Duration
 	now := time.Now()
 	c.mu.Lock()
+	// A peer connected twice (one peer ID; the wire engine keeps both)
+	// is sent a packet once, on either connection.
+	had := make(map[[20]byte]map[signer.PublicKey]int64)
+	for _, rp := range c.recordPeers {
+		m := had[rp.id]
+		if m == nil {
+			m = make(map[signer.PublicKey]int64)
+			had[rp.id] = m
+		}
+		for k, seq := range rp.sent {
+			m[k] = max(m[k], seq)
+		}
+	}
 	for conn, rp := range c.recordPeers {
 		for _, k := range c.swarmKeys(rp.key) {
 			p := c.records[k]
 			if p == nil || p.Seq <= rp.sent[k] {
+				continue
+			}
+			if p.Seq <= had[rp.id][k] {
+				rp.sent[k] = p.Seq
 				continue
 			}
 			if wait := rp.nextSend.Sub(now); wait > 0 {
@@ -283,6 +300,7 @@ func (c *Client) sendRecords() time.Duration {
 				break
 			}
 			rp.sent[k], rp.nextSend = p.Seq, now.Add(recordGap)
+			had[rp.id][k] = p.Seq
 			sends = append(sends, send{conn, EncodeRecord(p)})
 		}
 	}

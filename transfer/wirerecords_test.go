@@ -1,6 +1,7 @@
 package transfer
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -9,23 +10,30 @@ import (
 	"github.com/relay-sh/relay/signer"
 )
 
-// TestWireRecords: a seeder on the wire engine and a fetcher on the
-// torrent library's speak relay_record in the bundle's swarm: each counts
-// the other among its key's relay peers, a packet either shares reaches
-// the other's OnRecord, the seeder would dial the fetcher at the port it
-// listens on (swarmAddrs), and its Reach names the fetcher as connected.
+// TestWireRecords: a seeder and a fetcher, on either engine each, speak
+// relay_record in the bundle's swarm: each counts the other among its
+// key's relay peers, a packet either shares reaches the other's
+// OnRecord, the seeder would dial the fetcher at the port it listens on
+// (swarmAddrs), and its Reach names the fetcher as connected.
 func TestWireRecords(t *testing.T) {
 	t.Parallel()
+	// A fetcher on the wire engine joins these once Fetch is on it.
+	for _, e := range [][2]Engine{{EngineWire, EngineTorrent}} {
+		t.Run(fmt.Sprintf("%v seeder, %v fetcher", e[0], e[1]), func(t *testing.T) {
+			t.Parallel()
+			records(t, e[0], e[1])
+		})
+	}
+}
+
+func records(t *testing.T, seedEngine, fetchEngine Engine) {
 	k, err := signer.NewPrivateKey(make([]byte, 32))
 	if err != nil {
 		t.Fatal(err)
 	}
 	sGot, lGot := make(chan *record.SignedPacket, 8), make(chan *record.SignedPacket, 8)
-	s, b := seeder(t, map[string]int64{"app": 200 << 10}, Config{Engine: EngineWire, OnRecord: func(p *record.SignedPacket) { sGot <- p }})
-	l := newClient(t, Config{Engine: EngineTorrent, OnRecord: func(p *record.SignedPacket) { lGot <- p }})
-	if l.w != nil {
-		t.Skip("RELAY_ENGINE=wire: the fetcher is on the wire engine too")
-	}
+	s, b := seeder(t, map[string]int64{"app": 200 << 10}, Config{Engine: seedEngine, OnRecord: func(p *record.SignedPacket) { sGot <- p }})
+	l := newClient(t, Config{Engine: fetchEngine, OnRecord: func(p *record.SignedPacket) { lGot <- p }})
 	if _, err := l.Fetch(fetchCtx(t, 60*time.Second), FetchRequest{Key: testKey(t), Release: b.Release(testTime), Peers: peersOf(s)}); err != nil {
 		t.Fatal(err)
 	}
