@@ -90,7 +90,7 @@ func swarm(t *testing.T, size, rate int64) (*Client, *Bundle, int) {
 // gain); a leecher alone with the seeder keeps the deep queue a long
 // round trip needs.
 func TestSeedCappedInSwarm(t *testing.T) {
-	torrentEngineOnly(t, "the swarm's push (capSeeds) is not on the wire engine yet")
+	torrentEngineOnly(t, "capSeeds is the torrent library's engine's: the wire engine leaves a seed's upload to the seed (wireswarm.go)")
 	t.Parallel()
 	// About 0.35 MB/s for each leecher: a quarter second of it is 5
 	// blocks (more while the seeder's rate limiter spends its burst).
@@ -113,7 +113,7 @@ func TestSeedCappedInSwarm(t *testing.T) {
 // TestSeedQueueFollowsDelivery: a fast seed in a swarm gets a queue long
 // enough for what it delivers, not the few requests a slow one gets.
 func TestSeedQueueFollowsDelivery(t *testing.T) {
-	torrentEngineOnly(t, "the swarm's push (capSeeds) is not on the wire engine yet")
+	torrentEngineOnly(t, "capSeeds is the torrent library's engine's: the wire engine leaves a seed's upload to the seed (wireswarm.go)")
 	t.Parallel()
 	// About 5 MB/s for each leecher: a quarter second of it is 80 blocks
 	// on an idle machine. A loaded one delivers less (the race run beside
@@ -129,6 +129,7 @@ func TestSeedQueueFollowsDelivery(t *testing.T) {
 // TestSeedRequestsNegativeNeverCaps: SeedRequests below zero turns the
 // cap off.
 func TestSeedRequestsNegativeNeverCaps(t *testing.T) {
+	torrentEngineOnly(t, "capSeeds is the torrent library's engine's: the wire engine leaves a seed's upload to the seed (wireswarm.go)")
 	t.Parallel()
 	s, b := seeder(t, map[string]int64{"app": 1 << 20}, Config{UploadRate: 1 << 20})
 	l := newClient(t, Config{SeedRequests: -1})

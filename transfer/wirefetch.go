@@ -306,11 +306,11 @@ func overlap(a, n, b, m int64) int64 {
 	return max(0, min(a+n, b+m)-max(a, b))
 }
 
-// stayConnected dials the bundle's peers again once the fetch is done
-// (at most maxSeedDials at once): the download's connections end with
-// it, and the client keeps serving the bundle, and speaking relay_record
-// with the peers of its key, as the torrent library's engine, which
-// keeps its connections, does.
+// stayConnected dials the bundle's peers it is not connected to once the
+// fetch is done (at most maxSeedDials at once): the downloads keep their
+// connections (Keep), but a fetch of pieces all here dialled none, and
+// the client keeps serving the bundle, and speaking relay_record with the
+// peers of its key, as the torrent library's engine does.
 func (f *wireFetch) stayConnected(t *peerwire.Torrent) {
 	f.w.mu.Lock()
 	peers := slices.Collect(maps.Keys(f.b.peers))
@@ -392,7 +392,7 @@ func (f *wireFetch) download(ctx context.Context, t *peerwire.Torrent, tick <-ch
 	defer f.b.endDownload()
 	ih := metainfo.Hash(f.b.ih)
 	o := peerwire.DownloadOptions{
-		Peers: f.b.peerList(), MorePeers: more, InOrder: true, Want: want,
+		Peers: f.b.peerList(), MorePeers: more, InOrder: true, Want: want, Keep: f.b.ctx,
 		WebSeeds: f.seeds, WebSeedDropped: f.ws.note,
 		OnPiece: func(i int, data []byte) error {
 			if err := f.w.waitRate(ctx, len(data)); err != nil {

@@ -17,8 +17,7 @@ import (
 // (swarmAddrs), and its Reach names the fetcher as connected.
 func TestWireRecords(t *testing.T) {
 	t.Parallel()
-	// A fetcher on the wire engine joins these once Fetch is on it.
-	for _, e := range [][2]Engine{{EngineWire, EngineTorrent}} {
+	for _, e := range [][2]Engine{{EngineWire, EngineTorrent}, {EngineTorrent, EngineWire}, {EngineWire, EngineWire}} {
 		t.Run(fmt.Sprintf("%v seeder, %v fetcher", e[0], e[1]), func(t *testing.T) {
 			t.Parallel()
 			records(t, e[0], e[1])

@@ -321,7 +321,11 @@ func (dl *download) dialLoop(ctx, conns context.Context, dials *sync.WaitGroup) 
 					continue
 				}
 				t.mu.Lock()
-				skip := t.banned[a] || pex && t.connectedTo(a)
+				// A peer connected already (it dialled in, or a
+				// connection an earlier download kept) takes part
+				// as it is: a second connection would split its
+				// requests and double its messages.
+				skip := t.banned[a] || t.connectedTo(a)
 				t.mu.Unlock()
 				if skip {
 					continue

@@ -142,13 +142,17 @@ func (p *Peer) hasPiece(i int) bool { return p.hasAll || (p.has != nil && p.has.
 // Connect dials the peer at addr (host:port) for t, outside a download,
 // and runs the connection until ctx ends or the connection does, and
 // returns why it ended. A seeder reaches so a peer it learnt of that
-// cannot dial it (a fetch behind NAT); a banned address is not dialled.
+// cannot dial it (a fetch behind NAT); a banned address is not dialled,
+// nor one t is connected to already.
 func (t *Torrent) Connect(ctx context.Context, addr string) error {
 	t.mu.Lock()
-	banned := t.banned[addr]
+	banned, connected := t.banned[addr], t.connectedTo(addr)
 	t.mu.Unlock()
 	if banned {
 		return fmt.Errorf("peer %s: %w", addr, ErrBanned)
+	}
+	if connected {
+		return fmt.Errorf("peer %s: %w", addr, errConnected)
 	}
 	return t.dial(ctx, addr)
 }
@@ -222,6 +226,10 @@ func (c *Client) accept(ctx context.Context, conn net.Conn, handshaken func()) e
 	}
 	return t.run(ctx, conn, r, h, conn.RemoteAddr().String(), false, nil)
 }
+
+// errConnected is returned for a dial of a peer a torrent is connected
+// to already.
+var errConnected = errors.New("already connected")
 
 // errTooMany is returned for a connection over Config.MaxConns.
 var errTooMany = errors.New("too many connections")
