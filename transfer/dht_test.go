@@ -23,7 +23,7 @@ func TestFetchDHT(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			node := func() *dht.Node { return addNode(ctx, t, net) }
-			sn := tcpFreeNode(ctx, t, net)
+			sn := node()
 			s, b := seeder(t, map[string]int64{"app": 2 << 20}, Config{DHT: sn, Engine: e})
 			if s.Addr().Port() != sn.Addr().Port() {
 				t.Errorf("seeder listens on %v, its DHT node on %v", s.Addr(), sn.Addr())
@@ -38,33 +38,28 @@ func TestFetchDHT(t *testing.T) {
 	}
 }
 
-// tcpFreeNode adds a node to a local DHT network whose port number is
-// free for TCP too, for a client to listen for peers on. The system chose
-// its UDP port, and on a machine busy with connections on loopback the
-// same number was taken for TCP in 2 runs of TestFetchDHT in 6 (relay.Open
-// then listens on another port; a test of the shared number cannot).
-func tcpFreeNode(ctx context.Context, t testing.TB, ln *localnet.Net) *dht.Node {
+// addNode adds a node to a local DHT network, closed when t ends, whose
+// port number is free for TCP too: a client given the node listens for
+// peers on that number. The system chose the node's UDP port, and on a
+// machine busy with connections on loopback the same number was taken for
+// TCP ("failed to listen for peers: bind: address already in use") in 2
+// runs of TestFetchDHT in 6, and in TestSeedDialsPeersFromDHT; relay.Open
+// listens on another port then, but these tests check the shared number.
+func addNode(ctx context.Context, t testing.TB, ln *localnet.Net) *dht.Node {
 	t.Helper()
 	for range 20 {
-		n := addNode(ctx, t, ln)
+		n, err := ln.Add(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
 		l, err := net.Listen("tcp", n.Addr().String())
 		if err == nil {
 			l.Close()
+			t.Cleanup(func() { n.Close() })
 			return n
 		}
 		n.Close()
 	}
 	t.Fatal("20 DHT nodes, each on a port number taken for TCP")
 	return nil
-}
-
-// addNode adds a node to a local DHT network, closed when t ends.
-func addNode(ctx context.Context, t testing.TB, net *localnet.Net) *dht.Node {
-	t.Helper()
-	n, err := net.Add(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return n
 }
