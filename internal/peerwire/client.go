@@ -28,6 +28,11 @@ type Config struct {
 	// MaxConns bounds the connections of each torrent, dialled and
 	// accepted. Zero: 50.
 	MaxConns int
+	// ConnsPerIP bounds the connections a torrent accepts from one IP
+	// address once it holds half its MaxConns: one beyond is closed after
+	// its handshake, so that hosts holding idle connections cannot take
+	// every place. Zero: 4.
+	ConnsPerIP int
 	// Requests bounds the requests a download keeps queued at one peer
 	// (also bounded by the reqq the peer announces, 250 when it announces
 	// none). Zero: 500.
@@ -153,6 +158,7 @@ func New(cfg Config) *Client {
 		}
 	}
 	def(&cfg.MaxConns, 50)
+	def(&cfg.ConnsPerIP, 4)
 	def(&cfg.Requests, 500)
 	def(&cfg.UploadSlots, 8)
 	def(&cfg.MaxInfoSize, 8<<20)

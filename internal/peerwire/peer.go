@@ -250,7 +250,7 @@ func (t *Torrent) run(ctx context.Context, conn net.Conn, r *bufio.Reader, h han
 		p.listen = ap
 	}
 	t.mu.Lock()
-	if len(t.peers) >= cfg.MaxConns {
+	if len(t.peers) >= cfg.MaxConns || !dialed && len(t.peers) >= cfg.MaxConns/2 && t.fromIP(addr) >= cfg.ConnsPerIP {
 		t.mu.Unlock()
 		conn.Close()
 		return errTooMany
@@ -324,6 +324,22 @@ func (t *Torrent) run(ctx context.Context, conn net.Conn, r *bufio.Reader, h han
 		}
 	}
 	return err
+}
+
+// fromIP returns how many of t's connections are with the IP address of
+// addr (host:port). t.mu is held.
+func (t *Torrent) fromIP(addr string) int {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for q := range t.peers {
+		if h, _, err := net.SplitHostPort(q.addr); err == nil && h == host {
+			n++
+		}
+	}
+	return n
 }
 
 // extHandshake is the payload of this client's extended handshake. t.mu

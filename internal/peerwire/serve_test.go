@@ -368,3 +368,31 @@ func TestSeedsSeen(t *testing.T) {
 		t.Errorf("stats %+v: want no seed connected, one seen", st)
 	}
 }
+
+// TestConnsPerIP: once a torrent holds half its places, one address may
+// not take more than ConnsPerIP of them: idle connections from one host
+// beyond that are closed after their handshake, and a leecher from
+// another address still gets a place and the torrent.
+func TestConnsPerIP(t *testing.T) {
+	t.Parallel()
+	b := makeBundle(t, map[string]int64{"app": 300 << 10}, 64<<10)
+	_, tor, addr := seeded(t, b, Config{MaxConns: 8, ConnsPerIP: 2})
+	for range 8 {
+		sendHandshake(t, addr, b)
+	}
+	ctx := ctxFor(t, time.Minute)
+	for tor.Stats().Peers < 4 && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // the others' handshakes are read too
+	if n := tor.Stats().Peers; n != 4 {
+		t.Fatalf("the seeder holds %d idle connections from one address, want 4 (half its 8 places)", n)
+	}
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 3)}}
+	leecher := New(Config{Dial: func(ctx context.Context, a string) (net.Conn, error) { return d.DialContext(ctx, "tcp", a) }})
+	got, dir := addTorrent(t, leecher, b, b.infoBytes)
+	if err := got.Download(ctx, DownloadOptions{Peers: []string{addr}}); err != nil {
+		t.Fatal(err)
+	}
+	sameFiles(t, b, dir)
+}
