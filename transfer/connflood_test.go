@@ -92,9 +92,6 @@ func TestFetchWhileHostsFloodSeeder(t *testing.T) {
 		{"four hosts", []string{"127.0.0.10", "127.0.0.11", "127.0.0.12", "127.0.0.13"}, 60},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if len(tc.hosts) > 1 {
-				torrentEngineOnly(t, "peerwire does not evict idle connections to make room yet (evict.go), so 64 idle ones from four hosts fill a wire seeder's 50 places")
-			}
 			s, b := seeder(t, map[string]int64{"app": 16 << 20}, Config{})
 			fetchOnce := func() time.Duration {
 				t.Helper()

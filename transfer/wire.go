@@ -35,8 +35,9 @@ const (
 	// with the same checks, state files and errors, speaks relay_record,
 	// serves a fleet's bundles quietly (Serve) and says what it reached
 	// (Reach), but has no swarm push (capSeeds, shares), Recheck, uTP or
-	// eviction of idle connections yet; DownloadRate paces the pieces a
-	// fetch takes in, while those in flight (64 MiB) may come faster.
+	// closing of idle connections to make room yet; DownloadRate paces
+	// the pieces a fetch takes in, while those in flight (64 MiB) may come
+	// faster.
 	EngineWire
 )
 
