@@ -155,6 +155,7 @@ func TestSeedChangedFile(t *testing.T) {
 // keep-alives are counted over 5 s from the first: 6 at one a second, 8
 // allowed for a first one read late; a quarter second sent 20.
 func TestIdleSeederKeepAlivesSpaced(t *testing.T) {
+	torrentEngineOnly(t, "times the torrent library's keep-alives (peerwire sends one every 2 minutes)")
 	t.Parallel()
 	s, b := seeder(t, map[string]int64{"app": 1 << 20}, Config{})
 	conn, err := net.Dial("tcp", peersOf(s)[0].String())
