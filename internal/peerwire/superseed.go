@@ -27,7 +27,10 @@ import (
 // (no other peer can have had it then: a liar). A peer that has its
 // offered piece is offered the next one without waiting when no other
 // peer connected lacks the piece (a lone peer, the last one), when it
-// got the piece from others, or after PassOnWait.
+// got the piece from others, or after PassOnWait. An offer the peer is
+// not interested in for declineWait is replaced by another; a request
+// for the declined piece, before any byte of the other was sent, makes
+// it the offer again.
 //
 // Initial seeding does not end when every piece is out: the seed keeps
 // offering the rarest pieces one at a time to whoever lacks them, so
@@ -264,14 +267,28 @@ func (ss *initialSeeding) downloading(p *Peer) bool {
 func (t *Torrent) mayUnchoke(p *Peer) bool { return t.ss == nil || t.ss.downloading(p) }
 
 // offered reports whether p may request blocks of piece i: in initial
-// seeding only of the piece it is offered, and of the open pieces. t.mu
-// is held.
+// seeding only of the piece it is offered, and of the open pieces. A
+// request for a piece p declined, while nothing of its offer was sent
+// yet, makes that piece its offer: the peer was told the seed has it,
+// and wants it now. t.mu is held.
 func (t *Torrent) offered(p *Peer, i int) bool {
 	if t.ss == nil {
 		return true
 	}
 	o := t.ss.peers[p]
-	return o == nil || o.piece == i || t.ss.isOpen.has(i)
+	if o == nil || o.piece == i || t.ss.isOpen.has(i) {
+		return true
+	}
+	if !o.declined.has(i) || o.sent > 0 || o.had {
+		return false
+	}
+	ss := t.ss
+	ss.withdraw(o)
+	o.declined[i>>3] &^= 0x80 >> (i & 7)
+	o.piece = i
+	ss.offers[i]++
+	ss.pending[i]++
+	return true
 }
 
 // takeUpload reports whether the seed sends p the block r now, and
