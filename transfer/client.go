@@ -776,7 +776,12 @@ func (c *Client) onMessage(pc *torrent.PeerConn, msg *pp.Message) {
 // onPieces follows what a peer said it has; c.mu is held.
 func (c *Client) onPieces(k peerKey, p *peerPieces, pc *torrent.PeerConn, msg *pp.Message) {
 	n, known := c.numPcs[k.ih]
-	p.told = true
+	if !p.told {
+		// A fetcher counts for capSeeds from now on: it may be the
+		// second that makes the cap apply.
+		p.told = true
+		defer c.capSeeds(k.ih)
+	}
 	switch msg.Type {
 	case pp.HaveAll:
 		p.all = true
