@@ -140,12 +140,25 @@ func TestResolveIgnoresForgedAndOlderAnswers(t *testing.T) {
 			if !slices.ContainsFunc(ro.Server().Nodes(), func(ni krpc.NodeInfo) bool { return ni.ID == id }) {
 				t.Fatal("the fake node is not in the routing table")
 			}
-			got, st, err := ro.Resolve(ctx, pk)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got.Seq != good.Seq || got.Sig != good.Sig {
-				t.Fatalf("resolved seq %d, want the genuine %d", got.Seq, good.Seq)
+			// A resolve ends once enough of the closest nodes hold the
+			// newest packet, and may end before the fake's answer is read
+			// on a loaded machine (CI's run once saw 8 genuine answers
+			// and not the fake's). Resolve again until the answer of a
+			// fake whose answer counts (invalid or older) was heard: every
+			// resolve must return the genuine packet.
+			var st dht.ResolveStats
+			for range 5 {
+				var got *record.SignedPacket
+				got, st, err = ro.Resolve(ctx, pk)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got.Seq != good.Seq || got.Sig != good.Sig {
+					t.Fatalf("resolved seq %d, want the genuine %d", got.Seq, good.Seq)
+				}
+				if st.Invalid+st.Older > 0 || tc.invalid+tc.older == 0 {
+					break
+				}
 			}
 			// The K closest nodes this resolver finds may differ by a node
 			// or two from those the publish stored on (CI's race run once
