@@ -23,7 +23,13 @@ import (
 // address.
 func anacrolixPeer(t *testing.T, b *bundle, addr string) (*torrent.Client, string) {
 	t.Helper()
-	cl, err := torrent.NewClient(anacrolixConfig(t.TempDir()))
+	return anacrolixPeerWith(t, b, addr, anacrolixConfig(t.TempDir()))
+}
+
+// anacrolixPeerWith is anacrolixPeer with the client configured by cfg.
+func anacrolixPeerWith(t *testing.T, b *bundle, addr string, cfg *torrent.ClientConfig) (*torrent.Client, string) {
+	t.Helper()
+	cl, err := torrent.NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

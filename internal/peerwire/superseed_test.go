@@ -374,8 +374,16 @@ func TestInitialSeedingToAnacrolix(t *testing.T) {
 	t.Parallel()
 	b := makeBundle(t, map[string]int64{"app": 2<<20 + 777, "data/big": 1 << 20}, 64<<10)
 	_, seed, addr := seededWith(t, b, Config{UploadRate: 4 << 20}, TorrentOptions{InitialSeeding: true, PassOnWait: time.Second})
-	cl1, addr1 := anacrolixPeer(t, b, addr)
-	cl2, addr2 := anacrolixPeer(t, b, addr)
+	// Each uploads to the other after it has every piece (without Seed,
+	// the library stops serving then, and the other's requests queued
+	// at it wait out its request timeout, 150 s).
+	peer := func() (*torrent.Client, string) {
+		cfg := anacrolixConfig(t.TempDir())
+		cfg.Seed = true
+		return anacrolixPeerWith(t, b, addr, cfg)
+	}
+	cl1, addr1 := peer()
+	cl2, addr2 := peer()
 	for _, c := range []struct {
 		cl    *torrent.Client
 		other string
