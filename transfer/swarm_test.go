@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/anacrolix/torrent"
-
 	"github.com/relay-sh/relay/record"
 )
 
@@ -155,15 +153,12 @@ func TestSeedRequestsNegativeNeverCaps(t *testing.T) {
 // TestOneConnectionPerPeer: a seeder and a leecher that dial each other
 // at once keep one connection between them, and the leecher still knows
 // the seeder holds every piece after the second connection is closed as
-// a duplicate (so its requests to a shared seed stay capped).
+// a duplicate (so its requests to a shared seed stay capped), on either
+// engine.
 func TestOneConnectionPerPeer(t *testing.T) {
-	torrentEngineOnly(t, "looks at the torrent library's connections")
 	t.Parallel()
 	s, b := seeder(t, map[string]int64{"app": 1 << 20}, Config{UploadRate: 1 << 20})
 	l := newClient(t, Config{})
-	s.mu.Lock()
-	st := s.bundles[b.Infohash].t
-	s.mu.Unlock()
 	done := make(chan error, 1)
 	go func() {
 		res, err := l.Fetch(fetchCtx(t, 60*time.Second), FetchRequest{Key: testKey(t), Release: b.Release(testTime), Peers: peersOf(s)})
@@ -172,7 +167,7 @@ func TestOneConnectionPerPeer(t *testing.T) {
 		}
 		done <- err
 	}()
-	s.addPeers(st, peersOf(l), torrent.PeerSourceDirect)
+	connectPeers(t, s, b.Infohash, peersOf(l))
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +176,7 @@ func TestOneConnectionPerPeer(t *testing.T) {
 		ss, _ := s.Stats(b.Infohash)
 		return ls.Peers == 1 && ss.Peers == 1
 	})
-	if _, known, _ := seedCapped(l, b.Infohash); !known {
+	if !swarmOf(t, l, b.Infohash).seedConnected() {
 		t.Error("the leecher forgot that the seeder holds the whole bundle")
 	}
 }

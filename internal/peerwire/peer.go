@@ -2,6 +2,8 @@ package peerwire
 
 import (
 	"bufio"
+	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -9,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -227,6 +230,56 @@ func (c *Client) accept(ctx context.Context, conn net.Conn, handshaken func()) e
 	return t.run(ctx, conn, r, h, conn.RemoteAddr().String(), false, nil)
 }
 
+// duplicate returns, when p's peer (by peer id) is connected already on
+// other connections, those of them that close, or p itself: one
+// connection per peer, as two that dialled each other at once would
+// otherwise keep both, and split their requests and double their
+// messages. Of connections from the same IP address, the one whose
+// dialler has the lowest peer id and, of one dialler's, the lowest port
+// stays: both ends order them alike, whatever order they came in. From
+// another address, p closes: a peer cannot push out another's connection
+// by naming its id. t.mu is held.
+func (t *Torrent) duplicate(p *Peer) []*Peer {
+	var same []*Peer
+	for q := range t.peers {
+		if q.id == p.id {
+			same = append(same, q)
+		}
+	}
+	if len(same) == 0 {
+		return nil
+	}
+	pa, _ := addrPortOf(p.conn.RemoteAddr())
+	for _, q := range same {
+		if qa, _ := addrPortOf(q.conn.RemoteAddr()); qa.Addr() != pa.Addr() {
+			return []*Peer{p}
+		}
+	}
+	if slices.ContainsFunc(same, func(q *Peer) bool { return t.connOrder(q, p) < 0 }) {
+		return []*Peer{p}
+	}
+	return same
+}
+
+// connOrder orders two connections to one peer: by their dialler's peer
+// id, then the port it dialled from.
+func (t *Torrent) connOrder(x, y *Peer) int {
+	key := func(p *Peer) ([20]byte, uint16) {
+		if p.dialed {
+			a, _ := addrPortOf(p.conn.LocalAddr())
+			return t.c.cfg.PeerID, a.Port()
+		}
+		a, _ := addrPortOf(p.conn.RemoteAddr())
+		return p.id, a.Port()
+	}
+	xi, xp := key(x)
+	yi, yp := key(y)
+	if c := bytes.Compare(xi[:], yi[:]); c != 0 {
+		return c
+	}
+	return cmp.Compare(xp, yp)
+}
+
 // errConnected is returned for a dial of a peer a torrent is connected
 // to already.
 var errConnected = errors.New("already connected")
@@ -266,6 +319,15 @@ func (t *Torrent) run(ctx context.Context, conn net.Conn, r *bufio.Reader, h han
 		t.mu.Unlock()
 		conn.Close()
 		return ErrClosed
+	}
+	dup := t.duplicate(p)
+	if slices.Contains(dup, p) {
+		t.mu.Unlock()
+		conn.Close()
+		return errConnected
+	}
+	for _, q := range dup {
+		q.conn.Close() // its run drops it
 	}
 	t.peers[p] = struct{}{}
 	// BEP 3 and 6: what it has comes first.
