@@ -79,6 +79,10 @@ type Config struct {
 	// Engine is the BitTorrent implementation bundles move with
 	// (transfer.Config.Engine); zero is the torrent library's client.
 	Engine transfer.Engine
+	// InitialSeeding is transfer.Config.InitialSeeding: on the wire
+	// engine, the bundles this client seeds first (a publisher's) are
+	// served in initial seeding.
+	InitialSeeding bool
 }
 
 // Client is a relay participant: a DHT node, and the state and bundles of
@@ -279,6 +283,8 @@ func (c *Client) transfer() (*transfer.Client, error) {
 		RecordKeys:    c.chainKeys,
 		Network:       c.cfg.PeerNetwork,
 		Engine:        c.cfg.Engine,
+
+		InitialSeeding: c.cfg.InitialSeeding,
 	}
 	tc, err := transfer.NewClient(tcfg)
 	if err != nil && c.ownNode && systemPort(c.cfg.Listen) && errors.Is(err, syscall.EADDRINUSE) {

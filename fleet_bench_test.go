@@ -38,8 +38,8 @@ import (
 // queries a second that arrive at the closest nodes of the key and of its
 // bundles, with the swarm (the defaults) against polling alone (NoServe),
 // each watcher checking every pollInterval, counted after a first
-// pollInterval of warm-up. docs/simulation.md has the
-// figures.
+// pollInterval of warm-up. Every client runs on the BitTorrent engine
+// RELAY_ENGINE names (testEngine). docs/simulation.md has the figures.
 func BenchmarkFleet(b *testing.B) {
 	sizes, nodes := []int{25}, 300
 	if os.Getenv("RELAY_BENCH_BIG") != "" {

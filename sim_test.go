@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -124,6 +125,11 @@ func (w *simWorld) newNode(ctx context.Context, nat bool, configure func(*dht.Co
 	return n, h, nil
 }
 
+// simInitialSeeding, from RELAY_INITIAL_SEEDING=1, gives the simulated
+// world's clients Config.InitialSeeding (the wire engine's publisher
+// serves its releases in initial seeding).
+var simInitialSeeding = os.Getenv("RELAY_INITIAL_SEEDING") == "1"
+
 // client opens a relay client with a DHT node of its own on a new host,
 // behind NAT if nat, uploading at most upload bytes a second (zero: no
 // cap but the host's uplink).
@@ -133,7 +139,8 @@ func (w *simWorld) client(ctx context.Context, nat bool, upload int64) (*Client,
 	if err != nil {
 		w.tb.Fatal(err)
 	}
-	c, err := Open(ctx, Config{DataDir: w.tb.TempDir(), Network: n, PeerNetwork: h, UploadRate: upload})
+	c, err := Open(ctx, Config{DataDir: w.tb.TempDir(), Network: n, PeerNetwork: h, UploadRate: upload, Engine: testEngine,
+		InitialSeeding: simInitialSeeding})
 	if err != nil {
 		w.tb.Fatal(err)
 	}

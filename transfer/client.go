@@ -76,6 +76,11 @@ type Config struct {
 	// wireswarm.go). Zero means DefaultSeedRequests; negative means no
 	// cap beyond the torrent library's own.
 	SeedRequests int
+	// InitialSeeding, on the wire engine, serves the bundles a Seed gives
+	// the client before any fetch of them in initial seeding (BEP 16;
+	// see wireseed.go for the policy and why it is not the default). The
+	// torrent library's engine ignores it.
+	InitialSeeding bool
 	// OnRecord, when set, makes the client speak relay_record
 	// (RecordExtension) with the peers of its bundles that do: it is
 	// called with each packet a peer sends of the key of the bundle they

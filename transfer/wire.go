@@ -267,7 +267,9 @@ func (w *wireClient) attach(ctx context.Context, b *wireBundle, info *metainfo.I
 		return fail(err)
 	}
 	complete, _, _, _ := w.store.view(b.ih)
-	t, err := w.pw.Add(infoBytes, files, peerwire.TorrentOptions{Have: func(i int) bool { return complete[i] }})
+	o := peerwire.TorrentOptions{Have: func(i int) bool { return complete[i] }}
+	w.seedOptions(b, info, &o)
+	t, err := w.pw.Add(infoBytes, files, o)
 	if err != nil {
 		return fail(fmt.Errorf("bundle %s: %w", b.ih, err))
 	}
