@@ -34,8 +34,9 @@ const (
 	// TCP only. It is experimental: it fetches, seeds and serves bundles
 	// with the same checks, state files and errors, speaks relay_record,
 	// serves a fleet's bundles quietly (Serve) and says what it reached
-	// (Reach), but has no swarm push (capSeeds, shares), Recheck, uTP or
-	// closing of idle connections to make room yet; DownloadRate paces
+	// (Reach), but has no Recheck, uTP or closing of idle connections to
+	// make room yet, and by design no capSeeds or shares (a seed's upload
+	// is bounded at the seed: see wireswarm.go); DownloadRate paces
 	// the pieces a fetch takes in, while those in flight (64 MiB) may come
 	// faster.
 	EngineWire

@@ -22,10 +22,10 @@ import (
 // the publisher's seed, as the library's fetchers did before capSeeds.
 // But both remedies bind only fetchers that are relay's and polite; the
 // seed's upload is better bounded where it is spent, at the seed, whoever
-// fetches: initial seeding (BEP 16, wireseed.go) offers each
-// peer one piece at a time, so no fetcher can queue more at the seed than
-// that piece, and each piece leaves it about once. Config.SeedRequests
-// has no effect on the wire engine.
+// fetches: initial seeding (BEP 16, Config.InitialSeeding, wireseed.go)
+// offers each peer one piece at a time, so no fetcher can queue more at
+// the seed than that piece, and each piece leaves it about once.
+// Config.SeedRequests has no effect on the wire engine.
 
 // wireFleet is what a bundle of the wire engine keeps for relay_record
 // (the key of its swarm), a fleet's quiet serving (Serve, see
