@@ -114,7 +114,14 @@ func aria2(t testing.TB, ctx context.Context, ln *localnet.Net, dir string, wait
 // library's included, is written to the test's if the test fails.
 func relaySeeds(t *testing.T, ctx context.Context, ln *localnet.Net, key *signer.PrivateKey, src string) (*relay.Published, *relay.Client) {
 	t.Helper()
-	seeder := openClient(t, ln, relay.Config{Logger: keptLog(t, "relay seeder")})
+	return relaySeedsCfg(t, ctx, ln, relay.Config{}, key, src)
+}
+
+// relaySeedsCfg is relaySeeds with a client of cfg.
+func relaySeedsCfg(t *testing.T, ctx context.Context, ln *localnet.Net, cfg relay.Config, key *signer.PrivateKey, src string) (*relay.Published, *relay.Client) {
+	t.Helper()
+	cfg.Logger = keptLog(t, "relay seeder")
+	seeder := openClient(t, ln, cfg)
 	p, err := seeder.Publish(ctx, relay.PublishOptions{
 		Key: key, Version: record.MustParseVersion("1.0.0"),
 		Sources: []transfer.Source{{Path: src}},
@@ -164,6 +171,12 @@ func TestRelayFetchesFromAria2(t *testing.T) {
 // files of the given sizes; none given, 2 MiB and 4321 bytes.
 func relayFetchesFrom(t *testing.T, giveAddr bool,
 	seed func(t *testing.T, ctx context.Context, ln *localnet.Net, dir, torrent string) int, sizes ...int) {
+	relayFetchesFromCfg(t, giveAddr, relay.Config{ReadOnly: true}, seed, sizes...)
+}
+
+// relayFetchesFromCfg is relayFetchesFrom with a fetching client of cfg.
+func relayFetchesFromCfg(t *testing.T, giveAddr bool, cfg relay.Config,
+	seed func(t *testing.T, ctx context.Context, ln *localnet.Net, dir, torrent string) int, sizes ...int) {
 	ln := localnet.ForTest(t, localnet.Config{Nodes: 16})
 	ctx := ctxFor(t, 2*time.Minute)
 	if len(sizes) == 0 {
@@ -189,7 +202,7 @@ func relayFetchesFrom(t *testing.T, giveAddr bool,
 	pub.Close()
 	port := seed(t, ctx, ln, seedDir, torrent)
 
-	fetcher := client(t, ln, true)
+	fetcher := openClient(t, ln, cfg)
 	outDir := t.TempDir()
 	o := relay.FetchOptions{Key: p.Packet.Key, Out: outDir, AllPlatforms: true}
 	if giveAddr {

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -17,8 +18,10 @@ import (
 	"github.com/anacrolix/dht/v2/krpc"
 	"github.com/anacrolix/torrent/bencode"
 
+	"github.com/relay-sh/relay"
 	"github.com/relay-sh/relay/dht/localnet"
 	"github.com/relay-sh/relay/record"
+	"github.com/relay-sh/relay/transfer"
 )
 
 // ltScript drives libtorrent-rasterbar through its Python bindings.
@@ -75,7 +78,17 @@ func libtorrent(t testing.TB, ctx context.Context, v any, args ...string) {
 // has checked them and seeds. It stops when the test ends.
 func libtorrentSeeds(t *testing.T, ctx context.Context, ln *localnet.Net, dir, torrent string) int {
 	t.Helper()
+	return libtorrentSeedsEnv(t, ctx, ln, dir, torrent)
+}
+
+// libtorrentSeedsEnv is libtorrentSeeds with lt.py's environment
+// variables env (LT_UTP=1) set.
+func libtorrentSeedsEnv(t *testing.T, ctx context.Context, ln *localnet.Net, dir, torrent string, env ...string) int {
+	t.Helper()
 	cmd := ltCommand(t, ctx, "seed", ln.Bootstrap.Addr().String(), torrent, dir)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	// lt.py seeds until its stdin closes: when the test ends, or this
 	// process does.
 	if _, err := cmd.StdinPipe(); err != nil {
@@ -230,6 +243,54 @@ func libtorrentFetchesFromRelay(t *testing.T, giveAddr bool) {
 	// libtorrent puts the torrent's folder, named after it, in its save
 	// path.
 	sameTree(t, p.Bundle.Dir, filepath.Join(out, p.Bundle.Name))
+}
+
+// TestLibtorrentOverUTP: with Config.UTP, relay on either engine serves
+// libtorrent that dials uTP only, and on the torrent library's engine
+// fetches from libtorrent that accepts uTP only (LT_UTP=1), given each
+// other's address. The wire engine's uTP dials (anacrolix/utp) to
+// libtorrent time out waiting for its answer to the SYN (every dial of 3
+// runs under load 12, 1 of 1 passed at load 7), though the torrent
+// library's, on the same package without cgo, get through: not yet
+// understood, so that direction is not tested on it.
+func TestLibtorrentOverUTP(t *testing.T) {
+	needLibtorrent(t)
+	t.Parallel()
+	for _, e := range []transfer.Engine{transfer.EngineTorrent, transfer.EngineWire} {
+		t.Run(e.String(), func(t *testing.T) {
+			t.Parallel()
+			t.Run("libtorrent fetches", func(t *testing.T) {
+				t.Parallel()
+				ln := localnet.ForTest(t, localnet.Config{Nodes: 16})
+				ctx := ctxFor(t, time.Minute)
+				p, seeder := relaySeedsCfg(t, ctx, ln, relay.Config{Engine: e, UTP: true}, newKey(t), releaseDir(t, 3<<20, 4321))
+				a, err := seeder.PeerAddr()
+				if err != nil {
+					t.Fatal(err)
+				}
+				out := t.TempDir()
+				cmd := ltCommand(t, ctx, "fetch", ln.Bootstrap.Addr().String(), p.Bundle.Magnet(), out,
+					netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), a.Port()).String())
+				cmd.Env = append(os.Environ(), "LT_UTP=1")
+				var got struct{ Size int64 }
+				runJSON(t, cmd, "lt.py fetch", &got)
+				if got.Size != p.Bundle.Size {
+					t.Errorf("libtorrent fetched %d bytes, relay seeds %d", got.Size, p.Bundle.Size)
+				}
+				sameTree(t, p.Bundle.Dir, filepath.Join(out, p.Bundle.Name))
+			})
+			t.Run("relay fetches", func(t *testing.T) {
+				if e == transfer.EngineWire {
+					t.Skip("the wire engine's uTP dials do not reach libtorrent yet")
+				}
+				t.Parallel()
+				seed := func(t *testing.T, ctx context.Context, ln *localnet.Net, dir, torrent string) int {
+					return libtorrentSeedsEnv(t, ctx, ln, dir, torrent, "LT_UTP=1")
+				}
+				relayFetchesFromCfg(t, true, relay.Config{ReadOnly: true, Engine: e, UTP: true}, seed)
+			})
+		})
+	}
 }
 
 // TestRelayFetchesFromLibtorrent: relay fetches and verifies a bundle that

@@ -45,7 +45,7 @@ type Config struct {
 	// only from FetchRequest.Peers, web seeds and peer exchange. The Client
 	// never closes it.
 	DHT DHT
-	// UTP enables the torrent library's uTP (BitTorrent over UDP),
+	// UTP enables uTP (BitTorrent over UDP), on either engine,
 	// dialling and accepting, besides TCP, on a UDP port of the same
 	// number as Listen's, which must then not be the DHT's. Off by
 	// default: TCP is faster and steadier (uTP ran at 1 to 7 MB/s on
@@ -292,7 +292,11 @@ func NewClient(cfg Config) (*Client, error) {
 	if cfg.Engine == EngineWire {
 		c.port = port
 		c.ctx, c.cancel = context.WithCancel(context.Background())
-		c.w = newWireClient(c, max(0, perIP))
+		if c.w, err = newWireClient(c, host, max(0, perIP)); err != nil {
+			c.cancel()
+			c.tcp.Close()
+			return nil, fmt.Errorf("transfer: %w", err)
+		}
 		return c, nil
 	}
 

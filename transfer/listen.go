@@ -36,14 +36,7 @@ func newPeerListener(inner torrent.Listener, perIP int, done <-chan struct{}) *p
 // listenTCP listens on host:port ("" is every interface; an IPv4 host
 // IPv4 only, an IPv6 host IPv6 only), on nw or else the system's TCP.
 func listenTCP(nw Network, host string, port int) (net.Listener, error) {
-	network := "tcp"
-	if ip, err := netip.ParseAddr(host); err == nil {
-		if ip.Unmap().Is4() {
-			network = "tcp4"
-		} else {
-			network = "tcp6"
-		}
-	}
+	network := hostNetwork("tcp", host)
 	address := net.JoinHostPort(host, strconv.Itoa(port))
 	if nw != nil {
 		return nw.Listen(context.Background(), network, address)
@@ -51,6 +44,19 @@ func listenTCP(nw Network, host string, port int) (net.Listener, error) {
 	// BitTorrent connections keep themselves alive.
 	lc := net.ListenConfig{KeepAlive: -1}
 	return lc.Listen(context.Background(), network, address)
+}
+
+// hostNetwork returns network ("tcp", "udp") for listening on host: IPv4
+// only (network+"4") for an IPv4 address, IPv6 only for an IPv6 one,
+// both for a name or "".
+func hostNetwork(network, host string) string {
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if ip.Unmap().Is4() {
+			return network + "4"
+		}
+		return network + "6"
+	}
+	return network
 }
 
 // Addr returns the socket's address.

@@ -30,15 +30,16 @@ const (
 	// EngineTorrent is the torrent library's client
 	// (github.com/anacrolix/torrent), the default.
 	EngineTorrent Engine = iota
-	// EngineWire is relay's own BitTorrent peer (internal/peerwire), over
-	// TCP only. It is experimental: it fetches, seeds and serves bundles
-	// with the same checks, state files and errors, speaks relay_record,
-	// serves a fleet's bundles quietly (Serve) and says what it reached
-	// (Reach), but has no Recheck, uTP or closing of idle connections to
-	// make room yet, and by design no capSeeds or shares (a seed's upload
-	// is bounded at the seed: see wireswarm.go); DownloadRate paces
-	// the pieces a fetch takes in, while those in flight (64 MiB) may come
-	// faster.
+	// EngineWire is relay's own BitTorrent peer (internal/peerwire). It
+	// is experimental: it fetches, seeds and serves bundles with the same
+	// checks, state files and errors, speaks relay_record, serves a
+	// fleet's bundles quietly (Serve) and says what it reached (Reach),
+	// takes uTP as the default engine does (wireutp.go), but has no
+	// Recheck or closing of idle connections to make room yet, its uTP
+	// dials do not reach libtorrent, and by design it has no capSeeds or
+	// shares (a seed's upload is bounded at the seed: see wireswarm.go);
+	// DownloadRate paces the pieces a fetch takes in, while those in
+	// flight (64 MiB) may come faster.
 	EngineWire
 )
 
@@ -125,7 +126,7 @@ const maxWirePeers = 1000
 // peers the DHT names (that may not reach it: behind NAT).
 const maxSeedDials = 8
 
-func newWireClient(c *Client, perIP int) *wireClient {
+func newWireClient(c *Client, host string, perIP int) (*wireClient, error) {
 	pc := peerwire.Config{
 		MaxConns:      bundleConns,
 		UploadRate:    c.cfg.UploadRate,
@@ -139,6 +140,18 @@ func newWireClient(c *Client, perIP int) *wireClient {
 		d := net.Dialer{FallbackDelay: -1, KeepAlive: -1}
 		pc.Dial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
 	}
+	s, err := c.utpSocket(host) // wireutp.go
+	if err != nil {
+		return nil, err
+	}
+	if s != nil {
+		tcp := pc.Dial
+		pc.Dial = func(ctx context.Context, addr string) (net.Conn, error) {
+			return dialFirst(ctx, addr, tcp, func(ctx context.Context, addr string) (net.Conn, error) {
+				return s.DialContext(ctx, "udp", addr)
+			})
+		}
+	}
 	w := &wireClient{
 		c: c, store: newCompletion(c.log),
 		bundles: make(map[record.Infohash]*wireBundle), banned: make(map[netip.Addr]bool),
@@ -148,14 +161,10 @@ func newWireClient(c *Client, perIP int) *wireClient {
 	if r := c.cfg.DownloadRate; r > 0 {
 		w.down = rate.NewLimiter(rate.Limit(r), int(min(r, 256<<10)))
 	}
-	ln := closingListener{newPeerListener(c.tcp, perIP, c.ctx.Done()), c.tcp}
-	w.wg.Go(func() {
-		if err := w.pw.Serve(c.ctx, ln); err != nil {
-			c.log.Warn("stopped accepting peers", "err", err)
-		}
-	})
+	w.serve("TCP", closingListener{newPeerListener(c.tcp, perIP, c.ctx.Done()), c.tcp})
+	w.serveUTP(s, perIP)
 	w.wg.Go(w.background)
-	return w
+	return w, nil
 }
 
 // waitRate waits until n more bytes of pieces may be taken in within

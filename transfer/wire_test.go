@@ -18,16 +18,7 @@ func TestWireSeed(t *testing.T) {
 	if !s.Seeding(b.Infohash) {
 		t.Fatal("Seeding reports false after Seed")
 	}
-	l := newClient(t, Config{})
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	res, err := l.Fetch(ctx, FetchRequest{Key: testKey(t), Release: b.Release(testTime), Peers: peersOf(s)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range res.Files {
-		sameContent(t, filepath.Join(b.Dir, filepath.FromSlash(f.Path)), res.Path(f))
-	}
+	fetchSame(t, newClient(t, Config{}), s, b)
 	st, ok := s.Stats(b.Infohash)
 	if !ok || st.Size != b.Size || st.Have != b.Size || st.Uploaded < b.Size-b.PieceLength {
 		t.Errorf("the seeder's stats %+v (%v): want all %d bytes here and most uploaded", st, ok, b.Size)
@@ -41,5 +32,20 @@ func TestWireSeed(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(b.Dir, "app")); err != nil {
 		t.Errorf("the files are gone after Drop: %v", err)
+	}
+}
+
+// fetchSame fetches b with l from s alone, within a minute, and checks
+// that the files are b's.
+func fetchSame(t *testing.T, l, s *Client, b *Bundle) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := l.Fetch(ctx, FetchRequest{Key: testKey(t), Release: b.Release(testTime), Peers: peersOf(s)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range res.Files {
+		sameContent(t, filepath.Join(b.Dir, filepath.FromSlash(f.Path)), res.Path(f))
 	}
 }

@@ -20,7 +20,7 @@ stdout (hex for bytes); errors go to stderr with exit status 1.
       seconds, metadata_seconds}: the times from adding the magnet link to
       having every piece, and to having the metadata. With LT_TCP=1 in the
       environment libtorrent dials TCP only, as relay does (by default it
-      dials uTP first).
+      dials uTP first); with LT_UTP=1 it dials and accepts uTP only.
   lt.py seed HOST:PORT TORRENT_FILE DIR
       checks DIR's files against TORRENT_FILE, then seeds them and
       announces itself in the DHT; prints {port} on one line once seeding
@@ -109,6 +109,9 @@ def session(bootstrap, peers=False):
             lt.alert_category.peer_log | lt.alert_category.performance_warning
     if os.environ.get("LT_TCP") == "1":
         s["enable_outgoing_utp"] = False
+    if os.environ.get("LT_UTP") == "1":
+        s["enable_outgoing_tcp"] = False
+        s["enable_incoming_tcp"] = False
     return lt.session(s)
 
 
