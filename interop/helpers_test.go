@@ -20,6 +20,7 @@ import (
 	"github.com/relay-sh/relay"
 	"github.com/relay-sh/relay/dht/localnet"
 	"github.com/relay-sh/relay/signer"
+	"github.com/relay-sh/relay/transfer"
 )
 
 // jsDir holds the Node helper and its pinned npm dependencies.
@@ -130,10 +131,26 @@ func client(t testing.TB, net *localnet.Net, readOnly bool) *relay.Client {
 	return openClient(t, net, relay.Config{ReadOnly: readOnly})
 }
 
+// testEngine is the BitTorrent engine of the clients openClient opens
+// when their config names none: RELAY_ENGINE=wire runs them on relay's
+// own (transfer.EngineWire), as it does the relay processes, which
+// inherit it.
+var testEngine = func() transfer.Engine {
+	e, err := transfer.ParseEngine(os.Getenv("RELAY_ENGINE"))
+	if err != nil {
+		panic(fmt.Sprintf("RELAY_ENGINE: %v", err))
+	}
+	return e
+}()
+
 // openClient opens a relay client of cfg on net, with its own data folder
-// and a random port on 127.0.0.1; it is closed when t ends.
+// and a random port on 127.0.0.1, on testEngine unless cfg names an
+// engine; it is closed when t ends.
 func openClient(t testing.TB, net *localnet.Net, cfg relay.Config) *relay.Client {
 	t.Helper()
+	if cfg.Engine == transfer.EngineTorrent {
+		cfg.Engine = testEngine
+	}
 	cfg.DataDir = t.TempDir()
 	cfg.Bootstrap = []string{net.Bootstrap.Addr().String()}
 	cfg.Listen = "127.0.0.1:0"
