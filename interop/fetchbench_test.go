@@ -25,7 +25,11 @@ import (
 )
 
 // BenchmarkFetchVsClients: a bundle of one big file (128 MiB; 1 GiB with
-// RELAY_BENCH_BIG=1) served by one `relay seed` process, fetched by:
+// RELAY_BENCH_BIG=1) served by one `relay seed` process, on the torrent
+// library's engine and then on relay's own (RELAY_ENGINE=wire; the figures
+// against it are named "-wireseed"; RELAY_BENCH_SEEDERS=torrent or wire
+// for one; RELAY_BENCH_PROFILE=DIR writes a CPU profile of every fetch
+// command there), fetched by:
 //
 //   - the whole `relay fetch --out DIR KEY` command, as a user runs it: the
 //     built binary, bootstrapped through a `relay node` process, resolving,
@@ -66,18 +70,41 @@ func BenchmarkFetchVsClients(b *testing.B) {
 	seedDir, bundle := publishBig(b, ctx, ln, key, size)
 	seeded := filepath.Join(bundle.Dir, "big")
 
-	// The seeder: `relay seed` on the publisher's data folder, on a port
-	// of its own (UDP for the DHT, TCP for peers).
-	port := freePort(b)
-	peer := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
-	seed := runRelay(b, ln, seedDir, "--json", "seed")
-	seed.Env = append(seed.Env, "RELAY_LISTEN="+peer.String())
-	waitStdoutFor(b, seed, `"seeding"`, time.Minute)
 	// A `relay node` the fetch command joins the DHT through.
 	node := runRelay(b, ln, b.TempDir(), "node")
 	node.Env = append(node.Env, fmt.Sprintf("RELAY_LISTEN=127.0.0.1:%d", freePort(b)))
 	nodeAddr := waitStdout(b, node, time.Minute)
+	// The seeder: `relay seed` on the publisher's data folder, on a port
+	// of its own (UDP for the DHT, TCP for peers), on each engine in turn
+	// (RELAY_BENCH_SEEDERS=torrent or wire for one): every contender of a
+	// row is timed against the same seeder, and the floors in the same
+	// rounds.
+	port := freePort(b)
+	peer := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
+	seeders := []transfer.Engine{transfer.EngineTorrent, transfer.EngineWire}
+	if v := os.Getenv("RELAY_BENCH_SEEDERS"); v != "" {
+		e, err := transfer.ParseEngine(v)
+		if err != nil {
+			b.Fatalf("RELAY_BENCH_SEEDERS: %v", err)
+		}
+		seeders = []transfer.Engine{e}
+	}
+	for _, se := range seeders {
+		seed := runRelay(b, ln, seedDir, "--json", "seed")
+		seed.Env = append(seed.Env, "RELAY_LISTEN="+peer.String(), "RELAY_ENGINE="+se.String())
+		waitStdoutFor(b, seed, `"seeding"`, time.Minute)
+		benchFetchFrom(b, ctx, ln, key, bundle, seeded, size, rounds, nodeAddr, peer, se)
+		// Stopped before the next seeder takes its port, so that every
+		// client finds one seeder only.
+		seed.Process.Signal(syscall.SIGINT)
+		seed.Wait()
+	}
+}
 
+// benchFetchFrom runs BenchmarkFetchVsClients' rounds against one seeder,
+// the one on engine se at peer, and reports their figures (named with
+// "-wireseed" for a seeder on the wire engine).
+func benchFetchFrom(b *testing.B, ctx context.Context, ln *localnet.Net, key *signer.PrivateKey, bundle *transfer.Bundle, seeded string, size int64, rounds int, nodeAddr string, peer netip.AddrPort, se transfer.Engine) {
 	var fig struct {
 		openssl, goSHA, cp                         time.Duration
 		cmd, cmdCPU, lib, lt, ltRun, ltCPU, ariaTx time.Duration
@@ -106,6 +133,11 @@ func BenchmarkFetchVsClients(b *testing.B) {
 			out := b.TempDir()
 			fetch := runRelay(b, ln, b.TempDir(), "-q", "fetch", "--out", out, key.PublicKey().String())
 			fetch.Env = append(fetch.Env, "RELAY_BOOTSTRAP="+nodeAddr, "RELAY_ENGINE="+e.String())
+			if dir := os.Getenv("RELAY_BENCH_PROFILE"); dir != "" {
+				// cmd/relay's RELAY_CPUPROFILE: a CPU profile of each
+				// fetch command, for `go tool pprof`.
+				fetch.Env = append(fetch.Env, "RELAY_CPUPROFILE="+filepath.Join(dir, fmt.Sprintf("fetch-%s-from-%s-%d.pprof", e, se, round+1)))
+			}
 			better(cmd, timed(b, func() { run(b, fetch) }))
 			better(cmdCPU, fetch.ProcessState.UserTime()+fetch.ProcessState.SystemTime())
 			if fi, err := os.Stat(filepath.Join(out, "big")); err != nil || fi.Size() != size {
@@ -162,41 +194,47 @@ func BenchmarkFetchVsClients(b *testing.B) {
 			}
 			os.RemoveAll(dir)
 		}
-		b.Logf("round %d (best so far): relay fetch --out %v (CPU %v), on wire %v (CPU %v), relay.Client %v, on wire %v, libtorrent %v, openssl %v, cp %v",
-			round+1, fig.cmd, fig.cmdCPU, fig.wireCmd, fig.wireCmdCPU, fig.lib, fig.wireLib, fig.lt, fig.openssl, fig.cp)
+		b.Logf("seeder on %s, round %d (best so far): relay fetch --out %v (CPU %v), on wire %v (CPU %v), relay.Client %v, on wire %v, libtorrent %v, openssl %v, cp %v",
+			se, round+1, fig.cmd, fig.cmdCPU, fig.wireCmd, fig.wireCmdCPU, fig.lib, fig.wireLib, fig.lt, fig.openssl, fig.cp)
 	}
 	gib := float64(size) / (1 << 30)
-	b.ReportMetric(fig.cmd.Seconds(), "s/relay-fetch-cmd")
-	b.ReportMetric(fig.cmdCPU.Seconds()/gib, "cpu-s/GiB-relay-fetch-cmd")
-	b.ReportMetric(fig.lib.Seconds(), "s/relay-client-fetch")
-	b.ReportMetric(fig.wireCmd.Seconds(), "s/relay-fetch-cmd-wire")
-	b.ReportMetric(fig.wireCmdCPU.Seconds()/gib, "cpu-s/GiB-relay-fetch-cmd-wire")
-	b.ReportMetric(fig.wireLib.Seconds(), "s/relay-client-fetch-wire")
-	b.ReportMetric(fig.wireCmd.Seconds()/fig.cmd.Seconds(), "x-relay-fetch-cmd-wire")
-	b.ReportMetric(fig.openssl.Seconds(), "s/openssl-sha256")
-	b.ReportMetric(fig.goSHA.Seconds(), "s/go-sha256")
-	b.ReportMetric(fig.cp.Seconds(), "s/cp")
-	b.ReportMetric(fig.cmd.Seconds()/fig.openssl.Seconds(), "x-openssl-sha256")
-	b.ReportMetric(fig.wireCmd.Seconds()/fig.openssl.Seconds(), "x-openssl-sha256-wire")
-	b.ReportMetric(fig.lib.Seconds()/fig.openssl.Seconds(), "x-openssl-sha256-client")
-	b.ReportMetric(fig.cmd.Seconds()/fig.cp.Seconds(), "x-cp")
+	report := func(v float64, unit string) {
+		if se == transfer.EngineWire {
+			unit += "-wireseed"
+		}
+		b.ReportMetric(v, unit)
+	}
+	report(fig.cmd.Seconds(), "s/relay-fetch-cmd")
+	report(fig.cmdCPU.Seconds()/gib, "cpu-s/GiB-relay-fetch-cmd")
+	report(fig.lib.Seconds(), "s/relay-client-fetch")
+	report(fig.wireCmd.Seconds(), "s/relay-fetch-cmd-wire")
+	report(fig.wireCmdCPU.Seconds()/gib, "cpu-s/GiB-relay-fetch-cmd-wire")
+	report(fig.wireLib.Seconds(), "s/relay-client-fetch-wire")
+	report(fig.wireCmd.Seconds()/fig.cmd.Seconds(), "x-relay-fetch-cmd-wire")
+	report(fig.openssl.Seconds(), "s/openssl-sha256")
+	report(fig.goSHA.Seconds(), "s/go-sha256")
+	report(fig.cp.Seconds(), "s/cp")
+	report(fig.cmd.Seconds()/fig.openssl.Seconds(), "x-openssl-sha256")
+	report(fig.wireCmd.Seconds()/fig.openssl.Seconds(), "x-openssl-sha256-wire")
+	report(fig.lib.Seconds()/fig.openssl.Seconds(), "x-openssl-sha256-client")
+	report(fig.cmd.Seconds()/fig.cp.Seconds(), "x-cp")
 	if py == "" {
 		b.Logf("%s: left out", ltWhy)
 	} else {
-		b.Logf("libtorrent: metadata after %.2f s, whole run %v", fig.ltMeta, fig.ltRun)
-		b.ReportMetric(fig.lt.Seconds(), "s/libtorrent-fetch")
-		b.ReportMetric(fig.ltRun.Seconds(), "s/libtorrent-run")
-		b.ReportMetric(fig.ltCPU.Seconds()/gib, "cpu-s/GiB-libtorrent-run")
-		b.ReportMetric(fig.cmd.Seconds()/fig.lt.Seconds(), "x-libtorrent")
-		b.ReportMetric(fig.lib.Seconds()/fig.lt.Seconds(), "x-libtorrent-client")
-		b.ReportMetric(fig.wireCmd.Seconds()/fig.lt.Seconds(), "x-libtorrent-wire")
-		b.ReportMetric(fig.wireLib.Seconds()/fig.lt.Seconds(), "x-libtorrent-client-wire")
+		b.Logf("seeder on %s: libtorrent: metadata after %.2f s, whole run %v", se, fig.ltMeta, fig.ltRun)
+		report(fig.lt.Seconds(), "s/libtorrent-fetch")
+		report(fig.ltRun.Seconds(), "s/libtorrent-run")
+		report(fig.ltCPU.Seconds()/gib, "cpu-s/GiB-libtorrent-run")
+		report(fig.cmd.Seconds()/fig.lt.Seconds(), "x-libtorrent")
+		report(fig.lib.Seconds()/fig.lt.Seconds(), "x-libtorrent-client")
+		report(fig.wireCmd.Seconds()/fig.lt.Seconds(), "x-libtorrent-wire")
+		report(fig.wireLib.Seconds()/fig.lt.Seconds(), "x-libtorrent-client-wire")
 	}
 	if ariaErr != nil {
 		b.Log("aria2c is not installed (Debian: aria2): left out")
 	} else if fig.ariaTx > 0 {
-		b.ReportMetric(fig.ariaTx.Seconds(), "s/aria2-transfer")
-		b.ReportMetric(fig.cmd.Seconds()/fig.ariaTx.Seconds(), "x-aria2")
+		report(fig.ariaTx.Seconds(), "s/aria2-transfer")
+		report(fig.cmd.Seconds()/fig.ariaTx.Seconds(), "x-aria2")
 	}
 }
 

@@ -29,6 +29,7 @@ func main() {
 // exit code.
 func Main() int {
 	tuneGC()
+	defer startCPUProfile(os.Stderr)()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return run(ctx, os.Args, os.Stdin, os.Stdout, os.Stderr)
