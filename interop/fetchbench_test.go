@@ -29,7 +29,7 @@ import (
 // library's engine and then on relay's own (RELAY_ENGINE=wire; the figures
 // against it are named "-wireseed"; RELAY_BENCH_SEEDERS=torrent or wire
 // for one; RELAY_BENCH_PROFILE=DIR writes a CPU profile of every fetch
-// command there), fetched by:
+// command and of each seeder there), fetched by:
 //
 //   - the whole `relay fetch --out DIR KEY` command, as a user runs it: the
 //     built binary, bootstrapped through a `relay node` process, resolving,
@@ -92,6 +92,9 @@ func BenchmarkFetchVsClients(b *testing.B) {
 	for _, se := range seeders {
 		seed := runRelay(b, ln, seedDir, "--json", "seed")
 		seed.Env = append(seed.Env, "RELAY_LISTEN="+peer.String(), "RELAY_ENGINE="+se.String())
+		if dir := os.Getenv("RELAY_BENCH_PROFILE"); dir != "" {
+			seed.Env = append(seed.Env, "RELAY_CPUPROFILE="+filepath.Join(dir, fmt.Sprintf("seed-%s.pprof", se)))
+		}
 		waitStdoutFor(b, seed, `"seeding"`, time.Minute)
 		benchFetchFrom(b, ctx, ln, key, bundle, seeded, size, rounds, nodeAddr, peer, se)
 		// Stopped before the next seeder takes its port, so that every
