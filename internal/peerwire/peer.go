@@ -815,10 +815,10 @@ func (p *Peer) writeLoop(done <-chan struct{}) error {
 			if !serve {
 				break
 			}
-			if cap(block) < int(req.length) {
-				block = make([]byte, maxRequestLen)
+			if cap(block) < blockHeader+int(req.length) {
+				block = make([]byte, blockHeader+maxRequestLen)
 			}
-			if err := p.serveBlock(done, req, block[:req.length]); err != nil {
+			if err := p.serveBlock(done, req, block[:blockHeader+int(req.length)]); err != nil {
 				return err
 			}
 			ka.Reset(every)

@@ -121,10 +121,19 @@ func (p *Peer) onCancel(r request) {
 	p.wmu.Unlock()
 }
 
+// blockHeader is the length of a piece message's header: length, id,
+// index and begin.
+const blockHeader = 13
+
 // serveBlock reads a requested block from the torrent's storage and
-// writes it to the peer, within the client's upload rate.
-func (p *Peer) serveBlock(done <-chan struct{}, r request, buf []byte) error {
+// writes it to the peer, within the client's upload rate. msg holds the
+// message: blockHeader bytes for its header, then the block's length.
+// The header and the block go out in one write: net.Buffers wrote them
+// apart on a connection that is not a *net.TCPConn itself, two writes
+// and the 13 bytes in a segment of their own for every block.
+func (p *Peer) serveBlock(done <-chan struct{}, r request, msg []byte) error {
 	t := p.t
+	buf := msg[blockHeader:]
 	if !t.takeUpload(p, r) {
 		if p.fast {
 			p.send(appendMsg(nil, pp.Reject, r.index, r.begin, r.length))
@@ -137,14 +146,12 @@ func (p *Peer) serveBlock(done <-chan struct{}, r request, buf []byte) error {
 	if _, err := t.store.ReadAt(buf, int64(r.index)*t.pieceLen+int64(r.begin)); err != nil {
 		return err
 	}
-	var hdr [13]byte
-	binary.BigEndian.PutUint32(hdr[:], uint32(9+len(buf)))
-	hdr[4] = byte(pp.Piece)
-	binary.BigEndian.PutUint32(hdr[5:], r.index)
-	binary.BigEndian.PutUint32(hdr[9:], r.begin)
+	binary.BigEndian.PutUint32(msg, uint32(9+len(buf)))
+	msg[4] = byte(pp.Piece)
+	binary.BigEndian.PutUint32(msg[5:], r.index)
+	binary.BigEndian.PutUint32(msg[9:], r.begin)
 	p.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
-	bufs := net.Buffers{hdr[:], buf}
-	if _, err := bufs.WriteTo(p.conn); err != nil {
+	if _, err := p.conn.Write(msg); err != nil {
 		return err
 	}
 	p.uploaded.Add(int64(len(buf)))
