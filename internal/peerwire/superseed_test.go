@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -344,7 +345,7 @@ func TestInitialSeedingToLibtorrent(t *testing.T) {
 	ctx := ctxFor(t, 3*time.Minute)
 	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
 	if err := ltFetch(ctx, py, ln, b, dirs[0], addr); err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v\n%s", err, seedView(seed))
 	}
 	before := seed.Stats().Uploaded
 	var wg sync.WaitGroup
@@ -355,7 +356,7 @@ func TestInitialSeedingToLibtorrent(t *testing.T) {
 	wg.Wait()
 	for _, err := range errs {
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("%v\n%s", err, seedView(seed))
 		}
 	}
 	for _, dir := range dirs {
@@ -363,6 +364,29 @@ func TestInitialSeedingToLibtorrent(t *testing.T) {
 	}
 	t.Logf("the seed uploaded %.2f copies to one libtorrent, %.2f to two", float64(before)/float64(b.info.TotalLength()),
 		float64(seed.Stats().Uploaded-before)/float64(b.info.TotalLength()))
+}
+
+// seedView describes an initial seed's state, for a failure: each
+// connected peer's offer and what it has, and the copies uploaded of
+// each piece.
+func seedView(tor *Torrent) string {
+	tor.mu.Lock()
+	defer tor.mu.Unlock()
+	var w strings.Builder
+	fmt.Fprintf(&w, "the seed: %d peers\n", len(tor.peers))
+	for p := range tor.peers {
+		fmt.Fprintf(&w, "  peer %s: has %d pieces (all: %v), interested %v, choked %v", p.addr, p.nhas, p.hasAll, p.interested, p.amChoking)
+		if o := tor.ss.peers[p]; o != nil {
+			fmt.Fprintf(&w, ", offer %d (%d bytes sent, had %v, passed %v, liar %v, heard %v ago)",
+				o.piece, o.sent, o.had, o.passed, o.liar, time.Since(o.heard).Round(time.Millisecond))
+		}
+		w.WriteByte('\n')
+	}
+	w.WriteString("  copies uploaded by piece:")
+	for i, n := range tor.ss.sent {
+		fmt.Fprintf(&w, " %d:%.2f", i, float64(n)/float64(tor.pieceSize(i)))
+	}
+	return w.String()
 }
 
 // TestInitialSeedingToAnacrolix: two clients of the torrent library,
